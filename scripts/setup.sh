@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Installs what lanyard's build and test lab need on a Debian 12 machine. Run as root:
+#   sudo ./scripts/setup.sh
+# Idempotent and non-interactive; quick (no apt) when everything is already there.
+# It starts and enables no system service: the tests run their own dockerd, dnsmasq, Kea and
+# radvd inside network namespaces, never in the root namespace.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup.sh: run as root (sudo ./scripts/setup.sh)" >&2
+    exit 1
+fi
+
+# Test lab: iproute2 (ip, bridge), DHCP servers, dockerd, busybox for the test image, tcpdump,
+# radvd, ping. Build: a C toolchain for -sys crates.
+PACKAGES=(
+    iproute2 iputils-ping dnsmasq-base kea-dhcp4-server docker.io busybox-static tcpdump radvd
+    ca-certificates gcc libc6-dev pkg-config
+)
+# Packages whose postinst would start or enable a system service.
+SERVICE_UNITS=(docker.service docker.socket containerd.service radvd.service
+    kea-dhcp4-server.service)
+
+installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]
+}
+
+# Where cargo is: PATH, root's ~/.cargo/bin, or the invoking sudo user's ~/.cargo/bin.
+find_cargo() {
+    if command -v cargo >/dev/null 2>&1; then
+        command -v cargo
+        return 0
+    fi
+    local home
+    for home in "${HOME:-/root}" "$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)"; do
+        if [ -n "$home" ] && [ -x "$home/.cargo/bin/cargo" ]; then
+            echo "$home/.cargo/bin/cargo"
+            return 0
+        fi
+    done
+    return 1
+}
+
+updated=0
+apt_update_once() {
+    if [ "$updated" = 0 ]; then
+        apt-get update -q
+        updated=1
+    fi
+}
+
+apt_install() {
+    # Block service starts during the install (docker.io's postinst would start the system
+    # dockerd, which creates docker0 and iptables rules in the root namespace). Keep an existing
+    # policy-rc.d (someone else's) as it is.
+    local policy=/usr/sbin/policy-rc.d ours=0 before=()
+    local unit
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# lanyard setup.sh: no service starts during install\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        ours=1
+    fi
+    for unit in "${SERVICE_UNITS[@]}"; do
+        if [ -e "/etc/systemd/system/multi-user.target.wants/$unit" ] ||
+            [ -e "/etc/systemd/system/sockets.target.wants/$unit" ]; then
+            before+=("$unit")
+        fi
+    done
+    local rc=0
+    apt_update_once || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        apt-get install -y -q --no-install-recommends "$@" || rc=$?
+    fi
+    if [ "$ours" = 1 ]; then
+        rm -f "$policy"
+    fi
+    # Do not leave newly installed services enabled for the next boot; units that were enabled
+    # before stay as they were.
+    if command -v systemctl >/dev/null 2>&1; then
+        for unit in "${SERVICE_UNITS[@]}"; do
+            case " ${before[*]:-} " in *" $unit "*) continue ;; esac
+            systemctl disable "$unit" >/dev/null 2>&1 || true
+        done
+    fi
+    return "$rc"
+}
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    installed "$p" || missing+=("$p")
+done
+
+# Rust: any cargo already there (rustup's in ~/.cargo/bin, or Debian's); else Debian 12's
+# newer toolchain packages (plain rustc/cargo in bookworm are too old for the dependencies).
+if ! find_cargo >/dev/null; then
+    apt_update_once
+    if apt-cache policy rustc-web 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        missing+=(rustc-web cargo-web rust-web-clippy rustfmt-web)
+    else
+        echo "setup.sh: no cargo found and no rustc-web package available: install Rust" >&2
+        exit 1
+    fi
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup.sh: installing ${missing[*]}"
+    apt_install "${missing[@]}"
+fi
+
+for tool in ip bridge tcpdump dnsmasq kea-dhcp4 dockerd busybox radvd ping gcc; do
+    if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ] && [ ! -x "/sbin/$tool" ]; then
+        echo "setup.sh: $tool is still missing after install" >&2
+        exit 1
+    fi
+done
+
+cargo=$(find_cargo) || {
+    echo "setup.sh: cargo is still missing after install" >&2
+    exit 1
+}
+cargo_dir=$(dirname "$cargo")
+echo "setup.sh: $("$cargo" --version) ($cargo); $("$cargo_dir/rustc" --version 2>/dev/null || rustc --version)"

@@ -1,0 +1,362 @@
+//! The command line: parse, call the library, print, pick the exit code. Nothing here touches the
+//! kernel directly.
+
+pub mod pipework;
+
+use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+
+use crate::attach::{attach, AttachRequest, Attached, DEFAULT_GUEST_IFNAME};
+use crate::error::{Error, ErrorKind, Result};
+use crate::guest::GuestSpec;
+use crate::host::Host;
+use crate::netns::Netns;
+use crate::route_cmd::{change_route, RouteChange};
+use crate::spec::{self, MacAddr, MacScheme, MacvlanMode, RouteSpec};
+use crate::state::DEFAULT_STATE_DIR;
+use pipework::{PipeworkAddressing, PipeworkCommand, RouteAction};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lanyard",
+    version,
+    about = "Put Docker containers and network namespaces directly on a real LAN",
+    long_about = "Put Docker containers and network namespaces directly on a real LAN: a second \
+NIC on a Linux bridge (veth) or a macvlan on a physical interface, with static addresses.\n\n\
+GUEST is a Docker container name or ID (DOCKER_HOST, default /var/run/docker.sock), pid:N (that \
+process's network namespace), netns:NAME (/run/netns/NAME) or a path to a namespace file. A bare \
+number is a pid only when Docker has no such container.\n\n\
+The namespace lanyard runs in is the host: bridges and macvlan parents are looked up there.\n\
+State: one JSON record per attachment in the state directory (default /var/lib/lanyard)."
+)]
+pub struct Cli {
+    /// Where attachment records live.
+    #[arg(long, global = true, env = "LANYARD_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Seed for stable MACs and host interface names (default: /etc/machine-id).
+    #[arg(long, global = true, env = "LANYARD_HOST_ID")]
+    pub host_id: Option<String>,
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Commands {
+    /// Give GUEST an interface on HOST_IF with static addresses (or none).
+    ///
+    /// HOST_IF: an existing Linux bridge is joined (a missing name starting with "br" is created
+    /// as a bridge, unless --no-create); any other existing interface gets a macvlan child inside
+    /// the guest; with --host-only, HOST_IF is the name of a new point-to-point veth's host end.
+    ///
+    /// ADDRESS: CIDR[@GATEWAY], IPv4 and IPv6 together, or "none" for a link without addresses.
+    /// @GATEWAY replaces the guest's default route for that family (restored on detach).
+    #[command(
+        after_help = "Examples:\n  lanyard attach br0 web 198.18.0.50/24@198.18.0.1\n  lanyard attach br0 web 198.18.0.51/24 2001:db8::51/64@fe80::1 -i lan0 --mtu 1400 --route 198.19.0.0/16@198.18.0.254\n  lanyard attach uplink0 pid:4242 198.18.0.60/24@198.18.0.1\n  lanyard attach --host-only vhost0 netns:lab 198.18.5.2/24 --host-address 198.18.5.1/24\n  lanyard attach br0 web none"
+    )]
+    Attach(AttachArgs),
+    /// Remove the interfaces lanyard gave GUEST (succeeds if they are already gone).
+    Detach {
+        guest: String,
+        /// Only this guest interface.
+        #[arg(short = 'i', long = "guest-ifname")]
+        guest_ifname: Option<String>,
+    },
+    /// Print lanyard's records for GUEST (or --all) as JSON, checked against the kernel.
+    Inspect {
+        guest: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// pipework's own syntax: HOSTIF [-i CIF] [-l LOCALIF] GUEST IP/PREFIX[@GW] [MAC],
+    /// route GUEST add|del|replace PREFIX [via GW] [dev IF] [metric N], --wait [-i CIF].
+    Pipework {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Internal: wait for the port to forward and announce a new attachment (spawned detached by
+    /// attach).
+    #[command(hide = true)]
+    AnnounceHelper {
+        #[arg(long)]
+        record: String,
+        #[arg(long)]
+        netns: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    pub host_interface: String,
+    pub guest: String,
+    /// CIDR[@GATEWAY] ... or "none".
+    pub addresses: Vec<String>,
+    /// Interface name inside the guest.
+    #[arg(short = 'i', long = "guest-ifname", default_value = DEFAULT_GUEST_IFNAME)]
+    pub guest_ifname: String,
+    /// Name of the veth's host end (default: derived, stable, "ly" + 13 characters).
+    #[arg(short = 'l', long = "host-ifname")]
+    pub host_ifname: Option<String>,
+    /// Point-to-point veth: HOST_IF is the new host end, which joins no bridge.
+    #[arg(long)]
+    pub host_only: bool,
+    /// Address for the host end of a --host-only link (repeatable).
+    #[arg(long = "host-address")]
+    pub host_addresses: Vec<IpNet>,
+    /// Extra route in the guest, CIDR@GATEWAY (repeatable).
+    #[arg(long = "route")]
+    pub routes: Vec<String>,
+    /// Guest interface MTU (default: the host interface's; never above it).
+    #[arg(long)]
+    pub mtu: Option<u32>,
+    /// Guest MAC (default: stable, derived from host id, guest and interface name).
+    #[arg(long)]
+    pub mac: Option<MacAddr>,
+    /// How to derive the MAC: stable (default) or network-wrapper (IPv4 octets + 16 random bits;
+    /// collides often: ~26% chance among 200 guests).
+    #[arg(long, default_value = "stable")]
+    pub mac_scheme: MacScheme,
+    /// macvlan mode when HOST_IF is not a bridge.
+    #[arg(long, default_value = "bridge")]
+    pub macvlan_mode: MacvlanMode,
+    /// Never create a missing br* bridge.
+    #[arg(long)]
+    pub no_create: bool,
+    /// Check first that no one on the segment uses the addresses (ARP probe / DAD), waiting MS
+    /// milliseconds for an answer (default 100).
+    #[arg(long, value_name = "MS", num_args = 0..=1, require_equals = true, default_missing_value = "100")]
+    pub probe: Option<u64>,
+}
+
+fn host_from(cli: &Cli) -> Result<Host> {
+    let host_id = crate::naming::read_host_id(cli.host_id.as_deref())?;
+    Host::new(Netns::current()?, &cli.state_dir, host_id)
+}
+
+fn require_root() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::new(ErrorKind::Permission, "lanyard needs root (CAP_NET_ADMIN): run it with sudo"));
+    }
+    Ok(())
+}
+
+/// Run the CLI; returns the process exit code.
+pub fn main_with(args: Vec<String>) -> i32 {
+    let invoked_as_pipework = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|name| name == "pipework");
+    let result = if invoked_as_pipework {
+        let state_dir = std::env::var_os("LANYARD_STATE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let cli = Cli {
+            state_dir,
+            host_id: std::env::var("LANYARD_HOST_ID").ok(),
+            command: Commands::Pipework { args: args[1..].to_vec() },
+        };
+        run(&cli)
+    } else {
+        match Cli::try_parse_from(&args) {
+            Ok(cli) => run(&cli),
+            Err(e) => {
+                let _ = e.print();
+                return e.exit_code();
+            }
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("lanyard: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    match &cli.command {
+        Commands::Attach(args) => {
+            let request = attach_request(args)?;
+            require_root()?;
+            let host = host_from(cli)?;
+            let attached = attach(&host, &request)?;
+            spawn_announcer(cli, &attached);
+            print_attached(&attached);
+            Ok(())
+        }
+        Commands::Detach { guest, guest_ifname } => {
+            require_root()?;
+            let host = host_from(cli)?;
+            let done = crate::detach(&host, guest, guest_ifname.as_deref())?;
+            if done.interfaces.is_empty() {
+                println!("{guest}: nothing attached by lanyard");
+            } else {
+                println!("{guest}: detached {}", done.interfaces.join(", "));
+            }
+            for bridge in done.removed_bridges {
+                println!("removed bridge {bridge} (lanyard created it and nothing uses it now)");
+            }
+            Ok(())
+        }
+        Commands::Inspect { guest, all } => {
+            require_root()?;
+            let token = match (guest, all) {
+                (Some(_), true) => return Err(Error::usage("give a guest or --all, not both")),
+                (None, false) => return Err(Error::usage("give a guest, or --all for every guest")),
+                (Some(guest), false) => Some(guest.as_str()),
+                (None, true) => None,
+            };
+            let host = host_from(cli)?;
+            let views = crate::inspect(&host, token)?;
+            if let (Some(token), true) = (token, views.is_empty()) {
+                return Err(Error::not_found(format!("lanyard has no record of {token}")));
+            }
+            let out = if token.is_some() && views.len() == 1 {
+                serde_json::to_string_pretty(&views[0])
+            } else {
+                serde_json::to_string_pretty(&views)
+            };
+            println!("{}", out.unwrap_or_default());
+            Ok(())
+        }
+        Commands::Pipework { args } => run_pipework(cli, args),
+        Commands::AnnounceHelper { record, netns } => {
+            crate::ready::announce_from_record(&cli.state_dir, record, netns)
+        }
+    }
+}
+
+fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
+    let mut request = AttachRequest::new(&args.host_interface, GuestSpec::parse(&args.guest)?);
+    request.addresses = spec::parse_addresses(&args.addresses)?;
+    request.guest_ifname = args.guest_ifname.clone();
+    request.host_ifname = args.host_ifname.clone();
+    request.host_only = args.host_only;
+    request.host_addresses = args.host_addresses.clone();
+    request.routes = args.routes.iter().map(|r| spec::parse_route(r)).collect::<Result<Vec<RouteSpec>>>()?;
+    request.mtu = args.mtu;
+    request.mac = args.mac;
+    request.mac_scheme = args.mac_scheme;
+    request.macvlan_mode = args.macvlan_mode;
+    request.no_create = args.no_create;
+    request.probe = args.probe.map(Duration::from_millis);
+    request.validate()?;
+    Ok(request)
+}
+
+fn print_attached(attached: &Attached) {
+    let record = &attached.record;
+    let addresses: Vec<String> = record.addresses.iter().map(|a| a.to_string()).collect();
+    println!(
+        "{}: {} {} on {} ({}, mac {}, mtu {}){}",
+        record.guest.display(),
+        record.guest_ifname,
+        if addresses.is_empty() { "link only".to_string() } else { addresses.join(" ") },
+        record.host_interface,
+        record.driver,
+        record.mac,
+        record.mtu,
+        record.host_ifname.as_ref().map(|h| format!(", host end {h}")).unwrap_or_default(),
+    );
+}
+
+/// Announce from a detached helper process: the packet socket's close (~8 ms) and the exit of a
+/// process holding one (~16 ms) stay off this command's critical path. Its stdio is closed so
+/// a caller capturing our output never waits for it.
+fn spawn_announcer(cli: &Cli, attached: &Attached) {
+    if attached.announcement.ipv4.is_empty() && attached.announcement.ipv6.is_empty() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let spawned = Command::new(exe)
+        .arg("--state-dir")
+        .arg(&cli.state_dir)
+        .arg("announce-helper")
+        .arg("--record")
+        .arg(attached.record.file_name())
+        .arg("--netns")
+        .arg(&attached.guest_netns_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
+    if let Err(e) = spawned {
+        eprintln!("lanyard: warning: could not start the announcer ({e}); neighbours learn the address on first traffic");
+    }
+}
+
+fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
+    match pipework::parse_pipework(args)? {
+        PipeworkCommand::Attach { host_if, guest_ifname, host_ifname, guest, addressing, mac, notices } => {
+            for notice in notices {
+                eprintln!("lanyard: notice: {notice}");
+            }
+            let address = match addressing {
+                PipeworkAddressing::Static(address) => address,
+                PipeworkAddressing::Dhcp { client } => {
+                    return Err(Error::unsupported(format!(
+                        "DHCP ({client}) is not available in this version of lanyard yet"
+                    )))
+                }
+            };
+            let mut request = AttachRequest::new(&host_if, GuestSpec::parse(&guest)?);
+            request.addresses = vec![address];
+            if let Some(name) = guest_ifname {
+                request.guest_ifname = name;
+            }
+            request.host_ifname = host_ifname;
+            request.mac = mac;
+            request.validate()?;
+            require_root()?;
+            let host = host_from(cli)?;
+            let attached = attach(&host, &request)?;
+            spawn_announcer(cli, &attached);
+            print_attached(&attached);
+            Ok(())
+        }
+        PipeworkCommand::Route { guest, action, destination, via, dev, metric } => {
+            require_root()?;
+            let host = host_from(cli)?;
+            let change = match action {
+                RouteAction::Add => RouteChange::Add,
+                RouteAction::Del => RouteChange::Delete,
+                RouteAction::Replace => RouteChange::Replace,
+            };
+            change_route(&host, &guest, change, destination, via, dev.as_deref(), metric)
+        }
+        PipeworkCommand::Wait { guest_ifname } => wait_for_interface(&guest_ifname, WAIT_TIMEOUT),
+    }
+}
+
+/// `pipework --wait` waited forever; lanyard waits this long and then fails, so a boot script
+/// never hangs silently.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Inside a guest: wait until `ifname` exists and is up.
+pub fn wait_for_interface(ifname: &str, timeout: Duration) -> Result<()> {
+    use crate::netlink::{LinkWatch, Netlink};
+    let mut netlink = Netlink::open_here("this namespace")?;
+    let mut watch = LinkWatch::open_here()?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(link) = netlink.link_by_name(ifname)? {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            watch.wait_for(&mut netlink, link.index, &format!("{ifname} up"), left, |l| l.up && l.lower_up)?;
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!("{ifname} did not appear within {} s", timeout.as_secs()),
+            ));
+        }
+        watch.wait_any((deadline - now).min(Duration::from_millis(500)));
+    }
+}

@@ -1,0 +1,402 @@
+//! Docker, reduced to the one question lanyard asks it: which process (and so which network
+//! namespace) is this container, and does it share the host's network? The trait keeps the rest
+//! of lanyard testable without a daemon; [`DockerApi`] answers it over the Engine API.
+//!
+//! The CLI's budget for a whole container attach is a few milliseconds, so a lookup is exactly
+//! one HTTP request: the API version is pinned instead of negotiated, and the client runs on a
+//! current-thread runtime that is built once and never spawns worker threads.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::ContainerInspectResponse;
+use bollard::{ClientVersion, Docker};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// What lanyard needs to know about a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// The full 64-hex-digit ID.
+    pub id: String,
+    /// The name without Docker's leading '/'.
+    pub name: String,
+    /// PID of the container's init process in our PID namespace; 0 when it is not running.
+    pub pid: u32,
+    pub running: bool,
+    /// `HostConfig.NetworkMode`: "none", "bridge", "host", "container:<id>", a network name.
+    pub network_mode: String,
+}
+
+pub trait ContainerRuntime {
+    /// Look a container up by name or by (a prefix of) its ID. `Ok(None)` means Docker knows no
+    /// such container; `Err` means Docker could not be asked or gave an unusable answer.
+    fn inspect(&self, name_or_id: &str) -> Result<Option<ContainerInfo>>;
+
+    /// The container behind `name_or_id`, which must exist and be running: what an attach needs.
+    fn inspect_running(&self, name_or_id: &str) -> Result<ContainerInfo> {
+        match self.inspect(name_or_id)? {
+            None => Err(Error::not_found(format!("no such container \"{name_or_id}\""))),
+            Some(info) if !info.running => Err(Error::conflict(format!(
+                "container \"{}\" is not running: start it first",
+                display_name(name_or_id, &info)
+            ))),
+            Some(info) => Ok(info),
+        }
+    }
+}
+
+/// The user's own word for the container when it is a name, its name when they gave an ID.
+fn display_name<'a>(token: &'a str, info: &'a ContainerInfo) -> &'a str {
+    let token = token.strip_prefix('/').unwrap_or(token);
+    if token == info.name || info.name.is_empty() {
+        token
+    } else {
+        &info.name
+    }
+}
+
+/// Where the daemon listens, as `DOCKER_HOST` spells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerHost {
+    Unix(PathBuf),
+    /// `host:port` from a `tcp://` or `http://` address (plain HTTP; TLS is not built in).
+    Tcp(String),
+}
+
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+impl DockerHost {
+    /// From `DOCKER_HOST`, or the default socket when it is unset or empty (as the docker CLI
+    /// treats an empty one).
+    pub fn from_env() -> Result<DockerHost> {
+        match std::env::var("DOCKER_HOST") {
+            Ok(host) if !host.is_empty() => DockerHost::parse(&host),
+            _ => Ok(DockerHost::Unix(PathBuf::from(DEFAULT_SOCKET))),
+        }
+    }
+
+    pub fn parse(host: &str) -> Result<DockerHost> {
+        if let Some(path) = host.strip_prefix("unix://") {
+            if path.is_empty() {
+                return Err(Error::usage(format!("DOCKER_HOST {host:?} names no socket")));
+            }
+            return Ok(DockerHost::Unix(PathBuf::from(path)));
+        }
+        for scheme in ["tcp://", "http://"] {
+            if let Some(addr) = host.strip_prefix(scheme) {
+                let addr = addr.trim_end_matches('/');
+                if addr.is_empty() {
+                    return Err(Error::usage(format!("DOCKER_HOST {host:?} names no address")));
+                }
+                // bollard does no TLS without its "ssl" feature; sending plain HTTP to a daemon
+                // that expects TLS would fail with a confusing protocol error instead.
+                if std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty()) {
+                    return Err(Error::unsupported(format!(
+                        "DOCKER_TLS_VERIFY for DOCKER_HOST {host:?} (TLS to dockerd)"
+                    )));
+                }
+                return Ok(DockerHost::Tcp(addr.to_string()));
+            }
+        }
+        Err(Error::unsupported(format!(
+            "DOCKER_HOST {host:?}: only unix:// and tcp:// addresses are supported"
+        )))
+    }
+}
+
+impl fmt::Display for DockerHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DockerHost::Unix(path) => write!(f, "unix://{}", path.display()),
+            DockerHost::Tcp(addr) => write!(f, "tcp://{addr}"),
+        }
+    }
+}
+
+/// The Engine API version spoken first: docker 20.10's, the oldest lanyard targets. A daemon
+/// that no longer speaks it says which version it wants, and the client switches once.
+const PINNED_VERSION: ClientVersion = ClientVersion { major_version: 1, minor_version: 41 };
+
+/// How long one lookup may take before the daemon counts as hung.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`ContainerRuntime`] over the Docker Engine API. The public API blocks; do not call it from
+/// inside a tokio runtime (use [`DockerApi::inspect_async`] there).
+pub struct DockerApi {
+    host: DockerHost,
+    runtime: tokio::runtime::Runtime,
+    /// Built on first use, because a missing socket is an answer for `inspect` ("Docker is not
+    /// reachable"), not a reason to refuse constructing the client; rebuilt when the daemon
+    /// asks for another API version.
+    client: Mutex<Option<Docker>>,
+    timeout: Duration,
+}
+
+impl DockerApi {
+    /// A client for the daemon `DOCKER_HOST` names (default `unix:///var/run/docker.sock`). Sends
+    /// nothing: a daemon that is down shows up on the first lookup.
+    pub fn connect() -> Result<Self> {
+        Self::with_host(DockerHost::from_env()?)
+    }
+
+    pub fn with_host(host: DockerHost) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::with_source(ErrorKind::Io, "start the Docker client runtime", e))?;
+        Ok(DockerApi { host, runtime, client: Mutex::new(None), timeout: DEFAULT_TIMEOUT })
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn host(&self) -> &DockerHost {
+        &self.host
+    }
+
+    /// [`ContainerRuntime::inspect`] for callers that already run inside a tokio runtime.
+    pub async fn inspect_async(&self, name_or_id: &str) -> Result<Option<ContainerInfo>> {
+        let token = name_or_id.strip_prefix('/').unwrap_or(name_or_id);
+        // Anything else cannot name a container, and must not reach the URL path, where "../"
+        // or "?" would turn the lookup into another request.
+        if !is_container_token(token) {
+            return Ok(None);
+        }
+        match tokio::time::timeout(self.timeout, self.inspect_request(token)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "inspect container \"{token}\": Docker at {} did not answer within {:?}",
+                    self.host, self.timeout
+                ),
+            )),
+        }
+    }
+
+    async fn inspect_request(&self, token: &str) -> Result<Option<ContainerInfo>> {
+        let mut client = self.client(None)?;
+        let mut switched = false;
+        loop {
+            match client.inspect_container(token, None).await {
+                Ok(response) => return container_info(response, token).map(Some),
+                Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {
+                    return Ok(None)
+                }
+                Err(err) => match daemon_wants_version(&err) {
+                    Some(version) if !switched => {
+                        client = self.client(Some(version))?;
+                        switched = true;
+                    }
+                    _ => return Err(self.request_error(token, err)),
+                },
+            }
+        }
+    }
+
+    /// The shared client; `version` replaces it with one that speaks that API version.
+    fn client(&self, version: Option<ClientVersion>) -> Result<Docker> {
+        let mut slot = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let (Some(client), None) = (slot.as_ref(), version) {
+            return Ok(client.clone());
+        }
+        let version = version.unwrap_or(PINNED_VERSION);
+        let secs = self.timeout.as_secs().max(1);
+        let client = match &self.host {
+            DockerHost::Unix(path) => Docker::connect_with_unix(path_str(path)?, secs, &version),
+            DockerHost::Tcp(addr) => Docker::connect_with_http(addr, secs, &version),
+        }
+        .map_err(|err| self.unreachable(err))?;
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    fn unreachable(&self, err: BollardError) -> Error {
+        let hint = match &self.host {
+            DockerHost::Unix(_) => "is dockerd running? DOCKER_HOST chooses another socket",
+            DockerHost::Tcp(_) => "is dockerd listening there?",
+        };
+        Error::with_source(
+            ErrorKind::Docker,
+            format!("Docker is not reachable at {} ({hint})", self.host),
+            err,
+        )
+    }
+
+    fn request_error(&self, token: &str, err: BollardError) -> Error {
+        match err {
+            BollardError::DockerResponseServerError { status_code: 400, ref message }
+                if message.contains("multiple IDs found") =>
+            {
+                Error::usage(format!(
+                    "\"{token}\" matches more than one container ID: give more of the ID or the name"
+                ))
+            }
+            BollardError::DockerResponseServerError { .. } | BollardError::JsonDataError { .. } => {
+                Error::with_source(
+                    ErrorKind::Docker,
+                    format!("inspect container \"{token}\" at {}", self.host),
+                    err,
+                )
+            }
+            BollardError::RequestTimeoutError => Error::with_source(
+                ErrorKind::Timeout,
+                format!("inspect container \"{token}\": Docker at {} did not answer", self.host),
+                err,
+            ),
+            // Everything else is the transport: no socket, refused, reset, not HTTP.
+            _ => self.unreachable(err),
+        }
+    }
+}
+
+impl ContainerRuntime for DockerApi {
+    fn inspect(&self, name_or_id: &str) -> Result<Option<ContainerInfo>> {
+        self.runtime.block_on(self.inspect_async(name_or_id))
+    }
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str().ok_or_else(|| {
+        Error::usage(format!("Docker socket path {} is not valid UTF-8", path.display()))
+    })
+}
+
+/// Docker names are `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; IDs and their prefixes are hex, a subset.
+fn is_container_token(token: &str) -> bool {
+    let mut chars = token.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The version a daemon asks for when it refuses ours with a 400.
+fn daemon_wants_version(err: &BollardError) -> Option<ClientVersion> {
+    match err {
+        BollardError::DockerResponseServerError { status_code: 400, message } => {
+            version_the_daemon_wants(message)
+        }
+        _ => None,
+    }
+}
+
+/// From "client version 1.41 is too old. Minimum supported API version is 1.44, ..." or
+/// "client version 1.53 is too new. Maximum supported API version is 1.41".
+fn version_the_daemon_wants(message: &str) -> Option<ClientVersion> {
+    const MARK: &str = "supported API version is ";
+    if !message.starts_with("client version ") {
+        return None;
+    }
+    let rest = &message[message.find(MARK)? + MARK.len()..];
+    let end = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+    let (major, minor) = rest[..end].trim_end_matches('.').split_once('.')?;
+    Some(ClientVersion { major_version: major.parse().ok()?, minor_version: minor.parse().ok()? })
+}
+
+fn container_info(response: ContainerInspectResponse, token: &str) -> Result<ContainerInfo> {
+    let id = response.id.filter(|id| !id.is_empty()).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Docker,
+            format!("inspect container \"{token}\": Docker's answer has no container ID"),
+        )
+    })?;
+    let name = response.name.unwrap_or_default();
+    let name = name.strip_prefix('/').unwrap_or(&name).to_string();
+    let state = response.state.unwrap_or_default();
+    let pid = state.pid.and_then(|pid| u32::try_from(pid).ok()).unwrap_or(0);
+    // A restarting container reports Running with no process yet: nothing to attach to.
+    let running = state.running.unwrap_or(false) && pid != 0;
+    let network_mode =
+        response.host_config.and_then(|hc| hc.network_mode).unwrap_or_default();
+    Ok(ContainerInfo { id, name, pid: if running { pid } else { 0 }, running, network_mode })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_docker_host() {
+        assert_eq!(
+            DockerHost::parse("unix:///tmp/x/docker.sock").unwrap(),
+            DockerHost::Unix(PathBuf::from("/tmp/x/docker.sock"))
+        );
+        assert_eq!(
+            DockerHost::parse("tcp://127.0.0.1:2375").unwrap(),
+            DockerHost::Tcp("127.0.0.1:2375".into())
+        );
+        assert_eq!(DockerHost::parse("ssh://me@box").unwrap_err().kind(), ErrorKind::Unsupported);
+        assert_eq!(DockerHost::parse("unix://").unwrap_err().kind(), ErrorKind::Usage);
+        assert_eq!(
+            DockerHost::Unix(PathBuf::from("/run/d.sock")).to_string(),
+            "unix:///run/d.sock"
+        );
+    }
+
+    #[test]
+    fn reads_the_version_out_of_the_daemons_complaint() {
+        let old = "client version 1.41 is too old. Minimum supported API version is 1.44, \
+                   please upgrade your client to a newer version";
+        let v = version_the_daemon_wants(old).unwrap();
+        assert_eq!((v.major_version, v.minor_version), (1, 44));
+        let new = "client version 1.53 is too new. Maximum supported API version is 1.41";
+        let v = version_the_daemon_wants(new).unwrap();
+        assert_eq!((v.major_version, v.minor_version), (1, 41));
+        assert!(version_the_daemon_wants("invalid reference format").is_none());
+    }
+
+    #[test]
+    fn only_name_and_id_shapes_reach_the_daemon() {
+        for ok in ["web", "c1", "a", "0f3e", "my_app.v2-1"] {
+            assert!(is_container_token(ok), "{ok}");
+        }
+        for bad in ["", "-x", "../info", "a/b", "x?all=1", "web ", "_a", "é"] {
+            assert!(!is_container_token(bad), "{bad}");
+        }
+    }
+
+    struct Fixed(Option<ContainerInfo>);
+    impl ContainerRuntime for Fixed {
+        fn inspect(&self, _: &str) -> Result<Option<ContainerInfo>> {
+            Ok(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn inspect_running_explains_missing_and_stopped() {
+        let err = Fixed(None).inspect_running("web").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert_eq!(err.to_string(), "no such container \"web\"");
+        let stopped = ContainerInfo {
+            id: "f".repeat(64),
+            name: "web".into(),
+            pid: 0,
+            running: false,
+            network_mode: "none".into(),
+        };
+        let err = Fixed(Some(stopped.clone())).inspect_running("fff").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert_eq!(err.to_string(), "container \"web\" is not running: start it first");
+        let running = ContainerInfo { pid: 42, running: true, ..stopped };
+        assert_eq!(Fixed(Some(running.clone())).inspect_running("/web").unwrap(), running);
+    }
+
+    #[test]
+    fn maps_an_inspect_answer() {
+        let json = r#"{"Id":"abc","Name":"/web","State":{"Running":true,"Pid":1234},
+                      "HostConfig":{"NetworkMode":"host"}}"#;
+        let info = container_info(serde_json::from_str(json).unwrap(), "web").unwrap();
+        assert_eq!(info.name, "web");
+        assert_eq!((info.pid, info.running), (1234, true));
+        assert_eq!(info.network_mode, "host");
+        let json = r#"{"Id":"abc","Name":"/web","State":{"Running":true,"Restarting":true,"Pid":0}}"#;
+        let info = container_info(serde_json::from_str(json).unwrap(), "web").unwrap();
+        assert_eq!((info.pid, info.running), (0, false));
+    }
+}

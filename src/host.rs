@@ -1,0 +1,44 @@
+//! "The host": an explicit namespace handle plus lanyard's state directory and identity. Every
+//! library entry point takes one; the CLI builds it from the namespace it runs in, tests from a
+//! test namespace. Nothing in the library assumes the calling thread's namespace.
+
+use std::path::Path;
+
+use crate::docker::{ContainerRuntime, DockerApi, DockerHost};
+use crate::error::Result;
+use crate::netns::Netns;
+use crate::state::StateDir;
+
+pub struct Host {
+    pub netns: Netns,
+    pub state: StateDir,
+    /// Seeds stable MACs and host interface names (machine-id or --host-id).
+    pub host_id: String,
+    /// Where Docker listens; `None` reads DOCKER_HOST (default /var/run/docker.sock).
+    pub docker_host: Option<DockerHost>,
+}
+
+impl Host {
+    pub fn new(netns: Netns, state_dir: &Path, host_id: impl Into<String>) -> Result<Host> {
+        Ok(Host {
+            netns,
+            state: StateDir::open(state_dir)?,
+            host_id: host_id.into(),
+            docker_host: None,
+        })
+    }
+
+    pub fn with_docker(mut self, docker_host: DockerHost) -> Host {
+        self.docker_host = Some(docker_host);
+        self
+    }
+
+    /// A Docker client, built only when a bare guest token needs it.
+    pub fn docker(&self) -> Result<Box<dyn ContainerRuntime>> {
+        let api = match &self.docker_host {
+            Some(host) => DockerApi::with_host(host.clone())?,
+            None => DockerApi::connect()?,
+        };
+        Ok(Box::new(api))
+    }
+}

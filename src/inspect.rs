@@ -1,0 +1,141 @@
+//! inspect: the recorded state, checked against the kernel, as JSON. The top level keeps
+//! network-wrapper's keys (`Container`, `NetworkSettings` with `HWAddr`, `Bridge`, `IPAddress`,
+//! `IPPrefixLen`, `Gateway`, `DNS`) so its users' scripts keep working; `Lanyard` has the rest.
+
+use serde_json::{json, Value};
+
+use crate::detach::live_guest_netns;
+use crate::error::Result;
+use crate::host::Host;
+use crate::netlink::Netlink;
+use crate::state::{DriverKind, Record};
+
+/// Records of the guest named `token`, or of every guest when `token` is `None`.
+pub fn inspect(host: &Host, token: Option<&str>) -> Result<Vec<Value>> {
+    let records: Vec<Record> = host
+        .state
+        .records()?
+        .into_iter()
+        .filter(|r| token.is_none_or(|t| r.guest.matches(t)))
+        .collect();
+    let mut host_netlink = Netlink::open(&host.netns, "the host namespace")?;
+    let mut views = Vec::new();
+    // One guest, all its interfaces: network-wrapper's view is of the first.
+    let mut by_guest: Vec<(String, Vec<Record>)> = Vec::new();
+    for record in records {
+        let key = record.guest.key();
+        match by_guest.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push(record),
+            None => by_guest.push((key, vec![record])),
+        }
+    }
+    for (_, records) in by_guest {
+        let mut interfaces = Vec::new();
+        for record in &records {
+            interfaces.push(interface_view(host, &mut host_netlink, record)?);
+        }
+        let first = &records[0];
+        let ipv4 = first.addresses.iter().find(|a| a.address.addr().is_ipv4());
+        views.push(json!({
+            "Container": first.guest.display(),
+            "NetworkSettings": {
+                "HWAddr": first.mac.to_string(),
+                "Bridge": if first.driver == DriverKind::Bridge { first.host_interface.clone() } else { String::new() },
+                "IPAddress": ipv4.map(|a| a.address.addr().to_string()).unwrap_or_default(),
+                "IPPrefixLen": ipv4.map(|a| a.address.prefix_len()).unwrap_or(0),
+                "Gateway": ipv4.and_then(|a| a.gateway).map(|g| g.to_string()).unwrap_or_default(),
+                "DNS": Vec::<String>::new(),
+            },
+            "Lanyard": { "Guest": first.guest, "Interfaces": interfaces },
+        }));
+    }
+    Ok(views)
+}
+
+fn interface_view(host: &Host, host_netlink: &mut Netlink, record: &Record) -> Result<Value> {
+    let mut drift = Vec::new();
+    if let Some(name) = &record.host_ifname {
+        if host_netlink.link_by_name(name)?.is_none() {
+            drift.push(format!("host end {name} is missing"));
+        }
+    }
+    if record.driver == DriverKind::HostOnly && host_netlink.link_by_name(&record.host_interface)?.is_none() {
+        drift.push(format!("host end {} is missing", record.host_interface));
+    }
+    let mut live_addresses = Vec::new();
+    match live_guest_netns(host, record) {
+        None => drift.push("guest namespace is gone or was replaced (guest stopped or restarted)".into()),
+        Some(netns) => {
+            let mut guest = Netlink::open(&netns, format!("guest {}", record.guest.display()))?;
+            match guest.link_by_name(&record.guest_ifname)? {
+                None => drift.push(format!("{} is missing in the guest", record.guest_ifname)),
+                Some(link) => {
+                    if link.mac != Some(record.mac.0) {
+                        drift.push(format!("{} has another MAC", record.guest_ifname));
+                    }
+                    live_addresses = guest
+                        .addresses()?
+                        .into_iter()
+                        .filter(|a| a.index == link.index)
+                        .map(|a| a.address)
+                        .collect();
+                    for wanted in &record.addresses {
+                        if !live_addresses.contains(&wanted.address) {
+                            drift.push(format!("address {} is missing", wanted.address));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(json!({
+        "Interface": record.guest_ifname,
+        "Mode": record.driver.to_string(),
+        "HostInterface": record.host_interface,
+        "HostIfname": record.host_ifname,
+        "CreatedBridge": record.created_bridge,
+        "MacvlanMode": record.macvlan_mode,
+        "HWAddr": record.mac.to_string(),
+        "MacScheme": record.mac_scheme,
+        "MTU": record.mtu,
+        "Addresses": record.addresses,
+        "Routes": record.routes,
+        "HostAddresses": record.host_addresses,
+        "ReplacedDefaultRoutes": record.replaced_default_routes,
+        "AttachedAt": crate::inspect::rfc3339(record.attached_at),
+        "LiveAddresses": live_addresses,
+        "InSync": drift.is_empty(),
+        "Drift": drift,
+    }))
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC timestamp (civil-from-days, no calendar crate).
+pub fn rfc3339(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let rest = seconds % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_795_435_200), "2026-11-23T12:00:00Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,28 @@
+//! lanyard: put Docker containers and network namespaces directly on a real LAN.
+//!
+//! The library does the work; the `lanyard` binary is a thin front. Every entry point takes a
+//! [`host::Host`], an explicit handle on the namespace lanyard treats as the host.
+
+pub mod announce;
+pub mod attach;
+pub mod cli;
+pub mod detach;
+pub mod docker;
+pub mod driver;
+pub mod error;
+pub mod guest;
+pub mod host;
+pub mod inspect;
+pub mod naming;
+pub mod netlink;
+pub mod netns;
+pub mod ready;
+pub mod route_cmd;
+pub mod spec;
+pub mod state;
+pub mod sysctl;
+
+pub use attach::{attach, AttachRequest, Attached, FailPoint};
+pub use detach::{detach, Detached};
+pub use host::Host;
+pub use inspect::inspect;

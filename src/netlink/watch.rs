@@ -1,0 +1,100 @@
+//! Waiting for a link to reach a state, by netlink notification rather than by sleeping: the
+//! bridge port turning to forwarding, a macvlan's parent having carrier, a guest link being up.
+
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use super::{LinkDetails, Netlink};
+use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::netns::Netns;
+
+/// RTMGRP_LINK: link state changes, including a bridge port's STP state.
+const LINK_GROUP: u32 = 1;
+
+/// A socket subscribed to link notifications of one namespace.
+pub struct LinkWatch {
+    socket: Socket,
+    buffer: Vec<u8>,
+}
+
+impl LinkWatch {
+    fn subscribe() -> Result<Socket> {
+        let mut socket = Socket::new(NETLINK_ROUTE)
+            .with_context(ErrorKind::Kernel, || "open a netlink watch socket")?;
+        socket
+            .bind(&SocketAddr::new(0, LINK_GROUP))
+            .with_context(ErrorKind::Kernel, || "subscribe to link notifications")?;
+        socket
+            .set_non_blocking(true)
+            .with_context(ErrorKind::Kernel, || "make the watch socket non-blocking")?;
+        Ok(socket)
+    }
+
+    pub fn open(netns: &Netns) -> Result<LinkWatch> {
+        let socket = netns.run(Self::subscribe)?;
+        Ok(LinkWatch { socket, buffer: vec![0; 32 * 1024] })
+    }
+
+    pub fn open_here() -> Result<LinkWatch> {
+        Ok(LinkWatch { socket: Self::subscribe()?, buffer: vec![0; 32 * 1024] })
+    }
+
+    /// Wait until `ready` holds for link `index`, re-checking after every link notification. The
+    /// subscription exists before the first check, so a change between check and wait is not
+    /// missed. Bounded by `timeout`.
+    pub fn wait_for(
+        &mut self,
+        netlink: &mut Netlink,
+        index: u32,
+        what: &str,
+        timeout: Duration,
+        ready: impl Fn(&LinkDetails) -> bool,
+    ) -> Result<LinkDetails> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let link = netlink
+                .link_by_index(index)?
+                .ok_or_else(|| Error::not_found(format!("{what}: interface #{index} vanished")))?;
+            if ready(&link) {
+                return Ok(link);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("{what}: not ready within {} ms", timeout.as_millis()),
+                ));
+            }
+            let left = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+            let mut poll = libc::pollfd { fd: self.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd for the duration of the call.
+            let ready_count = unsafe { libc::poll(&mut poll, 1, left) };
+            if ready_count > 0 {
+                self.drain();
+            }
+        }
+    }
+
+    /// Wait (at most `timeout`) for any link notification, e.g. an interface appearing.
+    pub fn wait_any(&mut self, timeout: Duration) {
+        let millis = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+        let mut poll =
+            libc::pollfd { fd: self.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for the duration of the call.
+        if unsafe { libc::poll(&mut poll, 1, millis) } > 0 {
+            self.drain();
+        }
+    }
+
+    /// Discard queued notifications: their content is re-read by the next query anyway.
+    fn drain(&mut self) {
+        for _ in 0..1024 {
+            match self.socket.recv(&mut &mut self.buffer[..], 0) {
+                Ok(n) if n > 0 => continue,
+                _ => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! lanyard's state: one JSON record per attachment in the state directory, written atomically
+//! (temporary file, fsync, rename, fsync of the directory) under an exclusive lock, so two
+//! concurrent attaches can neither corrupt a record nor pick the same host name or MAC.
+
+mod record;
+
+pub use record::{DriverKind, GuestRef, Record, RECORD_VERSION};
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, ErrorKind, Result, ResultExt};
+
+/// Where records live unless `--state-dir` / `LANYARD_STATE_DIR` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/lanyard";
+
+pub struct StateDir {
+    path: PathBuf,
+}
+
+/// Held while a command reads and changes records; released on drop (the kernel also releases a
+/// flock when the process dies, so a crashed attach never wedges the next one).
+pub struct StateLock {
+    _file: File,
+}
+
+impl StateDir {
+    /// Open (creating if needed, mode 0700) the state directory.
+    pub fn open(path: &Path) -> Result<StateDir> {
+        if !path.is_dir() {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(path).with_context(
+                ErrorKind::Io,
+                || format!("create state directory {}", path.display()),
+            )?;
+            let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+        }
+        Ok(StateDir { path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn lock(&self) -> Result<StateLock> {
+        let lock_path = self.path.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .with_context(ErrorKind::Io, || format!("open lock {}", lock_path.display()))?;
+        // SAFETY: flock on a descriptor we own; blocks until the other holder finishes.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(Error::with_source(
+                ErrorKind::Io,
+                format!("lock {}", lock_path.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(StateLock { _file: file })
+    }
+
+    fn record_path(&self, record: &Record) -> PathBuf {
+        self.path.join(record.file_name())
+    }
+
+    /// Every record; unreadable files are reported, not skipped silently.
+    pub fn records(&self) -> Result<Vec<Record>> {
+        let mut records = Vec::new();
+        let entries = fs::read_dir(&self.path)
+            .with_context(ErrorKind::Io, || format!("read {}", self.path.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(ErrorKind::Io, || format!("read {}", self.path.display()))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !name.ends_with(".json") || name.starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            let text = fs::read(&path)
+                .with_context(ErrorKind::Io, || format!("read record {}", path.display()))?;
+            let record: Record = serde_json::from_slice(&text).with_context(ErrorKind::Io, || {
+                format!("parse record {} (move it away if it is damaged)", path.display())
+            })?;
+            records.push(record);
+        }
+        records.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        Ok(records)
+    }
+
+    /// Write a record atomically: a reader sees the old record or the new one, never half.
+    pub fn save(&self, record: &Record) -> Result<PathBuf> {
+        let path = self.record_path(record);
+        let temporary = self.path.join(format!(".{}.tmp-{}", record.file_name(), std::process::id()));
+        let text = serde_json::to_vec_pretty(record)
+            .with_context(ErrorKind::Io, || "serialize record")?;
+        let write = || -> std::io::Result<()> {
+            let mut file = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&temporary)?;
+            file.write_all(&text)?;
+            file.write_all(b"\n")?;
+            file.sync_all()?;
+            fs::rename(&temporary, &path)?;
+            File::open(&self.path)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&temporary);
+            Error::with_source(ErrorKind::Io, format!("write record {}", path.display()), e)
+        })?;
+        Ok(path)
+    }
+
+    /// Remove a record; one already gone counts as removed.
+    pub fn remove(&self, record: &Record) -> Result<()> {
+        let path = self.record_path(record);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => {
+                Err(Error::with_source(ErrorKind::Io, format!("remove record {}", path.display()), e))
+            }
+        }
+    }
+}
