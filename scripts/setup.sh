@@ -7,6 +7,8 @@
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
+# needrestart (if installed) must not restart any service after an install.
+export NEEDRESTART_SUSPEND=1
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup.sh: run as root (sudo ./scripts/setup.sh)" >&2

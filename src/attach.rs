@@ -97,7 +97,9 @@ impl AttachRequest {
         }
         if let Some(mac) = &self.mac {
             if mac.is_multicast() {
-                return Err(Error::usage(format!("--mac {mac}: a multicast MAC cannot be an interface's")));
+                return Err(Error::usage(format!(
+                    "--mac {mac}: a multicast MAC cannot be an interface's"
+                )));
             }
         }
         spec::validate_routes(&self.routes, &self.addresses)?;
@@ -106,6 +108,7 @@ impl AttachRequest {
 }
 
 /// What an attach made: the record, and what to announce once the port forwards.
+#[derive(Debug)]
 pub struct Attached {
     pub record: Record,
     pub announcement: Announcement,
@@ -119,7 +122,7 @@ enum Undo {
     DeleteGuestLink(String),
     RemoveBridgeIfUnused(String),
     RestoreDefaultRoutes(Vec<DefaultRoute>, bool),
-    RemoveRecord(Record),
+    RemoveRecord(Box<Record>),
 }
 
 struct Rollback<'a> {
@@ -186,8 +189,7 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
     let key = guest.reference.key();
     let mut others = Vec::new();
     for record in records {
-        let same_slot =
-            record.guest.key() == key && record.guest_ifname == request.guest_ifname;
+        let same_slot = record.guest.key() == key && record.guest_ifname == request.guest_ifname;
         if !same_slot {
             others.push(record);
             continue;
@@ -258,6 +260,7 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
         &mut guest_netlink,
         &mut rollback,
         mac,
+        &others,
     );
     match result {
         Ok(attached) => Ok(attached),
@@ -280,6 +283,7 @@ fn wire(
     guest_netlink: &mut Netlink,
     rollback: &mut Rollback,
     mac: MacAddr,
+    others: &[Record],
 ) -> Result<Attached> {
     let created = driver.setup(host_netlink, &guest.netns, link_request, plan)?;
     if created.created_bridge {
@@ -347,8 +351,19 @@ fn wire(
         guest_ifname: request.guest_ifname.clone(),
         driver: driver.kind(),
         host_interface: request.host_interface.clone(),
-        host_ifname: if driver.kind() == DriverKind::Bridge { created.host_link.clone() } else { None },
-        created_bridge: created.created_bridge,
+        host_ifname: if driver.kind() == DriverKind::Bridge {
+            created.host_link.clone()
+        } else {
+            None
+        },
+        // A bridge lanyard made stays lanyard's while any of its ports is recorded, so the last
+        // port to leave removes it, whichever attach created it.
+        created_bridge: created.created_bridge
+            || others.iter().any(|r| {
+                r.created_bridge
+                    && r.driver == DriverKind::Bridge
+                    && r.host_interface == request.host_interface
+            }),
         macvlan_mode: (driver.kind() == DriverKind::Macvlan).then_some(request.macvlan_mode),
         mac,
         mac_scheme: if request.mac.is_some() { MacScheme::default() } else { request.mac_scheme },
@@ -360,7 +375,7 @@ fn wire(
         attached_at: now_unix(),
     };
     host.state.save(&record)?;
-    rollback.steps.push(Undo::RemoveRecord(record.clone()));
+    rollback.steps.push(Undo::RemoveRecord(Box::new(record.clone())));
     check_fail(request, FailPoint::AfterRecord)?;
 
     let announcement = crate::ready::announcement_for(&record, link.index);
@@ -422,7 +437,8 @@ fn choose_mac(
     match request.mac_scheme {
         MacScheme::Stable => {
             for counter in 0..64 {
-                let mac = naming::stable_mac(&host.host_id, identity, &request.guest_ifname, counter);
+                let mac =
+                    naming::stable_mac(&host.host_id, identity, &request.guest_ifname, counter);
                 if !taken(&mac) {
                     return Ok(mac);
                 }
@@ -483,7 +499,9 @@ fn probe_addresses(
         // Frames sent before the link settles are lost; wait for our own link to be up.
         let mut netlink = Netlink::open_here("the guest")?;
         let mut watch = crate::netlink::LinkWatch::open_here()?;
-        watch.wait_for(&mut netlink, index, "guest link up", Duration::from_secs(2), |l| l.oper_up)?;
+        watch.wait_for(&mut netlink, index, "guest link up", Duration::from_secs(2), |l| {
+            l.oper_up
+        })?;
         for address in &addresses {
             let owner = match address.address.addr() {
                 IpAddr::V4(v4) => crate::announce::probe_ipv4(index, mac.0, v4, wait)?,

@@ -91,12 +91,12 @@ fn detach_record(
     all: &[Record],
     done: &mut Detached,
 ) -> Result<()> {
-    let guest_netns = if record.driver == DriverKind::Macvlan || !record.replaced_default_routes.is_empty()
-    {
-        live_guest_netns(host, record)
-    } else {
-        None
-    };
+    let guest_netns =
+        if record.driver == DriverKind::Macvlan || !record.replaced_default_routes.is_empty() {
+            live_guest_netns(host, record)
+        } else {
+            None
+        };
     let mut guest_netlink = match &guest_netns {
         Some(netns) => Some(Netlink::open(netns, format!("guest {}", record.guest.display()))?),
         None => None,

@@ -232,8 +232,9 @@ impl DockerApi {
 
     fn request_error(&self, token: &str, err: BollardError) -> Error {
         match err {
-            BollardError::DockerResponseServerError { status_code: 400, ref message }
-                if message.contains("multiple IDs found") =>
+            // 20.10 answers 500 here, later releases 400.
+            BollardError::DockerResponseServerError { ref message, .. }
+                if message.to_ascii_lowercase().contains("multiple ids found") =>
             {
                 Error::usage(format!(
                     "\"{token}\" matches more than one container ID: give more of the ID or the name"
@@ -312,8 +313,7 @@ fn container_info(response: ContainerInspectResponse, token: &str) -> Result<Con
     let pid = state.pid.and_then(|pid| u32::try_from(pid).ok()).unwrap_or(0);
     // A restarting container reports Running with no process yet: nothing to attach to.
     let running = state.running.unwrap_or(false) && pid != 0;
-    let network_mode =
-        response.host_config.and_then(|hc| hc.network_mode).unwrap_or_default();
+    let network_mode = response.host_config.and_then(|hc| hc.network_mode).unwrap_or_default();
     Ok(ContainerInfo { id, name, pid: if running { pid } else { 0 }, running, network_mode })
 }
 
@@ -395,7 +395,8 @@ mod tests {
         assert_eq!(info.name, "web");
         assert_eq!((info.pid, info.running), (1234, true));
         assert_eq!(info.network_mode, "host");
-        let json = r#"{"Id":"abc","Name":"/web","State":{"Running":true,"Restarting":true,"Pid":0}}"#;
+        let json =
+            r#"{"Id":"abc","Name":"/web","State":{"Running":true,"Restarting":true,"Pid":0}}"#;
         let info = container_info(serde_json::from_str(json).unwrap(), "web").unwrap();
         assert_eq!((info.pid, info.running), (0, false));
     }

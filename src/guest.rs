@@ -150,7 +150,10 @@ mod tests {
     fn prefixed_forms_win() {
         assert_eq!(GuestSpec::parse("pid:42").unwrap(), GuestSpec::Pid(42));
         assert_eq!(GuestSpec::parse("netns:lab").unwrap(), GuestSpec::Netns("lab".into()));
-        assert_eq!(GuestSpec::parse("/run/netns/x").unwrap(), GuestSpec::Path("/run/netns/x".into()));
+        assert_eq!(
+            GuestSpec::parse("/run/netns/x").unwrap(),
+            GuestSpec::Path("/run/netns/x".into())
+        );
         assert_eq!(GuestSpec::parse("web").unwrap(), GuestSpec::Bare("web".into()));
         assert_eq!(GuestSpec::parse("4242").unwrap(), GuestSpec::Bare("4242".into()));
         for bad in ["", "pid:", "pid:x", "pid:0", "netns:", "netns:a/b"] {

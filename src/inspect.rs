@@ -59,12 +59,15 @@ fn interface_view(host: &Host, host_netlink: &mut Netlink, record: &Record) -> R
             drift.push(format!("host end {name} is missing"));
         }
     }
-    if record.driver == DriverKind::HostOnly && host_netlink.link_by_name(&record.host_interface)?.is_none() {
+    if record.driver == DriverKind::HostOnly
+        && host_netlink.link_by_name(&record.host_interface)?.is_none()
+    {
         drift.push(format!("host end {} is missing", record.host_interface));
     }
     let mut live_addresses = Vec::new();
     match live_guest_netns(host, record) {
-        None => drift.push("guest namespace is gone or was replaced (guest stopped or restarted)".into()),
+        None => drift
+            .push("guest namespace is gone or was replaced (guest stopped or restarted)".into()),
         Some(netns) => {
             let mut guest = Netlink::open(&netns, format!("guest {}", record.guest.display()))?;
             match guest.link_by_name(&record.guest_ifname)? {

@@ -43,9 +43,7 @@ fn read_host_id_from(explicit: Option<&str>, machine_id_path: &Path) -> Result<S
     if let Some(id) = explicit {
         let id = id.trim();
         if id.is_empty() {
-            return Err(Error::usage(
-                "the host id given by --host-id or LANYARD_HOST_ID is empty",
-            ));
+            return Err(Error::usage("the host id given by --host-id or LANYARD_HOST_ID is empty"));
         }
         return Ok(id.to_string());
     }
@@ -57,10 +55,7 @@ fn read_host_id_from(explicit: Option<&str>, machine_id_path: &Path) -> Result<S
         ))),
         Err(e) => Err(Error::with_source(
             ErrorKind::Io,
-            format!(
-                "read {} (or set --host-id or LANYARD_HOST_ID)",
-                machine_id_path.display()
-            ),
+            format!("read {} (or set --host-id or LANYARD_HOST_ID)", machine_id_path.display()),
             e,
         )),
     }
@@ -112,13 +107,7 @@ pub fn host_ifname(
     guest_ifname: &str,
     counter: u32,
 ) -> String {
-    let digest = derive(
-        HOST_IFNAME_DOMAIN,
-        host_id,
-        guest_identity,
-        guest_ifname,
-        counter,
-    );
+    let digest = derive(HOST_IFNAME_DOMAIN, host_id, guest_identity, guest_ifname, counter);
     let mut name = String::with_capacity(HOST_IFNAME_PREFIX.len() + HOST_IFNAME_HASH_CHARS);
     name.push_str(HOST_IFNAME_PREFIX);
     name.extend(base32_lower(&digest).take(HOST_IFNAME_HASH_CHARS));
@@ -172,30 +161,18 @@ mod tests {
         );
         for contents in ["", " \n", "uninitialized\n"] {
             let err = host_id_from_machine_id(contents).unwrap_err();
-            assert!(
-                err.to_string().contains("set --host-id or LANYARD_HOST_ID"),
-                "{err}"
-            );
+            assert!(err.to_string().contains("set --host-id or LANYARD_HOST_ID"), "{err}");
         }
     }
 
     #[test]
     fn explicit_host_id_wins_and_missing_file_says_what_to_do() {
         let missing = Path::new("/nonexistent/lanyard-test/machine-id");
-        assert_eq!(
-            read_host_id_from(Some(" web-7 "), missing).unwrap(),
-            "web-7"
-        );
-        assert_eq!(
-            read_host_id_from(Some(""), missing).unwrap_err().kind(),
-            ErrorKind::Usage
-        );
+        assert_eq!(read_host_id_from(Some(" web-7 "), missing).unwrap(), "web-7");
+        assert_eq!(read_host_id_from(Some(""), missing).unwrap_err().kind(), ErrorKind::Usage);
         let err = read_host_id_from(None, missing).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);
-        assert!(
-            err.to_string().contains("set --host-id or LANYARD_HOST_ID"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("set --host-id or LANYARD_HOST_ID"), "{err}");
 
         let dir = std::env::temp_dir().join(format!("lanyard-naming-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -261,9 +238,7 @@ mod tests {
         let name = host_ifname("host-a", "web", "eth1", 0);
         assert_eq!(name.len(), 15);
         assert!(name.starts_with("ly"));
-        assert!(name[2..]
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
+        assert!(name[2..].bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
         assert_eq!(name, host_ifname("host-a", "web", "eth1", 0));
         for other in [
             host_ifname("host-a", "web", "eth1", 1),

@@ -108,10 +108,10 @@ impl Netns {
             let handle = std::thread::Builder::new()
                 .name("lanyard-netns".into())
                 .spawn_scoped(scope, || {
-                    setns(self.fd.as_fd(), CloneFlags::CLONE_NEWNET).with_context(
-                        ErrorKind::Kernel,
-                        || format!("enter network namespace {}", self.origin.display()),
-                    )?;
+                    setns(self.fd.as_fd(), CloneFlags::CLONE_NEWNET)
+                        .with_context(ErrorKind::Kernel, || {
+                            format!("enter network namespace {}", self.origin.display())
+                        })?;
                     work()
                 })
                 .with_context(ErrorKind::Io, || "spawn a thread to enter a namespace")?;

@@ -31,7 +31,12 @@ pub fn announce_when_ready(
     }
     let mut host_netlink = Netlink::open(host, "the host namespace")?;
     let mut watch = LinkWatch::open(host)?;
-    driver_for(record.driver).wait_host_ready(&mut host_netlink, &mut watch, record, READY_TIMEOUT)?;
+    driver_for(record.driver).wait_host_ready(
+        &mut host_netlink,
+        &mut watch,
+        record,
+        READY_TIMEOUT,
+    )?;
     guest.run(|| {
         let mut netlink = Netlink::open_here("the guest")?;
         let mut watch = LinkWatch::open_here()?;
@@ -51,8 +56,9 @@ pub fn announce_when_ready(
 /// The helper runs in the CLI's namespace, which is the host.
 pub fn announce_from_record(state_dir: &Path, record_file: &str, guest_netns: &Path) -> Result<()> {
     let path = state_dir.join(record_file);
-    let text = std::fs::read(&path)
-        .map_err(|e| Error::with_source(crate::error::ErrorKind::Io, format!("read {}", path.display()), e))?;
+    let text = std::fs::read(&path).map_err(|e| {
+        Error::with_source(crate::error::ErrorKind::Io, format!("read {}", path.display()), e)
+    })?;
     let record: Record = serde_json::from_slice(&text).map_err(|e| {
         Error::with_source(crate::error::ErrorKind::Io, format!("parse {}", path.display()), e)
     })?;

@@ -34,10 +34,12 @@ pub fn change_route(
     }
     let mut netlink = Netlink::open(&guest.netns, format!("guest {}", guest.reference.display()))?;
     let device_index = match dev {
-        Some(name) => netlink
-            .link_by_name(name)?
-            .ok_or_else(|| Error::not_found(format!("no interface {name} in {guest_token}")))?
-            .index,
+        Some(name) => {
+            netlink
+                .link_by_name(name)?
+                .ok_or_else(|| Error::not_found(format!("no interface {name} in {guest_token}")))?
+                .index
+        }
         None => 0,
     };
     let route = NewRoute { destination: destination.trunc(), gateway: via, device_index, metric };

@@ -99,8 +99,7 @@ impl Serialize for MacAddr {
 impl<'de> Deserialize<'de> for MacAddr {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        text.parse()
-            .map_err(|e: Error| serde::de::Error::custom(e.message()))
+        text.parse().map_err(|e: Error| serde::de::Error::custom(e.message()))
     }
 }
 
@@ -154,9 +153,7 @@ impl FromStr for RouteSpec {
         let destination = if destination_text == "default" {
             default_route_for(gateway)
         } else {
-            parse_cidr(destination_text)
-                .map_err(|why| bad(&why))?
-                .trunc()
+            parse_cidr(destination_text).map_err(|why| bad(&why))?.trunc()
         };
         if family(destination.addr()) != family(gateway) {
             return Err(bad(&format!(
@@ -165,10 +162,7 @@ impl FromStr for RouteSpec {
                 family(gateway)
             )));
         }
-        Ok(RouteSpec {
-            destination,
-            gateway,
-        })
+        Ok(RouteSpec { destination, gateway })
     }
 }
 
@@ -200,9 +194,8 @@ pub fn parse_address(token: &str) -> Result<AddressSpec> {
         None => None,
         Some(text) if text.contains('@') => return Err(bad("more than one '@'")),
         Some(text) => {
-            let gateway: IpAddr = text
-                .parse()
-                .map_err(|_| bad(&format!("gateway {text:?} is not an IP address")))?;
+            let gateway: IpAddr =
+                text.parse().map_err(|_| bad(&format!("gateway {text:?} is not an IP address")))?;
             check_gateway_kind(gateway).map_err(|why| bad(&why))?;
             if family(gateway) != family(address.addr()) {
                 return Err(bad(&format!(
@@ -242,15 +235,11 @@ pub fn parse_addresses(tokens: &[String]) -> Result<Vec<AddressSpec>> {
             "address \"none\" (link only) cannot be combined with other addresses; give either none or addresses",
         ));
     }
-    let specs = tokens
-        .iter()
-        .map(|t| parse_address(t))
-        .collect::<Result<Vec<_>>>()?;
+    let specs = tokens.iter().map(|t| parse_address(t)).collect::<Result<Vec<_>>>()?;
 
     for (index, spec) in specs.iter().enumerate() {
-        if let Some(earlier) = specs[..index]
-            .iter()
-            .find(|s| s.address.addr() == spec.address.addr())
+        if let Some(earlier) =
+            specs[..index].iter().find(|s| s.address.addr() == spec.address.addr())
         {
             return Err(Error::usage(format!(
                 "address {} given twice ({} and {})",
@@ -265,9 +254,8 @@ pub fn parse_addresses(tokens: &[String]) -> Result<Vec<AddressSpec>> {
         let Some(gateway) = spec.gateway else {
             continue;
         };
-        if let Some(earlier) = specs[..index]
-            .iter()
-            .find(|s| s.gateway.is_some_and(|g| family(g) == family(gateway)))
+        if let Some(earlier) =
+            specs[..index].iter().find(|s| s.gateway.is_some_and(|g| family(g) == family(gateway)))
         {
             return Err(Error::usage(format!(
                 "two {} default gateways ({earlier} and {spec}); give @GATEWAY on one address only",
@@ -303,20 +291,17 @@ pub fn validate_routes(routes: &[RouteSpec], addresses: &[AddressSpec]) -> Resul
                 family(route.gateway)
             )));
         }
-        if routes[..index]
-            .iter()
-            .any(|r| r.destination == route.destination)
-        {
+        if routes[..index].iter().any(|r| r.destination == route.destination) {
             return Err(Error::usage(format!(
                 "{subject}: destination {} given twice",
                 route.destination
             )));
         }
         if route.destination.prefix_len() == 0 {
-            if let Some(owner) = addresses.iter().find(|a| {
-                a.gateway
-                    .is_some_and(|g| family(g) == family(route.gateway))
-            }) {
+            if let Some(owner) = addresses
+                .iter()
+                .find(|a| a.gateway.is_some_and(|g| family(g) == family(route.gateway)))
+            {
                 return Err(Error::usage(format!(
                     "{subject}: conflicts with the default gateway of address {owner}; give only one of them"
                 )));
@@ -355,9 +340,7 @@ pub fn validate_ifname(name: &str, what: &str) -> Result<()> {
         return Err(bad("\".\" and \"..\" are not allowed"));
     }
     if let Some(c) = name.chars().find(|c| !c.is_ascii_graphic()) {
-        return Err(bad(&format!(
-            "contains {c:?}; use printable ASCII without whitespace"
-        )));
+        return Err(bad(&format!("contains {c:?}; use printable ASCII without whitespace")));
     }
     if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':') {
         return Err(bad(&format!("contains {c:?}, which Linux does not allow")));
@@ -369,9 +352,7 @@ pub fn validate_ifname(name: &str, what: &str) -> Result<()> {
 /// on the interface below that, so it is refused here instead.
 pub fn validate_mtu(mtu: u32, has_ipv6: bool) -> Result<()> {
     if !(MTU_MIN..=MTU_MAX).contains(&mtu) {
-        return Err(Error::usage(format!(
-            "bad MTU {mtu}: must be from {MTU_MIN} to {MTU_MAX}"
-        )));
+        return Err(Error::usage(format!("bad MTU {mtu}: must be from {MTU_MIN} to {MTU_MAX}")));
     }
     if has_ipv6 && mtu < MTU_MIN_IPV6 {
         return Err(Error::usage(format!(
@@ -520,9 +501,8 @@ fn parse_cidr(text: &str) -> std::result::Result<IpNet, String> {
             }
         });
     };
-    let addr: IpAddr = addr_text
-        .parse()
-        .map_err(|_| format!("{addr_text:?} is not an IP address"))?;
+    let addr: IpAddr =
+        addr_text.parse().map_err(|_| format!("{addr_text:?} is not an IP address"))?;
     let max_prefix = match addr {
         IpAddr::V4(_) => 32,
         IpAddr::V6(_) => 128,
@@ -702,14 +682,8 @@ mod tests {
             ("::/0", "unspecified"),
             ("127.0.0.2/8", "loopback"),
             ("::1/128", "loopback"),
-            (
-                "198.18.0.50/24@2001:db8::1",
-                "gateway 2001:db8::1 is IPv6 but the address is IPv4",
-            ),
-            (
-                "198.18.0.50/24@198.18.0.50",
-                "the gateway is the address itself",
-            ),
+            ("198.18.0.50/24@2001:db8::1", "gateway 2001:db8::1 is IPv6 but the address is IPv4"),
+            ("198.18.0.50/24@198.18.0.50", "the gateway is the address itself"),
             ("198.18.0.50/24@198.18.0.255", "network or broadcast"),
             ("198.18.0.50/24@gw", "gateway \"gw\" is not an IP address"),
             ("198.18.0.50/24@198.18.0.1@10", "more than one '@'"),
@@ -719,10 +693,7 @@ mod tests {
         ];
         for (token, expected) in cases {
             let message = usage_message(parse_address(token));
-            assert!(
-                message.starts_with(&format!("bad address {token:?}: ")),
-                "{message}"
-            );
+            assert!(message.starts_with(&format!("bad address {token:?}: ")), "{message}");
             assert!(message.contains(expected), "{token}: {message}");
         }
     }
@@ -745,23 +716,16 @@ mod tests {
         .unwrap();
         assert_eq!(specs.len(), 3);
         // A gateway may sit in another given subnet of the same family.
-        assert!(
-            parse_addresses(&strings(&["198.18.0.50/24@198.18.1.1", "198.18.1.50/24"])).is_ok()
-        );
+        assert!(parse_addresses(&strings(&["198.18.0.50/24@198.18.1.1", "198.18.1.50/24"])).is_ok());
         // IPv6 link-local routers need no matching subnet.
         assert!(parse_addresses(&strings(&["2001:db8::50/64@fe80::1"])).is_ok());
     }
 
     #[test]
     fn addresses_reject_cross_token_problems() {
-        let message = usage_message(parse_addresses(&strings(&[
-            "198.18.0.50/24",
-            "198.18.0.50/16",
-        ])));
-        assert!(
-            message.contains("address 198.18.0.50 given twice"),
-            "{message}"
-        );
+        let message =
+            usage_message(parse_addresses(&strings(&["198.18.0.50/24", "198.18.0.50/16"])));
+        assert!(message.contains("address 198.18.0.50 given twice"), "{message}");
 
         let message = usage_message(parse_addresses(&strings(&[
             "198.18.0.50/24@198.18.0.1",
@@ -770,10 +734,7 @@ mod tests {
         assert!(message.contains("two IPv4 default gateways"), "{message}");
 
         let message = usage_message(parse_addresses(&strings(&["198.18.0.50/24@198.18.5.1"])));
-        assert!(
-            message.contains("not inside any IPv4 subnet given (198.18.0.50/24)"),
-            "{message}"
-        );
+        assert!(message.contains("not inside any IPv4 subnet given (198.18.0.50/24)"), "{message}");
 
         let message = usage_message(parse_addresses(&strings(&[
             "198.18.0.50/24@198.18.0.51",
@@ -794,20 +755,14 @@ mod tests {
         assert_eq!(default.destination.to_string(), "::/0");
         for (token, expected) in [
             ("198.19.0.0/16", "expected DESTINATION/PREFIX@GATEWAY"),
-            (
-                "198.19.0.0/16@2001:db8::1",
-                "destination is IPv4 but gateway 2001:db8::1 is IPv6",
-            ),
+            ("198.19.0.0/16@2001:db8::1", "destination is IPv4 but gateway 2001:db8::1 is IPv6"),
             ("198.19.0.0@198.18.0.1", "no prefix length"),
             ("198.19.0.0/16@x", "not an IP address"),
             ("198.19.0.0/16@224.0.0.1", "multicast"),
             ("198.19.0.0/16@1.2.3.4@5", "more than one '@'"),
         ] {
             let message = usage_message(parse_route(token));
-            assert!(
-                message.starts_with(&format!("bad route {token:?}: ")),
-                "{message}"
-            );
+            assert!(message.starts_with(&format!("bad route {token:?}: ")), "{message}");
             assert!(message.contains(expected), "{token}: {message}");
         }
     }
@@ -856,13 +811,7 @@ mod tests {
 
     #[test]
     fn ifname_rules() {
-        for good in [
-            "eth1",
-            "a",
-            "lanyard0123456",
-            "ly-abc_def.9@x",
-            "123456789012345",
-        ] {
+        for good in ["eth1", "a", "lanyard0123456", "ly-abc_def.9@x", "123456789012345"] {
             validate_ifname(good, "guest interface name").unwrap();
         }
         let cases = [
@@ -879,10 +828,7 @@ mod tests {
         ];
         for (name, expected) in cases {
             let message = usage_message(validate_ifname(name, "guest interface name"));
-            assert!(
-                message.starts_with("bad guest interface name "),
-                "{message}"
-            );
+            assert!(message.starts_with("bad guest interface name "), "{message}");
             assert!(message.contains(expected), "{name:?}: {message}");
         }
         // Multi-byte characters count in bytes, as the kernel counts them.
@@ -903,20 +849,14 @@ mod tests {
     #[test]
     fn enums_parse_display_and_serialize() {
         assert_eq!(MacScheme::default(), MacScheme::Stable);
-        assert_eq!(
-            "network-wrapper".parse::<MacScheme>().unwrap(),
-            MacScheme::NetworkWrapper
-        );
+        assert_eq!("network-wrapper".parse::<MacScheme>().unwrap(), MacScheme::NetworkWrapper);
         assert_eq!("Stable".parse::<MacScheme>().unwrap(), MacScheme::Stable);
         assert_eq!(MacScheme::NetworkWrapper.to_string(), "network-wrapper");
         assert_eq!(
             serde_json::to_string(&MacScheme::NetworkWrapper).unwrap(),
             "\"network-wrapper\""
         );
-        assert_eq!(
-            serde_json::from_str::<MacScheme>("\"stable\"").unwrap(),
-            MacScheme::Stable
-        );
+        assert_eq!(serde_json::from_str::<MacScheme>("\"stable\"").unwrap(), MacScheme::Stable);
         assert!(usage_message("random".parse::<MacScheme>())
             .contains("expected stable or network-wrapper"));
 
@@ -932,10 +872,7 @@ mod tests {
     fn specs_serialize_as_strings() {
         let spec = parse_address("198.18.0.50/24@198.18.0.1").unwrap();
         let json = serde_json::to_string(&spec).unwrap();
-        assert_eq!(
-            json,
-            r#"{"address":"198.18.0.50/24","gateway":"198.18.0.1"}"#
-        );
+        assert_eq!(json, r#"{"address":"198.18.0.50/24","gateway":"198.18.0.1"}"#);
         assert_eq!(serde_json::from_str::<AddressSpec>(&json).unwrap(), spec);
         let route = parse_route("198.19.0.0/16@198.18.0.254").unwrap();
         let json = serde_json::to_string(&route).unwrap();

@@ -3,8 +3,8 @@
 
 pub mod pipework;
 
-use std::path::PathBuf;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -139,7 +139,10 @@ fn host_from(cli: &Cli) -> Result<Host> {
 
 fn require_root() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(Error::new(ErrorKind::Permission, "lanyard needs root (CAP_NET_ADMIN): run it with sudo"));
+        return Err(Error::new(
+            ErrorKind::Permission,
+            "lanyard needs root (CAP_NET_ADMIN): run it with sudo",
+        ));
     }
     Ok(())
 }
@@ -164,8 +167,16 @@ pub fn main_with(args: Vec<String>) -> i32 {
         match Cli::try_parse_from(&args) {
             Ok(cli) => run(&cli),
             Err(e) => {
-                let _ = e.print();
-                return e.exit_code();
+                use clap::error::ErrorKind as ClapKind;
+                if matches!(e.kind(), ClapKind::DisplayHelp | ClapKind::DisplayVersion) {
+                    let _ = e.print();
+                    return 0;
+                }
+                // Bad input gets one line, like every other lanyard error.
+                let rendered = e.render().to_string();
+                let first = rendered.lines().next().unwrap_or("bad arguments");
+                eprintln!("lanyard: {} (see --help)", first.trim_start_matches("error: "));
+                return 2;
             }
         }
     };
@@ -207,7 +218,9 @@ fn run(cli: &Cli) -> Result<()> {
             require_root()?;
             let token = match (guest, all) {
                 (Some(_), true) => return Err(Error::usage("give a guest or --all, not both")),
-                (None, false) => return Err(Error::usage("give a guest, or --all for every guest")),
+                (None, false) => {
+                    return Err(Error::usage("give a guest, or --all for every guest"))
+                }
                 (Some(guest), false) => Some(guest.as_str()),
                 (None, true) => None,
             };
@@ -238,7 +251,8 @@ fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
     request.host_ifname = args.host_ifname.clone();
     request.host_only = args.host_only;
     request.host_addresses = args.host_addresses.clone();
-    request.routes = args.routes.iter().map(|r| spec::parse_route(r)).collect::<Result<Vec<RouteSpec>>>()?;
+    request.routes =
+        args.routes.iter().map(|r| spec::parse_route(r)).collect::<Result<Vec<RouteSpec>>>()?;
     request.mtu = args.mtu;
     request.mac = args.mac;
     request.mac_scheme = args.mac_scheme;
@@ -293,7 +307,15 @@ fn spawn_announcer(cli: &Cli, attached: &Attached) {
 
 fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
     match pipework::parse_pipework(args)? {
-        PipeworkCommand::Attach { host_if, guest_ifname, host_ifname, guest, addressing, mac, notices } => {
+        PipeworkCommand::Attach {
+            host_if,
+            guest_ifname,
+            host_ifname,
+            guest,
+            addressing,
+            mac,
+            notices,
+        } => {
             for notice in notices {
                 eprintln!("lanyard: notice: {notice}");
             }
@@ -347,7 +369,9 @@ pub fn wait_for_interface(ifname: &str, timeout: Duration) -> Result<()> {
     loop {
         if let Some(link) = netlink.link_by_name(ifname)? {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            watch.wait_for(&mut netlink, link.index, &format!("{ifname} up"), left, |l| l.up && l.lower_up)?;
+            watch.wait_for(&mut netlink, link.index, &format!("{ifname} up"), left, |l| {
+                l.up && l.lower_up
+            })?;
             return Ok(());
         }
         let now = std::time::Instant::now();

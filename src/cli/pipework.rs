@@ -76,14 +76,7 @@ pub const UNSUPPORTED_FEATURES: &[(&str, &str)] = &[
 ];
 
 /// DHCP methods pipework accepts where the IP goes; `-f` keeps the client running to renew.
-const DHCP_CLIENTS: &[&str] = &[
-    "dhcp",
-    "udhcpc",
-    "udhcpc-f",
-    "dhclient",
-    "dhclient-f",
-    "dhcpcd",
-];
+const DHCP_CLIENTS: &[&str] = &["dhcp", "udhcpc", "udhcpc-f", "dhclient", "dhclient-f", "dhcpcd"];
 
 /// ip-route words that come before the prefix (`to`, route types); lanyard adds plain unicast
 /// routes only.
@@ -157,10 +150,7 @@ impl std::fmt::Display for RouteAction {
 /// Translate pipework's arguments (without the program name).
 pub fn parse_pipework(args: &[String]) -> Result<PipeworkCommand> {
     let Some(first) = args.first() else {
-        return Err(usage(format!(
-            "missing arguments; usage: {}",
-            SUPPORTED_FORMS.join(" | ")
-        )));
+        return Err(usage(format!("missing arguments; usage: {}", SUPPORTED_FORMS.join(" | "))));
     };
     match first.as_str() {
         "--wait" => parse_wait(&args[1..]),
@@ -215,9 +205,7 @@ fn parse_attach(args: &[String]) -> Result<PipeworkCommand> {
             )))
             }
         };
-        let value = rest
-            .get(1)
-            .ok_or_else(|| usage(format!("{option} needs a {what}")))?;
+        let value = rest.get(1).ok_or_else(|| usage(format!("{option} needs a {what}")))?;
         if slot.is_some() {
             return Err(usage(format!("{option} given twice")));
         }
@@ -234,9 +222,7 @@ fn parse_attach(args: &[String]) -> Result<PipeworkCommand> {
             )))
         }
         [guest] => {
-            return Err(usage(format!(
-                "missing IP/PREFIX[@GATEWAY] or dhcp after guest {guest:?}"
-            )))
+            return Err(usage(format!("missing IP/PREFIX[@GATEWAY] or dhcp after guest {guest:?}")))
         }
         [guest, address] => (guest, address, None),
         [guest, address, mac] => (guest, address, Some(mac)),
@@ -248,9 +234,7 @@ fn parse_attach(args: &[String]) -> Result<PipeworkCommand> {
         }
     };
     if guest.is_empty() {
-        return Err(usage(
-            "empty GUEST; give a container name or id, or a network namespace",
-        ));
+        return Err(usage("empty GUEST; give a container name or id, or a network namespace"));
     }
 
     let mut notices = Vec::new();
@@ -296,9 +280,7 @@ fn parse_addressing(token: &str, notices: &mut Vec<String>) -> Result<PipeworkAd
                 "ignoring DHCP client arguments {client_args:?}: lanyard runs its own DHCP client"
             ));
         }
-        return Ok(PipeworkAddressing::Dhcp {
-            client: method.to_string(),
-        });
+        return Ok(PipeworkAddressing::Dhcp { client: method.to_string() });
     }
     if let Some((word, _)) = method.split_once('@') {
         if DHCP_CLIENTS.contains(&word) {
@@ -314,18 +296,11 @@ fn parse_addressing(token: &str, notices: &mut Vec<String>) -> Result<PipeworkAd
         }
     }
 
-    if token
-        .rsplit_once('@')
-        .is_some_and(|(_, tail)| is_vlan_id(tail))
-    {
+    if token.rsplit_once('@').is_some_and(|(_, tail)| is_vlan_id(tail)) {
         return Err(unsupported_with("@VLAN suffix", token));
     }
     let address_part = token.split(['/', '@']).next().unwrap_or(token);
-    if address_part == "0"
-        || address_part
-            .parse::<IpAddr>()
-            .is_ok_and(|a| a.is_unspecified())
-    {
+    if address_part == "0" || address_part.parse::<IpAddr>().is_ok_and(|a| a.is_unspecified()) {
         return Err(unsupported_with("0/0", token));
     }
 
@@ -350,16 +325,10 @@ fn parse_mac(token: &str) -> Result<MacAddr> {
 
 fn parse_route(args: &[String]) -> Result<PipeworkCommand> {
     let Some((guest, words)) = args.split_first() else {
-        return Err(usage(format!(
-            "missing GUEST after route; usage: {}",
-            SUPPORTED_FORMS[3]
-        )));
+        return Err(usage(format!("missing GUEST after route; usage: {}", SUPPORTED_FORMS[3])));
     };
     let Some((command, words)) = words.split_first() else {
-        return Err(usage(format!(
-            "route {guest} needs a command; usage: {}",
-            SUPPORTED_FORMS[3]
-        )));
+        return Err(usage(format!("route {guest} needs a command; usage: {}", SUPPORTED_FORMS[3])));
     };
     let action = match command.as_str() {
         "add" => RouteAction::Add,
@@ -373,9 +342,7 @@ fn parse_route(args: &[String]) -> Result<PipeworkCommand> {
         }
     };
     let Some((destination_text, mut words)) = words.split_first() else {
-        return Err(usage(format!(
-            "route {guest} {action} needs a PREFIX or default"
-        )));
+        return Err(usage(format!("route {guest} {action} needs a PREFIX or default")));
     };
     if ROUTE_PREFIX_WORDS.contains(&destination_text.as_str()) {
         return Err(unsupported_with(
@@ -388,9 +355,8 @@ fn parse_route(args: &[String]) -> Result<PipeworkCommand> {
     let mut dev: Option<String> = None;
     let mut metric: Option<u32> = None;
     while let Some((keyword, after)) = words.split_first() {
-        let value = after
-            .first()
-            .ok_or_else(|| usage(format!("route {guest}: {keyword} needs a value")));
+        let value =
+            after.first().ok_or_else(|| usage(format!("route {guest}: {keyword} needs a value")));
         let is_duplicate = match keyword.as_str() {
             "via" => via.replace(parse_route_gateway(value?)?).is_some(),
             "dev" => {
@@ -410,10 +376,7 @@ fn parse_route(args: &[String]) -> Result<PipeworkCommand> {
                 metric.replace(parsed).is_some()
             }
             other => {
-                return Err(unsupported_with(
-                    "route options other than via, dev and metric",
-                    other,
-                ))
+                return Err(unsupported_with("route options other than via, dev and metric", other))
             }
         };
         if is_duplicate {
@@ -439,14 +402,7 @@ fn parse_route(args: &[String]) -> Result<PipeworkCommand> {
     if action != RouteAction::Del && via.is_none() && dev.is_none() {
         return Err(usage(format!("{subject}: give via GATEWAY or dev IF")));
     }
-    Ok(PipeworkCommand::Route {
-        guest: guest.clone(),
-        action,
-        destination,
-        via,
-        dev,
-        metric,
-    })
+    Ok(PipeworkCommand::Route { guest: guest.clone(), action, destination, via, dev, metric })
 }
 
 /// `default`, `ADDR/PREFIX` (normalised to its network, as RouteSpec does) or a bare address,
@@ -496,18 +452,14 @@ fn usage(message: impl std::fmt::Display) -> Error {
 
 /// Looks the note up in UNSUPPORTED_FEATURES so the error and the README never disagree.
 fn unsupported(feature: &str) -> Error {
-    let note = UNSUPPORTED_FEATURES
-        .iter()
-        .find(|(name, _)| *name == feature)
-        .map_or("", |(_, note)| note);
+    let note =
+        UNSUPPORTED_FEATURES.iter().find(|(name, _)| *name == feature).map_or("", |(_, note)| note);
     Error::unsupported(format!("pipework {feature}: {note}"))
 }
 
 fn unsupported_with(feature: &str, input: &str) -> Error {
-    let note = UNSUPPORTED_FEATURES
-        .iter()
-        .find(|(name, _)| *name == feature)
-        .map_or("", |(_, note)| note);
+    let note =
+        UNSUPPORTED_FEATURES.iter().find(|(name, _)| *name == feature).map_or("", |(_, note)| note);
     Error::unsupported(format!("pipework {feature} ({input:?}): {note}"))
 }
 
@@ -558,15 +510,7 @@ mod tests {
                 addressing,
                 mac,
                 notices,
-            } => Attached {
-                host_if,
-                guest_ifname,
-                host_ifname,
-                guest,
-                addressing,
-                mac,
-                notices,
-            },
+            } => Attached { host_if, guest_ifname, host_ifname, guest, addressing, mac, notices },
             other => panic!("{line}: expected Attach, got {other:?}"),
         }
     }
@@ -604,10 +548,7 @@ mod tests {
             static_address(&attached.addressing).gateway,
             Some("198.18.0.1".parse().unwrap())
         );
-        assert_eq!(
-            attached.mac.map(|m| m.to_string()).as_deref(),
-            Some("02:42:c6:12:00:32")
-        );
+        assert_eq!(attached.mac.map(|m| m.to_string()).as_deref(), Some("02:42:c6:12:00:32"));
 
         // -l before -i is accepted too.
         let attached = attach("br1 -l vethweb -i eth2 web 198.18.0.50/24");
@@ -618,23 +559,15 @@ mod tests {
     #[test]
     fn static_ipv6_and_link_local_gateway() {
         let attached = attach("br1 web 2001:db8::50/64@fe80::1");
-        assert_eq!(
-            static_address(&attached.addressing).gateway,
-            Some("fe80::1".parse().unwrap())
-        );
+        assert_eq!(static_address(&attached.addressing).gateway, Some("fe80::1".parse().unwrap()));
         let attached = attach("br1 web 2001:db8::50/64@2001:db8::1");
-        assert_eq!(
-            static_address(&attached.addressing).address.to_string(),
-            "2001:db8::50/64"
-        );
+        assert_eq!(static_address(&attached.addressing).address.to_string(), "2001:db8::50/64");
     }
 
     #[test]
     fn every_dhcp_method() {
         for client in DHCP_CLIENTS {
-            let expected = PipeworkAddressing::Dhcp {
-                client: client.to_string(),
-            };
+            let expected = PipeworkAddressing::Dhcp { client: client.to_string() };
             let attached = attach(&format!("eth0 web {client} 02:42:c6:12:00:32"));
             assert_eq!(attached.addressing, expected);
             assert!(attached.mac.is_some());
@@ -644,28 +577,17 @@ mod tests {
             assert_eq!(attached.addressing, expected);
             assert_eq!(attached.mac, None);
             assert_eq!(attached.notices.len(), 1);
-            assert!(
-                attached.notices[0].contains("\"-x:hostname:web\""),
-                "{}",
-                attached.notices[0]
-            );
+            assert!(attached.notices[0].contains("\"-x:hostname:web\""), "{}", attached.notices[0]);
         }
         assert!(attach("eth0 web udhcpc:").notices.is_empty());
     }
 
     #[test]
     fn wait_forms() {
-        assert_eq!(
-            parse("--wait").unwrap(),
-            PipeworkCommand::Wait {
-                guest_ifname: "eth1".into()
-            }
-        );
+        assert_eq!(parse("--wait").unwrap(), PipeworkCommand::Wait { guest_ifname: "eth1".into() });
         assert_eq!(
             parse("--wait -i eth2").unwrap(),
-            PipeworkCommand::Wait {
-                guest_ifname: "eth2".into()
-            }
+            PipeworkCommand::Wait { guest_ifname: "eth2".into() }
         );
         assert!(usage_message("--wait -i").contains("-i needs"));
         assert!(usage_message("--wait eth2").contains("unexpected arguments"));
@@ -697,12 +619,7 @@ mod tests {
             }
         );
         match parse("route web del default").unwrap() {
-            PipeworkCommand::Route {
-                action,
-                destination,
-                via,
-                ..
-            } => {
+            PipeworkCommand::Route { action, destination, via, .. } => {
                 assert_eq!(action, RouteAction::Del);
                 assert_eq!(destination.to_string(), "0.0.0.0/0");
                 assert_eq!(via, None);
@@ -710,13 +627,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match parse("route web delete 198.19.0.7 dev eth1 priority 5").unwrap() {
-            PipeworkCommand::Route {
-                action,
-                destination,
-                dev,
-                metric,
-                ..
-            } => {
+            PipeworkCommand::Route { action, destination, dev, metric, .. } => {
                 assert_eq!(action, RouteAction::Del);
                 assert_eq!(destination.to_string(), "198.19.0.7/32");
                 assert_eq!(dev.as_deref(), Some("eth1"));
@@ -736,38 +647,20 @@ mod tests {
             ("route web add 198.19.0.0/16", "give via GATEWAY or dev IF"),
             ("route web add 198.19.0.0/16 via", "via needs a value"),
             ("route web add 198.19.0.0/16 via x", "not an IP address"),
-            (
-                "route web add 198.19.0.0/16 via 224.0.0.1",
-                "not a unicast address",
-            ),
+            ("route web add 198.19.0.0/16 via 224.0.0.1", "not a unicast address"),
             (
                 "route web add 198.19.0.0/16 via 2001:db8::1",
                 "not in the destination's address family",
             ),
             ("route web add fd00::/8 via fe80::1", "needs dev IF"),
-            (
-                "route web add 198.19.0.0/16 dev eth1 dev eth2",
-                "dev given twice",
-            ),
-            (
-                "route web add 198.19.0.0/16 dev eth1 metric -1",
-                "not a number",
-            ),
-            (
-                "route web add 198.19.0.0/16 dev a/b",
-                "bad route device name",
-            ),
-            (
-                "route web add 198.19.0.300/16 dev eth1",
-                "bad route destination",
-            ),
+            ("route web add 198.19.0.0/16 dev eth1 dev eth2", "dev given twice"),
+            ("route web add 198.19.0.0/16 dev eth1 metric -1", "not a number"),
+            ("route web add 198.19.0.0/16 dev a/b", "bad route device name"),
+            ("route web add 198.19.0.300/16 dev eth1", "bad route destination"),
         ];
         for (line, expected) in cases {
             let message = usage_message(line);
-            assert!(
-                message.starts_with("pipework: ") || message.starts_with("bad "),
-                "{message}"
-            );
+            assert!(message.starts_with("pipework: ") || message.starts_with("bad "), "{message}");
             assert!(message.contains(expected), "{line}: {message}");
         }
     }
@@ -782,25 +675,16 @@ mod tests {
             ("br1 -i", "-i needs a guest interface name"),
             ("br1 -i eth2 -i eth3 web dhcp", "-i given twice"),
             ("br1 -z x web dhcp", "unknown option \"-z\""),
-            (
-                "br1 web 198.18.0.50/24 02:42:c6:12:00:32 extra",
-                "unexpected arguments",
-            ),
+            ("br1 web 198.18.0.50/24 02:42:c6:12:00:32 extra", "unexpected arguments"),
             ("br1 web 198.18.0.50", "add one, e.g. 198.18.0.50/24"),
             ("br1 web 198.18.0.50/24 01:00:5e:00:00:01", "multicast"),
             ("br1 web 198.18.0.50/24 nonsense", "bad MAC address"),
-            (
-                "br1 web dhcpcd-f",
-                "pipework has no DHCP method \"dhcpcd-f\"",
-            ),
+            ("br1 web dhcpcd-f", "pipework has no DHCP method \"dhcpcd-f\""),
             ("br1 web dhcp-f", "pipework has no DHCP method"),
             ("averyveryverylongname web dhcp", "bad host interface name"),
             ("br1 -i eth:1 web dhcp", "bad guest interface name"),
             ("br1 -l a/b web dhcp", "bad host-side interface name"),
-            (
-                "br1 web 198.18.0.50/24@2001:db8::1",
-                "IPv6 but the address is IPv4",
-            ),
+            ("br1 web 198.18.0.50/24@2001:db8::1", "IPv6 but the address is IPv4"),
         ];
         for (line, expected) in cases {
             let message = usage_message(line);
@@ -811,10 +695,7 @@ mod tests {
     #[test]
     fn every_unsupported_feature_is_refused() {
         let cases = [
-            (
-                "br1 web 198.18.0.50/24 02:42:c6:12:00:32@10",
-                "@VLAN suffix",
-            ),
+            ("br1 web 198.18.0.50/24 02:42:c6:12:00:32@10", "@VLAN suffix"),
             ("eth0 web dhcp @10", "@VLAN suffix"),
             ("eth0 web 198.18.0.50/24@10", "@VLAN suffix"),
             ("eth0 web 198.18.0.50/24@198.18.0.1@10", "@VLAN suffix"),
@@ -829,18 +710,9 @@ mod tests {
             ("eth0 web 0/0", "0/0"),
             ("eth0 web 0.0.0.0/0", "0/0"),
             ("eth0 web ::/0", "0/0"),
-            (
-                "eth0 web 198.18.0.50/24@198.19.0.1",
-                "gateway outside the subnet",
-            ),
-            (
-                "route web show",
-                "route commands other than add, del and replace",
-            ),
-            (
-                "route web flush all",
-                "route commands other than add, del and replace",
-            ),
+            ("eth0 web 198.18.0.50/24@198.19.0.1", "gateway outside the subnet"),
+            ("route web show", "route commands other than add, del and replace"),
+            ("route web flush all", "route commands other than add, del and replace"),
             (
                 "route web add 198.19.0.0/16 via 198.18.0.1 table 5",
                 "route options other than via, dev and metric",
@@ -855,10 +727,7 @@ mod tests {
             ),
             ("rule web add from 198.18.0.5 table 5", "rule"),
             ("tc web qdisc add dev eth1 root netem delay 10ms", "tc"),
-            (
-                "--save /tmp/x br1 web 198.18.0.5/24",
-                "--save and --restore",
-            ),
+            ("--save /tmp/x br1 web 198.18.0.5/24", "--save and --restore"),
             ("--restore /tmp/x", "--save and --restore"),
         ];
         for (line, feature) in cases {
@@ -871,10 +740,7 @@ mod tests {
         // Every listed feature is exercised above, so the README table cannot drift.
         for (feature, note) in UNSUPPORTED_FEATURES {
             assert!(!note.is_empty());
-            assert!(
-                cases.iter().any(|(_, f)| f == feature),
-                "untested: {feature}"
-            );
+            assert!(cases.iter().any(|(_, f)| f == feature), "untested: {feature}");
         }
     }
 

@@ -124,9 +124,13 @@ impl Driver for BridgeDriver {
         let port = host
             .link_by_name(name)?
             .ok_or_else(|| Error::not_found(format!("bridge port {name} vanished")))?;
-        watch.wait_for(host, port.index, &format!("bridge port {name} forwarding"), timeout, |l| {
-            l.forwarding()
-        })?;
+        watch.wait_for(
+            host,
+            port.index,
+            &format!("bridge port {name} forwarding"),
+            timeout,
+            |l| l.forwarding(),
+        )?;
         Ok(())
     }
 }

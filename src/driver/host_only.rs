@@ -52,7 +52,8 @@ impl Driver for HostOnlyDriver {
             guest_mtu: plan.guest_mtu,
             guest,
         })?;
-        let created = CreatedLink { created_bridge: false, host_link: Some(request.host_interface.into()) };
+        let created =
+            CreatedLink { created_bridge: false, host_link: Some(request.host_interface.into()) };
         let mut configure = || -> Result<()> {
             let link = host.link_by_name(request.host_interface)?.ok_or_else(|| {
                 Error::not_found(format!("{} vanished after creation", request.host_interface))
@@ -85,12 +86,16 @@ impl Driver for HostOnlyDriver {
         record: &Record,
         timeout: Duration,
     ) -> Result<()> {
-        let link = host.link_by_name(&record.host_interface)?.ok_or_else(|| {
-            Error::not_found(format!("{} vanished", record.host_interface))
-        })?;
-        watch.wait_for(host, link.index, &format!("{} up", record.host_interface), timeout, |l| {
-            l.oper_up
-        })?;
+        let link = host
+            .link_by_name(&record.host_interface)?
+            .ok_or_else(|| Error::not_found(format!("{} vanished", record.host_interface)))?;
+        watch.wait_for(
+            host,
+            link.index,
+            &format!("{} up", record.host_interface),
+            timeout,
+            |l| l.oper_up,
+        )?;
         Ok(())
     }
 }

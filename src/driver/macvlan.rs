@@ -40,7 +40,10 @@ impl Driver for MacvlanDriver {
                 )))
             }
             LinkKind::Bridge => {
-                return Err(Error::usage(format!("{} is a bridge: use the bridge driver", parent.name)))
+                return Err(Error::usage(format!(
+                    "{} is a bridge: use the bridge driver",
+                    parent.name
+                )))
             }
             _ => {}
         }

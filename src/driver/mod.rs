@@ -75,8 +75,12 @@ pub trait Driver {
 
     /// Remove what setup made. Idempotent: what is already gone counts as removed. `guest` is
     /// `None` when the guest namespace no longer exists (its links died with it).
-    fn teardown(&self, host: &mut Netlink, guest: Option<&mut Netlink>, record: &Record)
-        -> Result<()>;
+    fn teardown(
+        &self,
+        host: &mut Netlink,
+        guest: Option<&mut Netlink>,
+        record: &Record,
+    ) -> Result<()>;
 
     /// Wait (bounded, by notification) until frames from the guest reach the LAN: the bridge
     /// port forwards, or the macvlan parent has carrier.

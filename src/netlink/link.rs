@@ -5,8 +5,8 @@ use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    BridgePortState, InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData,
-    InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode, State,
+    BridgePortState, InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoVeth,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode, State,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 

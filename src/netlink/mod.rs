@@ -43,9 +43,7 @@ impl Netlink {
         let socket = netns.run(|| {
             let mut socket = Socket::new(NETLINK_ROUTE)
                 .with_context(ErrorKind::Kernel, || "open a netlink socket")?;
-            socket
-                .bind_auto()
-                .with_context(ErrorKind::Kernel, || "bind a netlink socket")?;
+            socket.bind_auto().with_context(ErrorKind::Kernel, || "bind a netlink socket")?;
             socket
                 .connect(&SocketAddr::new(0, 0))
                 .with_context(ErrorKind::Kernel, || "connect a netlink socket")?;
@@ -60,8 +58,8 @@ impl Netlink {
     /// Open a socket in the namespace the calling thread is in. Only for callers that are
     /// already on a thread inside the right namespace (a namespace worker, a helper process).
     pub fn open_here(place: impl Into<String>) -> Result<Netlink> {
-        let mut socket =
-            Socket::new(NETLINK_ROUTE).with_context(ErrorKind::Kernel, || "open a netlink socket")?;
+        let mut socket = Socket::new(NETLINK_ROUTE)
+            .with_context(ErrorKind::Kernel, || "open a netlink socket")?;
         socket.bind_auto().with_context(ErrorKind::Kernel, || "bind a netlink socket")?;
         socket
             .connect(&SocketAddr::new(0, 0))

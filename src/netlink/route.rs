@@ -176,8 +176,6 @@ impl Netlink {
         }
         self.request(RouteNetlinkMessage::NewRoute(message), NLM_F_CREATE | NLM_F_REPLACE)
             .map(|_| true)
-            .map_err(|e| {
-                self.kernel_error(format!("restore the default route via {device}"), e)
-            })
+            .map_err(|e| self.kernel_error(format!("restore the default route via {device}"), e))
     }
 }

@@ -68,7 +68,8 @@ impl LinkWatch {
                 ));
             }
             let left = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
-            let mut poll = libc::pollfd { fd: self.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut poll =
+                libc::pollfd { fd: self.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
             // SAFETY: one valid pollfd for the duration of the call.
             let ready_count = unsafe { libc::poll(&mut poll, 1, left) };
             if ready_count > 0 {

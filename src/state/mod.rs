@@ -31,10 +31,13 @@ impl StateDir {
     /// Open (creating if needed, mode 0700) the state directory.
     pub fn open(path: &Path) -> Result<StateDir> {
         if !path.is_dir() {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(path).with_context(
-                ErrorKind::Io,
-                || format!("create state directory {}", path.display()),
-            )?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .with_context(ErrorKind::Io, || {
+                    format!("create state directory {}", path.display())
+                })?;
             let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
         }
         Ok(StateDir { path: path.to_path_buf() })
@@ -75,7 +78,8 @@ impl StateDir {
         let entries = fs::read_dir(&self.path)
             .with_context(ErrorKind::Io, || format!("read {}", self.path.display()))?;
         for entry in entries {
-            let entry = entry.with_context(ErrorKind::Io, || format!("read {}", self.path.display()))?;
+            let entry =
+                entry.with_context(ErrorKind::Io, || format!("read {}", self.path.display()))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if !name.ends_with(".json") || name.starts_with('.') {
@@ -84,21 +88,23 @@ impl StateDir {
             let path = entry.path();
             let text = fs::read(&path)
                 .with_context(ErrorKind::Io, || format!("read record {}", path.display()))?;
-            let record: Record = serde_json::from_slice(&text).with_context(ErrorKind::Io, || {
-                format!("parse record {} (move it away if it is damaged)", path.display())
-            })?;
+            let record: Record = serde_json::from_slice(&text)
+                .with_context(ErrorKind::Io, || {
+                    format!("parse record {} (move it away if it is damaged)", path.display())
+                })?;
             records.push(record);
         }
-        records.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        records.sort_by_key(Record::file_name);
         Ok(records)
     }
 
     /// Write a record atomically: a reader sees the old record or the new one, never half.
     pub fn save(&self, record: &Record) -> Result<PathBuf> {
         let path = self.record_path(record);
-        let temporary = self.path.join(format!(".{}.tmp-{}", record.file_name(), std::process::id()));
-        let text = serde_json::to_vec_pretty(record)
-            .with_context(ErrorKind::Io, || "serialize record")?;
+        let temporary =
+            self.path.join(format!(".{}.tmp-{}", record.file_name(), std::process::id()));
+        let text =
+            serde_json::to_vec_pretty(record).with_context(ErrorKind::Io, || "serialize record")?;
         let write = || -> std::io::Result<()> {
             let mut file = OpenOptions::new()
                 .create(true)
@@ -125,9 +131,11 @@ impl StateDir {
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => {
-                Err(Error::with_source(ErrorKind::Io, format!("remove record {}", path.display()), e))
-            }
+            Err(e) => Err(Error::with_source(
+                ErrorKind::Io,
+                format!("remove record {}", path.display()),
+                e,
+            )),
         }
     }
 }

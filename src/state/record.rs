@@ -149,7 +149,10 @@ mod tests {
         assert!(netns.matches("lab") && netns.matches("netns:lab"));
         let pid = GuestRef::Pid { pid: 42 };
         assert!(pid.matches("42") && pid.matches("pid:42") && !pid.matches("4"));
-        assert_eq!(GuestRef::Container { id: "x".into(), name: "a/b c".into() }.key(), "container-a_b_c");
+        assert_eq!(
+            GuestRef::Container { id: "x".into(), name: "a/b c".into() }.key(),
+            "container-a_b_c"
+        );
         assert!(GuestRef::Path { path: "/proc/1/ns/net".into() }.key().starts_with("path-"));
     }
 }

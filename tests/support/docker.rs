@@ -26,7 +26,8 @@ use nix::unistd::Pid;
 
 pub const BUSYBOX_IMAGE: &str = "lanyard-test/busybox:latest";
 /// Applets linked in the test image; `sleep` keeps containers alive, the rest are for probing.
-pub const BUSYBOX_APPLETS: &[&str] = &["sh", "sleep", "ip", "ifconfig", "cat", "ping", "udhcpc", "ls"];
+pub const BUSYBOX_APPLETS: &[&str] =
+    &["sh", "sleep", "ip", "ifconfig", "cat", "ping", "udhcpc", "ls"];
 
 const PING_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -107,9 +108,7 @@ impl DockerLab {
             .append(true)
             .open(&self.log)
             .unwrap_or_else(|e| panic!("open {}: {e}", self.log.display()));
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup dockerd log"))
-            .stderr(log);
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("dup dockerd log")).stderr(log);
         let netns = self.netns.as_ref().map(|f| f.try_clone().expect("dup netns fd"));
         let parent = std::process::id();
         // SAFETY: between fork and exec the closure makes only async-signal-safe system calls
@@ -144,7 +143,10 @@ impl DockerLab {
                 panic!("dockerd exited with {status} before answering:\n{}", self.log_tail());
             }
             if Instant::now() > deadline {
-                panic!("dockerd did not answer /_ping within {PING_TIMEOUT:?}:\n{}", self.log_tail());
+                panic!(
+                    "dockerd did not answer /_ping within {PING_TIMEOUT:?}:\n{}",
+                    self.log_tail()
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -200,8 +202,7 @@ impl DockerLab {
             .env("DOCKER_CONFIG", self.dir.join("cli"))
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_TLS_VERIFY");
-        output_within(cmd, CLI_TIMEOUT)
-            .unwrap_or_else(|e| panic!("docker {}: {e}", args.join(" ")))
+        output_within(cmd, CLI_TIMEOUT).unwrap_or_else(|e| panic!("docker {}: {e}", args.join(" ")))
     }
 
     /// `docker` that must succeed; its trimmed stdout.
@@ -268,7 +269,11 @@ impl DockerLab {
             argv.extend(ids);
             let out = self.docker(&argv);
             if !out.status.success() {
-                eprintln!("docker rm -f in {}: {}", self.dir.display(), String::from_utf8_lossy(&out.stderr));
+                eprintln!(
+                    "docker rm -f in {}: {}",
+                    self.dir.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
     }
@@ -339,9 +344,8 @@ pub fn sweep_dead_docker_labs() {
 }
 
 fn kill_lab_processes(lab: &Path) {
-    if let Some(pid) = fs::read_to_string(lab.join("docker.pid"))
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
+    if let Some(pid) =
+        fs::read_to_string(lab.join("docker.pid")).ok().and_then(|s| s.trim().parse::<u32>().ok())
     {
         // A recycled PID belongs to someone else: only a dockerd that names this lab dies.
         if cmdline_mentions(pid, lab) {
@@ -406,7 +410,10 @@ fn unescape_mountinfo(field: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -445,7 +452,9 @@ fn in_container_cgroup(pid: u32, container_ids: &[String]) -> bool {
 fn process_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie is dead for our purposes: it holds nothing but its exit status.
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => {
+            stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        }
         Err(_) => false,
     }
 }
@@ -502,7 +511,10 @@ fn output_within(mut cmd: Command, limit: Duration) -> io::Result<Output> {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no exit within {limit:?}")));
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no exit within {limit:?}"),
+            ));
         }
         thread::sleep(Duration::from_millis(5));
     };

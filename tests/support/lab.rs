@@ -322,7 +322,12 @@ impl Netns {
         }
         let out = child.wait_with_output().expect("wait for ip");
         if !out.status.success() {
-            panic!("ip -n {} -batch:\n{}\n=> {}", self.name, commands.trim(), output_text(&out).trim());
+            panic!(
+                "ip -n {} -batch:\n{}\n=> {}",
+                self.name,
+                commands.trim(),
+                output_text(&out).trim()
+            );
         }
     }
 
@@ -517,7 +522,9 @@ fn address_lines(json: &serde_json::Value, skip_link_local6: bool) -> Vec<String
             }
             let plen = a["prefixlen"].as_u64().unwrap_or(0);
             match a["address"].as_str() {
-                Some(peer) if peer != local => lines.push(format!("{name} {local} peer {peer}/{plen}")),
+                Some(peer) if peer != local => {
+                    lines.push(format!("{name} {local} peer {peer}/{plen}"))
+                }
                 _ => lines.push(format!("{name} {local}/{plen}")),
             }
         }
@@ -856,7 +863,10 @@ fn unescape_mount_path(field: &str) -> PathBuf {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+        {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -904,7 +914,8 @@ fn sweep_namespaces() {
 fn dir_owner_alive(pid: u32, dir: &Path) -> bool {
     let Some(start) = proc_start_ticks(pid) else { return false };
     let Ok(created) = fs::metadata(dir).and_then(|m| m.created()) else { return true };
-    let Some(started) = boot_time().map(|boot| boot + Duration::from_millis(start * 1000 / clock_ticks()))
+    let Some(started) =
+        boot_time().map(|boot| boot + Duration::from_millis(start * 1000 / clock_ticks()))
     else {
         return true;
     };
@@ -974,6 +985,13 @@ fn pidfiles(dir: &Path, depth: u32, out: &mut Vec<(u32, Option<u64>)>) {
     }
 }
 
+fn is_zombie_or_gone(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| proc_stat_fields(&s).map(|f| f.first() == Some(&"Z")))
+        .unwrap_or(true)
+}
+
 fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -994,45 +1012,59 @@ fn sweep_dirs() {
     if stale.is_empty() {
         return;
     }
-    let procs = all_processes();
     let me = std::process::id();
+    let recorded: Vec<Vec<(u32, Option<u64>)>> = stale
+        .iter()
+        .map(|dir| {
+            let mut found = Vec::new();
+            pidfiles(dir, 4, &mut found);
+            found
+        })
+        .collect();
+    // Freeze first, pass by pass, so that nothing forks or gets reparented to init while we look
+    // for descendants (containers under a leftover dockerd's shims, a shell's children); then
+    // kill the frozen set.
     let mut doomed: Vec<u32> = Vec::new();
-    for dir in &stale {
-        let needle = dir.as_os_str().as_encoded_bytes();
-        let mut recorded = Vec::new();
-        pidfiles(dir, 4, &mut recorded);
-        for p in &procs {
-            let names_dir = contains_bytes(&p.cmdline, needle);
-            let recorded_here = recorded.iter().any(|&(pid, start)| pid == p.pid && start == Some(p.start));
-            if (names_dir || recorded_here) && p.pid != me {
-                doomed.push(p.pid);
+    for _pass in 0..10 {
+        let procs = all_processes();
+        let mut targets: Vec<u32> = doomed.clone();
+        for (dir, recorded) in stale.iter().zip(&recorded) {
+            let needle = dir.as_os_str().as_encoded_bytes();
+            for p in &procs {
+                let names_dir = contains_bytes(&p.cmdline, needle);
+                let recorded_here =
+                    recorded.iter().any(|&(pid, start)| pid == p.pid && start == Some(p.start));
+                if (names_dir || recorded_here) && p.pid != me && !targets.contains(&p.pid) {
+                    targets.push(p.pid);
+                }
             }
         }
-    }
-    // Their descendants too (containers under a leftover dockerd's shims, shells' children).
-    loop {
-        let before = doomed.len();
-        for p in &procs {
-            if doomed.contains(&p.ppid) && !doomed.contains(&p.pid) && p.pid != me {
-                doomed.push(p.pid);
+        loop {
+            let before = targets.len();
+            for p in &procs {
+                if targets.contains(&p.ppid) && !targets.contains(&p.pid) && p.pid != me {
+                    targets.push(p.pid);
+                }
+            }
+            if targets.len() == before {
+                break;
             }
         }
-        if doomed.len() == before {
+        let new: Vec<u32> = targets.into_iter().filter(|pid| !doomed.contains(pid)).collect();
+        if new.is_empty() {
             break;
         }
+        for &pid in &new {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+        }
+        doomed.extend(new);
     }
     for &pid in &doomed {
-        // SAFETY: kill has no memory-safety preconditions.
+        // SAFETY: as above.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
     }
-    wait_until(Duration::from_secs(3), || {
-        doomed.iter().all(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| proc_stat_fields(&s).map(|f| f.first() == Some(&"Z")))
-                .unwrap_or(true)
-        })
-    });
+    wait_until(Duration::from_secs(3), || doomed.iter().all(|&pid| is_zombie_or_gone(pid)));
     for dir in &stale {
         remove_dir_tree(dir);
     }
@@ -1083,15 +1115,16 @@ impl Server {
         // SAFETY: prctl is async-signal-safe.
         unsafe {
             command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e} (missing? run `sudo ./scripts/setup.sh`)"));
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!("start {name}: {e} (missing? run `sudo ./scripts/setup.sh`)")
+        });
         dir.write_pidfile("server", child.id());
         Server { child, name: name.to_string(), dir }
     }
@@ -1130,8 +1163,14 @@ impl Server {
             return;
         }
         match exited {
-            Some(status) => panic!("{} exited ({status}) before printing {needle:?}:\n{}", self.name, self.log()),
-            None if !found => panic!("{} did not print {needle:?} within {timeout:?}:\n{}", self.name, self.log()),
+            Some(status) => panic!(
+                "{} exited ({status}) before printing {needle:?}:\n{}",
+                self.name,
+                self.log()
+            ),
+            None if !found => {
+                panic!("{} did not print {needle:?} within {timeout:?}:\n{}", self.name, self.log())
+            }
             None => unreachable!(),
         }
     }

@@ -1,0 +1,439 @@
+//! attach / detach / inspect against the real kernel, each test in namespaces of its own.
+
+mod support;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lanyard::attach::DEFAULT_GUEST_IFNAME;
+use lanyard::error::ErrorKind;
+use lanyard::guest::GuestSpec;
+use lanyard::netns::Netns as NsHandle;
+use lanyard::spec::{parse_address, parse_route, MacAddr};
+use lanyard::{AttachRequest, FailPoint, Host};
+use support::lab::{self, Lan, Netns, TestDir};
+
+fn host_for(ns: &Netns, dir: &TestDir) -> Host {
+    lab::require_root();
+    let handle = NsHandle::open(&ns.path).expect("open host namespace");
+    Host::new(handle, &dir.join("state"), format!("test-{}", lab::run_id())).expect("host")
+}
+
+fn request(host_if: &str, guest: &Netns, addresses: &[&str]) -> AttachRequest {
+    let mut request = AttachRequest::new(host_if, GuestSpec::Netns(guest.name.clone()));
+    request.addresses = addresses.iter().map(|a| parse_address(a).expect("address")).collect();
+    request
+}
+
+fn guest_token(guest: &Netns) -> String {
+    format!("netns:{}", guest.name)
+}
+
+fn state_files(dir: &TestDir) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("state"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.retain(|n| n != "lock");
+    names.sort();
+    names
+}
+
+/// The lanyard binary, run inside `ns` (which it then treats as the host).
+fn cli(ns: &Netns, dir: &TestDir, args: &[&str]) -> Output {
+    cli_env(ns, dir, args, &[])
+}
+
+fn cli_env(ns: &Netns, dir: &TestDir, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = ns.command(env!("CARGO_BIN_EXE_lanyard"));
+    command
+        .args(args)
+        .env("LANYARD_STATE_DIR", dir.join("state"))
+        .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()))
+        .env("DOCKER_HOST", format!("unix://{}", dir.join("no-docker.sock").display()))
+        .stdin(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("run lanyard")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn ping(from: &Netns, to: IpAddr) -> bool {
+    let to = to.to_string();
+    from.exec(&["ping", "-c", "1", "-W", "2", &to]).status.success()
+}
+
+#[test]
+fn bridge_attach_pings_gateway_and_peer_then_detach_leaves_nothing() {
+    let lan = Lan::bridge(1);
+    let dir = TestDir::new("bridge");
+    let host = host_for(&lan.host, &dir);
+    let a = lan.guest("a");
+    let b = lan.guest("b");
+    let host_before = lan.host.snapshot();
+    let a_before = a.snapshot();
+
+    let attached_a =
+        lanyard::attach(&host, &request("br0", &a, &["198.18.1.10/24@198.18.1.1"])).unwrap();
+    lanyard::attach(&host, &request("br0", &b, &["198.18.1.11/24"])).unwrap();
+    assert!(ping(&a, lan.gateway4.into()), "a reaches the gateway");
+    assert!(ping(&a, "198.18.1.11".parse().unwrap()), "a reaches b");
+    assert!(
+        a.routes().iter().any(|r| r.contains("default via 198.18.1.1 dev eth1")),
+        "{:?}",
+        a.routes()
+    );
+
+    // The MAC is stable: detach and attach again gives the same one.
+    let mac = attached_a.record.mac;
+    assert!(mac.is_locally_administered() && !mac.is_multicast());
+    assert_eq!(
+        a.ip(&["-br", "link", "show", "eth1"]).split_whitespace().nth(2),
+        Some(mac.to_string().as_str())
+    );
+    let detached = lanyard::detach(&host, &guest_token(&a), None).unwrap();
+    assert_eq!(detached.interfaces, vec![DEFAULT_GUEST_IFNAME.to_string()]);
+    let again = lanyard::attach(&host, &request("br0", &a, &["198.18.1.10/24"])).unwrap();
+    assert_eq!(again.record.mac, mac);
+
+    lanyard::detach(&host, &guest_token(&a), None).unwrap();
+    lanyard::detach(&host, &guest_token(&b), None).unwrap();
+    // Idempotent: detaching again succeeds and does nothing.
+    assert!(lanyard::detach(&host, &guest_token(&a), None).unwrap().interfaces.is_empty());
+    assert_eq!(lan.host.snapshot(), host_before);
+    assert_eq!(a.snapshot(), a_before);
+    assert!(state_files(&dir).is_empty());
+}
+
+#[test]
+fn ipv6_static_with_link_local_gateway_enables_only_our_interface() {
+    let lan = Lan::bridge(2);
+    let dir = TestDir::new("v6");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    // What Docker does in a --net none container.
+    g.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
+    g.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
+    let mut req = request("br0", &g, &["198.18.2.20/24@198.18.2.1", "2001:db8:2::20/64@fe80::1"]);
+    req.routes = vec![parse_route("198.19.0.0/16@198.18.2.254").unwrap()];
+    lanyard::attach(&host, &req).unwrap();
+    assert_eq!(g.sysctl_get("net.ipv6.conf.all.disable_ipv6"), "1");
+    assert_eq!(g.sysctl_get("net.ipv6.conf.default.disable_ipv6"), "1");
+    assert_eq!(g.sysctl_get("net.ipv6.conf.eth1.disable_ipv6"), "0");
+    let addresses = g.addresses();
+    assert!(addresses.iter().any(|a| a.contains("2001:db8:2::20/64")), "{addresses:?}");
+    let routes = g.routes();
+    assert!(routes.iter().any(|r| r.contains("default via fe80::1 dev eth1")), "{routes:?}");
+    assert!(
+        routes.iter().any(|r| r.contains("198.19.0.0/16 via 198.18.2.254 dev eth1")),
+        "{routes:?}"
+    );
+    assert!(ping(&g, lan.gateway6.into()), "IPv6 reaches the gateway at once (no DAD wait)");
+    lanyard::detach(&host, &guest_token(&g), None).unwrap();
+}
+
+#[test]
+fn default_route_is_replaced_and_restored_on_detach() {
+    let lan = Lan::bridge(3);
+    let dir = TestDir::new("defroute");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    // The guest already has an eth0 with a default route (as a Docker container does).
+    g.ip_batch(
+        "link add eth0 type veth peer name eth0peer\nlink set eth0 up\nlink set eth0peer up\n\
+         addr add 198.19.250.2/24 dev eth0\nroute add default via 198.19.250.1 dev eth0",
+    );
+    let before = g.snapshot();
+    let attached =
+        lanyard::attach(&host, &request("br0", &g, &["198.18.3.30/24@198.18.3.1"])).unwrap();
+    assert_eq!(attached.record.replaced_default_routes.len(), 1);
+    let routes = g.routes();
+    assert!(routes.iter().any(|r| r.contains("default via 198.18.3.1 dev eth1")), "{routes:?}");
+    assert!(!routes.iter().any(|r| r.contains("default via 198.19.250.1")), "{routes:?}");
+    lanyard::detach(&host, &guest_token(&g), None).unwrap();
+    assert_eq!(g.snapshot(), before, "the old default route is back, nothing else changed");
+}
+
+#[test]
+fn mtu_defaults_to_the_bridge_and_never_exceeds_it() {
+    let lan = Lan::bridge(4);
+    lan.host.ip(&["link", "set", "br0", "mtu", "1400"]);
+    let dir = TestDir::new("mtu");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    let attached = lanyard::attach(&host, &request("br0", &g, &["198.18.4.2/24"])).unwrap();
+    assert_eq!(attached.record.mtu, 1400);
+    assert!(g.ip(&["link", "show", "eth1"]).contains("mtu 1400"));
+    let port = attached.record.host_ifname.clone().unwrap();
+    assert!(lan.host.ip(&["link", "show", &port]).contains("mtu 1400"));
+    assert!(lan.host.ip(&["link", "show", "br0"]).contains("mtu 1400"), "bridge MTU unchanged");
+    lanyard::detach(&host, &guest_token(&g), None).unwrap();
+
+    let mut smaller = request("br0", &g, &["198.18.4.2/24"]);
+    smaller.mtu = Some(1300);
+    lanyard::attach(&host, &smaller).unwrap();
+    assert!(g.ip(&["link", "show", "eth1"]).contains("mtu 1300"));
+    lanyard::detach(&host, &guest_token(&g), None).unwrap();
+
+    let mut larger = request("br0", &g, &["198.18.4.2/24"]);
+    larger.mtu = Some(1500);
+    let err = lanyard::attach(&host, &larger).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Usage, "{err}");
+    assert!(err.to_string().contains("exceeds the MTU of br0 (1400)"), "{err}");
+}
+
+#[test]
+fn macvlan_on_a_physical_interface_reaches_the_lan() {
+    let lan = Lan::with_uplink(5);
+    let dir = TestDir::new("macvlan");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    let host_before = lan.host.snapshot();
+    let attached =
+        lanyard::attach(&host, &request("uplink0", &g, &["198.18.5.60/24@198.18.5.1"])).unwrap();
+    assert_eq!(attached.record.driver.to_string(), "macvlan");
+    assert!(g.ip(&["-d", "link", "show", "eth1"]).contains("macvlan mode bridge"));
+    assert!(lan.wait_forwarding(Duration::from_secs(3)));
+    assert!(ping(&g, lan.gateway4.into()), "macvlan guest reaches the gateway");
+    assert_eq!(lan.host.snapshot(), host_before, "nothing new in the host namespace");
+    lanyard::detach(&host, &guest_token(&g), None).unwrap();
+    assert!(!g.links().iter().any(|l| l.contains("eth1")), "{:?}", g.links());
+
+    // A bridge port cannot carry a macvlan: clear error, nothing changed.
+    let lan_host = host_for(&lan.lan, &dir);
+    let err =
+        lanyard::attach(&lan_host, &request("lanport0", &g, &["198.18.5.61/24"])).unwrap_err();
+    assert!(err.to_string().contains("is a port of a bridge"), "{err}");
+}
+
+#[test]
+fn host_only_point_to_point_link() {
+    let lan = Lan::bridge(6);
+    let dir = TestDir::new("hostonly");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    let mut req = request("vhost0", &g, &["198.18.106.2/24"]);
+    req.host_only = true;
+    req.host_addresses = vec!["198.18.106.1/24".parse().unwrap()];
+    lanyard::attach(&host, &req).unwrap();
+    assert!(lan
+        .host
+        .addresses()
+        .iter()
+        .any(|a| a.contains("vhost0") && a.contains("198.18.106.1/24")));
+    assert!(ping(&g, "198.18.106.1".parse().unwrap()));
+    // One guest per link: the name is taken now.
+    let other = lan.guest("other");
+    let mut again = request("vhost0", &other, &["198.18.106.3/24"]);
+    again.host_only = true;
+    assert_eq!(lanyard::attach(&host, &again).unwrap_err().kind(), ErrorKind::Conflict);
+    lanyard::detach(&host, &guest_token(&g), None).unwrap();
+    assert!(!lan.host.links().iter().any(|l| l.contains("vhost0")));
+}
+
+#[test]
+fn a_missing_br_bridge_is_created_and_removed_with_its_last_port() {
+    let lan = Lan::bridge(7);
+    let dir = TestDir::new("newbridge");
+    let host = host_for(&lan.host, &dir);
+    let a = lan.guest("a");
+    let b = lan.guest("b");
+    let before = lan.host.snapshot();
+    let first = lanyard::attach(&host, &request("brlab", &a, &["198.18.7.10/24"])).unwrap();
+    assert!(first.record.created_bridge);
+    lanyard::attach(&host, &request("brlab", &b, &["198.18.7.11/24"])).unwrap();
+    assert!(ping(&a, "198.18.7.11".parse().unwrap()));
+    lanyard::detach(&host, &guest_token(&a), None).unwrap();
+    assert!(lan.host.links().iter().any(|l| l.contains("brlab")), "b still uses it");
+    lanyard::detach(&host, &guest_token(&b), None).unwrap();
+    assert_eq!(lan.host.snapshot(), before, "bridge removed with its last port");
+
+    let mut no_create = request("brother", &a, &["198.18.7.10/24"]);
+    no_create.no_create = true;
+    assert_eq!(lanyard::attach(&host, &no_create).unwrap_err().kind(), ErrorKind::NotFound);
+    let err = lanyard::attach(&host, &request("eth9", &a, &["198.18.7.10/24"])).unwrap_err();
+    assert!(err.to_string().contains("host interface eth9 does not exist"), "{err}");
+}
+
+#[test]
+fn failure_at_every_step_rolls_back_everything() {
+    let lan = Lan::bridge(8);
+    let dir = TestDir::new("rollback");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    g.ip_batch(
+        "link add eth0 type veth peer name eth0peer\nlink set eth0 up\nlink set eth0peer up\n\
+         addr add 198.19.250.2/24 dev eth0\nroute add default via 198.19.250.1 dev eth0",
+    );
+    for bridge in ["br0", "brfresh"] {
+        for point in [
+            FailPoint::AfterLink,
+            FailPoint::AfterAddresses,
+            FailPoint::AfterRoutes,
+            FailPoint::AfterRecord,
+        ] {
+            let host_before = lan.host.snapshot();
+            let guest_before = g.snapshot();
+            let state_before = state_files(&dir);
+            let mut req = request(bridge, &g, &["198.18.8.2/24@198.18.8.1", "2001:db8:8::2/64"]);
+            req.routes = vec![parse_route("198.19.0.0/16@198.18.8.254").unwrap()];
+            req.fail_at = Some(point);
+            let err = lanyard::attach(&host, &req).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Injected, "{bridge} {point:?}: {err}");
+            assert_eq!(lan.host.snapshot(), host_before, "{bridge} {point:?}: host side");
+            assert_eq!(g.snapshot(), guest_before, "{bridge} {point:?}: guest side");
+            assert_eq!(state_files(&dir), state_before, "{bridge} {point:?}: state");
+        }
+    }
+}
+
+#[test]
+fn concurrent_attaches_get_distinct_names_and_macs() {
+    let lan = Lan::bridge(9);
+    let dir = TestDir::new("concurrent");
+    let guests: Vec<Netns> = (0..8).map(|i| lan.guest(&format!("c{i}"))).collect();
+    let records: Vec<lanyard::state::Record> = std::thread::scope(|scope| {
+        let handles: Vec<_> = guests
+            .iter()
+            .enumerate()
+            .map(|(i, guest)| {
+                let (lan, dir) = (&lan, &dir);
+                scope.spawn(move || {
+                    let host = host_for(&lan.host, dir);
+                    // Half of them race to create the same new bridge.
+                    let bridge = if i % 2 == 0 { "br0" } else { "brrace" };
+                    let address = format!("198.18.9.{}/24", 10 + i);
+                    lanyard::attach(&host, &request(bridge, guest, &[&address])).unwrap().record
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut macs: Vec<MacAddr> = records.iter().map(|r| r.mac).collect();
+    let mut names: Vec<String> = records.iter().filter_map(|r| r.host_ifname.clone()).collect();
+    macs.sort_by_key(|m| m.0);
+    macs.dedup();
+    names.sort();
+    names.dedup();
+    assert_eq!((macs.len(), names.len()), (8, 8));
+    assert_eq!(state_files(&dir).len(), 8);
+    let host = host_for(&lan.host, &dir);
+    for guest in &guests {
+        lanyard::detach(&host, &guest_token(guest), None).unwrap();
+    }
+    assert!(!lan.host.links().iter().any(|l| l.contains("brrace")));
+}
+
+#[test]
+fn a_stale_record_of_a_replaced_namespace_is_replaced() {
+    let lan = Lan::bridge(10);
+    let dir = TestDir::new("stale");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    let name = g.name.clone();
+    let first = lanyard::attach(&host, &request("br0", &g, &["198.18.10.2/24"])).unwrap();
+    // The "container" restarts: its namespace is deleted (taking the veth along) and re-made
+    // under the same name while something still holds the old one open.
+    let keep_old = std::fs::File::open(&g.path).unwrap();
+    drop(g);
+    let status = Command::new("ip").args(["netns", "add", &name]).status().unwrap();
+    assert!(status.success());
+    let g2_path = Path::new("/run/netns").join(&name);
+    let mut req = AttachRequest::new("br0", GuestSpec::Netns(name.clone()));
+    req.addresses = vec![parse_address("198.18.10.2/24").unwrap()];
+    let second = lanyard::attach(&host, &req).unwrap();
+    assert_ne!(first.record.netns, second.record.netns);
+    assert_eq!(first.record.mac, second.record.mac, "same guest, same MAC");
+    assert_eq!(state_files(&dir).len(), 1);
+    drop(keep_old);
+    lanyard::detach(&host, &format!("netns:{name}"), None).unwrap();
+    let _ = Command::new("ip").args(["netns", "del", &name]).status();
+    assert!(!g2_path.exists());
+}
+
+#[test]
+fn inspect_reports_records_and_drift() {
+    let lan = Lan::bridge(11);
+    let dir = TestDir::new("inspect");
+    let g = lan.guest("g");
+    let token = guest_token(&g);
+    let out = cli(
+        &lan.host,
+        &dir,
+        &["attach", "br0", &token, "198.18.11.5/24@198.18.11.1", "2001:db8:11::5/64"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli(&lan.host, &dir, &["inspect", &token]);
+    assert!(out.status.success(), "{}", text(&out));
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let settings = &view["NetworkSettings"];
+    assert_eq!(settings["IPAddress"], "198.18.11.5");
+    assert_eq!(settings["IPPrefixLen"], 24);
+    assert_eq!(settings["Gateway"], "198.18.11.1");
+    assert_eq!(settings["Bridge"], "br0");
+    assert!(settings["HWAddr"].as_str().unwrap().starts_with("02:"));
+    assert!(settings["DNS"].is_array());
+    assert_eq!(view["Container"], token);
+    assert_eq!(view["Lanyard"]["Interfaces"][0]["InSync"], true);
+    // Reality drifts: someone removes the address by hand.
+    g.ip(&["addr", "del", "198.18.11.5/24", "dev", "eth1"]);
+    let out = cli(&lan.host, &dir, &["inspect", "--all"]);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let drift = all[0]["Lanyard"]["Interfaces"][0]["Drift"].to_string();
+    assert!(drift.contains("address 198.18.11.5/24 is missing"), "{drift}");
+    let out = cli(&lan.host, &dir, &["detach", &token]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli(&lan.host, &dir, &["inspect", &token]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn announcements_are_on_the_wire_right_after_the_command_returns() {
+    let lan = Lan::bridge(12);
+    let dir = TestDir::new("announce");
+    let g = lan.guest("g");
+    let capture = lab::capture_filtered(&lan.host, "br0", &["arp", "or", "icmp6"]);
+    let token = guest_token(&g);
+    let out =
+        cli(&lan.host, &dir, &["attach", "br0", &token, "198.18.12.7/24", "2001:db8:12::7/64"]);
+    let returned = Instant::now();
+    assert!(out.status.success(), "{}", text(&out));
+    let seen =
+        capture.expect("Request who-has 198.18.12.7 tell 198.18.12.7", Duration::from_secs(2));
+    let waited = returned.elapsed();
+    capture.expect("neighbor advertisement, tgt is 2001:db8:12::7", Duration::from_secs(2));
+    assert!(seen.contains("ARP"));
+    eprintln!("gratuitous ARP observed {} ms after the command returned", waited.as_millis());
+    let out = cli(&lan.host, &dir, &["detach", &token]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn probe_refuses_an_address_already_in_use() {
+    let lan = Lan::bridge(13);
+    let dir = TestDir::new("probe");
+    let host = host_for(&lan.host, &dir);
+    let owner = lan.guest("owner");
+    lanyard::attach(&host, &request("br0", &owner, &["198.18.13.9/24"])).unwrap();
+    let g = lan.guest("g");
+    let before = g.snapshot();
+    let mut req = request("br0", &g, &["198.18.13.9/24"]);
+    req.probe = Some(Duration::from_millis(300));
+    let err = lanyard::attach(&host, &req).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains("already in use"), "{err}");
+    assert_eq!(g.snapshot(), before);
+    let mut free = request("br0", &g, &["198.18.13.10/24"]);
+    free.probe = Some(Duration::from_millis(100));
+    lanyard::attach(&host, &free).unwrap();
+}
