@@ -133,6 +133,7 @@ pub struct DockerApi {
     /// reachable"), not a reason to refuse constructing the client; rebuilt when the daemon
     /// asks for another API version.
     client: Mutex<Option<Docker>>,
+    first_version: ClientVersion,
     timeout: Duration,
 }
 
@@ -149,11 +150,25 @@ impl DockerApi {
             .enable_time()
             .build()
             .map_err(|e| Error::with_source(ErrorKind::Io, "start the Docker client runtime", e))?;
-        Ok(DockerApi { host, runtime, client: Mutex::new(None), timeout: DEFAULT_TIMEOUT })
+        Ok(DockerApi {
+            host,
+            runtime,
+            client: Mutex::new(None),
+            first_version: PINNED_VERSION,
+            timeout: DEFAULT_TIMEOUT,
+        })
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Speak Engine API `major.minor` first instead of 1.41 (a daemon that refuses it still
+    /// gets the version it asks for).
+    pub fn with_api_version(mut self, major: usize, minor: usize) -> Self {
+        self.first_version = ClientVersion { major_version: major, minor_version: minor };
+        self.client = Mutex::new(None);
         self
     }
 
@@ -207,7 +222,7 @@ impl DockerApi {
         if let (Some(client), None) = (slot.as_ref(), version) {
             return Ok(client.clone());
         }
-        let version = version.unwrap_or(PINNED_VERSION);
+        let version = version.unwrap_or(self.first_version);
         let secs = self.timeout.as_secs().max(1);
         let client = match &self.host {
             DockerHost::Unix(path) => Docker::connect_with_unix(path_str(path)?, secs, &version),

@@ -118,6 +118,15 @@ pub fn resolve(
                     )))
                 }
                 (Some(container), _) => {
+                    // Refused by name as well as by namespace identity: the host lanyard is given
+                    // need not be the namespace a --net host container shares.
+                    if container.network_mode == "host" {
+                        return Err(Error::conflict(format!(
+                            "container {} uses the host's network (--net host): attaching it would \
+                             rewire the host itself",
+                            container.name
+                        )));
+                    }
                     if !container.running || container.pid == 0 {
                         return Err(Error::conflict(format!(
                             "container {} is not running: start it first",

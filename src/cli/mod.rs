@@ -319,8 +319,9 @@ fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
             for notice in notices {
                 eprintln!("lanyard: notice: {notice}");
             }
-            let address = match addressing {
-                PipeworkAddressing::Static(address) => address,
+            let addresses = match addressing {
+                PipeworkAddressing::Static(address) => vec![address],
+                PipeworkAddressing::LinkOnly => Vec::new(),
                 PipeworkAddressing::Dhcp { client } => {
                     return Err(Error::unsupported(format!(
                         "DHCP ({client}) is not available in this version of lanyard yet"
@@ -328,7 +329,7 @@ fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
                 }
             };
             let mut request = AttachRequest::new(&host_if, GuestSpec::parse(&guest)?);
-            request.addresses = vec![address];
+            request.addresses = addresses;
             if let Some(name) = guest_ifname {
                 request.guest_ifname = name;
             }

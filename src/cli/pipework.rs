@@ -17,6 +17,7 @@ pub const DEFAULT_GUEST_IFNAME: &str = "eth1";
 
 pub const SUPPORTED_FORMS: &[&str] = &[
     "HOSTIF [-i GUESTIF] [-l HOSTSIDEIF] GUEST IP/PREFIX[@GATEWAY] [MAC]",
+    "HOSTIF [-i GUESTIF] [-l HOSTSIDEIF] GUEST 0/0 [MAC]  (link only, no address)",
     "HOSTIF [-i GUESTIF] [-l HOSTSIDEIF] GUEST dhcp[:CLIENTARGS] [MAC]",
     "HOSTIF [-i GUESTIF] [-l HOSTSIDEIF] GUEST udhcpc|udhcpc-f|dhclient|dhclient-f|dhcpcd[:CLIENTARGS] [MAC]",
     "route GUEST add|del|replace PREFIX|default [via GATEWAY] [dev IF] [metric N]",
@@ -50,10 +51,6 @@ pub const UNSUPPORTED_FEATURES: &[(&str, &str)] = &[
     (
         "U:NAME MAC",
         "an MD5-derived MAC; leave the MAC out and lanyard derives a stable one per guest",
-    ),
-    (
-        "0/0",
-        "an interface without an address; use lanyard's own attach with the address none",
     ),
     (
         "gateway outside the subnet",
@@ -123,6 +120,8 @@ pub enum PipeworkCommand {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PipeworkAddressing {
+    /// `0/0`: the link only, no address.
+    LinkOnly,
     Static(AddressSpec),
     /// `client` as typed without client arguments, e.g. "udhcpc-f".
     Dhcp {
@@ -300,8 +299,9 @@ fn parse_addressing(token: &str, notices: &mut Vec<String>) -> Result<PipeworkAd
         return Err(unsupported_with("@VLAN suffix", token));
     }
     let address_part = token.split(['/', '@']).next().unwrap_or(token);
+    // pipework's documented way to ask for an interface without an address.
     if address_part == "0" || address_part.parse::<IpAddr>().is_ok_and(|a| a.is_unspecified()) {
-        return Err(unsupported_with("0/0", token));
+        return Ok(PipeworkAddressing::LinkOnly);
     }
 
     let address = spec::parse_address(token)?;
@@ -515,6 +515,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn zero_slash_zero_is_link_only() {
+        for token in ["0/0", "0.0.0.0/0", "::/0"] {
+            let args: Vec<String> = ["eth0", "web", token].iter().map(|s| s.to_string()).collect();
+            match parse_pipework(&args).unwrap() {
+                PipeworkCommand::Attach { addressing, .. } => {
+                    assert_eq!(addressing, PipeworkAddressing::LinkOnly, "{token}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
     fn static_address(addressing: &PipeworkAddressing) -> &AddressSpec {
         match addressing {
             PipeworkAddressing::Static(spec) => spec,
@@ -707,9 +720,6 @@ mod tests {
             ("--direct-phys eth2 web 198.18.0.50/24", "--direct-phys"),
             ("eth0 -a 6 web 2001:db8::5/64", "-a FAMILY"),
             ("eth0 web dhcp U:web", "U:NAME MAC"),
-            ("eth0 web 0/0", "0/0"),
-            ("eth0 web 0.0.0.0/0", "0/0"),
-            ("eth0 web ::/0", "0/0"),
             ("eth0 web 198.18.0.50/24@198.19.0.1", "gateway outside the subnet"),
             ("route web show", "route commands other than add, del and replace"),
             ("route web flush all", "route commands other than add, del and replace"),

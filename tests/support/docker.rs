@@ -325,41 +325,42 @@ pub fn sweep_dead_docker_labs() {
             continue;
         }
         let run = entry.path();
-        if let Ok(labs) = fs::read_dir(&run) {
-            for lab in labs.flatten() {
-                let lab = lab.path();
-                if lab.join("docker.pid").exists() || lab.join("exec").exists() {
-                    kill_lab_processes(&lab);
-                    clean_lab_dir(&lab);
-                }
-            }
-        }
-        unmount_under(&run);
-        if let Err(e) = fs::remove_dir_all(&run) {
-            if e.kind() != io::ErrorKind::NotFound {
-                eprintln!("sweep {}: {e}", run.display());
-            }
-        }
+        kill_leftover_processes(&run);
+        clean_lab_dir(&run);
     }
 }
 
-fn kill_lab_processes(lab: &Path) {
-    if let Some(pid) =
-        fs::read_to_string(lab.join("docker.pid")).ok().and_then(|s| s.trim().parse::<u32>().ok())
-    {
-        // A recycled PID belongs to someone else: only a dockerd that names this lab dies.
-        if cmdline_mentions(pid, lab) {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+/// SIGKILL what a dead run left running under `run`: a dockerd that the parent-death signal
+/// missed (by its pidfile), everything whose command line names the directory (dockerd,
+/// containerd, the shims, which outlive dockerd by design, other servers), and the processes
+/// of the containers it ran (found by their IDs in each lab's data root and their cgroups).
+fn kill_leftover_processes(run: &Path) {
+    let mut container_ids = Vec::new();
+    let labs: Vec<PathBuf> = fs::read_dir(run)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    for lab in &labs {
+        if let Some(pid) = fs::read_to_string(lab.join("docker.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            // A recycled PID belongs to someone else: only a dockerd that names this lab dies.
+            if cmdline_mentions(pid, lab) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+        if let Ok(ids) = fs::read_dir(lab.join("data/containers")) {
+            container_ids.extend(ids.flatten().filter_map(|e| e.file_name().into_string().ok()));
         }
     }
-    // containerd and the shims name the lab's exec root in their arguments; the shims outlive
-    // dockerd by design and keep the containers running.
-    let container_ids: Vec<String> = fs::read_dir(lab.join("data/containers"))
-        .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
-        .unwrap_or_default();
-    for pid in all_pids() {
-        if cmdline_mentions(pid, lab) || in_container_cgroup(pid, &container_ids) {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    // Twice: a container process found only through its cgroup may have been mid-fork.
+    for _ in 0..2 {
+        for pid in all_pids() {
+            if pid != std::process::id()
+                && (cmdline_mentions(pid, run) || in_container_cgroup(pid, &container_ids))
+            {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
         }
     }
 }
@@ -537,6 +538,12 @@ fn spawn_from_long_lived_thread(cmd: Command) -> io::Result<Child> {
         thread::Builder::new()
             .name("dockerd-spawner".into())
             .spawn(move || {
+                // A thread starts in its creator's network namespace, which may be a test's
+                // (inside `Netns::run_in`); `start()` promises the process's own, the main
+                // thread's, which /proc/self names.
+                if let Ok(own) = fs::File::open("/proc/self/ns/net") {
+                    let _ = setns(&own, CloneFlags::CLONE_NEWNET);
+                }
                 for job in rx {
                     job();
                 }

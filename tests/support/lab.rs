@@ -92,17 +92,23 @@ pub fn require_root() {
     }
 }
 
-/// Once per process: root check, prerequisite check and [`sweep_leftovers`].
+/// Root check and prerequisite check on every call (so every test fails with the clear message),
+/// [`sweep_leftovers`] once per process.
 fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        require_root();
-        match Command::new("ip").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status() {
-            Ok(status) if status.success() => {}
-            _ => panic!("`ip` (iproute2) is missing: run `sudo ./scripts/setup.sh`"),
-        }
-        sweep_leftovers();
+    require_root();
+    static HAVE_IP: OnceLock<bool> = OnceLock::new();
+    let have_ip = *HAVE_IP.get_or_init(|| {
+        Command::new("ip")
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
     });
+    if !have_ip {
+        panic!("`ip` (iproute2) is missing: run `sudo ./scripts/setup.sh`");
+    }
+    sweep_leftovers();
 }
 
 fn next_counter() -> u32 {

@@ -1,0 +1,112 @@
+//! Real Docker: a private dockerd per test, a locally imported busybox image, containers named
+//! by name and by ID, restarts, and a container that already has Docker's own eth0.
+
+mod support;
+
+use std::process::{Output, Stdio};
+
+use support::docker::DockerLab;
+use support::lab::{self, Lan, Netns, TestDir};
+
+fn cli(ns: &Netns, dir: &TestDir, docker: &DockerLab, args: &[&str]) -> Output {
+    let (key, value) = docker.env();
+    ns.command(env!("CARGO_BIN_EXE_lanyard"))
+        .args(args)
+        .env("LANYARD_STATE_DIR", dir.join("state"))
+        .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()))
+        .env(key, value)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run lanyard")
+}
+
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+fn fails(out: Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure with {needle:?}");
+    assert!(stderr.contains(needle), "expected {needle:?} in {stderr:?}");
+}
+
+fn mac_in(docker: &DockerLab, container: &str) -> String {
+    let out = docker.docker_ok(&["exec", container, "cat", "/sys/class/net/eth1/address"]);
+    out.trim().to_string()
+}
+
+#[test]
+fn containers_by_name_and_id_keep_their_mac_across_restarts() {
+    lab::require_root();
+    let lan = Lan::bridge(30);
+    let dir = TestDir::new("docker");
+    let docker = DockerLab::start();
+    let id = docker.run("web", &["--net", "none"]);
+    let host_before = lan.host.snapshot();
+
+    ok(cli(&lan.host, &dir, &docker, &["attach", "br0", "web", "198.18.30.10/24@198.18.30.1"]));
+    docker.docker_ok(&["exec", "web", "ping", "-c", "1", "-W", "2", "198.18.30.1"]);
+    let mac = mac_in(&docker, "web");
+    assert!(mac.starts_with("02:"), "{mac}");
+    let view: serde_json::Value =
+        serde_json::from_str(&ok(cli(&lan.host, &dir, &docker, &["inspect", "web"]))).unwrap();
+    assert_eq!(view["Container"], "web");
+    assert_eq!(view["NetworkSettings"]["HWAddr"], mac.as_str());
+
+    // Detach by a short ID, attach again by the full ID: the same container, the same MAC.
+    ok(cli(&lan.host, &dir, &docker, &["detach", &id[..12]]));
+    assert_eq!(lan.host.snapshot(), host_before);
+    ok(cli(&lan.host, &dir, &docker, &["attach", "br0", &id, "198.18.30.10/24"]));
+    assert_eq!(mac_in(&docker, "web"), mac);
+
+    // A restart gives the container a new namespace (the old veth dies with the old one); the
+    // stale record is replaced and the MAC stays.
+    docker.docker_ok(&["restart", "-t", "0", "web"]);
+    ok(cli(&lan.host, &dir, &docker, &["attach", "br0", "web", "198.18.30.10/24@198.18.30.1"]));
+    assert_eq!(mac_in(&docker, "web"), mac);
+    docker.docker_ok(&["exec", "web", "ping", "-c", "1", "-W", "2", "198.18.30.1"]);
+    ok(cli(&lan.host, &dir, &docker, &["detach", "web"]));
+    assert_eq!(lan.host.snapshot(), host_before);
+
+    // Stopped, missing and --net host containers are refused with a clear line.
+    docker.docker_ok(&["stop", "-t", "0", "web"]);
+    fails(
+        cli(&lan.host, &dir, &docker, &["attach", "br0", "web", "198.18.30.10/24"]),
+        "is not running",
+    );
+    fails(
+        cli(&lan.host, &dir, &docker, &["attach", "br0", "nosuch", "198.18.30.10/24"]),
+        "no container",
+    );
+    docker.run("hostnet", &["--net", "host"]);
+    fails(
+        cli(&lan.host, &dir, &docker, &["attach", "br0", "hostnet", "198.18.30.11/24"]),
+        "uses the host's network",
+    );
+    assert_eq!(lan.host.snapshot(), host_before);
+}
+
+#[test]
+fn a_container_with_dockers_own_eth0_gets_a_second_interface_and_its_route_back() {
+    lab::require_root();
+    let lan = Lan::bridge(31);
+    let dir = TestDir::new("docker-eth0");
+    // dockerd lives in a namespace of its own, so its docker0 never touches the root namespace.
+    let docker_ns = Netns::new("dockerd");
+    let docker = DockerLab::start_in_netns(&docker_ns.path, "198.19.250.1/24");
+    docker.run("app", &[]);
+    let routes_before = docker.docker_ok(&["exec", "app", "ip", "route"]);
+    assert!(routes_before.contains("default via 198.19.250.1 dev eth0"), "{routes_before}");
+
+    ok(cli(&lan.host, &dir, &docker, &["attach", "br0", "app", "198.18.31.10/24@198.18.31.1"]));
+    let routes = docker.docker_ok(&["exec", "app", "ip", "route"]);
+    assert!(routes.contains("default via 198.18.31.1 dev eth1"), "{routes}");
+    assert!(!routes.contains("default via 198.19.250.1"), "{routes}");
+    docker.docker_ok(&["exec", "app", "ping", "-c", "1", "-W", "2", "198.18.31.1"]);
+
+    ok(cli(&lan.host, &dir, &docker, &["detach", "app"]));
+    let routes_after = docker.docker_ok(&["exec", "app", "ip", "route"]);
+    assert_eq!(routes_after, routes_before);
+}
