@@ -139,3 +139,60 @@ impl StateDir {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netns::NetnsId;
+    use crate::spec::{parse_address, MacAddr, MacScheme};
+
+    fn sample(name: &str) -> Record {
+        Record {
+            version: RECORD_VERSION,
+            guest: GuestRef::Netns { name: name.into() },
+            netns: NetnsId { dev: 4, ino: 4026532000 },
+            guest_ifname: "eth1".into(),
+            driver: DriverKind::Bridge,
+            host_interface: "br0".into(),
+            host_ifname: Some("lyabcdefghijklm".into()),
+            created_bridge: false,
+            macvlan_mode: None,
+            mac: "02:00:00:00:00:01".parse::<MacAddr>().unwrap(),
+            mac_scheme: MacScheme::Stable,
+            mtu: 1500,
+            addresses: vec![parse_address("198.18.0.5/24@198.18.0.1").unwrap()],
+            routes: Vec::new(),
+            host_addresses: Vec::new(),
+            replaced_default_routes: Vec::new(),
+            attached_at: 1_795_435_200,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_through_atomic_files() {
+        let dir = std::env::temp_dir().join(format!("lanyard-state-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let state = StateDir::open(&dir).unwrap();
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        let _lock = state.lock().unwrap();
+        let (a, b) = (sample("a"), sample("b"));
+        state.save(&a).unwrap();
+        state.save(&b).unwrap();
+        // Saving again replaces, never duplicates; no temporary file is left.
+        state.save(&a).unwrap();
+        assert_eq!(state.records().unwrap(), vec![a.clone(), b.clone()]);
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+        state.remove(&a).unwrap();
+        state.remove(&a).unwrap();
+        assert_eq!(state.records().unwrap(), vec![b]);
+        // A damaged record is reported with its path, not skipped.
+        fs::write(dir.join("netns-x.eth1.json"), b"{not json").unwrap();
+        let err = state.records().unwrap_err();
+        assert!(err.to_string().contains("netns-x.eth1.json"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
