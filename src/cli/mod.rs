@@ -191,15 +191,7 @@ pub fn main_with(args: Vec<String>) -> i32 {
 
 fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
-        Commands::Attach(args) => {
-            let request = attach_request(args)?;
-            require_root()?;
-            let host = host_from(cli)?;
-            let attached = attach(&host, &request)?;
-            spawn_announcer(cli, &attached);
-            print_attached(&attached);
-            Ok(())
-        }
+        Commands::Attach(args) => run_attach(cli, &attach_request(args)?),
         Commands::Detach { guest, guest_ifname } => {
             require_root()?;
             let host = host_from(cli)?;
@@ -242,6 +234,16 @@ fn run(cli: &Cli) -> Result<()> {
             crate::ready::announce_from_record(&cli.state_dir, record, netns)
         }
     }
+}
+
+/// Attach, announce from a detached helper, print one line.
+fn run_attach(cli: &Cli, request: &AttachRequest) -> Result<()> {
+    require_root()?;
+    let host = host_from(cli)?;
+    let attached = attach(&host, request)?;
+    spawn_announcer(cli, &attached);
+    print_attached(&attached);
+    Ok(())
 }
 
 fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
@@ -336,12 +338,7 @@ fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
             request.host_ifname = host_ifname;
             request.mac = mac;
             request.validate()?;
-            require_root()?;
-            let host = host_from(cli)?;
-            let attached = attach(&host, &request)?;
-            spawn_announcer(cli, &attached);
-            print_attached(&attached);
-            Ok(())
+            run_attach(cli, &request)
         }
         PipeworkCommand::Route { guest, action, destination, via, dev, metric } => {
             require_root()?;

@@ -40,19 +40,7 @@ impl Netlink {
     /// created it, so it is created on a short-lived thread that entered the namespace.
     pub fn open(netns: &Netns, place: impl Into<String>) -> Result<Netlink> {
         let place = place.into();
-        let socket = netns.run(|| {
-            let mut socket = Socket::new(NETLINK_ROUTE)
-                .with_context(ErrorKind::Kernel, || "open a netlink socket")?;
-            socket.bind_auto().with_context(ErrorKind::Kernel, || "bind a netlink socket")?;
-            socket
-                .connect(&SocketAddr::new(0, 0))
-                .with_context(ErrorKind::Kernel, || "connect a netlink socket")?;
-            Ok(socket)
-        })?;
-        // Extended acks would only add text we do not show; strict checking makes the kernel
-        // filter dumps for us where it can.
-        let _ = socket.set_netlink_get_strict_chk(true);
-        Ok(Netlink { socket, sequence: 0, buffer: vec![0; 64 * 1024], place })
+        netns.run(move || Self::open_here(place))
     }
 
     /// Open a socket in the namespace the calling thread is in. Only for callers that are
@@ -64,6 +52,8 @@ impl Netlink {
         socket
             .connect(&SocketAddr::new(0, 0))
             .with_context(ErrorKind::Kernel, || "connect a netlink socket")?;
+        // Strict checking makes the kernel filter dumps for us where it can; older kernels
+        // without it still answer, unfiltered.
         let _ = socket.set_netlink_get_strict_chk(true);
         Ok(Netlink { socket, sequence: 0, buffer: vec![0; 64 * 1024], place: place.into() })
     }
