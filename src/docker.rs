@@ -2,9 +2,9 @@
 //! namespace) is this container, and does it share the host's network? The trait keeps the rest
 //! of lanyard testable without a daemon; [`DockerApi`] answers it over the Engine API.
 //!
-//! The CLI's budget for a whole container attach is a few milliseconds, so a lookup is exactly
-//! one HTTP request: the API version is pinned instead of negotiated, and the client runs on a
-//! current-thread runtime that is built once and never spawns worker threads.
+//! The CLI's budget for a whole container attach is a few milliseconds, so a lookup is one HTTP
+//! request: the API version is pinned instead of negotiated (a daemon that refuses it costs one
+//! more), and the client runs on a current-thread runtime that spawns no worker threads.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::ContainerInspectResponse;
-use bollard::{ClientVersion, Docker};
+use bollard::{BollardRequest, ClientVersion, Docker};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -228,7 +228,8 @@ impl DockerApi {
             DockerHost::Unix(path) => Docker::connect_with_unix(path_str(path)?, secs, &version),
             DockerHost::Tcp(addr) => Docker::connect_with_http(addr, secs, &version),
         }
-        .map_err(|err| self.unreachable(err))?;
+        .map_err(|err| self.unreachable(err))?
+        .with_request_modifier(move |request| with_version_prefix(request, version));
         *slot = Some(client.clone());
         Ok(client)
     }
@@ -238,11 +239,17 @@ impl DockerApi {
             DockerHost::Unix(_) => "is dockerd running? DOCKER_HOST chooses another socket",
             DockerHost::Tcp(_) => "is dockerd listening there?",
         };
-        Error::with_source(
-            ErrorKind::Docker,
-            format!("Docker is not reachable at {} ({hint})", self.host),
-            err,
-        )
+        let message = format!("Docker is not reachable at {} ({hint})", self.host);
+        // hyper's own text for a refused or missing socket is only "client error (Connect)";
+        // the errno underneath says which, and lets callers test it.
+        match transport_errno(&err) {
+            Some(errno) => Error::with_source(
+                ErrorKind::Docker,
+                message,
+                std::io::Error::from_raw_os_error(errno),
+            ),
+            None => Error::with_source(ErrorKind::Docker, message, err),
+        }
     }
 
     fn request_error(&self, token: &str, err: BollardError) -> Error {
@@ -277,6 +284,44 @@ impl ContainerRuntime for DockerApi {
     fn inspect(&self, name_or_id: &str) -> Result<Option<ContainerInfo>> {
         self.runtime.block_on(self.inspect_async(name_or_id))
     }
+}
+
+/// bollard 0.21 builds ".../v1.41/containers/x/json" and then joins the absolute API path onto
+/// it, which drops the prefix: requests go out unversioned and the daemon answers in the shape
+/// of its newest API, which a newer daemon may change under bollard's typed models. Put the
+/// pinned version back (unless a fixed bollard already sent one).
+fn with_version_prefix(mut request: BollardRequest, version: ClientVersion) -> BollardRequest {
+    let uri = request.uri();
+    let path = uri.path();
+    if path.strip_prefix("/v").is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())) {
+        return request;
+    }
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return request;
+    };
+    let tail = uri.path_and_query().map_or(path, |pq| pq.as_str());
+    let versioned = format!(
+        "{scheme}://{authority}/v{}.{}{tail}",
+        version.major_version, version.minor_version
+    );
+    if let Ok(versioned) = versioned.parse() {
+        *request.uri_mut() = versioned;
+    }
+    request
+}
+
+fn transport_errno(err: &BollardError) -> Option<i32> {
+    if let BollardError::SocketNotFoundError(_) = err {
+        return Some(libc::ENOENT);
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        if let Some(errno) = e.downcast_ref::<std::io::Error>().and_then(|io| io.raw_os_error()) {
+            return Some(errno);
+        }
+        cause = e.source();
+    }
+    None
 }
 
 fn path_str(path: &Path) -> Result<&str> {
@@ -374,6 +419,22 @@ mod tests {
         for bad in ["", "-x", "../info", "a/b", "x?all=1", "web ", "_a", "é"] {
             assert!(!is_container_token(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn puts_the_version_prefix_back() {
+        let v = ClientVersion { major_version: 1, minor_version: 41 };
+        let request = |uri: &str| {
+            let mut request = BollardRequest::new(bollard::body_full(Default::default()));
+            *request.uri_mut() = uri.parse().unwrap();
+            request
+        };
+        let out = with_version_prefix(request("unix://2f612e736f636b/containers/web/json"), v);
+        assert_eq!(out.uri().to_string(), "unix://2f612e736f636b/v1.41/containers/web/json");
+        let out = with_version_prefix(request("http://127.0.0.1:2375/volumes?x=1"), v);
+        assert_eq!(out.uri().to_string(), "http://127.0.0.1:2375/v1.41/volumes?x=1");
+        let out = with_version_prefix(request("http://127.0.0.1:2375/v1.44/_ping"), v);
+        assert_eq!(out.uri().to_string(), "http://127.0.0.1:2375/v1.44/_ping");
     }
 
     struct Fixed(Option<ContainerInfo>);

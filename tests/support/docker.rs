@@ -46,8 +46,9 @@ pub struct DockerLab {
 }
 
 impl DockerLab {
-    /// A dockerd in the namespace the test runs in, with no bridge: containers get `--net none`,
-    /// `--net host` or a network a test builds itself.
+    /// A dockerd in the test process's own network namespace (the main thread's, even when
+    /// called inside `Netns::run_in`), with no bridge: containers get `--net none`, `--net host`
+    /// or a network a test builds itself.
     pub fn start() -> DockerLab {
         Self::launch(None, None)
     }
@@ -254,7 +255,10 @@ impl DockerLab {
     /// `docker run -d --name NAME ARGS... busybox sleep 3600`; the full container ID.
     pub fn run(&self, name: &str, args: &[&str]) -> String {
         let image = self.import_busybox();
-        let mut argv = vec!["run", "-d", "--name", name];
+        // `sleep` as a container's init ignores SIGTERM, so every stop (and every dockerd
+        // shutdown with the container running) would wait out Docker's default 10 s. Later
+        // flags in `args` win.
+        let mut argv = vec!["run", "-d", "--stop-timeout", "1", "--name", name];
         argv.extend_from_slice(args);
         argv.extend_from_slice(&[image.as_str(), "sleep", "3600"]);
         self.docker_ok(&argv)
