@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use lanyard::docker::DockerHost;
 use lanyard::guest::GuestSpec;
+use lanyard::netlink::Netlink;
 use lanyard::netns::Netns;
 use lanyard::{naming, spec, AttachRequest, Host};
 
@@ -408,7 +409,11 @@ struct Cli<'a> {
     docker_url: Option<&'a str>,
 }
 
-impl Cli<'_> {
+impl<'a> Cli<'a> {
+    fn new(exe: &'a Path, host_ns: &'a File, state: &'a Path) -> Cli<'a> {
+        Cli { exe, host_ns, state, docker_url: None }
+    }
+
     fn run(&self, args: &[&str]) -> Duration {
         let mut cmd = Command::new(self.exe);
         cmd.args(args)
@@ -474,7 +479,6 @@ struct Row {
     attach: Vec<Duration>,
     detach: Vec<Duration>,
     target: Option<Duration>,
-    note: String,
 }
 
 fn percentile(samples: &[Duration], p: f64) -> Duration {
@@ -499,45 +503,60 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
-/// One warm-up round (untimed), then `rounds` timed attach/detach pairs.
-fn measure(
-    label: impl Into<String>,
-    rounds: usize,
+/// One way of doing the attach and the detach, each call timed by the closure itself.
+struct Way<'a> {
+    label: String,
     target: Option<Duration>,
-    mut attach: impl FnMut() -> Duration,
-    mut detach: impl FnMut() -> Duration,
-) -> Row {
-    attach();
-    detach();
-    let mut row = Row {
-        label: label.into(),
-        attach: Vec::with_capacity(rounds),
-        detach: Vec::with_capacity(rounds),
-        target,
-        note: String::new(),
-    };
-    for _ in 0..rounds {
-        row.attach.push(attach());
-        row.detach.push(detach());
+    attach: Box<dyn FnMut() -> Duration + 'a>,
+    detach: Box<dyn FnMut() -> Duration + 'a>,
+}
+
+impl<'a> Way<'a> {
+    fn new(
+        label: impl Into<String>,
+        target: Option<Duration>,
+        attach: impl FnMut() -> Duration + 'a,
+        detach: impl FnMut() -> Duration + 'a,
+    ) -> Way<'a> {
+        Way { label: label.into(), target, attach: Box::new(attach), detach: Box::new(detach) }
     }
-    row
+}
+
+/// One untimed warm-up round per way, then `rounds` rounds in which every way attaches and
+/// detaches once. Interleaving (with a rotating start) spreads the noise of a shared machine
+/// over all ways instead of letting one burst land on one way's block.
+fn measure_interleaved(mut ways: Vec<Way>, rounds: usize) -> Vec<Row> {
+    for way in &mut ways {
+        (way.attach)();
+        (way.detach)();
+    }
+    let mut rows: Vec<Row> = ways
+        .iter()
+        .map(|way| Row {
+            label: way.label.clone(),
+            attach: Vec::with_capacity(rounds),
+            detach: Vec::with_capacity(rounds),
+            target: way.target,
+        })
+        .collect();
+    for round in 0..rounds {
+        for k in 0..ways.len() {
+            let i = (round + k) % ways.len();
+            rows[i].attach.push((ways[i].attach)());
+            rows[i].detach.push((ways[i].detach)());
+        }
+    }
+    rows
 }
 
 fn print_table(rows: &[Row], reference: &Row) {
     let ref_attach = median(&reference.attach);
     let ref_detach = median(&reference.detach);
     println!(
-        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}  {}",
-        "way (times in ms)",
-        "att med",
-        "att p90",
-        "det med",
-        "det p90",
-        "att/ref",
-        "det/ref",
-        "targets (attach med; detach <= ref)"
+        "{:<54} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}  targets (attach median; detach <= REF)",
+        "way (times in ms)", "att med", "att p90", "det med", "det p90", "att/REF", "det/REF",
     );
-    println!("{}", "-".repeat(140));
+    println!("{}", "-".repeat(154));
     for row in rows {
         let (a, d) = (median(&row.attach), median(&row.detach));
         let mut targets = Vec::new();
@@ -546,14 +565,14 @@ fn print_table(rows: &[Row], reference: &Row) {
             targets.push(format!("< {} ms {verdict}", target.as_millis()));
         }
         if !std::ptr::eq(row, reference) {
-            let verdict = if d <= ref_detach { "met" } else { "MISSED" };
-            targets.push(format!("detach {verdict}"));
-        }
-        if !row.note.is_empty() {
-            targets.push(row.note.clone());
+            targets.push(if d <= ref_detach {
+                "detach met".to_string()
+            } else {
+                format!("detach MISSED (+{} ms)", ms(d - ref_detach))
+            });
         }
         println!(
-            "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8.2}x {:>8.2}x  {}",
+            "{:<54} {:>8} {:>8} {:>8} {:>8} {:>8.2}x {:>8.2}x  {}",
             row.label,
             ms(a),
             ms(percentile(&row.attach, 0.9)),
@@ -571,10 +590,22 @@ fn end_state(host: &str, guest: &str, host_ifname: &str) -> String {
     let json = |args: &[&str]| -> serde_json::Value {
         serde_json::from_str(&ip(args)).expect("parse ip -j output")
     };
+    // Strings without their JSON quotes, absent fields as "-".
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
     let link = |v: &serde_json::Value| {
         let v = &v[0];
         let up = v["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP"));
-        format!("{} {} mtu {} master {} up {up}", v["ifname"], v["address"], v["mtu"], v["master"])
+        format!(
+            "{} {} mtu {} master {} up {up}",
+            text(&v["ifname"]),
+            text(&v["address"]),
+            text(&v["mtu"]),
+            text(&v["master"])
+        )
     };
     let host_end = json(&["-n", host, "-j", "link", "show", "dev", host_ifname]);
     let guest_end = json(&["-n", guest, "-j", "link", "show", "dev", GUEST_IFNAME]);
@@ -584,20 +615,28 @@ fn end_state(host: &str, guest: &str, host_ifname: &str) -> String {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|a| format!("{}/{}", a["local"], a["prefixlen"]))
+        .map(|a| format!("{}/{}", text(&a["local"]), text(&a["prefixlen"])))
         .collect();
     let routes: Vec<String> = routes
         .as_array()
         .into_iter()
         .flatten()
         .map(|r| {
-            format!("{} via {} dev {} proto {}", r["dst"], r["gateway"], r["dev"], r["protocol"])
+            format!(
+                "{} via {} dev {} proto {}",
+                text(&r["dst"]),
+                text(&r["gateway"]),
+                text(&r["dev"]),
+                text(&r["protocol"])
+            )
         })
         .collect();
     format!(
-        "host end: {}\nguest end: {}\naddresses: {addrs:?}\nroutes: {routes:?}",
+        "host end: {}\nguest end: {}\naddresses: {}\nroutes: {}",
         link(&host_end),
-        link(&guest_end)
+        link(&guest_end),
+        addrs.join(", "),
+        routes.join("; ")
     )
 }
 
@@ -650,8 +689,7 @@ fn run(config: &Config, lab: &mut Lab) {
     }
 
     let guest_token = format!("netns:{guest_name}");
-    let cli =
-        |state: &'_ Path| Cli { exe: &config.cli, host_ns: &host_ns, state, docker_url: None };
+    let cli = |state| Cli::new(&config.cli, &host_ns, state);
     let reference = |dash_n: bool| IpReference {
         host_ns: &host_ns,
         host_name: &host_name,
@@ -667,7 +705,7 @@ fn run(config: &Config, lab: &mut Lab) {
         r.attach();
         states.push(("ip -batch", end_state(&host_name, &guest_name, &r.derived.host_ifname)));
         r.detach();
-        let c = cli(&state_tmpfs);
+        let c = cli(state_tmpfs.as_path());
         c.attach(&guest_token, GUEST_ADDRESS);
         states.push(("CLI", end_state(&host_name, &guest_name, &r.derived.host_ifname)));
         c.detach(&guest_token);
@@ -690,86 +728,87 @@ fn run(config: &Config, lab: &mut Lab) {
     }
     println!();
 
-    let mut rows = Vec::new();
-    let r = reference(false);
-    rows.push(measure(
-        "ip -batch (in H) + ip -n G -batch  [REF]",
-        config.rounds,
-        None,
-        || r.attach(),
-        || r.detach(),
-    ));
-    let r = reference(true);
-    rows.push(measure(
-        "ip -n H -batch + ip -n G -batch",
-        config.rounds,
-        None,
-        || r.attach(),
-        || r.detach(),
-    ));
-    {
-        let host = library_host(&host_path, &state_tmpfs);
-        let req = request(GuestSpec::Netns(guest_name.clone()), GUEST_ADDRESS);
-        rows.push(measure(
-            format!("in-process library (state {tmpfs_label})"),
-            config.rounds,
-            Some(TARGET_LIBRARY),
-            || lib_attach(&host, &req),
-            || lib_detach(&host, &guest_token),
-        ));
-    }
-    for (state, label) in [(&state_tmpfs, &tmpfs_label), (&state_disk, &disk_label)] {
-        let c = cli(state);
-        rows.push(measure(
-            format!("CLI (state {label})"),
-            config.rounds,
-            Some(TARGET_CLI_NETNS),
-            || c.attach(&guest_token, GUEST_ADDRESS),
-            || c.detach(&guest_token),
-        ));
-        reap_orphans(Duration::from_secs(5));
-    }
-
+    // Everything the ways borrow lives here, before the ways themselves.
+    let ref_in_h = reference(false);
+    let ref_dash_n = reference(true);
+    let lib_host = library_host(&host_path, &state_tmpfs);
+    let lib_request = request(GuestSpec::Netns(guest_name.clone()), GUEST_ADDRESS);
+    let cli_tmpfs = cli(state_tmpfs.as_path());
+    let cli_disk = cli(state_disk.as_path());
     let mut notes = Vec::new();
-    match &config.docker {
-        None => notes.push(
-            "container rows skipped: set LANYARD_BENCH_DOCKER_HOST=unix:///path/docker.sock \
-             (image LANYARD_BENCH_DOCKER_IMAGE, default lanyard-test/busybox:latest)"
-                .to_string(),
-        ),
+    let container = match &config.docker {
+        None => {
+            notes.push(
+                "container rows skipped: set LANYARD_BENCH_DOCKER_HOST=unix:///path/docker.sock \
+                 (image LANYARD_BENCH_DOCKER_IMAGE, default lanyard-test/busybox:latest)"
+                    .to_string(),
+            );
+            None
+        }
         Some(docker) => match start_container(lab, docker) {
-            Err(why) => notes.push(format!("container rows skipped: {why}")),
-            Ok(container) => {
-                let c = Cli {
-                    exe: &config.cli,
-                    host_ns: &host_ns,
-                    state: &state_tmpfs,
-                    docker_url: Some(&docker.url),
-                };
-                rows.push(measure(
-                    format!("CLI, container via Engine API (state {tmpfs_label})"),
-                    config.rounds,
-                    Some(TARGET_CLI_CONTAINER),
-                    || c.attach(&container, GUEST_ADDRESS),
-                    || c.detach(&container),
-                ));
-                reap_orphans(Duration::from_secs(5));
+            Err(why) => {
+                notes.push(format!("container rows skipped: {why}"));
+                None
+            }
+            Ok(name) => {
+                let cli = Cli { docker_url: Some(&docker.url), ..cli(state_tmpfs.as_path()) };
                 let host = library_host(&host_path, &state_tmpfs).with_docker(
                     DockerHost::parse(&docker.url).expect("parse LANYARD_BENCH_DOCKER_HOST"),
                 );
-                let req = request(GuestSpec::Bare(container.clone()), GUEST_ADDRESS);
-                let mut row = measure(
-                    format!("library, container via Engine API (state {tmpfs_label})"),
-                    config.rounds,
-                    None,
-                    || lib_attach(&host, &req),
-                    || lib_detach(&host, &container),
-                );
-                row.note = "(no target given)".into();
-                rows.push(row);
+                let req = request(GuestSpec::Bare(name.clone()), GUEST_ADDRESS);
+                Some((name, cli, host, req))
             }
         },
+    };
+
+    let mut ways = vec![
+        Way::new(
+            "ip -batch (in H) + ip -n G -batch  [REF]",
+            None,
+            || ref_in_h.attach(),
+            || ref_in_h.detach(),
+        ),
+        Way::new(
+            "ip -n H -batch + ip -n G -batch",
+            None,
+            || ref_dash_n.attach(),
+            || ref_dash_n.detach(),
+        ),
+        Way::new(
+            format!("in-process library (state {tmpfs_label})"),
+            Some(TARGET_LIBRARY),
+            || lib_attach(&lib_host, &lib_request),
+            || lib_detach(&lib_host, &guest_token),
+        ),
+        Way::new(
+            format!("CLI (state {tmpfs_label})"),
+            Some(TARGET_CLI_NETNS),
+            || cli_tmpfs.attach(&guest_token, GUEST_ADDRESS),
+            || cli_tmpfs.detach(&guest_token),
+        ),
+        Way::new(
+            format!("CLI (state {disk_label})"),
+            Some(TARGET_CLI_NETNS),
+            || cli_disk.attach(&guest_token, GUEST_ADDRESS),
+            || cli_disk.detach(&guest_token),
+        ),
+    ];
+    if let Some((name, cli, host, req)) = &container {
+        ways.push(Way::new(
+            format!("CLI, container via Engine API (state {tmpfs_label})"),
+            Some(TARGET_CLI_CONTAINER),
+            || cli.attach(name, GUEST_ADDRESS),
+            || cli.detach(name),
+        ));
+        ways.push(Way::new(
+            format!("library, container via Engine API (state {tmpfs_label})"),
+            None,
+            || lib_attach(host, req),
+            || lib_detach(host, name),
+        ));
     }
+    let rows = measure_interleaved(ways, config.rounds);
+    reap_orphans(Duration::from_secs(5));
 
     print_table(&rows, &rows[0]);
     println!(
@@ -809,12 +848,14 @@ fn batch_pass(
     let state = lab.dir(Path::new(tmpfs_base), &format!("state-{tag}"));
     let address = |i: usize| format!("198.18.{}.{}/16", 1 + i / 250, 1 + i % 250);
     let mut each = Vec::with_capacity(names.len());
+    let mut diagnosis = None;
     let start = Instant::now();
     if library {
         let host = library_host(host_path, &state);
         for (i, name) in names.iter().enumerate() {
             each.push(lib_attach(&host, &request(GuestSpec::Netns(name.clone()), &address(i))));
         }
+        diagnosis = Some(per_attach_reads(&host));
     } else {
         let c = Cli { exe: &config.cli, host_ns, state: &state, docker_url: None };
         for (i, name) in names.iter().enumerate() {
@@ -837,6 +878,9 @@ fn batch_pass(
         ms(median(&each[..k])),
         ms(median(&each[each.len() - k..])),
     );
+    if let Some(diagnosis) = diagnosis {
+        println!("    {diagnosis}");
+    }
     // Teardown (untimed): helpers first, then the namespaces (their veths go with them), then
     // wait until the bridge has no ports left so the next pass starts from the same bridge.
     reap_orphans(Duration::from_secs(10));
@@ -848,6 +892,28 @@ fn batch_pass(
         assert!(Instant::now() < deadline, "bridge ports did not go away within 30 s");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Untimed diagnosis after the library pass: what two reads every attach makes cost once many
+/// guests are attached (every record is read and parsed; the bridge's FDB is dumped).
+fn per_attach_reads(host: &Host) -> String {
+    let start = Instant::now();
+    let records = host.state.records().map(|r| r.len()).unwrap_or(0);
+    let records_time = start.elapsed();
+    let fdb = Netlink::open(&host.netns, "the bench host").and_then(|mut netlink| {
+        let bridge = netlink.link_by_name(BRIDGE)?.map(|l| l.index).unwrap_or(0);
+        let start = Instant::now();
+        let entries = netlink.bridge_fdb_macs(bridge)?.len();
+        Ok((entries, start.elapsed()))
+    });
+    let fdb = match fdb {
+        Ok((entries, time)) => format!("bridge FDB dump ({entries} entries) {} ms", ms(time)),
+        Err(e) => format!("bridge FDB dump failed: {e}"),
+    };
+    format!(
+        "(cost that grows with attachments: reading {records} records {} ms; {fdb})",
+        ms(records_time)
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
