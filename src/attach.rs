@@ -223,13 +223,13 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
         DriverKind::HostOnly => Some(request.host_interface.clone()),
         DriverKind::Macvlan => None,
     };
-    let fdb = match (driver_kind, host_netlink.link_by_name(&request.host_interface)?) {
-        (DriverKind::Bridge, Some(bridge)) => host_netlink.bridge_fdb_macs(bridge.index)?,
-        _ => Vec::new(),
+    let bridge_index = match driver_kind {
+        DriverKind::Bridge => host_netlink.link_by_name(&request.host_interface)?.map(|l| l.index),
+        _ => None,
     };
     let mac = match request.mac {
         Some(mac) => mac,
-        None => choose_mac(host, &mut host_netlink, &others, &fdb, &identity, request)?,
+        None => choose_mac(host, &mut host_netlink, &others, bridge_index, &identity, request)?,
     };
     let host_mac = host_end_mac(&host.host_id, &identity, &request.guest_ifname);
     let link_request = LinkRequest {
@@ -429,17 +429,25 @@ fn choose_mac(
     host: &Host,
     netlink: &mut Netlink,
     records: &[Record],
-    fdb: &[[u8; 6]],
+    bridge_index: Option<u32>,
     identity: &str,
     request: &AttachRequest,
 ) -> Result<MacAddr> {
-    let taken = |mac: &MacAddr| records.iter().any(|r| r.mac == *mac) || fdb.contains(&mac.0);
+    let taken = |netlink: &mut Netlink, mac: &MacAddr| -> Result<bool> {
+        if records.iter().any(|r| r.mac == *mac) {
+            return Ok(true);
+        }
+        match bridge_index {
+            Some(bridge) => netlink.bridge_fdb_has(bridge, mac.0),
+            None => Ok(false),
+        }
+    };
     match request.mac_scheme {
         MacScheme::Stable => {
             for counter in 0..64 {
                 let mac =
                     naming::stable_mac(&host.host_id, identity, &request.guest_ifname, counter);
-                if !taken(&mac) {
+                if !taken(netlink, &mac)? {
                     return Ok(mac);
                 }
             }
@@ -460,7 +468,7 @@ fn choose_mac(
                 })?;
             for _ in 0..64 {
                 let mac = naming::network_wrapper_mac(worker, random_pair()?);
-                if !taken(&mac) {
+                if !taken(netlink, &mac)? {
                     return Ok(mac);
                 }
             }

@@ -437,3 +437,33 @@ fn probe_refuses_an_address_already_in_use() {
     free.probe = Some(Duration::from_millis(100));
     lanyard::attach(&host, &free).unwrap();
 }
+
+#[test]
+fn a_mac_already_in_the_bridge_forwarding_table_is_rehashed() {
+    let lan = Lan::bridge(14);
+    let dir = TestDir::new("fdb");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    let other = lan.guest("other");
+    lan.plug(&other, "otherport", "eth0");
+    // Someone on the segment already uses the MAC lanyard would pick first.
+    let identity = format!("netns:{}", g.name);
+    let first_choice = lanyard::naming::stable_mac(&host.host_id, &identity, "eth1", 0);
+    let second_choice = lanyard::naming::stable_mac(&host.host_id, &identity, "eth1", 1);
+    lan.host.exec_ok(&[
+        "bridge",
+        "fdb",
+        "add",
+        &first_choice.to_string(),
+        "dev",
+        "otherport",
+        "master",
+        "static",
+    ]);
+    let attached = lanyard::attach(&host, &request("br0", &g, &["198.18.14.2/24"])).unwrap();
+    assert_eq!(attached.record.mac, second_choice);
+    // Recorded MACs count as taken too, and the choice is stable from then on.
+    lanyard::detach(&host, &guest_token(&g), None).unwrap();
+    let again = lanyard::attach(&host, &request("br0", &g, &["198.18.14.2/24"])).unwrap();
+    assert_eq!(again.record.mac, second_choice);
+}

@@ -289,45 +289,20 @@ impl Netlink {
 }
 
 impl Netlink {
-    /// MAC addresses in a bridge's forwarding table (learned and static), to keep a new guest MAC
-    /// from colliding with a machine already seen on the segment.
-    pub fn bridge_fdb_macs(&mut self, bridge: u32) -> Result<Vec<[u8; 6]>> {
+    /// Whether a bridge's forwarding table knows `mac` (learned or static): a new guest MAC must
+    /// not collide with a machine already seen on the segment. One targeted get, not a dump,
+    /// so the cost does not grow with the number of ports.
+    pub fn bridge_fdb_has(&mut self, bridge: u32, mac: [u8; 6]) -> Result<bool> {
         use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourMessage};
         use netlink_packet_route::AddressFamily;
-        let ports: Vec<u32> = self
-            .links()?
-            .into_iter()
-            .filter(|link| link.controller == Some(bridge))
-            .map(|link| link.index)
-            .collect();
         let mut query = NeighbourMessage::default();
         query.header.family = AddressFamily::Bridge;
-        let answers = self
-            .request(RouteNetlinkMessage::GetNeighbour(query), NLM_F_DUMP)
-            .map_err(|e| self.kernel_error("read the bridge forwarding table", e))?;
-        let mut macs = Vec::new();
-        for answer in answers {
-            let RouteNetlinkMessage::NewNeighbour(entry) = answer else { continue };
-            let mut controller = None;
-            let mut mac = None;
-            for attribute in &entry.attributes {
-                match attribute {
-                    NeighbourAttribute::Controller(index) => controller = Some(*index),
-                    NeighbourAttribute::LinkLayerAddress(bytes) if bytes.len() == 6 => {
-                        let mut octets = [0u8; 6];
-                        octets.copy_from_slice(bytes);
-                        mac = Some(octets);
-                    }
-                    _ => {}
-                }
-            }
-            let on_bridge = controller == Some(bridge)
-                || entry.header.ifindex == bridge
-                || ports.contains(&entry.header.ifindex);
-            if let (true, Some(mac)) = (on_bridge, mac) {
-                macs.push(mac);
-            }
+        query.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        query.attributes.push(NeighbourAttribute::Controller(bridge));
+        match self.request(RouteNetlinkMessage::GetNeighbour(query), 0) {
+            Ok(answers) => Ok(!answers.is_empty()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(self.kernel_error("look up a MAC in the bridge forwarding table", e)),
         }
-        Ok(macs)
     }
 }
