@@ -156,7 +156,7 @@ fn check_fail(request: &AttachRequest, point: FailPoint) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn now_unix() -> u64 {
+pub fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 

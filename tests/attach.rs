@@ -433,9 +433,80 @@ fn probe_refuses_an_address_already_in_use() {
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
     assert!(err.to_string().contains("already in use"), "{err}");
     assert_eq!(g.snapshot(), before);
-    let mut free = request("br0", &g, &["198.18.13.10/24"]);
+    // IPv6: our own DAD finds the owner too.
+    owner.sysctl("net.ipv6.conf.eth1.disable_ipv6", "0");
+    owner.ip(&["addr", "add", "2001:db8:13::9/64", "dev", "eth1", "nodad"]);
+    let mut req6 = request("br0", &g, &["2001:db8:13::9/64"]);
+    req6.probe = Some(Duration::from_millis(300));
+    let err = lanyard::attach(&host, &req6).unwrap_err();
+    assert!(err.to_string().contains("2001:db8:13::9 is already in use"), "{err}");
+    assert_eq!(g.snapshot(), before);
+    let mut free = request("br0", &g, &["198.18.13.10/24", "2001:db8:13::10/64"]);
     free.probe = Some(Duration::from_millis(100));
     lanyard::attach(&host, &free).unwrap();
+}
+
+#[test]
+fn the_library_announces_in_process_once_the_port_forwards() {
+    let lan = Lan::bridge(15);
+    let dir = TestDir::new("announce-lib");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    let capture = lab::capture_filtered(&lan.host, "br0", &["arp", "or", "icmp6"]);
+    let attached =
+        lanyard::attach(&host, &request("br0", &g, &["198.18.15.3/24", "2001:db8:15::3/64"]))
+            .unwrap();
+    let guest = NsHandle::open(&g.path).unwrap();
+    lanyard::ready::announce_when_ready(
+        &host.netns,
+        &guest,
+        &attached.record,
+        &attached.announcement,
+        1,
+    )
+    .unwrap();
+    capture.expect("Request who-has 198.18.15.3 tell 198.18.15.3", Duration::from_secs(2));
+    capture.expect("neighbor advertisement, tgt is 2001:db8:15::3", Duration::from_secs(2));
+}
+
+#[test]
+fn macvlan_announcements_wait_for_the_parents_carrier() {
+    let lan = Lan::with_uplink(16);
+    let dir = TestDir::new("announce-macvlan");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    assert!(lan.wait_forwarding(Duration::from_secs(3)));
+    let capture = lab::capture_filtered(&lan.lan, "br0", &["arp"]);
+    let attached = lanyard::attach(&host, &request("uplink0", &g, &["198.18.16.3/24"])).unwrap();
+    let guest = NsHandle::open(&g.path).unwrap();
+    lanyard::ready::announce_when_ready(
+        &host.netns,
+        &guest,
+        &attached.record,
+        &attached.announcement,
+        1,
+    )
+    .unwrap();
+    capture.expect("Request who-has 198.18.16.3 tell 198.18.16.3", Duration::from_secs(2));
+}
+
+#[test]
+fn network_wrapper_mac_scheme_uses_the_hosts_ipv4_octets() {
+    let lan = Lan::bridge(17);
+    let dir = TestDir::new("nwmac");
+    let g = lan.guest("g");
+    let token = guest_token(&g);
+    let out = cli(
+        &lan.host,
+        &dir,
+        &["attach", "br0", &token, "198.18.17.9/24", "--mac-scheme", "network-wrapper"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mac = g.ip(&["-br", "link", "show", "eth1"]).split_whitespace().nth(2).unwrap().to_string();
+    // 02:<last three octets of the host's IPv4 198.18.17.1>:<two random bytes>
+    assert!(mac.starts_with("02:12:11:01:"), "{mac}");
+    let out = cli(&lan.host, &dir, &["inspect", &token]);
+    assert!(text(&out).contains("network-wrapper"), "{}", text(&out));
 }
 
 #[test]

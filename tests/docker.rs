@@ -110,3 +110,29 @@ fn a_container_with_dockers_own_eth0_gets_a_second_interface_and_its_route_back(
     let routes_after = docker.docker_ok(&["exec", "app", "ip", "route"]);
     assert_eq!(routes_after, routes_before);
 }
+
+#[test]
+fn a_bare_number_is_a_pid_only_when_docker_has_no_such_container() {
+    lab::require_root();
+    let lan = Lan::bridge(32);
+    let dir = TestDir::new("docker-pid");
+    let docker = DockerLab::start();
+    let g = lan.guest("g");
+    let mut sleeper = g.command("sleep").arg("120").stdin(Stdio::null()).spawn().unwrap();
+    let pid = sleeper.id().to_string();
+
+    ok(cli(&lan.host, &dir, &docker, &["attach", "br0", &pid, "198.18.32.5/24"]));
+    assert!(g.addresses().iter().any(|a| a.contains("198.18.32.5/24")));
+    ok(cli(&lan.host, &dir, &docker, &["detach", &format!("pid:{pid}")]));
+
+    // A container named like the pid: the bare token is ambiguous and refused; pid:N is not.
+    docker.run(&pid, &["--net", "none"]);
+    fails(
+        cli(&lan.host, &dir, &docker, &["attach", "br0", &pid, "198.18.32.5/24"]),
+        "is both container",
+    );
+    ok(cli(&lan.host, &dir, &docker, &["attach", "br0", &format!("pid:{pid}"), "198.18.32.5/24"]));
+    ok(cli(&lan.host, &dir, &docker, &["detach", &format!("pid:{pid}")]));
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}

@@ -231,7 +231,12 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Commands::Pipework { args } => run_pipework(cli, args),
         Commands::AnnounceHelper { record, netns } => {
-            crate::ready::announce_from_record(&cli.state_dir, record, netns)
+            let result = crate::ready::announce_from_record(&cli.state_dir, record, netns);
+            // The helper's stdio is closed; a failure goes to a log beside the records.
+            if let Err(e) = &result {
+                log_helper_failure(&cli.state_dir, &format!("announce {record}: {e}"));
+            }
+            result
         }
     }
 }
@@ -304,6 +309,14 @@ fn spawn_announcer(cli: &Cli, attached: &Attached) {
         .spawn();
     if let Err(e) = spawned {
         eprintln!("lanyard: warning: could not start the announcer ({e}); neighbours learn the address on first traffic");
+    }
+}
+
+fn log_helper_failure(state_dir: &std::path::Path, line: &str) {
+    use std::io::Write;
+    let path = state_dir.join("announce.log");
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(file, "{} {line}", crate::inspect::rfc3339(crate::attach::now_unix()));
     }
 }
 
