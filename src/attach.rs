@@ -15,7 +15,7 @@ use crate::host::Host;
 use crate::netlink::{DefaultRoute, LinkKind, Netlink, NewRoute};
 use crate::netns::Netns;
 use crate::spec::{AddressSpec, MacAddr, MacScheme, MacvlanMode, RouteSpec};
-use crate::state::{DriverKind, Record, RECORD_VERSION};
+use crate::state::{DhcpSettings, DriverKind, Record, RECORD_VERSION};
 use crate::{naming, spec, sysctl};
 
 /// The guest interface name when `-i` is not given, as pipework does.
@@ -49,6 +49,8 @@ pub struct AttachRequest {
     pub no_create: bool,
     /// `--probe`: check that no one uses the addresses first, waiting this long for an answer.
     pub probe: Option<Duration>,
+    /// `dhcp`: the daemon acquires and keeps a DHCPv4 lease for this interface.
+    pub dhcp: Option<DhcpSettings>,
     pub fail_at: Option<FailPoint>,
 }
 
@@ -69,6 +71,7 @@ impl AttachRequest {
             macvlan_mode: MacvlanMode::default(),
             no_create: false,
             probe: None,
+            dhcp: None,
             fail_at: None,
         }
     }
@@ -298,15 +301,17 @@ fn wire(
     let link = guest_netlink.link_by_name(&request.guest_ifname)?.ok_or_else(|| {
         Error::not_found(format!("{} vanished from the guest after creation", request.guest_ifname))
     })?;
-    if !link.up {
-        guest_netlink.set_up(link.index, &request.guest_ifname)?;
-    }
     let has_ipv6 = request.addresses.iter().any(|a| a.address.addr().is_ipv6());
-    if has_ipv6 {
+    let slaac = request.dhcp.as_ref().is_some_and(|d| d.slaac);
+    if has_ipv6 || slaac {
         // Docker sets disable_ipv6=1 for all/default in --net none containers; only lanyard's own
         // interface is changed, from inside the guest (sysctls are per namespace).
         let ifname = request.guest_ifname.clone();
-        guest.netns.run(move || sysctl::enable_ipv6_static(&ifname))?;
+        guest.netns.run(move || sysctl::enable_ipv6(&ifname, slaac))?;
+    }
+    // Up only now: IPv6 starts (router solicitation, link-local) with the settings above.
+    if !link.up {
+        guest_netlink.set_up(link.index, &request.guest_ifname)?;
     }
     if let Some(wait) = request.probe {
         probe_addresses(&guest.netns, link.index, mac, &request.addresses, wait)?;
@@ -373,6 +378,7 @@ fn wire(
         host_addresses: request.host_addresses.clone(),
         replaced_default_routes: replaced,
         attached_at: now_unix(),
+        dhcp: request.dhcp.clone(),
     };
     host.state.save(&record)?;
     rollback.steps.push(Undo::RemoveRecord(Box::new(record.clone())));

@@ -6,6 +6,7 @@
 pub mod announce;
 pub mod attach;
 pub mod cli;
+pub mod daemon;
 pub mod detach;
 pub mod docker;
 pub mod driver;

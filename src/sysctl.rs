@@ -15,10 +15,18 @@ fn write_sysctl(path: &str, value: &str) -> Result<()> {
         .with_context(ErrorKind::Kernel, || format!("write {value} to {path}"))
 }
 
-/// Enable IPv6 on one interface for static addresses: IPv6 on (Docker turns it off in `--net
-/// none` containers) and router advertisements ignored, so only the configured addresses and
-/// routes apply.
-pub fn enable_ipv6_static(ifname: &str) -> Result<()> {
-    write_sysctl(&format!("/proc/sys/net/ipv6/conf/{ifname}/accept_ra"), "0")?;
-    write_sysctl(&format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"), "0")
+/// Enable IPv6 on one interface (Docker turns it off in `--net none` containers). Without
+/// `slaac`, router advertisements are ignored so only the configured addresses and routes apply;
+/// with it, RAs are accepted (2: even if the guest forwards) and addresses autoconfigured as
+/// EUI-64 from the interface's stable MAC, so they survive restarts.
+pub fn enable_ipv6(ifname: &str, slaac: bool) -> Result<()> {
+    let conf = format!("/proc/sys/net/ipv6/conf/{ifname}");
+    if slaac {
+        write_sysctl(&format!("{conf}/addr_gen_mode"), "0")?;
+        write_sysctl(&format!("{conf}/autoconf"), "1")?;
+        write_sysctl(&format!("{conf}/accept_ra"), "2")?;
+    } else {
+        write_sysctl(&format!("{conf}/accept_ra"), "0")?;
+    }
+    write_sysctl(&format!("{conf}/disable_ipv6"), "0")
 }

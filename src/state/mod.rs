@@ -4,7 +4,7 @@
 
 mod record;
 
-pub use record::{DriverKind, GuestRef, Record, RECORD_VERSION};
+pub use record::{DhcpSettings, DriverKind, GuestRef, Record, RECORD_VERSION};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -48,24 +48,7 @@ impl StateDir {
     }
 
     pub fn lock(&self) -> Result<StateLock> {
-        let lock_path = self.path.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .with_context(ErrorKind::Io, || format!("open lock {}", lock_path.display()))?;
-        // SAFETY: flock on a descriptor we own; blocks until the other holder finishes.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(Error::with_source(
-                ErrorKind::Io,
-                format!("lock {}", lock_path.display()),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(StateLock { _file: file })
+        lock_file(&self.path.join("lock"))
     }
 
     fn record_path(&self, record: &Record) -> PathBuf {
@@ -140,6 +123,53 @@ impl StateDir {
     }
 }
 
+/// Take an exclusive flock on `lock_path` (created 0600 if missing), blocking until it is free.
+/// The kernel releases it when the process dies, so a crash never wedges the next command.
+pub fn lock_file(lock_path: &Path) -> Result<StateLock> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(lock_path)
+        .with_context(ErrorKind::Io, || format!("open lock {}", lock_path.display()))?;
+    // SAFETY: flock on a descriptor we own; blocks until the other holder finishes.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    if rc != 0 {
+        return Err(Error::with_source(
+            ErrorKind::Io,
+            format!("lock {}", lock_path.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(StateLock { _file: file })
+}
+
+/// Like [`lock_file`] but fails at once (`None`) when someone else holds it.
+pub fn try_lock_file(lock_path: &Path) -> Result<Option<StateLock>> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(lock_path)
+        .with_context(ErrorKind::Io, || format!("open lock {}", lock_path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Ok(None);
+        }
+        return Err(Error::with_source(
+            ErrorKind::Io,
+            format!("lock {}", lock_path.display()),
+            error,
+        ));
+    }
+    Ok(Some(StateLock { _file: file }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +195,7 @@ mod tests {
             host_addresses: Vec::new(),
             replaced_default_routes: Vec::new(),
             attached_at: 1_795_435_200,
+            dhcp: None,
         }
     }
 

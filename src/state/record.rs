@@ -126,6 +126,28 @@ pub struct Record {
     pub replaced_default_routes: Vec<DefaultRoute>,
     /// Seconds since the Unix epoch.
     pub attached_at: u64,
+    /// Set when the daemon keeps a DHCPv4 lease for this interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<DhcpSettings>,
+}
+
+/// How the daemon's DHCP client presents this interface; fixed at attach so a restarted daemon
+/// (or container) asks exactly as before and the server gives the same address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpSettings {
+    /// Option 12 (or 81 with `fqdn`): default the container or netns name.
+    pub hostname: Option<String>,
+    /// Send the name as a client FQDN (option 81) instead of option 12 (RFC 4702: never both).
+    #[serde(default)]
+    pub fqdn: bool,
+    /// Option 61, stable per guest and interface.
+    pub client_id: String,
+    /// Write DNS servers and search list into the guest's resolv.conf.
+    #[serde(default)]
+    pub set_resolv: bool,
+    /// IPv6 router advertisements and autoconfiguration on this interface.
+    #[serde(default)]
+    pub slaac: bool,
 }
 
 impl Record {
