@@ -18,6 +18,7 @@ pub mod naming;
 pub mod netlink;
 pub mod netns;
 pub mod ready;
+pub mod resolv;
 pub mod route_cmd;
 pub mod spec;
 pub mod state;

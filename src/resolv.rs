@@ -133,7 +133,11 @@ pub enum GuestFiles {
 /// Refused (nothing written) when the guest shares our mount namespace, when the path leads to
 /// anything but a regular file, through a /proc magic link, or to the host's own
 /// /etc/resolv.conf. A missing file is created (0644) when its directory exists in the guest.
-pub fn write_guest_resolv_conf(target: &GuestFiles, conf: &ResolvConf, interface: &str) -> Result<()> {
+pub fn write_guest_resolv_conf(
+    target: &GuestFiles,
+    conf: &ResolvConf,
+    interface: &str,
+) -> Result<()> {
     let host = host_resolv_ids()?;
     match target {
         GuestFiles::ProcessRoot { pid } => {
@@ -583,7 +587,15 @@ mod tests {
     #[test]
     fn render_keeps_at_most_three_servers_deduplicated() {
         let text = conf(
-            &["192.0.2.1", "192.0.2.1", "0.0.0.0", "224.0.0.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"],
+            &[
+                "192.0.2.1",
+                "192.0.2.1",
+                "0.0.0.0",
+                "224.0.0.1",
+                "192.0.2.2",
+                "192.0.2.3",
+                "192.0.2.4",
+            ],
             &[],
             None,
         )
@@ -600,7 +612,9 @@ mod tests {
         let many: Vec<String> = (0..10).map(|i| format!("d{i}.example")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
         let text = conf(&[], &refs, None).render("eth0", "");
-        assert!(text.contains("\nsearch d0.example d1.example d2.example d3.example d4.example d5.example\n"));
+        assert!(text.contains(
+            "\nsearch d0.example d1.example d2.example d3.example d4.example d5.example\n"
+        ));
 
         let long: Vec<String> = (0..5).map(|i| format!("{}{i}.example", "x".repeat(60))).collect();
         let refs: Vec<&str> = long.iter().map(String::as_str).collect();

@@ -8,7 +8,7 @@
 //! - [`Dnsmasq`]: leases of two minutes and more, DNS options with [`Dnsmasq::start_with_dns`].
 //! - [`Kea`]: leases of a few seconds (renewal, rebinding, expiry), RELEASE records, and NAKs by
 //!   restarting it authoritative with a subnet that no longer holds the address.
-//! - [`Radvd`]: router advertisements for SLAAC, every 1-3 s.
+//! - [`Radvd`]: router advertisements for SLAAC: RS answered at once, periodic RAs every 3-4 s.
 //! - [`udhcpc`]: busybox udhcpc as a reference client, always with a script of our own (its
 //!   default script rewrites /etc/resolv.conf).
 //! - [`HostResolvConf`]: proof that the host's /etc/resolv.conf stayed byte for byte the same.
@@ -531,14 +531,23 @@ pub struct Radvd {
 }
 
 impl Radvd {
-    /// Turns IPv6 forwarding on inside `ns` (radvd wants it; only that namespace), then starts
-    /// radvd on `iface` with `prefix` (`"2001:db8:N::/64"`).
+    /// Turns IPv6 forwarding on inside `ns` (radvd wants it; only that namespace) and DAD off
+    /// on `iface`, then starts radvd on `iface` with `prefix` (`"2001:db8:N::/64"`).
+    /// Ready means radvd has read its config and written its pid file; on a bridge without
+    /// ports (no carrier) it starts advertising once the first port comes up, and it answers
+    /// router solicitations at once (at most one RA per 3 s, radvd's MinDelayBetweenRAs).
     pub fn start(ns: &Netns, iface: &str, prefix: &str) -> Radvd {
         ns.sysctl("net/ipv6/conf/all/forwarding", "1");
+        // No DAD on the advertising interface (the lab's global addresses are `nodad` too):
+        // while its link-local address is tentative radvd cannot send (sendmsg EINVAL), so an
+        // RS answered then is lost and the guest waits for the next periodic RA, 3-4 s later.
+        // A bridge gets its link-local address with its first port, so this takes effect when
+        // radvd starts before the guests are plugged.
+        ns.sysctl(&format!("net/ipv6/conf/{iface}/accept_dad"), "0");
         let dir = TestDir::new("radvd");
         let conf = dir.join("radvd.conf");
         let log = dir.join("radvd.log");
-        let pid_file = dir.join("radvd.pid");
+        let pid_file = dir.join("radvd.pidfile");
         fs::write(
             &conf,
             format!(
@@ -554,15 +563,21 @@ impl Radvd {
             ),
         )
         .expect("write radvd.conf");
-        let (conf_s, log_s, pid_s) = (
-            conf.to_string_lossy().into_owned(),
-            log.to_string_lossy().into_owned(),
-            pid_file.to_string_lossy().into_owned(),
-        );
-        let argv =
-            ["radvd", "-n", "-C", &conf_s, "-p", &pid_s, "-m", "logfile", "-l", &log_s, "-d", "5"];
+        // radvd never reaps its privsep child, which so ends as a zombie of init (reaped only
+        // seconds later, and `pgrep -x radvd` sees it). As init of a PID namespace of its own,
+        // its exit makes the kernel kill and reap that child; `unshare` reaps radvd.
+        // (Not `radvd.pid`: inside the namespace radvd writes pid 1.)
+        let mut command = ns.command("unshare");
+        command
+            .args(["--pid", "--fork", "--kill-child", "radvd", "-n", "-C"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(&pid_file)
+            .args(["-m", "logfile", "-l"])
+            .arg(&log)
+            .args(["-d", "3"]);
         let started = Instant::now();
-        let mut server = Server::start_with_dir(ns, dir, &argv);
+        let mut server = Server::spawn_with_dir(command, "radvd", dir);
         let mut exited = false;
         let ready = |p: &Path| read_lossy(p).trim().parse::<u32>().is_ok();
         wait_until(READY_TIMEOUT, || {
@@ -587,11 +602,21 @@ impl Radvd {
         read_lossy(&self.log)
     }
 
+    /// The pid of the `unshare` that runs radvd.
     pub fn pid(&self) -> u32 {
         self.server.pid()
     }
 
+    /// SIGTERM (radvd exits, the kernel reaps its privsep child, `unshare` reaps radvd), SIGKILL
+    /// after 2 s. Drop does the same.
     pub fn stop(mut self) {
+        self.server.stop(Duration::from_secs(2));
+    }
+}
+
+impl Drop for Radvd {
+    fn drop(&mut self) {
+        // Gracefully first: a group SIGKILL could leave radvd a zombie of init.
         self.server.stop(Duration::from_secs(2));
     }
 }
@@ -620,11 +645,17 @@ impl UdhcpcLease {
 }
 
 /// Runs `busybox udhcpc -f -q -n -t 3 -T 2 -i IFNAME -s OUR_SCRIPT EXTRA...` inside `guest`
-/// (never its default script, which rewrites /etc/resolv.conf). The script only records its
-/// environment; with `configure` it also adds the address (`ip addr add IP/SUBNET`) on `bound`.
-/// Returns `None` when no lease was obtained (udhcpc output in the panic-free error path is
-/// dropped; see `UDHCPC_DEBUG`).
-pub fn udhcpc(guest: &Netns, ifname: &str, configure: bool, extra: &[&str]) -> Option<UdhcpcLease> {
+/// (never its default script, which rewrites /etc/resolv.conf) with a minimal environment. The
+/// script only records its environment; with `configure` it also adds the address
+/// (`ip addr add IP/SUBNET`) on `bound`. Without a lease (no answer within ~6 s, a NAK...)
+/// the error holds udhcpc's exit status and output. Extra arguments: `-x hostname:NAME`,
+/// `-r IP` (ask for IP), `-O search` (request option 119), `-C` (no client id)...
+pub fn udhcpc(
+    guest: &Netns,
+    ifname: &str,
+    configure: bool,
+    extra: &[&str],
+) -> Result<UdhcpcLease, String> {
     let dir = TestDir::new("udhcpc");
     let script = dir.join("script.sh");
     fs::write(
@@ -654,25 +685,22 @@ pub fn udhcpc(guest: &Netns, ifname: &str, configure: bool, extra: &[&str]) -> O
     let started = Instant::now();
     let out = command.output().expect("spawn busybox udhcpc");
     let elapsed = started.elapsed();
-    if std::env::var_os("UDHCPC_DEBUG").is_some() {
-        eprintln!(
-            "udhcpc in {}: {}\n{}{}",
+    let bound = read_lossy(&dir.join("bound.env"));
+    if !out.status.success() || bound.is_empty() {
+        return Err(format!(
+            "udhcpc in {} got no lease ({}, {elapsed:?}):\n{}{}",
             guest.name,
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let bound = read_lossy(&dir.join("bound.env"));
-    if !out.status.success() || bound.is_empty() {
-        return None;
+        ));
     }
     let env = bound
         .lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    Some(UdhcpcLease { env, elapsed })
+    Ok(UdhcpcLease { env, elapsed })
 }
 
 // ---------------------------------------------------------------------------------------------
