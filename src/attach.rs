@@ -378,7 +378,21 @@ fn wire(
         host_addresses: request.host_addresses.clone(),
         replaced_default_routes: replaced,
         attached_at: now_unix(),
-        dhcp: request.dhcp.clone(),
+        dhcp: request.dhcp.clone().map(|mut settings| {
+            let identity = guest.reference.identity();
+            if settings.client_id.is_empty() {
+                settings.client_id =
+                    naming::client_id(&host.host_id, &identity, &request.guest_ifname);
+            }
+            if settings.hostname.is_none() {
+                settings.hostname = match &guest.reference {
+                    crate::state::GuestRef::Container { name, .. }
+                    | crate::state::GuestRef::Netns { name } => naming::default_dhcp_hostname(name),
+                    _ => None,
+                };
+            }
+            settings
+        }),
     };
     host.state.save(&record)?;
     rollback.steps.push(Undo::RemoveRecord(Box::new(record.clone())));

@@ -84,6 +84,20 @@ pub fn detach(host: &Host, token: &str, guest_ifname: Option<&str>) -> Result<De
     }
 }
 
+/// Ask the daemon to send DHCPRELEASE (while the interface still exists) and forget the lease.
+/// A lease left on disk by a stopped daemon brings the daemon up to release it.
+fn release_lease(host: &Host, record: &Record) -> Result<()> {
+    use crate::daemon::{control, store};
+    let request = control::Request::Release { record: record.file_name() };
+    let timeout = std::time::Duration::from_secs(5);
+    let state_dir = host.state.path();
+    let answered = control::try_request(state_dir, &request, timeout)?;
+    if answered.is_none() && store::load(state_dir, &record.file_name())?.is_some() {
+        control::request(state_dir, &request, timeout)?;
+    }
+    Ok(())
+}
+
 fn detach_record(
     host: &Host,
     host_netlink: &mut Netlink,
@@ -97,6 +111,9 @@ fn detach_record(
         } else {
             None
         };
+    if record.dhcp.is_some() {
+        release_lease(host, record)?;
+    }
     let mut guest_netlink = match &guest_netns {
         Some(netns) => Some(Netlink::open(netns, format!("guest {}", record.guest.display()))?),
         None => None,

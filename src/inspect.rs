@@ -2,6 +2,7 @@
 //! network-wrapper's keys (`Container`, `NetworkSettings` with `HWAddr`, `Bridge`, `IPAddress`,
 //! `IPPrefixLen`, `Gateway`, `DNS`) so its users' scripts keep working; `Lanyard` has the rest.
 
+use ipnet::IpNet;
 use serde_json::{json, Value};
 
 use crate::detach::live_guest_netns;
@@ -36,15 +37,26 @@ pub fn inspect(host: &Host, token: Option<&str>) -> Result<Vec<Value>> {
         }
         let first = &records[0];
         let ipv4 = first.addresses.iter().find(|a| a.address.addr().is_ipv4());
+        let lease = crate::daemon::store::load(host.state.path(), &first.file_name())?
+            .and_then(|stored| stored.lease);
         views.push(json!({
             "Container": first.guest.display(),
             "NetworkSettings": {
                 "HWAddr": first.mac.to_string(),
                 "Bridge": if first.driver == DriverKind::Bridge { first.host_interface.clone() } else { String::new() },
-                "IPAddress": ipv4.map(|a| a.address.addr().to_string()).unwrap_or_default(),
-                "IPPrefixLen": ipv4.map(|a| a.address.prefix_len()).unwrap_or(0),
-                "Gateway": ipv4.and_then(|a| a.gateway).map(|g| g.to_string()).unwrap_or_default(),
-                "DNS": Vec::<String>::new(),
+                "IPAddress": match &lease {
+                    Some(lease) => lease.address.to_string(),
+                    None => ipv4.map(|a| a.address.addr().to_string()).unwrap_or_default(),
+                },
+                "IPPrefixLen": match &lease {
+                    Some(lease) => lease.prefix_len,
+                    None => ipv4.map(|a| a.address.prefix_len()).unwrap_or(0),
+                },
+                "Gateway": match &lease {
+                    Some(lease) => lease.gateway().map(|g| g.to_string()).unwrap_or_default(),
+                    None => ipv4.and_then(|a| a.gateway).map(|g| g.to_string()).unwrap_or_default(),
+                },
+                "DNS": lease.as_ref().map(|l| l.dns_servers.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
             },
             "Lanyard": { "Guest": first.guest, "Interfaces": interfaces },
         }));
@@ -53,6 +65,7 @@ pub fn inspect(host: &Host, token: Option<&str>) -> Result<Vec<Value>> {
 }
 
 fn interface_view(host: &Host, host_netlink: &mut Netlink, record: &Record) -> Result<Value> {
+    let stored = crate::daemon::store::load(host.state.path(), &record.file_name())?;
     let mut drift = Vec::new();
     if let Some(name) = &record.host_ifname {
         if host_netlink.link_by_name(name)?.is_none() {
@@ -82,6 +95,12 @@ fn interface_view(host: &Host, host_netlink: &mut Netlink, record: &Record) -> R
                         .filter(|a| a.index == link.index)
                         .map(|a| a.address)
                         .collect();
+                    if let Some(lease) = stored.as_ref().and_then(|s| s.lease.as_ref()) {
+                        let net = IpNet::new(std::net::IpAddr::V4(lease.address), lease.prefix_len);
+                        if net.is_ok_and(|net| !live_addresses.contains(&net)) {
+                            drift.push(format!("leased address {} is missing", lease.address));
+                        }
+                    }
                     for wanted in &record.addresses {
                         if !live_addresses.contains(&wanted.address) {
                             drift.push(format!("address {} is missing", wanted.address));
@@ -91,8 +110,21 @@ fn interface_view(host: &Host, host_netlink: &mut Netlink, record: &Record) -> R
             }
         }
     }
+    let dhcp = record.dhcp.as_ref().map(|settings| {
+        let lease = stored.as_ref().and_then(|s| s.lease.as_ref());
+        json!({
+            "Settings": settings,
+            "State": stored.as_ref().map(|s| s.state.clone()),
+            "Lease": lease,
+            "RenewAt": lease.and_then(|l| l.renew_unix_ms()).map(|ms| rfc3339(ms / 1000)),
+            "RebindAt": lease.and_then(|l| l.rebind_unix_ms()).map(|ms| rfc3339(ms / 1000)),
+            "ExpiresAt": lease.and_then(|l| l.expires_unix_ms()).map(|ms| rfc3339(ms / 1000)),
+            "LastLoss": stored.as_ref().and_then(|s| s.last_loss.clone()),
+        })
+    });
     Ok(json!({
         "Interface": record.guest_ifname,
+        "DHCP": dhcp,
         "Mode": record.driver.to_string(),
         "HostInterface": record.host_interface,
         "HostIfname": record.host_ifname,

@@ -8,6 +8,7 @@ pub mod attach;
 pub mod cli;
 pub mod daemon;
 pub mod detach;
+pub mod dhcp;
 pub mod docker;
 pub mod driver;
 pub mod error;

@@ -148,6 +148,36 @@ fn base32_lower(bytes: &[u8]) -> impl Iterator<Item = char> + '_ {
     })
 }
 
+/// The DHCP client identifier (option 61) lanyard sends when none is given: stable per host,
+/// guest and interface, so a restarted container asks as the same client and the server gives
+/// it the same address; short and printable so it reads well in a server's lease table.
+pub fn client_id(host_id: &str, guest_identity: &str, guest_ifname: &str) -> String {
+    let digest = Sha256::digest(
+        [
+            b"lanyard-client-id-v1".as_slice(),
+            host_id.as_bytes(),
+            b"\0",
+            guest_identity.as_bytes(),
+            b"\0",
+            guest_ifname.as_bytes(),
+        ]
+        .concat(),
+    );
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("lanyard-{hex}")
+}
+
+/// The hostname a guest presents over DHCP by default: its container or namespace name when that
+/// is a valid host name (one label of letters, digits, '-', '_'), a dotted name as an FQDN.
+pub fn default_dhcp_hostname(name: &str) -> Option<String> {
+    let valid_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    (name.len() <= 253 && name.split('.').all(valid_label)).then(|| name.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +302,18 @@ mod tests {
         assert_eq!(encode("foob"), "mzxw6yq");
         assert_eq!(encode("fooba"), "mzxw6ytb");
         assert_eq!(encode("foobar"), "mzxw6ytboi");
+    }
+
+    #[test]
+    fn dhcp_identity_is_stable_and_names_are_checked() {
+        let a = client_id("host", "container:web", "eth1");
+        assert_eq!(a, client_id("host", "container:web", "eth1"));
+        assert_ne!(a, client_id("host", "container:web", "eth2"));
+        assert_ne!(a, client_id("other", "container:web", "eth1"));
+        assert!(a.starts_with("lanyard-") && a.len() == 24);
+        assert_eq!(default_dhcp_hostname("web"), Some("web".into()));
+        assert_eq!(default_dhcp_hostname("web.lab.example"), Some("web.lab.example".into()));
+        assert_eq!(default_dhcp_hostname("bad name"), None);
+        assert_eq!(default_dhcp_hostname(""), None);
     }
 }

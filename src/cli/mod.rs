@@ -58,7 +58,7 @@ pub enum Commands {
     #[command(
         after_help = "Examples:\n  lanyard attach br0 web 198.18.0.50/24@198.18.0.1\n  lanyard attach br0 web 198.18.0.51/24 2001:db8::51/64@fe80::1 -i lan0 --mtu 1400 --route 198.19.0.0/16@198.18.0.254\n  lanyard attach uplink0 pid:4242 198.18.0.60/24@198.18.0.1\n  lanyard attach --host-only vhost0 netns:lab 198.18.5.2/24 --host-address 198.18.5.1/24\n  lanyard attach br0 web none"
     )]
-    Attach(AttachArgs),
+    Attach(Box<AttachArgs>),
     /// Remove the interfaces lanyard gave GUEST (succeeds if they are already gone).
     Detach {
         guest: String,
@@ -77,6 +77,22 @@ pub enum Commands {
     Pipework {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Keep DHCP leases: every exchange and every lease of this state directory in one process.
+    ///
+    /// One daemon per state directory: its control socket is control.sock there (directory
+    /// 0700, socket 0600, root only), so an instance with its own --state-dir never meets the
+    /// system one. `attach ... dhcp` starts it when none answers (a lock keeps two attaches from
+    /// starting two), detached: new session, output to daemon.log in the state directory, in the
+    /// namespace the CLI runs in. Started by hand or by systemd with the same state directory,
+    /// it is the same daemon. Leases are saved as they change and resumed after a restart, even
+    /// after SIGKILL.
+    Daemon,
+    /// Every lease the daemon holds, one line each.
+    Leases {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Internal: wait for the port to forward and announce a new attachment (spawned detached by
     /// attach).
@@ -130,6 +146,31 @@ pub struct AttachArgs {
     /// milliseconds for an answer (default 100).
     #[arg(long, value_name = "MS", num_args = 0..=1, require_equals = true, default_missing_value = "100")]
     pub probe: Option<u64>,
+    /// With `dhcp`: the hostname sent to the server (option 12; default the container or
+    /// namespace name) so the LAN's DNS can register it.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// With `dhcp`: send the hostname as a client FQDN (option 81) instead of option 12; implied
+    /// when the name has a dot.
+    #[arg(long)]
+    pub fqdn: bool,
+    /// With `dhcp`: the client identifier (option 61); default stable per guest and interface.
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// With `dhcp`: write the lease's DNS servers and search list into the guest's own
+    /// resolv.conf (never the host's).
+    #[arg(long)]
+    pub set_resolv: bool,
+    /// With `dhcp`: IPv6 router advertisements and SLAAC on this interface (EUI-64 from the
+    /// stable MAC).
+    #[arg(long)]
+    pub slaac: bool,
+    /// With `dhcp`: give up (and undo the attach) if no lease arrives within SECONDS.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub timeout: u64,
+    /// With `dhcp`: hand the interface to the daemon and return at once.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 fn host_from(cli: &Cli) -> Result<Host> {
@@ -191,7 +232,11 @@ pub fn main_with(args: Vec<String>) -> i32 {
 
 fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
-        Commands::Attach(args) => run_attach(cli, &attach_request(args)?),
+        Commands::Attach(args) => run_attach(
+            cli,
+            &attach_request(args)?,
+            &DhcpWait { timeout: Duration::from_secs(args.timeout), wait: !args.no_wait },
+        ),
         Commands::Detach { guest, guest_ifname } => {
             require_root()?;
             let host = host_from(cli)?;
@@ -230,6 +275,46 @@ fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Commands::Pipework { args } => run_pipework(cli, args),
+        Commands::Daemon => {
+            require_root()?;
+            crate::daemon::serve(host_from(cli)?)
+        }
+        Commands::Leases { json } => {
+            require_root()?;
+            let response = crate::daemon::control::try_request(
+                &cli.state_dir,
+                &crate::daemon::control::Request::Leases,
+                Duration::from_secs(5),
+            )?;
+            let leases = match response {
+                None => Vec::new(),
+                Some(response) if response.ok => {
+                    response.data.as_array().cloned().unwrap_or_default()
+                }
+                Some(response) => {
+                    return Err(Error::new(ErrorKind::Io, response.error.unwrap_or_default()))
+                }
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&leases).unwrap_or_default());
+            } else if leases.is_empty() {
+                println!("no leases (is the daemon running for {}?)", cli.state_dir.display());
+            } else {
+                for lease in leases {
+                    let field = |key: &str| lease[key].as_str().unwrap_or("-").to_string();
+                    println!(
+                        "{} {} {} {} server {} expires {}",
+                        field("Guest"),
+                        field("Interface"),
+                        field("State"),
+                        field("Address"),
+                        field("Server"),
+                        field("ExpiresAt")
+                    );
+                }
+            }
+            Ok(())
+        }
         Commands::AnnounceHelper { record, netns } => {
             let result = crate::ready::announce_from_record(&cli.state_dir, record, netns);
             // The helper's stdio is closed; a failure goes to a log beside the records.
@@ -241,19 +326,122 @@ fn run(cli: &Cli) -> Result<()> {
     }
 }
 
-/// Attach, announce from a detached helper, print one line.
-fn run_attach(cli: &Cli, request: &AttachRequest) -> Result<()> {
+/// Attach, announce from a detached helper (or hand the interface to the DHCP daemon), print
+/// one line.
+fn run_attach(cli: &Cli, request: &AttachRequest, dhcp: &DhcpWait) -> Result<()> {
     require_root()?;
     let host = host_from(cli)?;
     let attached = attach(&host, request)?;
+    if request.dhcp.is_some() {
+        return match acquire_lease(cli, &host, &attached, dhcp) {
+            Ok(lease) => {
+                print_attached(&attached);
+                if let Some(address) = lease["Address"].as_str() {
+                    println!("lease {address} from {}", lease["Server"].as_str().unwrap_or("?"));
+                } else {
+                    println!("lease pending: the daemon keeps asking (lanyard leases)");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Undo the attach: nothing half-wired stays behind.
+                let _ = crate::detach(
+                    &host,
+                    &attached.record.guest.display(),
+                    Some(&attached.record.guest_ifname),
+                );
+                Err(e)
+            }
+        };
+    }
     spawn_announcer(cli, &attached);
     print_attached(&attached);
     Ok(())
 }
 
+/// `--timeout` and `--no-wait` of a DHCP attach.
+pub struct DhcpWait {
+    pub timeout: Duration,
+    pub wait: bool,
+}
+
+impl Default for DhcpWait {
+    fn default() -> Self {
+        DhcpWait { timeout: Duration::from_secs(10), wait: true }
+    }
+}
+
+fn acquire_lease(
+    cli: &Cli,
+    host: &Host,
+    attached: &Attached,
+    dhcp: &DhcpWait,
+) -> Result<serde_json::Value> {
+    use crate::daemon::control::{request, Request};
+    // The first DISCOVER must not go out before the port forwards, or it is lost (CNI's 1-3 s
+    // bug): wait for it here, by notification.
+    let mut host_netlink = crate::netlink::Netlink::open(&host.netns, "the host namespace")?;
+    let mut watch = crate::netlink::LinkWatch::open(&host.netns)?;
+    let _ = crate::driver::driver_for(attached.record.driver).wait_host_ready(
+        &mut host_netlink,
+        &mut watch,
+        &attached.record,
+        crate::ready::READY_TIMEOUT,
+    );
+    let timeout_ms = dhcp.timeout.as_millis() as u64;
+    let response = request(
+        &cli.state_dir,
+        &Request::Acquire {
+            record: attached.record.file_name(),
+            guest_netns: attached.guest_netns_path.clone(),
+            wait: dhcp.wait,
+            timeout_ms,
+        },
+        dhcp.timeout + Duration::from_secs(5),
+    )?;
+    if response.ok {
+        return Ok(response.data);
+    }
+    if response.timeout == Some(true) {
+        return Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "no DHCP offer on {} within {} s",
+                attached.record.host_interface,
+                dhcp.timeout.as_secs()
+            ),
+        ));
+    }
+    Err(Error::new(ErrorKind::Io, response.error.unwrap_or_else(|| "the daemon refused".into())))
+}
+
 fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
     let mut request = AttachRequest::new(&args.host_interface, GuestSpec::parse(&args.guest)?);
-    request.addresses = spec::parse_addresses(&args.addresses)?;
+    let dhcp = args.addresses.iter().any(|a| a == "dhcp");
+    let statics: Vec<String> = args.addresses.iter().filter(|a| *a != "dhcp").cloned().collect();
+    request.addresses = spec::parse_addresses(&statics)?;
+    if dhcp {
+        if request.addresses.iter().any(|a| a.address.addr().is_ipv4()) {
+            return Err(Error::usage(
+                "dhcp and a static IPv4 address exclude each other; static IPv6 may go with dhcp",
+            ));
+        }
+        request.dhcp = Some(crate::state::DhcpSettings {
+            hostname: args.hostname.clone(),
+            fqdn: args.fqdn,
+            client_id: args.client_id.clone().unwrap_or_default(),
+            set_resolv: args.set_resolv,
+            slaac: args.slaac,
+        });
+    } else if args.hostname.is_some()
+        || args.client_id.is_some()
+        || args.set_resolv
+        || args.slaac
+        || args.no_wait
+        || args.fqdn
+    {
+        return Err(Error::usage("--hostname, --fqdn, --client-id, --set-resolv, --slaac and --no-wait need the address dhcp"));
+    }
     request.guest_ifname = args.guest_ifname.clone();
     request.host_ifname = args.host_ifname.clone();
     request.host_only = args.host_only;
@@ -334,16 +522,25 @@ fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
             for notice in notices {
                 eprintln!("lanyard: notice: {notice}");
             }
+            let addressing_kind = match &addressing {
+                PipeworkAddressing::Dhcp { .. } => AddressingKind::Dhcp,
+                _ => AddressingKind::Static,
+            };
             let addresses = match addressing {
                 PipeworkAddressing::Static(address) => vec![address],
                 PipeworkAddressing::LinkOnly => Vec::new(),
-                PipeworkAddressing::Dhcp { client } => {
-                    return Err(Error::unsupported(format!(
-                        "DHCP ({client}) is not available in this version of lanyard yet"
-                    )))
-                }
+                PipeworkAddressing::Dhcp { .. } => Vec::new(),
             };
             let mut request = AttachRequest::new(&host_if, GuestSpec::parse(&guest)?);
+            if matches!(addressing_kind, AddressingKind::Dhcp) {
+                request.dhcp = Some(crate::state::DhcpSettings {
+                    hostname: None,
+                    fqdn: false,
+                    client_id: String::new(),
+                    set_resolv: false,
+                    slaac: false,
+                });
+            }
             request.addresses = addresses;
             if let Some(name) = guest_ifname {
                 request.guest_ifname = name;
@@ -351,7 +548,7 @@ fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
             request.host_ifname = host_ifname;
             request.mac = mac;
             request.validate()?;
-            run_attach(cli, &request)
+            run_attach(cli, &request, &DhcpWait::default())
         }
         PipeworkCommand::Route { guest, action, destination, via, dev, metric } => {
             require_root()?;
@@ -365,6 +562,11 @@ fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
         }
         PipeworkCommand::Wait { guest_ifname } => wait_for_interface(&guest_ifname, WAIT_TIMEOUT),
     }
+}
+
+enum AddressingKind {
+    Static,
+    Dhcp,
 }
 
 /// `pipework --wait` waited forever; lanyard waits this long and then fails, so a boot script

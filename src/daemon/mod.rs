@@ -1,2 +1,799 @@
+//! `lanyard daemon`: every DHCP exchange and every lease in one event loop — no thread or
+//! process per lease. Each lease is a sans-IO [`crate::dhcp::Client`] plus the sockets it talks
+//! through, opened once inside the guest's namespace. One poll(2) waits on all of them, the
+//! control socket, the guests' lives (a pidfd per process guest, inotify on /run/netns for named
+//! namespaces) and the signals; the timeout is the earliest lease deadline, so an idle daemon
+//! sleeps until the next renewal.
+
 pub mod control;
 pub mod socket;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ipnet::{IpNet, Ipv4Net};
+use serde_json::json;
+
+use crate::dhcp::{Action, Client, ClientConfig, Destination, Event, Lease, Now};
+use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::host::Host;
+use crate::netlink::{Netlink, NewRoute};
+use crate::netns::Netns;
+use crate::state::{GuestRef, Record};
+use control::{Request, Response};
+use socket::LeaseSocket;
+use store::StoredLease;
+
+/// A guest that is alive: its namespace and the sockets of its lease.
+struct Live {
+    netns: Netns,
+    socket: LeaseSocket,
+    ifindex: u32,
+    /// Readable when the guest's process exits (process and container guests).
+    pidfd: Option<OwnedFd>,
+    /// For `netns:NAME` guests: the name whose removal from /run/netns ends the guest.
+    netns_name: Option<String>,
+    /// For set-resolv: where the guest's files are.
+    pid: Option<u32>,
+}
+
+struct Waiter {
+    stream: UnixStream,
+    deadline: Duration,
+}
+
+struct Slot {
+    record: Record,
+    client: Client,
+    live: Option<Live>,
+    stored: StoredLease,
+    waiters: Vec<Waiter>,
+}
+
+pub struct Daemon {
+    host: Host,
+    state_dir: PathBuf,
+    epoch: Instant,
+    listener: UnixListener,
+    signals: nix::sys::signalfd::SignalFd,
+    netns_watch: Option<nix::sys::inotify::Inotify>,
+    slots: BTreeMap<String, Slot>,
+    _lock: crate::state::StateLock,
+}
+
+fn log(line: impl std::fmt::Display) {
+    eprintln!("{} {line}", crate::inspect::rfc3339(crate::attach::now_unix()));
+}
+
+fn random_seed() -> u64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    u64::from_ne_bytes(bytes) ^ u64::from(std::process::id())
+}
+
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The client id sent as option 61: type 0 ("not a hardware type", RFC 2132 §9.14) and the
+/// stable text lanyard recorded at attach.
+fn client_id_bytes(text: &str) -> Vec<u8> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    let mut bytes = vec![0u8];
+    bytes.extend_from_slice(text.as_bytes());
+    bytes
+}
+
+fn client_config(record: &Record, requested: Option<Ipv4Addr>) -> ClientConfig {
+    let settings = record.dhcp.clone().unwrap_or_else(|| crate::state::DhcpSettings {
+        hostname: None,
+        fqdn: false,
+        client_id: String::new(),
+        set_resolv: false,
+        slaac: false,
+    });
+    let mut config = ClientConfig::new(record.mac.0, client_id_bytes(&settings.client_id));
+    match settings.hostname {
+        Some(name) if settings.fqdn || name.contains('.') => config.fqdn = Some(name),
+        Some(name) => config.hostname = Some(name),
+        None => {}
+    }
+    config.requested_address = requested;
+    config.max_message_size = record.mtu.clamp(576, 65535) as u16;
+    config
+}
+
+impl Daemon {
+    /// Start the daemon of `host.state` (one per state directory: a second one exits).
+    pub fn start(host: Host) -> Result<Daemon> {
+        let state_dir = host.state.path().to_path_buf();
+        let lock = crate::state::try_lock_file(&state_dir.join(control::DAEMON_LOCK))?.ok_or_else(
+            || Error::conflict(format!("a lanyard daemon already serves {}", state_dir.display())),
+        )?;
+        let socket_path = control::socket_path(&state_dir);
+        let _ = std::fs::remove_file(&socket_path);
+        let listener = UnixListener::bind(&socket_path)
+            .with_context(ErrorKind::Io, || format!("listen on {}", socket_path.display()))?;
+        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
+            .with_context(ErrorKind::Io, || format!("chmod {}", socket_path.display()))?;
+        listener
+            .set_nonblocking(true)
+            .with_context(ErrorKind::Io, || "make the listener non-blocking")?;
+
+        use nix::sys::signal::{SigSet, Signal};
+        let mut mask = SigSet::empty();
+        for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+            mask.add(signal);
+        }
+        mask.thread_block().with_context(ErrorKind::Io, || "block signals")?;
+        let signals = nix::sys::signalfd::SignalFd::with_flags(
+            &mask,
+            nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+        )
+        .with_context(ErrorKind::Io, || "open a signalfd")?;
+
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let netns_watch =
+            Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok().filter(|watch| {
+                watch
+                    .add_watch(
+                        "/run/netns",
+                        AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM,
+                    )
+                    .is_ok()
+            });
+
+        let mut daemon = Daemon {
+            host,
+            state_dir,
+            epoch: Instant::now(),
+            listener,
+            signals,
+            netns_watch,
+            slots: BTreeMap::new(),
+            _lock: lock,
+        };
+        daemon.resume_all();
+        log(format_args!(
+            "lanyard daemon serving {} with {} lease(s)",
+            daemon.state_dir.display(),
+            daemon.slots.len()
+        ));
+        Ok(daemon)
+    }
+
+    fn now(&self) -> Now {
+        Now::system(self.epoch)
+    }
+
+    /// Reload every persisted lease: a guest still alive keeps its address and the client goes
+    /// on where the lease's times say (renewing, rebinding, or INIT-REBOOT when unclear).
+    fn resume_all(&mut self) {
+        let stored = match store::load_all(&self.state_dir) {
+            Ok(stored) => stored,
+            Err(e) => {
+                log(format_args!("cannot reload leases: {e}"));
+                return;
+            }
+        };
+        for stored in stored {
+            let record = match self.load_record(&stored.record) {
+                Some(record) => record,
+                None => {
+                    log(format_args!(
+                        "lease {} has no record any more: forgetting it",
+                        stored.record
+                    ));
+                    let _ = store::remove(&self.state_dir, &stored.record);
+                    continue;
+                }
+            };
+            let live = self.find_live(&record, None);
+            let now = self.now();
+            let mut config = client_config(&record, stored.last_address);
+            let client = match &stored.lease {
+                Some(lease) if live.is_some() => {
+                    Client::resume(config.clone(), lease.clone(), now, random_seed())
+                }
+                _ => {
+                    config.requested_address = stored.last_address;
+                    Client::new(config.clone(), random_seed())
+                }
+            };
+            let client = match client.or_else(|_| Client::new(config, random_seed())) {
+                Ok(client) => client,
+                Err(e) => {
+                    log(format_args!("lease {}: {e}", stored.record));
+                    continue;
+                }
+            };
+            let key = stored.record.clone();
+            let alive = live.is_some();
+            let slot = Slot { record, client, live, stored, waiters: Vec::new() };
+            self.slots.insert(key.clone(), slot);
+            if alive {
+                self.drive(&key, Event::Start);
+            } else {
+                log(format_args!(
+                    "{key}: guest is gone; keeping the lease record until it expires"
+                ));
+                self.guest_gone(&key);
+            }
+        }
+    }
+
+    fn load_record(&self, file: &str) -> Option<Record> {
+        let bytes = std::fs::read(self.state_dir.join(file)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The guest's namespace, if it is still the recorded one, and the sockets inside it.
+    fn find_live(&self, record: &Record, path: Option<&Path>) -> Option<Live> {
+        match self.open_live(record, path) {
+            Ok(live) => Some(live),
+            Err(e) => {
+                log(format_args!("{}: {e}", record.file_name()));
+                None
+            }
+        }
+    }
+
+    fn open_live(&self, record: &Record, path: Option<&Path>) -> Result<Live> {
+        let gone = || {
+            Error::not_found(format!("the guest of {} is gone or was replaced", record.file_name()))
+        };
+        let found = self.guest_netns(record, path).ok_or_else(gone)?;
+        let (netns, pid, netns_name) = found;
+        if netns.id() != record.netns {
+            return Err(gone());
+        }
+        let ifname = record.guest_ifname.clone();
+        let (ifindex, socket) = netns.run(|| {
+            let mut netlink = Netlink::open_here("the guest")?;
+            let link = netlink
+                .link_by_name(&ifname)?
+                .ok_or_else(|| Error::not_found(format!("{ifname} is gone from the guest")))?;
+            let socket = LeaseSocket::open_here(link.index, &ifname)?;
+            Ok((link.index, socket))
+        })?;
+        let pidfd = pid.and_then(pidfd_open);
+        Ok(Live { netns, socket, ifindex, pidfd, netns_name, pid })
+    }
+
+    fn guest_netns(
+        &self,
+        record: &Record,
+        path: Option<&Path>,
+    ) -> Option<(Netns, Option<u32>, Option<String>)> {
+        let (netns, pid, netns_name) = match (&record.guest, path) {
+            (GuestRef::Netns { name }, _) => {
+                (Netns::from_name(name).ok()?, None, Some(name.clone()))
+            }
+            (GuestRef::Pid { pid }, _) => (Netns::from_pid(*pid).ok()?, Some(*pid), None),
+            (GuestRef::Container { id, .. }, _) => {
+                let info = self.host.docker().ok()?.inspect(id).ok()??;
+                if !info.running || info.pid == 0 {
+                    return None;
+                }
+                (Netns::from_pid(info.pid).ok()?, Some(info.pid), None)
+            }
+            (GuestRef::Path { .. }, Some(path)) => (Netns::open(path).ok()?, None, None),
+            (GuestRef::Path { path }, None) => (Netns::open(Path::new(path)).ok()?, None, None),
+        };
+        Some((netns, pid, netns_name))
+    }
+
+    /// Serve until SIGTERM/SIGINT. Leases are on disk at every change, so a stop (or a kill)
+    /// loses nothing: the next daemon resumes them.
+    pub fn run(mut self) -> Result<()> {
+        loop {
+            let mut fds: Vec<libc::pollfd> = Vec::new();
+            let mut owners: Vec<Owner> = Vec::new();
+            let mut push = |fd: RawFd, owner: Owner| {
+                fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+                owners.push(owner);
+            };
+            push(self.listener.as_raw_fd(), Owner::Listener);
+            push(self.signals.as_fd().as_raw_fd(), Owner::Signals);
+            if let Some(watch) = &self.netns_watch {
+                push(watch.as_fd().as_raw_fd(), Owner::NetnsWatch);
+            }
+            for (key, slot) in &self.slots {
+                if let Some(live) = &slot.live {
+                    let [packet, udp] = live.socket.fds();
+                    push(packet, Owner::Packets(key.clone()));
+                    push(udp, Owner::Packets(key.clone()));
+                    if let Some(pidfd) = &live.pidfd {
+                        push(pidfd.as_raw_fd(), Owner::GuestExit(key.clone()));
+                    }
+                }
+            }
+            let timeout = self.poll_timeout();
+            // SAFETY: fds is a valid array of pollfd for its length.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if ready < 0 {
+                let error = std::io::Error::last_os_error();
+                if error.raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Err(Error::with_source(ErrorKind::Io, "poll", error));
+            }
+            for (pollfd, owner) in fds.iter().zip(owners) {
+                if pollfd.revents == 0 {
+                    continue;
+                }
+                match owner {
+                    Owner::Listener => self.accept_all(),
+                    Owner::Signals => {
+                        if let Ok(Some(info)) = self.signals.read_signal() {
+                            log(format_args!(
+                                "signal {}: stopping; leases stay on disk",
+                                info.ssi_signo
+                            ));
+                            let _ = std::fs::remove_file(control::socket_path(&self.state_dir));
+                            return Ok(());
+                        }
+                    }
+                    Owner::NetnsWatch => self.netns_removed(),
+                    Owner::Packets(key) => self.receive(&key),
+                    Owner::GuestExit(key) => {
+                        log(format_args!("{key}: the guest's process exited"));
+                        self.guest_gone(&key);
+                    }
+                }
+            }
+            self.fire_timers();
+        }
+    }
+
+    fn poll_timeout(&self) -> i32 {
+        let now = self.epoch.elapsed();
+        let mut earliest: Option<Duration> = None;
+        for slot in self.slots.values() {
+            let deadlines = slot
+                .client
+                .next_deadline()
+                .into_iter()
+                .chain(slot.waiters.iter().map(|w| w.deadline));
+            for deadline in deadlines {
+                earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+            }
+        }
+        match earliest {
+            None => -1,
+            Some(at) => at.saturating_sub(now).as_millis().clamp(0, 3_600_000) as i32 + 1,
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.epoch.elapsed();
+        let due: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.client.next_deadline().is_some_and(|d| d <= now))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            self.drive(&key, Event::Timer);
+        }
+        for (key, slot) in self.slots.iter_mut() {
+            let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) =
+                std::mem::take(&mut slot.waiters).into_iter().partition(|w| w.deadline <= now);
+            slot.waiters = waiting;
+            for waiter in expired {
+                let error = Error::new(
+                    ErrorKind::Timeout,
+                    format!("no DHCP offer on {} for {key}", slot.record.host_interface),
+                );
+                reply(waiter.stream, &Response::error(&error));
+            }
+        }
+    }
+
+    fn receive(&mut self, key: &str) {
+        let payloads = match self.slots.get_mut(key).and_then(|s| s.live.as_mut()) {
+            Some(live) => live.socket.receive(),
+            None => return,
+        };
+        for payload in payloads {
+            self.drive(key, Event::Packet(&payload));
+        }
+    }
+
+    /// Feed an event to a lease's client and carry out what it asks.
+    fn drive(&mut self, key: &str, event: Event<'_>) {
+        let now = self.now();
+        let Some(slot) = self.slots.get_mut(key) else { return };
+        let actions = slot.client.handle(event, now);
+        let mut queue: std::collections::VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            let Some(slot) = self.slots.get_mut(key) else { return };
+            match action {
+                Action::Send { packet, destination } => {
+                    let Some(live) = &slot.live else { continue };
+                    let sent = match destination {
+                        Destination::Broadcast => live.socket.send_broadcast(&packet),
+                        Destination::Unicast(server) => live
+                            .socket
+                            .send_unicast(server, &packet)
+                            .or_else(|_| live.socket.send_broadcast(&packet)),
+                    };
+                    if let Err(e) = sent {
+                        log(format_args!("{key}: send: {e}"));
+                    }
+                }
+                Action::Configure(lease) => {
+                    let result = configure(slot, &lease, &self.state_dir);
+                    slot.stored.lease = Some(lease.clone());
+                    slot.stored.last_address = Some(lease.address);
+                    slot.stored.state = slot.client.state().to_string();
+                    if let Err(e) = store::save(&self.state_dir, &slot.stored) {
+                        log(format_args!("{key}: {e}"));
+                    }
+                    match result {
+                        Ok(()) => {
+                            log(format_args!(
+                                "{key}: bound {}/{} from {}",
+                                lease.address, lease.prefix_len, lease.server_id
+                            ));
+                            let answer = Response::ok(lease_view(slot));
+                            for waiter in slot.waiters.drain(..) {
+                                reply(waiter.stream, &answer);
+                            }
+                        }
+                        Err(e) => log(format_args!("{key}: configure {}: {e}", lease.address)),
+                    }
+                }
+                Action::Deconfigure { lease, reason } => {
+                    log(format_args!("{key}: lost {} ({reason:?})", lease.address));
+                    if let Err(e) = deconfigure(slot, &lease) {
+                        log(format_args!("{key}: deconfigure {}: {e}", lease.address));
+                    }
+                    slot.stored.lease = None;
+                    slot.stored.state = slot.client.state().to_string();
+                    slot.stored.last_loss = Some(format!("{reason:?}"));
+                    if slot.live.is_none() {
+                        // A dead guest's lease ran out: nothing is left to keep.
+                        let record = slot.record.clone();
+                        self.forget(key, &record);
+                        return;
+                    }
+                    if let Err(e) = store::save(&self.state_dir, &slot.stored) {
+                        log(format_args!("{key}: {e}"));
+                    }
+                }
+                Action::Probe(address) => {
+                    let in_use = match &slot.live {
+                        Some(live) => {
+                            let (ifindex, mac) = (live.ifindex, slot.record.mac.0);
+                            live.netns
+                                .run(|| {
+                                    crate::announce::probe_ipv4(
+                                        ifindex,
+                                        mac,
+                                        address,
+                                        Duration::from_millis(200),
+                                    )
+                                })
+                                .map(|owner| owner.is_some())
+                                .unwrap_or(false)
+                        }
+                        None => false,
+                    };
+                    let now = Now::system(self.epoch);
+                    let more = slot.client.handle(Event::ProbeResult { in_use }, now);
+                    queue.extend(more);
+                }
+            }
+        }
+        if let Some(slot) = self.slots.get_mut(key) {
+            let state = slot.client.state().to_string();
+            if slot.stored.state != state {
+                slot.stored.state = state;
+                let _ = store::save(&self.state_dir, &slot.stored);
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        for _ in 0..64 {
+            match self.listener.accept() {
+                Ok((stream, _)) => self.serve(stream),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn serve(&mut self, stream: UnixStream) {
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut line = String::new();
+        let Ok(reader) = stream.try_clone() else { return };
+        if BufReader::new(reader).read_line(&mut line).is_err() {
+            return;
+        }
+        let request: Request = match serde_json::from_str(&line) {
+            Ok(request) => request,
+            Err(e) => {
+                reply(stream, &Response::error(&Error::usage(format!("bad request: {e}"))));
+                return;
+            }
+        };
+        match request {
+            Request::Ping => reply(stream, &Response::ok(json!({ "pid": std::process::id() }))),
+            Request::Leases => {
+                let leases: Vec<serde_json::Value> = self.slots.values().map(lease_view).collect();
+                reply(stream, &Response::ok(json!(leases)));
+            }
+            Request::Acquire { record, guest_netns, wait, timeout_ms } => {
+                match self.acquire(&record, &guest_netns) {
+                    Ok(()) => {
+                        let slot = self.slots.get_mut(&record).expect("acquired");
+                        if !wait || slot.stored.lease.is_some() {
+                            let view = lease_view(slot);
+                            reply(stream, &Response::ok(view));
+                        } else {
+                            let deadline = self.epoch.elapsed() + Duration::from_millis(timeout_ms);
+                            slot.waiters.push(Waiter { stream, deadline });
+                        }
+                    }
+                    Err(e) => reply(stream, &Response::error(&e)),
+                }
+            }
+            Request::Release { record } => {
+                self.release(&record);
+                reply(stream, &Response::ok(serde_json::Value::Null));
+            }
+        }
+    }
+
+    /// Take over a recorded attachment's DHCP. A slot already there (a restarted container
+    /// attached again) is replaced, asking for its last address.
+    fn acquire(&mut self, record_file: &str, guest_netns: &Path) -> Result<()> {
+        let record = self.load_record(record_file).ok_or_else(|| {
+            Error::not_found(format!("no record {record_file} in {}", self.state_dir.display()))
+        })?;
+        let previous = self.slots.remove(record_file);
+        let mut stored = previous
+            .map(|slot| slot.stored)
+            .or_else(|| store::load(&self.state_dir, record_file).ok().flatten())
+            .unwrap_or_default();
+        stored.record = record_file.to_string();
+        stored.lease = None;
+        stored.replaced_default_routes.clear();
+        let live = self.open_live(&record, Some(guest_netns))?;
+        let client = Client::new(client_config(&record, stored.last_address), random_seed())?;
+        store::save(&self.state_dir, &stored)?;
+        self.slots.insert(
+            record_file.to_string(),
+            Slot { record, client, live: Some(live), stored, waiters: Vec::new() },
+        );
+        self.drive(record_file, Event::Start);
+        Ok(())
+    }
+
+    /// DHCPRELEASE while the interface exists, then forget the lease (detach).
+    fn release(&mut self, record_file: &str) {
+        if self.slots.contains_key(record_file) {
+            if self.slots.get(record_file).is_some_and(|slot| slot.live.is_some()) {
+                self.drive(record_file, Event::Release);
+            }
+            if let Some(mut slot) = self.slots.remove(record_file) {
+                restore_routes(&mut slot);
+            }
+        }
+        let _ = store::remove(&self.state_dir, record_file);
+    }
+
+    /// The guest died: close every socket and namespace handle held there (a socket keeps a
+    /// namespace alive), remove the host side of the link, and keep the lease record until the
+    /// lease expires (no renewals: there is no interface to renew for).
+    fn guest_gone(&mut self, key: &str) {
+        let Some(slot) = self.slots.get_mut(key) else { return };
+        slot.live = None;
+        for waiter in slot.waiters.drain(..) {
+            reply(waiter.stream, &Response::error(&Error::not_found("the guest went away")));
+        }
+        if let Some(name) = slot.record.host_ifname.clone() {
+            if let Ok(mut host) = Netlink::open(&self.host.netns, "the host namespace") {
+                let _ = host.delete_link_by_name(&name);
+            }
+        }
+        let expired = slot
+            .stored
+            .lease
+            .as_ref()
+            .is_none_or(|lease| lease.is_expired(crate::attach::now_unix() * 1000));
+        if expired {
+            let record = slot.record.clone();
+            self.forget(key, &record);
+        }
+    }
+
+    fn netns_removed(&mut self) {
+        if let Some(watch) = &self.netns_watch {
+            let _ = watch.read_events();
+        }
+        let gone: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| {
+                slot.live
+                    .as_ref()
+                    .and_then(|l| l.netns_name.as_ref())
+                    .is_some_and(|name| !Path::new("/run/netns").join(name).exists())
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in gone {
+            log(format_args!("{key}: its namespace was deleted"));
+            self.guest_gone(&key);
+        }
+    }
+
+    /// Drop a lease and its record: no record outlives its lease.
+    fn forget(&mut self, key: &str, record: &Record) {
+        self.slots.remove(key);
+        let _ = store::remove(&self.state_dir, key);
+        if let Some(current) = self.load_record(key) {
+            if current.netns == record.netns {
+                let _ = self.host.state.remove(&current);
+            }
+        }
+    }
+}
+
+enum Owner {
+    Listener,
+    Signals,
+    NetnsWatch,
+    Packets(String),
+    GuestExit(String),
+}
+
+fn reply(mut stream: UnixStream, response: &Response) {
+    if let Ok(mut line) = serde_json::to_vec(response) {
+        line.push(b'\n');
+        let _ = stream.write_all(&line);
+    }
+}
+
+fn lease_view(slot: &Slot) -> serde_json::Value {
+    let lease = slot.stored.lease.as_ref();
+    json!({
+        "Record": slot.stored.record,
+        "Guest": slot.record.guest.display(),
+        "Interface": slot.record.guest_ifname,
+        "HostInterface": slot.record.host_interface,
+        "State": slot.client.state().to_string(),
+        "Alive": slot.live.is_some(),
+        "Lease": lease,
+        "Address": lease.map(|l| format!("{}/{}", l.address, l.prefix_len)),
+        "Server": lease.map(|l| l.server_id.to_string()),
+        "Gateway": lease.and_then(|l| l.gateway()).map(|g| g.to_string()),
+        "DNS": lease.map(|l| l.dns_servers.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
+        "RenewAt": lease.and_then(|l| l.renew_unix_ms()).map(|ms| crate::inspect::rfc3339(ms / 1000)),
+        "RebindAt": lease.and_then(|l| l.rebind_unix_ms()).map(|ms| crate::inspect::rfc3339(ms / 1000)),
+        "ExpiresAt": lease.and_then(|l| l.expires_unix_ms()).map(|ms| crate::inspect::rfc3339(ms / 1000)),
+        "LastLoss": slot.stored.last_loss,
+    })
+}
+
+fn lease_net(lease: &Lease) -> IpNet {
+    IpNet::V4(
+        Ipv4Net::new(lease.address, lease.prefix_len)
+            .unwrap_or_else(|_| Ipv4Net::from(lease.address)),
+    )
+}
+
+/// Apply a lease in the guest, idempotently (every renewal comes here too): the address, the
+/// routes (option 121 or a default route via the router, replacing the guest's default route,
+/// which is kept to be restored), and DNS into the guest's resolv.conf when asked.
+fn configure(slot: &mut Slot, lease: &Lease, _state_dir: &Path) -> Result<()> {
+    let Some(live) = &slot.live else { return Ok(()) };
+    let ifname = slot.record.guest_ifname.clone();
+    let mut netlink = Netlink::open(&live.netns, format!("guest {}", slot.record.guest.display()))?;
+    match netlink.add_address(live.ifindex, &ifname, &lease_net(lease)) {
+        Ok(()) => {}
+        Err(e) if e.errno() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    for route in lease.routes() {
+        let destination =
+            IpNet::V4(Ipv4Net::new(route.destination, route.prefix_len).unwrap_or_default());
+        let gateway = (!route.gateway.is_unspecified()).then_some(IpAddr::V4(route.gateway));
+        if route.prefix_len == 0 && slot.stored.replaced_default_routes.is_empty() {
+            let previous: Vec<_> = netlink
+                .default_routes(false)?
+                .into_iter()
+                .filter(|r| r.device.as_deref() != Some(ifname.as_str()))
+                .collect();
+            for old in &previous {
+                if let Some(index) = old.device_index {
+                    netlink.delete_route(&NewRoute {
+                        destination,
+                        gateway: old.gateway,
+                        device_index: index,
+                        metric: old.metric,
+                    })?;
+                }
+            }
+            slot.stored.replaced_default_routes = previous;
+        }
+        netlink.add_route(
+            &NewRoute { destination, gateway, device_index: live.ifindex, metric: None },
+            true,
+        )?;
+    }
+    let settings = slot.record.dhcp.clone();
+    if settings.is_some_and(|s| s.set_resolv) && !lease.dns_servers.is_empty() {
+        let target = match (&slot.record.guest, live.pid) {
+            (GuestRef::Netns { name }, _) => {
+                crate::resolv::GuestFiles::NetnsEtc { name: name.clone() }
+            }
+            (_, Some(pid)) => crate::resolv::GuestFiles::ProcessRoot { pid },
+            _ => {
+                return Err(Error::unsupported(
+                    "--set-resolv for a guest given as a namespace path",
+                ))
+            }
+        };
+        let conf = crate::resolv::ResolvConf {
+            nameservers: lease.dns_servers.iter().map(|d| IpAddr::V4(*d)).collect(),
+            search: lease.domain_search.clone(),
+            domain: lease.domain_name.clone(),
+        };
+        crate::resolv::write_guest_resolv_conf(&target, &conf, &ifname)?;
+    }
+    Ok(())
+}
+
+/// Remove a lost lease's address and routes, and give the guest its old default route back.
+fn deconfigure(slot: &mut Slot, lease: &Lease) -> Result<()> {
+    let Some(live) = &slot.live else { return Ok(()) };
+    let mut netlink = Netlink::open(&live.netns, format!("guest {}", slot.record.guest.display()))?;
+    for route in lease.routes() {
+        let destination =
+            IpNet::V4(Ipv4Net::new(route.destination, route.prefix_len).unwrap_or_default());
+        let gateway = (!route.gateway.is_unspecified()).then_some(IpAddr::V4(route.gateway));
+        netlink.delete_route(&NewRoute {
+            destination,
+            gateway,
+            device_index: live.ifindex,
+            metric: None,
+        })?;
+    }
+    netlink.delete_address(live.ifindex, &slot.record.guest_ifname, &lease_net(lease))?;
+    restore_routes(slot);
+    Ok(())
+}
+
+fn restore_routes(slot: &mut Slot) {
+    let routes = std::mem::take(&mut slot.stored.replaced_default_routes);
+    let Some(live) = &slot.live else { return };
+    if routes.is_empty() {
+        return;
+    }
+    if let Ok(mut netlink) = Netlink::open(&live.netns, "the guest") {
+        for route in &routes {
+            let _ = netlink.restore_default_route(route);
+        }
+    }
+}
+
+/// `lanyard daemon`: serve the state directory of `host` until stopped.
+pub fn serve(host: Host) -> Result<()> {
+    Daemon::start(host)?.run()
+}

@@ -34,7 +34,7 @@ fn last_error(what: &str, ifname: &str) -> Error {
 
 /// Classic BPF over the IPv4 header (SOCK_DGRAM packet sockets start at the network header):
 /// accept unfragmented UDP whose destination port is 68.
-fn client_port_filter() -> [libc::sock_filter; 8] {
+fn client_port_filter() -> [libc::sock_filter; 9] {
     let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
     const LD_B_ABS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
     const LD_H_ABS: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
@@ -44,14 +44,15 @@ fn client_port_filter() -> [libc::sock_filter; 8] {
     const JSET: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
     const RET: u16 = 0x06; // BPF_RET | BPF_K
     [
-        op(LD_B_ABS, 0, 0, 9),                      // protocol
-        op(JEQ, 0, 5, libc::IPPROTO_UDP as u32),    // UDP, else reject
-        op(LD_H_ABS, 0, 0, 6),                      // flags + fragment offset
-        op(JSET, 3, 0, 0x1fff),                     // a fragment: reject
-        op(LDX_MSH, 0, 0, 0),                       // X = IP header length
-        op(LD_H_IND, 0, 0, 2),                      // UDP destination port
-        op(JEQ, 0, 1, u32::from(DHCP_CLIENT_PORT)), // port 68: accept
-        op(RET, 0, 0, 0xffff_ffff),
+        op(LD_B_ABS, 0, 0, 9),                      // 0: protocol
+        op(JEQ, 0, 6, libc::IPPROTO_UDP as u32),    // 1: UDP, else reject
+        op(LD_H_ABS, 0, 0, 6),                      // 2: flags + fragment offset
+        op(JSET, 4, 0, 0x1fff),                     // 3: a fragment: reject
+        op(LDX_MSH, 0, 0, 0),                       // 4: X = IP header length
+        op(LD_H_IND, 0, 0, 2),                      // 5: UDP destination port
+        op(JEQ, 0, 1, u32::from(DHCP_CLIENT_PORT)), // 6: port 68: accept, else reject
+        op(RET, 0, 0, 0xffff_ffff),                 // 7: accept
+        op(RET, 0, 0, 0),                           // 8: reject
     ]
 }
 

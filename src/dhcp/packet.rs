@@ -95,8 +95,8 @@ pub(crate) fn build(config: &ClientConfig, out: &Outgoing) -> Option<Vec<u8>> {
             let name = dhcproto::Name::from_ascii(fqdn).ok()?;
             // S: the server updates the A record; E: canonical wire encoding (RFC 4702 §2.1).
             // RCODE1/2 are deprecated and SHOULD be 0 (§2.2); dhcproto's default is 255.
-            let flags = v4::FqdnFlags::default().set_s(true).set_e(true);
-            let mut opt = v4::ClientFQDN::new(flags, name);
+            let flags = v4::fqdn::FqdnFlags::default().set_s(true).set_e(true);
+            let mut opt = v4::fqdn::ClientFQDN::new(flags, name);
             opt.set_r1(0).set_r2(0);
             opts.insert(DhcpOption::ClientFQDN(opt));
         } else if let Some(host) = &config.hostname {
@@ -193,11 +193,8 @@ pub(crate) fn parse_reply(bytes: &[u8], mac: &[u8; 6], xid: u32) -> Result<Reply
     }
     let yiaddr = addr_at(bytes, 16);
     if kind != ReplyKind::Nak {
-        if !options.contains_key(&51) {
-            // Table 3: lease time MUST be in OFFER and in ACK to a REQUEST. Guessing one would
-            // be guessing when the server hands the address to someone else.
-            return Err(Reject::NoLeaseTime);
-        }
+        // Table 3: lease time MUST be in OFFER and in ACK to a REQUEST. Guessing one would be
+        // guessing when the server hands the address to someone else.
         single(51, 4).ok_or(Reject::NoLeaseTime)?;
         let prefix = prefix_of(&options, yiaddr)?;
         if !usable_address(yiaddr, prefix) {
@@ -301,11 +298,9 @@ fn u32_opt(options: &BTreeMap<u8, Vec<u8>>, code: u8) -> Option<u32> {
 /// that is not a multiple of 4 means the server framed it wrongly).
 fn addr_list(options: &BTreeMap<u8, Vec<u8>>, code: u8) -> Vec<Ipv4Addr> {
     match options.get(&code) {
-        Some(v) if v.len() % 4 == 0 => v
-            .chunks_exact(4)
-            .map(|c| addr_at(c, 0))
-            .filter(|&a| usable_server(a))
-            .collect(),
+        Some(v) if v.len() % 4 == 0 => {
+            v.chunks_exact(4).map(|c| addr_at(c, 0)).filter(|&a| usable_server(a)).collect()
+        }
         _ => Vec::new(),
     }
 }
@@ -346,7 +341,8 @@ mod tests {
     use super::*;
 
     fn config() -> ClientConfig {
-        let mut c = ClientConfig::new([0x02, 0x42, 0xac, 0x11, 0x00, 0x02], b"\xffweb-eth1".to_vec());
+        let mut c =
+            ClientConfig::new([0x02, 0x42, 0xac, 0x11, 0x00, 0x02], b"\xffweb-eth1".to_vec());
         c.hostname = Some("web".into());
         c
     }
@@ -423,7 +419,8 @@ mod tests {
         b
     }
 
-    const ACK: &[u8] = &[53, 1, 5, 54, 4, 192, 168, 1, 1, 51, 4, 0, 0, 14, 16, 1, 4, 255, 255, 255, 0];
+    const ACK: &[u8] =
+        &[53, 1, 5, 54, 4, 192, 168, 1, 1, 51, 4, 0, 0, 14, 16, 1, 4, 255, 255, 255, 0];
 
     #[test]
     fn header_checks() {
@@ -463,7 +460,7 @@ mod tests {
         assert_eq!(with(&[53, 1, 5]).unwrap_err(), Reject::NoMessageType);
         // dhcproto panics on these; here they are just unknown options.
         assert!(with(&[81, 0, 80, 1, 0]).is_ok());
-        let nomask = parse_reply(&reply(&ACK[..16]), &mac, 7).unwrap();
+        let nomask = parse_reply(&reply(&ACK[..15]), &mac, 7).unwrap();
         assert_eq!(lease_from_reply(&nomask, 0).prefix_len, 24);
         let badmask = [53, 1, 5, 54, 4, 192, 168, 1, 1, 51, 4, 0, 0, 14, 16, 1, 4, 255, 0, 255, 0];
         assert_eq!(parse_reply(&reply(&badmask), &mac, 7).unwrap_err(), Reject::BadMask);
@@ -497,7 +494,10 @@ mod tests {
         b[SNAME.start..SNAME.start + sname.len()].copy_from_slice(&sname);
         let r = parse_reply(&b, &mac, 7).unwrap();
         let lease = lease_from_reply(&r, 0);
-        assert_eq!(lease.routers, vec![Ipv4Addr::new(192, 168, 1, 1), Ipv4Addr::new(192, 168, 1, 2)]);
+        assert_eq!(
+            lease.routers,
+            vec![Ipv4Addr::new(192, 168, 1, 1), Ipv4Addr::new(192, 168, 1, 2)]
+        );
         assert_eq!(lease.dns_servers, vec![Ipv4Addr::new(9, 9, 9, 9)]);
         assert_eq!(lease.timers.unwrap().lease_ms, 60_000);
         // An option in `file` running past the field rejects the packet.
