@@ -1,0 +1,396 @@
+//! DHCP against real servers in test namespaces: dnsmasq, and Kea with leases of a few seconds
+//! for renewal, rebinding, expiry and NAK; the daemon killed and restarted; radvd for SLAAC.
+//! Every test checks that the host's /etc/resolv.conf is byte for byte unchanged.
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::dhcp::{Dnsmasq, HostResolvConf, Kea, KeaConfig, Radvd};
+use support::lab::{self, wait_until, Lan, Netns, TestDir};
+
+fn cli(ns: &Netns, dir: &TestDir, args: &[&str]) -> Output {
+    ns.command(env!("CARGO_BIN_EXE_lanyard"))
+        .args(args)
+        .env("LANYARD_STATE_DIR", dir.join("state"))
+        .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()))
+        .env("DOCKER_HOST", format!("unix://{}", dir.join("no-docker.sock").display()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run lanyard")
+}
+
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// Stops the daemon a test's CLI started (it runs in its own session, so nothing else would).
+struct DaemonGuard {
+    state: PathBuf,
+}
+
+impl DaemonGuard {
+    fn new(dir: &TestDir) -> DaemonGuard {
+        DaemonGuard { state: dir.join("state") }
+    }
+
+    fn pid(&self) -> Option<i32> {
+        let response = lanyard::daemon::control::try_request(
+            &self.state,
+            &lanyard::daemon::control::Request::Ping,
+            Duration::from_secs(2),
+        )
+        .ok()??;
+        response.data["pid"].as_i64().map(|pid| pid as i32)
+    }
+
+    fn kill(&self, signal: libc::c_int) -> bool {
+        let Some(pid) = self.pid() else { return false };
+        // SAFETY: kill(2) on a pid the daemon itself reported.
+        unsafe { libc::kill(pid, signal) };
+        wait_until(Duration::from_secs(5), || {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
+        true
+    }
+}
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        self.kill(libc::SIGTERM);
+    }
+}
+
+fn address_on(guest: &Netns, ifname: &str) -> Option<Ipv4Addr> {
+    let out = guest.exec(&["ip", "-4", "-o", "addr", "show", "dev", ifname]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|word| *word != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .and_then(|ip| ip.parse().ok())
+}
+
+fn wait_address(
+    guest: &Netns,
+    ifname: &str,
+    timeout: Duration,
+    wanted: impl Fn(Option<Ipv4Addr>) -> bool,
+) -> Option<Ipv4Addr> {
+    let mut last = None;
+    wait_until(timeout, || {
+        last = address_on(guest, ifname);
+        wanted(last)
+    });
+    last
+}
+
+fn state_files(dir: &TestDir) -> Vec<String> {
+    let mut files = Vec::new();
+    for sub in ["state", "state/leases"] {
+        if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".json") {
+                    files.push(format!("{sub}/{name}"));
+                }
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn dnsmasq_lease_is_configured_inspected_and_released_on_detach() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let lan = Lan::bridge(50);
+    let dir = TestDir::new("dhcp-dnsmasq");
+    let _daemon = DaemonGuard::new(&dir);
+    let dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.50.100", "198.18.50.200"), "2m", &[]);
+    let g = lan.guest("g");
+    let token = format!("netns:{}", g.name);
+
+    let started = Instant::now();
+    let printed =
+        ok(cli(&lan.host, &dir, &["attach", "br0", &token, "dhcp", "--hostname", "web1"]));
+    eprintln!("attach with dhcp (daemon started on demand): {} ms", started.elapsed().as_millis());
+    assert!(printed.contains("lease 198.18.50."), "{printed}");
+    let ip = address_on(&g, "eth1").expect("leased address configured when attach returns");
+    assert!(
+        g.routes().iter().any(|r| r.contains("default via 198.18.50.1 dev eth1")),
+        "{:?}",
+        g.routes()
+    );
+    let lease = dnsmasq.wait_lease(ip, Duration::from_secs(2));
+    assert_eq!(lease.hostname.as_deref(), Some("web1"));
+    assert!(lease.client_id.is_some(), "a client id is sent");
+
+    // A second attach with the daemon already running.
+    let started = Instant::now();
+    ok(cli(&lan.host, &dir, &["attach", "br0", &token, "dhcp", "-i", "eth2"]));
+    eprintln!("attach with dhcp (daemon running): {} ms", started.elapsed().as_millis());
+    let ip2 = address_on(&g, "eth2").expect("second lease");
+    assert_ne!(ip, ip2);
+
+    let leases = ok(cli(&lan.host, &dir, &["leases"]));
+    assert!(leases.contains(&format!("BOUND {ip}/24")), "{leases}");
+    let view: serde_json::Value =
+        serde_json::from_str(&ok(cli(&lan.host, &dir, &["inspect", &token]))).unwrap();
+    assert_eq!(view["NetworkSettings"]["IPAddress"], ip.to_string());
+    assert_eq!(view["NetworkSettings"]["Gateway"], "198.18.50.1");
+    assert_eq!(view["Lanyard"]["Interfaces"][0]["DHCP"]["Lease"]["server_id"], "198.18.50.1");
+
+    ok(cli(&lan.host, &dir, &["detach", &token]));
+    assert!(
+        wait_until(Duration::from_secs(2), || dnsmasq
+            .log_text()
+            .contains(&format!("DHCPRELEASE(br0) {ip} "))),
+        "dnsmasq saw no RELEASE:\n{}",
+        dnsmasq.log_text()
+    );
+    assert!(state_files(&dir).is_empty(), "{:?}", state_files(&dir));
+    resolv.assert_unchanged();
+}
+
+#[test]
+fn no_server_times_out_and_leaves_nothing() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let lan = Lan::bridge(51);
+    let dir = TestDir::new("dhcp-none");
+    let _daemon = DaemonGuard::new(&dir);
+    let g = lan.guest("g");
+    let (host_before, guest_before) = (lan.host.snapshot(), g.snapshot());
+    let out = cli(
+        &lan.host,
+        &dir,
+        &["attach", "br0", &format!("netns:{}", g.name), "dhcp", "--timeout", "2"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no DHCP offer on br0 within 2 s"), "{stderr}");
+    assert_eq!(lan.host.snapshot(), host_before);
+    assert_eq!(g.snapshot(), guest_before);
+    assert!(state_files(&dir).is_empty(), "{:?}", state_files(&dir));
+    resolv.assert_unchanged();
+}
+
+/// A LAN whose bridge already has a port (and so carrier): Kea skips an interface that is not
+/// running when it starts.
+fn kea_lan(index: u8) -> (Lan, Netns) {
+    let lan = Lan::bridge(index);
+    let neighbour = lan.guest("neighbour");
+    lan.plug(&neighbour, "neighbour0", "eth0");
+    assert!(lan.wait_forwarding("neighbour0", Duration::from_secs(3)));
+    (lan, neighbour)
+}
+
+fn short_kea(index: u8, valid: u32, renew: u32, rebind: u32) -> KeaConfig {
+    KeaConfig { valid, renew, rebind, ..KeaConfig::short(index) }
+}
+
+#[test]
+fn a_short_lease_is_renewed_for_five_lifetimes_without_a_gap() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let (lan, _neighbour) = kea_lan(52);
+    let dir = TestDir::new("dhcp-renew");
+    let _daemon = DaemonGuard::new(&dir);
+    let kea = Kea::start(&lan.host, "br0", short_kea(52, 4, 1, 3));
+    let g = lan.guest("g");
+    ok(cli(&lan.host, &dir, &["attach", "br0", &format!("netns:{}", g.name), "dhcp"]));
+    let ip = address_on(&g, "eth1").expect("leased");
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut checks = 0;
+    while Instant::now() < end {
+        assert_eq!(
+            address_on(&g, "eth1"),
+            Some(ip),
+            "the address went missing after {checks} checks"
+        );
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let renewals = kea.renewals_of(ip);
+    assert!(renewals >= 8, "expected a renewal about every second for 20 s, Kea saw {renewals}");
+    resolv.assert_unchanged();
+}
+
+#[test]
+fn a_silent_server_means_rebinding_then_expiry_and_the_address_returns_with_it() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let (lan, _neighbour) = kea_lan(53);
+    let dir = TestDir::new("dhcp-expiry");
+    let _daemon = DaemonGuard::new(&dir);
+    let mut kea = Kea::start(&lan.host, "br0", short_kea(53, 6, 2, 4));
+    let g = lan.guest("g");
+    ok(cli(&lan.host, &dir, &["attach", "br0", &format!("netns:{}", g.name), "dhcp"]));
+    let ip = address_on(&g, "eth1").expect("leased");
+    kea.stop();
+    let stopped = Instant::now();
+    let gone = wait_address(&g, "eth1", Duration::from_secs(10), |a| a.is_none());
+    assert_eq!(gone, None, "the address must go when the lease expires");
+    assert!(
+        stopped.elapsed() <= Duration::from_secs(7),
+        "removed at expiry, not later: {:?}",
+        stopped.elapsed()
+    );
+    assert!(!g.routes().iter().any(|r| r.contains("default via 198.18.53.1")), "routes go with it");
+    let leases = ok(cli(&lan.host, &dir, &["leases"]));
+    assert!(leases.contains("SELECTING") || leases.contains("INIT"), "{leases}");
+    kea.restart(short_kea(53, 6, 2, 4));
+    let back = wait_address(&g, "eth1", Duration::from_secs(15), |a| a.is_some());
+    assert_eq!(back, Some(ip), "the server is back: the same address again");
+    resolv.assert_unchanged();
+}
+
+#[test]
+fn a_nak_removes_the_address_and_a_new_one_is_acquired() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let (lan, _neighbour) = kea_lan(54);
+    let dir = TestDir::new("dhcp-nak");
+    let _daemon = DaemonGuard::new(&dir);
+    let mut first = short_kea(54, 6, 2, 4);
+    first.pool = ("198.18.54.150".parse().unwrap(), "198.18.54.199".parse().unwrap());
+    let mut kea = Kea::start(&lan.host, "br0", first);
+    let g = lan.guest("g");
+    ok(cli(&lan.host, &dir, &["attach", "br0", &format!("netns:{}", g.name), "dhcp"]));
+    let ip = address_on(&g, "eth1").expect("leased");
+    assert!(ip.octets()[3] >= 150, "{ip}");
+    // The server now says that address is not on this network any more.
+    let mut second = short_kea(54, 6, 2, 4);
+    second.subnet = "198.18.54.0/25".into();
+    second.pool = ("198.18.54.50".parse().unwrap(), "198.18.54.99".parse().unwrap());
+    second.authoritative = true;
+    kea.restart(second);
+    let renewed = wait_address(&g, "eth1", Duration::from_secs(15), |a| {
+        a.is_some_and(|a| a.octets()[3] < 100)
+    });
+    let renewed = renewed.expect("a new address after the NAK");
+    assert!((50..100).contains(&renewed.octets()[3]), "{renewed}");
+    let view: serde_json::Value =
+        serde_json::from_str(&ok(cli(&lan.host, &dir, &["inspect", &format!("netns:{}", g.name)])))
+            .unwrap();
+    assert!(
+        view["Lanyard"]["Interfaces"][0]["DHCP"]["LastLoss"].to_string().contains("Nak"),
+        "{view}"
+    );
+    resolv.assert_unchanged();
+}
+
+#[test]
+fn a_daemon_killed_with_sigkill_resumes_the_lease_without_a_gap() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let (lan, _neighbour) = kea_lan(55);
+    let dir = TestDir::new("dhcp-kill");
+    let daemon = DaemonGuard::new(&dir);
+    let kea = Kea::start(&lan.host, "br0", short_kea(55, 6, 2, 4));
+    let g = lan.guest("g");
+    ok(cli(&lan.host, &dir, &["attach", "br0", &format!("netns:{}", g.name), "dhcp"]));
+    let ip = address_on(&g, "eth1").expect("leased");
+    assert!(daemon.kill(libc::SIGKILL), "the daemon was running");
+    // Dead for a while: the address stays (the kernel keeps it), the lease is on disk.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(address_on(&g, "eth1"), Some(ip));
+    let renewals_before = kea.renewals_of(ip);
+    // `lanyard leases` does not start a daemon; an explicit one resumes what is on disk.
+    let mut command = lan.host.command(env!("CARGO_BIN_EXE_lanyard"));
+    command
+        .args(["daemon"])
+        .env("LANYARD_STATE_DIR", dir.join("state"))
+        .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()));
+    let _restarted = support::lab::Server::spawn(command, "lanyard-daemon");
+    let end = Instant::now() + Duration::from_secs(14);
+    while Instant::now() < end {
+        assert_eq!(address_on(&g, "eth1"), Some(ip), "the address went missing after the restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(kea.renewals_of(ip) > renewals_before + 2, "the resumed daemon renews the same lease");
+    let leases = ok(cli(&lan.host, &dir, &["leases"]));
+    assert!(leases.contains(&ip.to_string()), "{leases}");
+    resolv.assert_unchanged();
+}
+
+#[test]
+fn slaac_gives_a_stable_eui64_address_beside_the_dhcp_lease() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let lan = Lan::bridge(56);
+    let dir = TestDir::new("dhcp-slaac");
+    let _daemon = DaemonGuard::new(&dir);
+    let _dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.56.100", "198.18.56.200"), "2m", &[]);
+    let _radvd = Radvd::start(&lan.host, "br0", "2001:db8:56::/64");
+    let g = lan.guest("g");
+    g.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
+    g.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
+    let token = format!("netns:{}", g.name);
+    ok(cli(&lan.host, &dir, &["attach", "br0", &token, "dhcp", "--slaac"]));
+    let mac = g.ip(&["-br", "link", "show", "eth1"]).split_whitespace().nth(2).unwrap().to_string();
+    let octets: Vec<u8> = mac.split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
+    let eui64 = format!(
+        "2001:db8:56:0:{:x}:{:x}:{:x}:{:x}",
+        u16::from_be_bytes([octets[0] ^ 0x02, octets[1]]),
+        u16::from_be_bytes([octets[2], 0xff]),
+        u16::from_be_bytes([0xfe, octets[3]]),
+        u16::from_be_bytes([octets[4], octets[5]])
+    );
+    let found = wait_until(Duration::from_secs(10), || {
+        g.addresses().iter().any(|a| a.contains(&format!("{eui64}/64")))
+    });
+    assert!(found, "expected {eui64}/64 in {:?}", g.addresses());
+    assert_eq!(
+        g.sysctl_get("net.ipv6.conf.all.disable_ipv6"),
+        "1",
+        "only lanyard's interface changes"
+    );
+    let view = ok(cli(&lan.host, &dir, &["inspect", &token]));
+    assert!(view.contains(&eui64), "inspect shows the SLAAC address: {view}");
+    assert!(address_on(&g, "eth1").is_some(), "and the DHCPv4 lease");
+    resolv.assert_unchanged();
+}
+
+#[test]
+fn set_resolv_writes_the_namespace_resolv_conf_never_the_hosts() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let lan = Lan::bridge(57);
+    let dir = TestDir::new("dhcp-resolv");
+    let _daemon = DaemonGuard::new(&dir);
+    let _dnsmasq = Dnsmasq::start_with_dns(
+        &lan.host,
+        "br0",
+        ("198.18.57.100", "198.18.57.200"),
+        "2m",
+        "lab.example",
+        &[],
+    );
+    let g = lan.guest("g");
+    let etc = PathBuf::from("/etc/netns").join(&g.name);
+    struct RemoveDir(PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = RemoveDir(etc.clone());
+    ok(cli(
+        &lan.host,
+        &dir,
+        &["attach", "br0", &format!("netns:{}", g.name), "dhcp", "--set-resolv"],
+    ));
+    let written =
+        std::fs::read_to_string(etc.join("resolv.conf")).expect("the namespace's resolv.conf");
+    assert!(written.contains("nameserver 198.18.57.1"), "{written}");
+    assert!(written.contains("lab.example"), "{written}");
+    resolv.assert_unchanged();
+}
