@@ -136,3 +136,123 @@ fn a_bare_number_is_a_pid_only_when_docker_has_no_such_container() {
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 }
+
+fn ipv4_in(docker: &DockerLab, container: &str) -> String {
+    let out =
+        docker.docker_ok(&["exec", container, "ip", "-4", "-o", "addr", "show", "dev", "eth1"]);
+    out.split_whitespace().skip_while(|w| *w != "inet").nth(1).unwrap_or_default().to_string()
+}
+
+/// An image whose /etc/resolv.conf is an absolute symlink (as systemd-resolved images have).
+fn import_symlinked_image(docker: &DockerLab, dir: &TestDir) -> String {
+    let rootfs = dir.join("symlinked-rootfs");
+    for sub in ["bin", "etc/real", "tmp", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(rootfs.join(sub)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep", "cat", "ip", "ls", "readlink", "umount", "rm", "ln"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(rootfs.join("etc/real/resolv.conf"), "nameserver 192.0.2.53\n").unwrap();
+    std::os::unix::fs::symlink("/etc/real/resolv.conf", rootfs.join("etc/resolv.conf")).unwrap();
+    let tarball = dir.join("symlinked.tar");
+    let status = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    docker.docker_ok(&["import", tarball.to_str().unwrap(), "lanyard-test/symlinked:latest"]);
+    "lanyard-test/symlinked:latest".to_string()
+}
+
+#[test]
+fn containers_get_leases_and_dns_and_the_same_address_after_a_restart() {
+    lab::require_root();
+    let mut resolv = support::dhcp::HostResolvConf::snapshot();
+    let lan = Lan::bridge(33);
+    let dir = TestDir::new("docker-dhcp");
+    let docker = DockerLab::start();
+    let _dnsmasq = support::dhcp::Dnsmasq::start_with_dns(
+        &lan.host,
+        "br0",
+        ("198.18.33.100", "198.18.33.200"),
+        "2m",
+        "lab.example",
+        &[],
+    );
+    struct StopDaemon(std::path::PathBuf);
+    impl Drop for StopDaemon {
+        fn drop(&mut self) {
+            let ping = lanyard::daemon::control::Request::Ping;
+            if let Ok(Some(answer)) = lanyard::daemon::control::try_request(
+                &self.0,
+                &ping,
+                std::time::Duration::from_secs(2),
+            ) {
+                if let Some(pid) = answer.data["pid"].as_i64() {
+                    // SAFETY: kill(2) on the pid the daemon reported.
+                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                }
+            }
+        }
+    }
+    let _daemon = StopDaemon(dir.join("state"));
+
+    docker.run("web", &["--net", "none"]);
+    ok(cli(&lan.host, &dir, &docker, &["attach", "br0", "web", "dhcp", "--set-resolv"]));
+    let first = ipv4_in(&docker, "web");
+    assert!(first.starts_with("198.18.33."), "{first}");
+    let conf = docker.docker_ok(&["exec", "web", "cat", "/etc/resolv.conf"]);
+    assert!(conf.contains("nameserver 198.18.33.1") && conf.contains("lab.example"), "{conf}");
+
+    // A guest whose resolv.conf is an absolute symlink: followed inside the container's root.
+    // Docker's init layer and bind mount shadow an image's symlink, so the container makes the
+    // symlink itself at start (CAP_SYS_ADMIN only to unmount Docker's file; --net none).
+    let image = import_symlinked_image(&docker, &dir);
+    let script = "umount /etc/resolv.conf; rm -f /etc/resolv.conf; \
+                  ln -s /etc/real/resolv.conf /etc/resolv.conf; exec sleep 3600";
+    docker.docker_ok(&[
+        "run",
+        "-d",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--security-opt",
+        "apparmor=unconfined",
+        "--net",
+        "none",
+        "--name",
+        "linked",
+        &image,
+        "sh",
+        "-c",
+        script,
+    ]);
+    let linked = lab::wait_until(std::time::Duration::from_secs(5), || {
+        docker.docker(&["exec", "linked", "readlink", "/etc/resolv.conf"]).status.success()
+    });
+    assert!(linked, "the container made its symlink");
+    ok(cli(&lan.host, &dir, &docker, &["attach", "br0", "linked", "dhcp", "--set-resolv"]));
+    let conf = docker.docker_ok(&["exec", "linked", "cat", "/etc/resolv.conf"]);
+    assert!(conf.contains("nameserver 198.18.33.1"), "{conf}");
+    let link = docker.docker_ok(&["exec", "linked", "readlink", "/etc/resolv.conf"]);
+    assert_eq!(link.trim(), "/etc/real/resolv.conf", "the symlink itself is left alone");
+
+    // A restart: the daemon sees the container's process exit and removes the host end; the
+    // lease stays recorded, and attaching again gets the same address.
+    let ports_before = lan.host.ip(&["-o", "link", "show", "master", "br0"]).lines().count();
+    docker.docker_ok(&["restart", "-t", "0", "web"]);
+    let shrunk = lab::wait_until(std::time::Duration::from_secs(5), || {
+        lan.host.ip(&["-o", "link", "show", "master", "br0"]).lines().count() < ports_before
+    });
+    assert!(shrunk, "the host end of the dead container's link is removed");
+    ok(cli(&lan.host, &dir, &docker, &["attach", "br0", "web", "dhcp"]));
+    assert_eq!(ipv4_in(&docker, "web"), first, "same container, same address after a restart");
+
+    ok(cli(&lan.host, &dir, &docker, &["detach", "web"]));
+    ok(cli(&lan.host, &dir, &docker, &["detach", "linked"]));
+    resolv.assert_unchanged();
+}
