@@ -394,3 +394,102 @@ fn set_resolv_writes_the_namespace_resolv_conf_never_the_hosts() {
     assert!(written.contains("lab.example"), "{written}");
     resolv.assert_unchanged();
 }
+
+#[test]
+fn pipeworks_dhcp_forms_reach_lanyards_own_client() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let lan = Lan::bridge(58);
+    let dir = TestDir::new("dhcp-pipework");
+    let _daemon = DaemonGuard::new(&dir);
+    let _dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.58.100", "198.18.58.200"), "2m", &[]);
+    let g = lan.guest("g");
+    let token = format!("netns:{}", g.name);
+    let out = cli(&lan.host, &dir, &["pipework", "br0", &token, "udhcpc-f:-x hostname:web"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(out);
+    assert!(stderr.contains("notice"), "client arguments are ignored with a notice: {stderr}");
+    assert!(address_on(&g, "eth1").is_some());
+    ok(cli(
+        &lan.host,
+        &dir,
+        &["pipework", "br0", "-i", "eth2", &token, "dhclient", "02:42:c6:12:3a:02"],
+    ));
+    assert!(address_on(&g, "eth2").is_some());
+    assert!(g.ip(&["link", "show", "eth2"]).contains("02:42:c6:12:3a:02"));
+    ok(cli(&lan.host, &dir, &["detach", &token]));
+    resolv.assert_unchanged();
+}
+
+#[test]
+fn no_wait_hands_the_interface_to_the_daemon_and_returns() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let lan = Lan::bridge(59);
+    let dir = TestDir::new("dhcp-nowait");
+    let _daemon = DaemonGuard::new(&dir);
+    let g = lan.guest("g");
+    let token = format!("netns:{}", g.name);
+    // No server yet: the attach returns at once anyway, and the daemon keeps asking.
+    let printed = ok(cli(&lan.host, &dir, &["attach", "br0", &token, "dhcp", "--no-wait"]));
+    assert!(printed.contains("pending"), "{printed}");
+    let _dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.59.100", "198.18.59.200"), "2m", &[]);
+    let leased = wait_address(&g, "eth1", Duration::from_secs(15), |a| a.is_some());
+    assert!(leased.is_some(), "the daemon got the lease later");
+    resolv.assert_unchanged();
+}
+
+#[test]
+fn a_deleted_namespace_releases_its_host_end_and_its_record_dies_with_the_lease() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let (lan, _neighbour) = kea_lan(60);
+    let dir = TestDir::new("dhcp-netns-gone");
+    let _daemon = DaemonGuard::new(&dir);
+    let _kea = Kea::start(&lan.host, "br0", short_kea(60, 4, 1, 3));
+    let g = lan.guest("g");
+    ok(cli(&lan.host, &dir, &["attach", "br0", &format!("netns:{}", g.name), "dhcp"]));
+    let ports = || lan.host.ip(&["-o", "link", "show", "master", "br0"]).lines().count();
+    let before = ports();
+    assert_eq!(state_files(&dir).len(), 2, "a record and a lease");
+    // The daemon holds sockets in the namespace, which would keep it (and the veth) alive: it
+    // must notice the name going and let go.
+    drop(g);
+    assert!(
+        wait_until(Duration::from_secs(3), || ports() < before),
+        "the host end goes with the guest"
+    );
+    assert!(
+        wait_until(Duration::from_secs(8), || state_files(&dir).is_empty()),
+        "no record outlives its lease: {:?}",
+        state_files(&dir)
+    );
+    resolv.assert_unchanged();
+}
+
+#[test]
+fn probe_declines_an_offered_address_someone_already_uses() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let (lan, neighbour) = kea_lan(61);
+    // The neighbour uses the pool's first address without the server knowing.
+    neighbour.ip(&["addr", "add", "198.18.61.50/24", "dev", "eth0"]);
+    let dir = TestDir::new("dhcp-decline");
+    let _daemon = DaemonGuard::new(&dir);
+    let mut config = short_kea(61, 30, 10, 20);
+    config.pool = ("198.18.61.50".parse().unwrap(), "198.18.61.60".parse().unwrap());
+    let _kea = Kea::start(&lan.host, "br0", config);
+    let g = lan.guest("g");
+    ok(cli(
+        &lan.host,
+        &dir,
+        &["attach", "br0", &format!("netns:{}", g.name), "dhcp", "--probe", "--timeout", "20"],
+    ));
+    let address = address_on(&g, "eth1").expect("a lease");
+    assert_ne!(
+        address,
+        "198.18.61.50".parse::<Ipv4Addr>().unwrap(),
+        "the address in use was declined"
+    );
+    resolv.assert_unchanged();
+}

@@ -432,6 +432,7 @@ fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
             client_id: args.client_id.clone().unwrap_or_default(),
             set_resolv: args.set_resolv,
             slaac: args.slaac,
+            probe: args.probe.is_some(),
         });
     } else if args.hostname.is_some()
         || args.client_id.is_some()
@@ -539,6 +540,7 @@ fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
                     client_id: String::new(),
                     set_resolv: false,
                     slaac: false,
+                    probe: false,
                 });
             }
             request.addresses = addresses;

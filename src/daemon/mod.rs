@@ -103,6 +103,7 @@ fn client_config(record: &Record, requested: Option<Ipv4Addr>) -> ClientConfig {
         client_id: String::new(),
         set_resolv: false,
         slaac: false,
+        probe: false,
     });
     let mut config = ClientConfig::new(record.mac.0, client_id_bytes(&settings.client_id));
     match settings.hostname {
@@ -111,6 +112,7 @@ fn client_config(record: &Record, requested: Option<Ipv4Addr>) -> ClientConfig {
         None => {}
     }
     config.requested_address = requested;
+    config.probe = settings.probe;
     config.max_message_size = record.mtu.clamp(576, 65535) as u16;
     config
 }

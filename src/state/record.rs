@@ -148,6 +148,9 @@ pub struct DhcpSettings {
     /// IPv6 router advertisements and autoconfiguration on this interface.
     #[serde(default)]
     pub slaac: bool,
+    /// ARP-probe an acknowledged address before using it; DHCPDECLINE if someone answers.
+    #[serde(default)]
+    pub probe: bool,
 }
 
 impl Record {
