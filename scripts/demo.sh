@@ -23,7 +23,7 @@ cargo build --release --quiet
 LANYARD=$PWD/target/release/lanyard
 
 id=lydemo$$
-HOST=$id-host LAN=$id-lan A=$id-a B=$id-b C=$id-c
+HOST=$id-host LAN=$id-lan A=$id-a B=$id-b C=$id-c D=$id-d
 work=$(mktemp -d /tmp/lanyard-demo.XXXXXX)
 export LANYARD_STATE_DIR=$work/state LANYARD_HOST_ID=demo
 dockerd_pid=
@@ -37,7 +37,10 @@ cleanup() {
         kill -9 "$dockerd_pid" 2>/dev/null
         grep " $work/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l
     fi
-    for ns in $HOST $LAN $A $B $C; do ip netns del "$ns" 2>/dev/null; done
+    [ -f "$work/dnsmasq.pid" ] && kill "$(cat "$work/dnsmasq.pid")" 2>/dev/null
+    # The DHCP daemon lanyard started for this demo's state directory.
+    pkill -f -- "--state-dir $LANYARD_STATE_DIR daemon" 2>/dev/null
+    for ns in $HOST $LAN $A $B $C $D; do ip netns del "$ns" 2>/dev/null; done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -48,7 +51,7 @@ in_ns() { local ns=$1; shift; nsenter --net=/run/netns/$ns "$@"; }
 
 echo "==> lab: namespace $HOST with bridge br0 198.18.0.1/24 (the LAN and its gateway),"
 echo "    uplink0 (a 'physical NIC' whose far end is on the LAN in $LAN), guests $A $B $C"
-for ns in $HOST $LAN $A $B $C; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+for ns in $HOST $LAN $A $B $C $D; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
 ip -n "$HOST" link add br0 type bridge
 ip -n "$HOST" addr add 198.18.0.1/24 dev br0
 ip -n "$HOST" link set br0 up
@@ -70,6 +73,18 @@ echo; echo "==> ping: guest A -> gateway, A -> B, C -> its gateway over macvlan"
 in_ns "$A" ping -c 2 -W 2 198.18.0.1 | tail -2
 in_ns "$A" ping -c 2 -W 2 198.18.0.51 | tail -2
 in_ns "$C" ping -c 2 -W 2 198.18.1.1 | tail -2
+
+echo; echo "==> DHCP: dnsmasq serves the lab LAN; lanyard's daemon keeps the lease"
+nsenter --net=/run/netns/$HOST dnsmasq --keep-in-foreground --conf-file=/dev/null --interface=br0 --bind-interfaces \
+    --except-interface=lo --port=0 --dhcp-authoritative --no-ping \
+    --dhcp-range=198.18.0.100,198.18.0.200,2m --dhcp-leasefile="$work/dnsmasq.leases" \
+    --pid-file="$work/dnsmasq.pid" --log-facility="$work/dnsmasq.log" &
+for _ in $(seq 50); do grep -q 'DHCP, IP range' "$work/dnsmasq.log" 2>/dev/null && break; sleep 0.1; done
+ly attach br0 netns:$D dhcp --hostname demo-d
+ly leases
+in_ns "$D" ping -c 1 -W 2 198.18.0.1 | tail -1
+ly detach netns:$D
+grep DHCPRELEASE "$work/dnsmasq.log" | tail -1 | sed 's/^/dnsmasq: /'
 
 if command -v dockerd >/dev/null 2>&1; then
     echo; echo "==> a real container: private dockerd, busybox image imported locally"

@@ -466,7 +466,12 @@ fn print_attached(attached: &Attached) {
         "{}: {} {} on {} ({}, mac {}, mtu {}){}",
         record.guest.display(),
         record.guest_ifname,
-        if addresses.is_empty() { "link only".to_string() } else { addresses.join(" ") },
+        match (addresses.is_empty(), record.dhcp.is_some()) {
+            (true, true) => "dhcp".to_string(),
+            (true, false) => "link only".to_string(),
+            (false, true) => format!("dhcp {}", addresses.join(" ")),
+            (false, false) => addresses.join(" "),
+        },
         record.host_interface,
         record.driver,
         record.mac,
