@@ -126,27 +126,16 @@ impl StateDir {
 /// Take an exclusive flock on `lock_path` (created 0600 if missing), blocking until it is free.
 /// The kernel releases it when the process dies, so a crash never wedges the next command.
 pub fn lock_file(lock_path: &Path) -> Result<StateLock> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(lock_path)
-        .with_context(ErrorKind::Io, || format!("open lock {}", lock_path.display()))?;
-    // SAFETY: flock on a descriptor we own; blocks until the other holder finishes.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-    if rc != 0 {
-        return Err(Error::with_source(
-            ErrorKind::Io,
-            format!("lock {}", lock_path.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(StateLock { _file: file })
+    flock(lock_path, true)?
+        .ok_or_else(|| Error::new(ErrorKind::Io, "a blocking lock returned early"))
 }
 
 /// Like [`lock_file`] but fails at once (`None`) when someone else holds it.
 pub fn try_lock_file(lock_path: &Path) -> Result<Option<StateLock>> {
+    flock(lock_path, false)
+}
+
+fn flock(lock_path: &Path, wait: bool) -> Result<Option<StateLock>> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -154,11 +143,11 @@ pub fn try_lock_file(lock_path: &Path) -> Result<Option<StateLock>> {
         .mode(0o600)
         .open(lock_path)
         .with_context(ErrorKind::Io, || format!("open lock {}", lock_path.display()))?;
+    let operation = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
     // SAFETY: flock on a descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
         let error = std::io::Error::last_os_error();
-        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        if !wait && error.raw_os_error() == Some(libc::EWOULDBLOCK) {
             return Ok(None);
         }
         return Err(Error::with_source(
