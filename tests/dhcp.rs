@@ -134,7 +134,11 @@ fn dnsmasq_lease_is_configured_inspected_and_released_on_detach() {
 
     // A second attach with the daemon already running.
     let started = Instant::now();
-    ok(cli(&lan.host, &dir, &["attach", "br0", &token, "dhcp", "-i", "eth2"]));
+    ok(cli(&lan.host, &dir, &["attach", "br0", &token, "dhcp", "2001:db8:50::5/64", "-i", "eth2"]));
+    assert!(
+        g.addresses().iter().any(|a| a.contains("eth2") && a.contains("2001:db8:50::5/64")),
+        "static IPv6 beside DHCPv4"
+    );
     eprintln!("attach with dhcp (daemon running): {} ms", started.elapsed().as_millis());
     let ip2 = address_on(&g, "eth2").expect("second lease");
     assert_ne!(ip, ip2);
@@ -491,5 +495,44 @@ fn probe_declines_an_offered_address_someone_already_uses() {
         "198.18.61.50".parse::<Ipv4Addr>().unwrap(),
         "the address in use was declined"
     );
+    resolv.assert_unchanged();
+}
+
+#[test]
+fn a_link_flap_is_verified_with_init_reboot_and_option_26_sets_the_mtu() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let (lan, _neighbour) = kea_lan(62);
+    let dir = TestDir::new("dhcp-flap");
+    let _daemon = DaemonGuard::new(&dir);
+    let mut config = short_kea(62, 30, 10, 20);
+    config.options = vec![serde_json::json!({"name": "interface-mtu", "data": "1400"})];
+    let kea = Kea::start(&lan.host, "br0", config);
+    let g = lan.guest("g");
+    let token = format!("netns:{}", g.name);
+    ok(cli(&lan.host, &dir, &["attach", "br0", &token, "dhcp", "--client-id", "flap-eth1"]));
+    let ip = address_on(&g, "eth1").expect("leased");
+    let daemon_log = std::fs::read_to_string(dir.join("state/daemon.log")).unwrap_or_default();
+    assert!(
+        g.ip(&["link", "show", "eth1"]).contains("mtu 1400"),
+        "option 26 applied: {daemon_log}\n{}",
+        kea.log_text()
+    );
+    let view: serde_json::Value =
+        serde_json::from_str(&ok(cli(&lan.host, &dir, &["inspect", &token]))).unwrap();
+    let host_end = view["Lanyard"]["Interfaces"][0]["HostIfname"].as_str().unwrap().to_string();
+    assert_eq!(view["Lanyard"]["Interfaces"][0]["DHCP"]["Settings"]["client_id"], "flap-eth1");
+    let grants = kea.grants_of(ip);
+    // Carrier goes away and comes back: the client checks its lease (INIT-REBOOT) at once.
+    lan.host.ip(&["link", "set", &host_end, "down"]);
+    std::thread::sleep(Duration::from_millis(300));
+    lan.host.ip(&["link", "set", &host_end, "up"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || kea.grants_of(ip) > grants),
+        "a REQUEST after the flap"
+    );
+    assert_eq!(address_on(&g, "eth1"), Some(ip), "the same address, verified");
+    let log = std::fs::read_to_string(dir.join("state/daemon.log")).unwrap_or_default();
+    assert!(log.contains("link down") && log.contains("link up"), "{log}");
     resolv.assert_unchanged();
 }

@@ -42,6 +42,10 @@ struct Live {
     netns_name: Option<String>,
     /// For set-resolv: where the guest's files are.
     pid: Option<u32>,
+    /// Link notifications of the guest's namespace: carrier loss and return reach the client
+    /// as LinkDown / LinkUp (RFC 2131 §3.2: a lease is verified again after the link returns).
+    link_watch: crate::netlink::LinkWatch,
+    link_up: bool,
 }
 
 struct Waiter {
@@ -262,16 +266,17 @@ impl Daemon {
             return Err(gone());
         }
         let ifname = record.guest_ifname.clone();
-        let (ifindex, socket) = netns.run(|| {
+        let (ifindex, socket, link_watch, link_up) = netns.run(|| {
+            let link_watch = crate::netlink::LinkWatch::open_here()?;
             let mut netlink = Netlink::open_here("the guest")?;
             let link = netlink
                 .link_by_name(&ifname)?
                 .ok_or_else(|| Error::not_found(format!("{ifname} is gone from the guest")))?;
             let socket = LeaseSocket::open_here(link.index, &ifname)?;
-            Ok((link.index, socket))
+            Ok((link.index, socket, link_watch, link.up && link.lower_up))
         })?;
         let pidfd = pid.and_then(pidfd_open);
-        Ok(Live { netns, socket, ifindex, pidfd, netns_name, pid })
+        Ok(Live { netns, socket, ifindex, pidfd, netns_name, pid, link_watch, link_up })
     }
 
     fn guest_netns(
@@ -320,6 +325,7 @@ impl Daemon {
                     if let Some(pidfd) = &live.pidfd {
                         push(pidfd.as_raw_fd(), Owner::GuestExit(key.clone()));
                     }
+                    push(live.link_watch.fd(), Owner::LinkChange(key.clone()));
                 }
             }
             let timeout = self.poll_timeout();
@@ -350,6 +356,7 @@ impl Daemon {
                     }
                     Owner::NetnsWatch => self.netns_removed(),
                     Owner::Packets(key) => self.receive(&key),
+                    Owner::LinkChange(key) => self.link_changed(&key),
                     Owner::GuestExit(key) => {
                         log(format_args!("{key}: the guest's process exited"));
                         self.guest_gone(&key);
@@ -402,6 +409,27 @@ impl Daemon {
                 reply(waiter.stream, &Response::error(&error));
             }
         }
+    }
+
+    fn link_changed(&mut self, key: &str) {
+        let Some(live) = self.slots.get_mut(key).and_then(|s| s.live.as_mut()) else { return };
+        let ifindex = live.ifindex;
+        let Some(running) = live
+            .link_watch
+            .link_changes()
+            .into_iter()
+            .rev()
+            .find(|(index, _)| *index == ifindex)
+            .map(|(_, up)| up)
+        else {
+            return;
+        };
+        if running == live.link_up {
+            return;
+        }
+        live.link_up = running;
+        log(format_args!("{key}: link {}", if running { "up" } else { "down" }));
+        self.drive(key, if running { Event::LinkUp } else { Event::LinkDown });
     }
 
     fn receive(&mut self, key: &str) {
@@ -663,6 +691,7 @@ enum Owner {
     NetnsWatch,
     Packets(String),
     GuestExit(String),
+    LinkChange(String),
 }
 
 fn reply(mut stream: UnixStream, response: &Response) {
@@ -711,6 +740,13 @@ fn configure(slot: &mut Slot, lease: &Lease, _state_dir: &Path) -> Result<()> {
         Ok(()) => {}
         Err(e) if e.errno() == Some(libc::EEXIST) => {}
         Err(e) => return Err(e),
+    }
+    if let Some(mtu) = lease.mtu {
+        // Never above what the host side carries (the MTU recorded at attach).
+        let mtu = u32::from(mtu).min(slot.record.mtu);
+        if mtu >= 68 {
+            netlink.set_mtu(live.ifindex, &ifname, mtu)?;
+        }
     }
     for route in lease.routes() {
         let destination =

@@ -277,6 +277,16 @@ impl Netlink {
             .map_err(|e| self.kernel_error(format!("bring up {name}"), e))
     }
 
+    /// Set a link's MTU (a DHCP server's option 26).
+    pub fn set_mtu(&mut self, index: u32, name: &str, mtu: u32) -> Result<()> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message.attributes.push(LinkAttribute::Mtu(mtu));
+        self.request(RouteNetlinkMessage::SetLink(message), 0)
+            .map(|_| ())
+            .map_err(|e| self.kernel_error(format!("set the MTU of {name} to {mtu}"), e))
+    }
+
     /// Names of the ports of a bridge (links whose controller is `bridge`).
     pub fn bridge_ports(&mut self, bridge: u32) -> Result<Vec<String>> {
         Ok(self

@@ -89,6 +89,51 @@ impl LinkWatch {
         }
     }
 
+    /// The links whose state changed, from the queued notifications: (index, carrier and up),
+    /// with deleted links reported as down. Bounded per call.
+    pub fn link_changes(&mut self) -> Vec<(u32, bool)> {
+        use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+        use netlink_packet_route::link::LinkFlags;
+        use netlink_packet_route::RouteNetlinkMessage;
+        let mut changes = Vec::new();
+        for _ in 0..1024 {
+            let received = match self.socket.recv(&mut &mut self.buffer[..], 0) {
+                Ok(n) if n > 0 => n,
+                _ => break,
+            };
+            let mut offset = 0;
+            while offset < received {
+                let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(
+                    &self.buffer[offset..received],
+                ) else {
+                    break;
+                };
+                let length = message.header.length as usize;
+                if length == 0 {
+                    break;
+                }
+                offset += (length + 3) & !3;
+                match message.payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                        let flags = link.header.flags;
+                        let running =
+                            flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp);
+                        changes.push((link.header.index, running));
+                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
+                        changes.push((link.header.index, false));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        changes
+    }
+
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_raw_fd()
+    }
+
     /// Discard queued notifications: their content is re-read by the next query anyway.
     fn drain(&mut self) {
         for _ in 0..1024 {
