@@ -54,6 +54,8 @@ const REF_MAC: &str = "02:00:c6:12:ff:01";
 /// dnsmasq sets T1 to half of the 2 min lease.
 const T1: Duration = Duration::from_secs(60);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pings per measurement of the daemon's CPU per event-loop turn.
+const PINGS: u32 = 300;
 
 // Targets (printed, not asserted).
 const TARGET_ATTACH: Duration = Duration::from_millis(10);
@@ -99,6 +101,7 @@ struct Config {
     guests: usize,
     window: Duration,
     udhcpc: usize,
+    pin_neighbours: bool,
     cli: PathBuf,
 }
 
@@ -128,6 +131,7 @@ impl Config {
             guests: guests.min(MAX_GUESTS),
             window: Duration::from_secs_f64(window.max(0.1)),
             udhcpc: number("LANYARD_BENCH_DHCP_UDHCPC", udhcpc).min(200),
+            pin_neighbours: number("LANYARD_BENCH_DHCP_PIN_NEIGH", 1) != 0,
             cli: PathBuf::from(env!("CARGO_BIN_EXE_lanyard")),
         }
     }
@@ -540,7 +544,7 @@ fn start_capture(lab: &mut Lab, host_ns: &File, dir: &Path) -> (u32, PathBuf) {
     let pcap = dir.join("dhcp.pcap");
     let err = dir.join("tcpdump.err");
     let mut cmd = Command::new("tcpdump");
-    cmd.args(["-i", BRIDGE, "-n", "-U", "-Z", "root", "-s", "1024", "-w"])
+    cmd.args(["-i", BRIDGE, "-n", "-U", "--immediate-mode", "-Z", "root", "-s", "1024", "-w"])
         .arg(&pcap)
         .arg("udp and (port 67 or port 68)")
         .stdin(Stdio::null())
@@ -717,8 +721,7 @@ fn exchange_in(wire: &[Wire], mac: [u8; 6], span: Span) -> Option<Exchange> {
         .collect();
     let first_discover = ours.iter().find(|w| w.kind == DISCOVER)?;
     let offer = ours.iter().find(|w| w.kind == OFFER && w.at_us >= first_discover.at_us)?;
-    let discover =
-        ours.iter().filter(|w| w.kind == DISCOVER && w.at_us <= offer.at_us).next_back()?;
+    let discover = ours.iter().rfind(|w| w.kind == DISCOVER && w.at_us <= offer.at_us)?;
     let request =
         ours.iter().find(|w| w.kind == REQUEST && w.xid == offer.xid && w.at_us >= offer.at_us)?;
     let ack =
@@ -762,6 +765,10 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
+fn us(d: Duration) -> String {
+    format!("{:.0} us", d.as_secs_f64() * 1e6)
+}
+
 fn mb(kb: u64) -> String {
     format!("{:.1} MB", kb as f64 / 1024.0)
 }
@@ -773,11 +780,46 @@ fn proc_field(path: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// utime + stime of a process (all its threads, dead ones included), in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
+/// (utime, stime) of a process (all its threads, dead ones included), in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     let stat = read_lossy(Path::new(&format!("/proc/{pid}/stat")));
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    Some((fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?))
+}
+
+/// CPU time of a process's main thread, in nanoseconds (/proc/PID/schedstat, first field).
+fn main_thread_cpu_ns(pid: u32) -> u64 {
+    read_lossy(Path::new(&format!("/proc/{pid}/schedstat")))
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The daemon's CPU per turn of its event loop: `count` pings (each one wakeup: accept, read,
+/// answer), main thread's CPU time divided by the count.
+fn cpu_per_ping(daemon: u32, state: &Path, count: u32) -> Duration {
+    let before = main_thread_cpu_ns(daemon);
+    for _ in 0..count {
+        let answer = control::try_request(state, &Request::Ping, Duration::from_secs(5));
+        assert!(matches!(answer, Ok(Some(_))), "the daemon did not answer a ping");
+    }
+    Duration::from_nanos((main_thread_cpu_ns(daemon) - before) / u64::from(count.max(1)))
+}
+
+/// The kernel's ARP table counters (one table for all namespaces, read from inside H).
+fn arp_table_stats(host_name: &str) -> BTreeMap<String, u64> {
+    let text = ip(&["-n", host_name, "-s", "ntable", "show", "name", "arp_cache"]);
+    let mut stats = BTreeMap::new();
+    // The table's own block comes first; per-device blocks follow.
+    let table = text.split("\n\n").next().unwrap_or("");
+    let words: Vec<&str> = table.split_whitespace().collect();
+    for pair in words.windows(2) {
+        if let Ok(value) = pair[1].parse::<u64>() {
+            stats.insert(pair[0].to_string(), value);
+        }
+    }
+    stats
 }
 
 struct Memory {
@@ -938,7 +980,9 @@ fn part_attach(
     attach();
     let link = ip(&["-n", &guest, "-j", "-4", "addr", "show", "dev", GUEST_IFNAME]);
     let link: serde_json::Value = serde_json::from_str(&link).expect("parse ip -j");
-    let guest_mac = link[0]["address"].as_str().unwrap_or_default().to_string();
+    let mac = ip(&["-n", &guest, "-j", "link", "show", "dev", GUEST_IFNAME]);
+    let mac: serde_json::Value = serde_json::from_str(&mac).expect("parse ip -j");
+    let guest_mac = mac[0]["address"].as_str().unwrap_or_default().to_string();
     let guest_addr = link[0]["addr_info"][0]["local"].as_str().unwrap_or("none").to_string();
     let guest_prefix = link[0]["addr_info"][0]["prefixlen"].as_u64().unwrap_or(0);
     detach();
@@ -1053,7 +1097,18 @@ fn part_attach(
     let overhead = median(&attach_t).saturating_sub(median(&server_of(&lanyard_x)));
     println!("   lanyard's own overhead (median total - median server time): {} ms", ms(overhead));
     println!("   daemon after part 1: {}", memory(daemon));
+    drop(reference_ns); // an open namespace handle keeps the namespace and its veth alive
     lab.remove_namespaces(&[guest, reference]);
+    wait_no_ports(host_name);
+}
+
+/// Namespaces go away asynchronously, and their veths with them: wait (bounded) until the
+/// bridge has no ports left, so the next part has all of the 1023 a bridge takes.
+fn wait_no_ports(host_name: &str) {
+    let empty = wait_until(Duration::from_secs(30), || {
+        ip(&["-n", host_name, "-o", "link", "show", "master", BRIDGE]).trim().is_empty()
+    });
+    assert!(empty, "{BRIDGE} ports did not go away within 30 s");
 }
 
 /// Reference for memory: `n` busybox udhcpc processes each holding a lease; (n, total PSS kB).
@@ -1124,6 +1179,7 @@ fn part_udhcpc_memory(
     }
     lab.stop(dnsmasq.pid, Duration::from_secs(2));
     lab.remove_namespaces(&names);
+    wait_no_ports(host_name);
     (n, pss)
 }
 
@@ -1183,6 +1239,8 @@ fn part_many(
         created.as_secs_f64()
     );
     let before = memory(daemon);
+    let ping_idle = cpu_per_ping(daemon, state, PINGS);
+    let arp_before = arp_table_stats(host_name);
     let host = Host::new(Netns::open(host_path).expect("open H"), state, HOST_ID)
         .expect("open the state directory");
     let mut attach_t = Vec::with_capacity(n);
@@ -1212,17 +1270,59 @@ fn part_many(
     }
     let bring_up = start.elapsed();
     let k = each.len().min(10);
+    let ends =
+        |v: &[Duration]| format!("{} -> {}", ms(median(&v[..k])), ms(median(&v[v.len() - k..])));
     println!(
-        "   bring-up: {n} leases in {:.2} s ({} ms/guest: attach med {} ms, until BOUND med {} \
-         p90 {} ms; per guest median first {k} {} ms, last {k} {} ms)",
+        "   bring-up: {n} leases in {:.2} s, {} ms/guest (median of the first {k} -> last {k} \
+         guests: library attach {} ms, Acquire until BOUND {} ms, both {} ms)",
         bring_up.as_secs_f64(),
         ms(bring_up / n.max(1) as u32),
-        ms(median(&attach_t)),
-        ms(median(&lease_t)),
-        ms(percentile(&lease_t, 0.9)),
-        ms(median(&each[..k])),
-        ms(median(&each[each.len() - k..])),
+        ends(&attach_t),
+        ends(&lease_t),
+        ends(&each),
     );
+    // The kernel has one ARP table for all namespaces (gc_thresh3 1024, a sysctl of the root
+    // namespace, which the bench leaves alone). Renewals are unicast: each guest needs an entry
+    // for the server and the server one per guest, ~2 per lease; past 1024 new entries fail and
+    // renewals are lost. Permanent entries do not count against the limit: pin them (untimed).
+    let pinned = if config.pin_neighbours {
+        let pin = Instant::now();
+        let leases = dnsmasq.leases();
+        let lines: String = leases
+            .iter()
+            .map(|(mac, ip)| {
+                format!("neigh replace {ip} lladdr {mac} dev {BRIDGE} nud permanent\n")
+            })
+            .collect();
+        ip_batch(&["-n", host_name], &lines);
+        let bridge = ip(&["-n", host_name, "-j", "link", "show", "dev", BRIDGE]);
+        let bridge: serde_json::Value = serde_json::from_str(&bridge).expect("parse ip -j");
+        let bridge_mac = bridge[0]["address"].as_str().unwrap_or_default().to_string();
+        let server = BRIDGE_ADDRESS.split('/').next().unwrap_or_default();
+        for name in &names {
+            ip(&[
+                "-n",
+                name,
+                "neigh",
+                "replace",
+                server,
+                "lladdr",
+                &bridge_mac,
+                "dev",
+                GUEST_IFNAME,
+                "nud",
+                "permanent",
+            ]);
+        }
+        format!(
+            "pinned permanent ARP entries (server in each guest, {} guests in H) in {:.1} s",
+            leases.len(),
+            pin.elapsed().as_secs_f64()
+        )
+    } else {
+        "ARP entries left dynamic (LANYARD_BENCH_DHCP_PIN_NEIGH=0)".to_string()
+    };
+    println!("   {pinned}");
     let held = dnsmasq.leases().len();
     let ports = ip(&["-n", host_name, "-o", "link", "show", "master", BRIDGE]).lines().count();
     let with = memory(daemon);
@@ -1235,6 +1335,7 @@ fn part_many(
 
     // The window: CPU (utime + stime, threads included) and renewals seen by the server.
     let log_from = dnsmasq.log_len();
+    let arp_window = arp_table_stats(host_name);
     let cpu_before = cpu_ticks(daemon).expect("daemon's /proc stat");
     let switches_before = switches(daemon);
     let window_start = Instant::now();
@@ -1244,6 +1345,8 @@ fn part_many(
     let switches_after = switches(daemon);
     let (acks, renewed) = dnsmasq.acks_since(log_from);
     let after = memory(daemon);
+    let arp_after = arp_table_stats(host_name);
+    let ping_full = cpu_per_ping(daemon, state, PINGS);
 
     let leases = control::try_request(state, &Request::Leases, Duration::from_secs(10))
         .ok()
@@ -1256,7 +1359,8 @@ fn part_many(
     }
     let states: Vec<String> = states.iter().map(|(s, c)| format!("{c} {s}")).collect();
 
-    let cpu = Duration::from_secs_f64((cpu_after - cpu_before) as f64 / ticks as f64);
+    let (user, system) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+    let cpu = Duration::from_secs_f64((user + system) as f64 / ticks as f64);
     let percent = cpu.as_secs_f64() * 100.0 / window.as_secs_f64();
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!(
@@ -1264,7 +1368,12 @@ fn part_many(
         leases.len(),
         states.join(", ")
     );
-    println!("{:<58} {:>12} {:>14}  target", "   daemon (pid {daemon})", "value", "per lease");
+    println!(
+        "{:<58} {:>12} {:>14}  target",
+        format!("   daemon (pid {daemon})"),
+        "value",
+        "per lease"
+    );
     println!("   {}", "-".repeat(100));
     let per_lease =
         |kb: u64, base: u64| format!("{:.1} kB", kb.saturating_sub(base) as f64 / n.max(1) as f64);
@@ -1313,7 +1422,20 @@ fn part_many(
         format!("{:.0} us", cpu.as_secs_f64() * 1e6 / n.max(1) as f64),
         verdict(percent < TARGET_CPU_PERCENT)
     );
-    println!("   {:<55} {:>12}", "CPU time in the window", format!("{} ms", ms(cpu)));
+    println!(
+        "   {:<55} {:>12}",
+        "CPU time in the window (user + system)",
+        format!("{}+{} ms", user * 1000 / ticks, system * 1000 / ticks)
+    );
+    println!(
+        "   {:<55} {:>12} {:>14}",
+        format!("CPU per event-loop turn (a ping), 0 leases -> {n}"),
+        format!("{} -> {}", us(ping_idle), us(ping_full)),
+        format!(
+            "{:.2} us",
+            ping_full.saturating_sub(ping_idle).as_secs_f64() * 1e6 / n.max(1) as f64
+        )
+    );
     println!(
         "   {:<55} {:>12} {:>14}",
         "context switches in the window (~ wakeups)",
@@ -1321,6 +1443,15 @@ fn part_many(
         format!("{:.1}", (switches_after - switches_before) as f64 / n.max(1) as f64)
     );
     println!("   memory holding {n} leases: {with}");
+    let arp = |stats: &BTreeMap<String, u64>, key: &str| stats.get(key).copied().unwrap_or(0);
+    println!(
+        "   kernel ARP table (all namespaces; thresh3 {}): entries {} at the end; table_fulls +{} \
+         during bring-up, +{} during the window",
+        arp(&arp_after, "thresh3"),
+        arp(&arp_after, "entries"),
+        arp(&arp_window, "table_fulls") - arp(&arp_before, "table_fulls"),
+        arp(&arp_after, "table_fulls") - arp(&arp_window, "table_fulls"),
+    );
     let expect_renewals = window >= T1;
     println!(
         "   renewals in the window (dnsmasq's log): {acks} DHCPACKs for {} of {n} leases{}",
