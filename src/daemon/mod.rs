@@ -72,8 +72,11 @@ pub struct Daemon {
     _lock: crate::state::StateLock,
 }
 
+/// One log line, written with one write(2): stderr is unbuffered, and `eprintln!` would write
+/// each formatted piece separately.
 fn log(line: impl std::fmt::Display) {
-    eprintln!("{} {line}", crate::inspect::rfc3339(crate::attach::now_unix()));
+    let text = format!("{} {line}\n", crate::inspect::rfc3339(crate::attach::now_unix()));
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 fn random_seed() -> u64 {
@@ -319,9 +322,7 @@ impl Daemon {
             }
             for (key, slot) in &self.slots {
                 if let Some(live) = &slot.live {
-                    let [packet, udp] = live.socket.fds();
-                    push(packet, Owner::Packets(key.clone()));
-                    push(udp, Owner::Packets(key.clone()));
+                    push(live.socket.receive_fd(), Owner::Packets(key.clone()));
                     if let Some(pidfd) = &live.pidfd {
                         push(pidfd.as_raw_fd(), Owner::GuestExit(key.clone()));
                     }
@@ -465,7 +466,15 @@ impl Daemon {
                     }
                 }
                 Action::Configure(lease) => {
-                    let result = configure(slot, &lease, &self.state_dir);
+                    // A renewal that changes nothing but the times needs no netlink work (the
+                    // daemon's main cost with a thousand leases): only the new times are saved.
+                    let unchanged = slot
+                        .stored
+                        .lease
+                        .as_ref()
+                        .is_some_and(|held| same_configuration(held, &lease));
+                    let result =
+                        if unchanged { Ok(()) } else { configure(slot, &lease, &self.state_dir) };
                     slot.stored.lease = Some(lease.clone());
                     slot.stored.last_address = Some(lease.address);
                     slot.stored.state = slot.client.state().to_string();
@@ -474,10 +483,12 @@ impl Daemon {
                     }
                     match result {
                         Ok(()) => {
-                            log(format_args!(
-                                "{key}: bound {}/{} from {}",
-                                lease.address, lease.prefix_len, lease.server_id
-                            ));
+                            if !unchanged {
+                                log(format_args!(
+                                    "{key}: bound {}/{} from {}",
+                                    lease.address, lease.prefix_len, lease.server_id
+                                ));
+                            }
                             let answer = Response::ok(lease_view(slot));
                             for waiter in slot.waiters.drain(..) {
                                 reply(waiter.stream, &answer);
@@ -528,12 +539,10 @@ impl Daemon {
                 }
             }
         }
+        // Pure state changes (BOUND -> RENEWING -> BOUND) are not written: the lease file changes
+        // when the lease does; `lanyard leases` asks the daemon for the live state.
         if let Some(slot) = self.slots.get_mut(key) {
-            let state = slot.client.state().to_string();
-            if slot.stored.state != state {
-                slot.stored.state = state;
-                let _ = store::save(&self.state_dir, &slot.stored);
-            }
+            slot.stored.state = slot.client.state().to_string();
         }
     }
 
@@ -720,6 +729,17 @@ fn lease_view(slot: &Slot) -> serde_json::Value {
         "ExpiresAt": lease.and_then(|l| l.expires_unix_ms()).map(|ms| crate::inspect::rfc3339(ms / 1000)),
         "LastLoss": slot.stored.last_loss,
     })
+}
+
+/// Whether two leases configure the guest identically (only their times differ).
+fn same_configuration(a: &Lease, b: &Lease) -> bool {
+    a.address == b.address
+        && a.prefix_len == b.prefix_len
+        && a.routes() == b.routes()
+        && a.mtu == b.mtu
+        && a.dns_servers == b.dns_servers
+        && a.domain_name == b.domain_name
+        && a.domain_search == b.domain_search
 }
 
 fn lease_net(lease: &Lease) -> IpNet {

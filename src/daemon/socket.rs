@@ -152,12 +152,29 @@ impl LeaseSocket {
         if rc != 0 {
             return Err(last_error("bind UDP port 68", ifname));
         }
+        // The UDP socket only sends; replies are read from the packet socket. A drop-all filter
+        // keeps unicast replies from queueing here (and the daemon from polling it).
+        let mut drop_all = [libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0 }];
+        let program = libc::sock_fprog { len: 1, filter: drop_all.as_mut_ptr() };
+        // SAFETY: the program outlives the call; the kernel copies it.
+        let rc = unsafe {
+            libc::setsockopt(
+                udp.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                &program as *const _ as *const libc::c_void,
+                mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(last_error("attach a drop-all filter to the DHCP UDP socket", ifname));
+        }
         Ok(LeaseSocket { packet, udp, ifindex, buffer: vec![0; 4096] })
     }
 
-    /// The descriptors to poll: replies arrive on the first; the second is only drained.
-    pub fn fds(&self) -> [RawFd; 2] {
-        [self.packet.as_raw_fd(), self.udp.as_raw_fd()]
+    /// The descriptor to poll: every reply arrives on the packet socket.
+    pub fn receive_fd(&self) -> RawFd {
+        self.packet.as_raw_fd()
     }
 
     /// Broadcast a DHCP message from 0.0.0.0:68 to 255.255.255.255:67.
@@ -209,8 +226,7 @@ impl LeaseSocket {
         Ok(())
     }
 
-    /// Every DHCP payload queued on the packet socket (UDP payloads to port 68); the UDP socket's
-    /// copies of unicast replies are discarded. Bounded per call.
+    /// Every DHCP payload queued on the packet socket (UDP payloads to port 68). Bounded per call.
     pub fn receive(&mut self) -> Vec<Vec<u8>> {
         let mut payloads = Vec::new();
         for _ in 0..64 {
@@ -228,21 +244,6 @@ impl LeaseSocket {
             }
             if let Some(payload) = udp_payload(&self.buffer[..n as usize]) {
                 payloads.push(payload.to_vec());
-            }
-        }
-        let mut scratch = [0u8; 64];
-        for _ in 0..64 {
-            // SAFETY: as above.
-            let n = unsafe {
-                libc::recv(
-                    self.udp.as_raw_fd(),
-                    scratch.as_mut_ptr() as *mut libc::c_void,
-                    scratch.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                break;
             }
         }
         payloads
