@@ -69,6 +69,8 @@ pub struct Daemon {
     signals: nix::sys::signalfd::SignalFd,
     netns_watch: Option<nix::sys::inotify::Inotify>,
     slots: BTreeMap<String, Slot>,
+    epoll: OwnedFd,
+    owners: std::collections::HashMap<RawFd, Owner>,
     _lock: crate::state::StateLock,
 }
 
@@ -164,6 +166,17 @@ impl Daemon {
                     .is_ok()
             });
 
+        // SAFETY: epoll_create1 returns a new descriptor or -1.
+        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epoll < 0 {
+            return Err(Error::with_source(
+                ErrorKind::Io,
+                "epoll_create1",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: just created and owned here.
+        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
         let mut daemon = Daemon {
             host,
             state_dir,
@@ -172,8 +185,15 @@ impl Daemon {
             signals,
             netns_watch,
             slots: BTreeMap::new(),
+            epoll,
+            owners: std::collections::HashMap::new(),
             _lock: lock,
         };
+        daemon.watch_fd(daemon.listener.as_raw_fd(), Owner::Listener);
+        daemon.watch_fd(daemon.signals.as_fd().as_raw_fd(), Owner::Signals);
+        if let Some(fd) = daemon.netns_watch.as_ref().map(|w| w.as_fd().as_raw_fd()) {
+            daemon.watch_fd(fd, Owner::NetnsWatch);
+        }
         daemon.resume_all();
         log(format_args!(
             "lanyard daemon serving {} with {} lease(s)",
@@ -233,6 +253,7 @@ impl Daemon {
             let slot = Slot { record, client, live, stored, waiters: Vec::new() };
             self.slots.insert(key.clone(), slot);
             if alive {
+                self.watch_live(&key);
                 self.drive(&key, Event::Start);
             } else {
                 log(format_args!(
@@ -308,41 +329,29 @@ impl Daemon {
     /// Serve until SIGTERM/SIGINT. Leases are on disk at every change, so a stop (or a kill)
     /// loses nothing: the next daemon resumes them.
     pub fn run(mut self) -> Result<()> {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         loop {
-            let mut fds: Vec<libc::pollfd> = Vec::new();
-            let mut owners: Vec<Owner> = Vec::new();
-            let mut push = |fd: RawFd, owner: Owner| {
-                fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
-                owners.push(owner);
-            };
-            push(self.listener.as_raw_fd(), Owner::Listener);
-            push(self.signals.as_fd().as_raw_fd(), Owner::Signals);
-            if let Some(watch) = &self.netns_watch {
-                push(watch.as_fd().as_raw_fd(), Owner::NetnsWatch);
-            }
-            for (key, slot) in &self.slots {
-                if let Some(live) = &slot.live {
-                    push(live.socket.receive_fd(), Owner::Packets(key.clone()));
-                    if let Some(pidfd) = &live.pidfd {
-                        push(pidfd.as_raw_fd(), Owner::GuestExit(key.clone()));
-                    }
-                    push(live.link_watch.fd(), Owner::LinkChange(key.clone()));
-                }
-            }
             let timeout = self.poll_timeout();
-            // SAFETY: fds is a valid array of pollfd for its length.
-            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            // SAFETY: events is a valid buffer of its length for the kernel to fill.
+            let ready = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    timeout,
+                )
+            };
             if ready < 0 {
                 let error = std::io::Error::last_os_error();
                 if error.raw_os_error() == Some(libc::EINTR) {
                     continue;
                 }
-                return Err(Error::with_source(ErrorKind::Io, "poll", error));
+                return Err(Error::with_source(ErrorKind::Io, "epoll_wait", error));
             }
-            for (pollfd, owner) in fds.iter().zip(owners) {
-                if pollfd.revents == 0 {
-                    continue;
-                }
+            let fired: Vec<RawFd> =
+                events[..ready as usize].iter().map(|e| e.u64 as RawFd).collect();
+            for fd in fired {
+                let Some(owner) = self.owners.get(&fd).cloned() else { continue };
                 match owner {
                     Owner::Listener => self.accept_all(),
                     Owner::Signals => {
@@ -365,6 +374,36 @@ impl Daemon {
                 }
             }
             self.fire_timers();
+        }
+    }
+
+    /// Add a descriptor to the epoll set. Registered once, not rebuilt every turn: with a
+    /// thousand leases a poll(2) over every descriptor was most of the daemon's CPU. A closed
+    /// descriptor leaves the set by itself; a reused number is re-registered here.
+    fn watch_fd(&mut self, fd: RawFd, owner: Owner) {
+        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
+        // SAFETY: epoll_ctl on our epoll descriptor with a valid event.
+        let added =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if added != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
+            // SAFETY: as above.
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut event) };
+        }
+        self.owners.insert(fd, owner);
+    }
+
+    /// Watch a lease's live descriptors: replies, the guest's exit, its link state.
+    fn watch_live(&mut self, key: &str) {
+        let Some(live) = self.slots.get(key).and_then(|slot| slot.live.as_ref()) else { return };
+        let mut fds = vec![
+            (live.socket.receive_fd(), Owner::Packets(key.to_string())),
+            (live.link_watch.fd(), Owner::LinkChange(key.to_string())),
+        ];
+        if let Some(pidfd) = &live.pidfd {
+            fds.push((pidfd.as_raw_fd(), Owner::GuestExit(key.to_string())));
+        }
+        for (fd, owner) in fds {
+            self.watch_fd(fd, owner);
         }
     }
 
@@ -619,6 +658,7 @@ impl Daemon {
             record_file.to_string(),
             Slot { record, client, live: Some(live), stored, waiters: Vec::new() },
         );
+        self.watch_live(record_file);
         self.drive(record_file, Event::Start);
         Ok(())
     }
@@ -694,6 +734,7 @@ impl Daemon {
     }
 }
 
+#[derive(Clone)]
 enum Owner {
     Listener,
     Signals,

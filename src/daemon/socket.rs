@@ -25,7 +25,6 @@ pub struct LeaseSocket {
     packet: OwnedFd,
     udp: OwnedFd,
     ifindex: u32,
-    buffer: Vec<u8>,
 }
 
 fn last_error(what: &str, ifname: &str) -> Error {
@@ -169,7 +168,7 @@ impl LeaseSocket {
         if rc != 0 {
             return Err(last_error("attach a drop-all filter to the DHCP UDP socket", ifname));
         }
-        Ok(LeaseSocket { packet, udp, ifindex, buffer: vec![0; 4096] })
+        Ok(LeaseSocket { packet, udp, ifindex })
     }
 
     /// The descriptor to poll: every reply arrives on the packet socket.
@@ -227,22 +226,24 @@ impl LeaseSocket {
     }
 
     /// Every DHCP payload queued on the packet socket (UDP payloads to port 68). Bounded per call.
-    pub fn receive(&mut self) -> Vec<Vec<u8>> {
+    pub fn receive(&self) -> Vec<Vec<u8>> {
         let mut payloads = Vec::new();
+        // Allocated per call: a thousand idle leases keep no receive buffers.
+        let mut buffer = vec![0u8; 4096];
         for _ in 0..64 {
             // SAFETY: the buffer is valid for its length.
             let n = unsafe {
                 libc::recv(
                     self.packet.as_raw_fd(),
-                    self.buffer.as_mut_ptr() as *mut libc::c_void,
-                    self.buffer.len(),
+                    buffer.as_mut_ptr() as *mut libc::c_void,
+                    buffer.len(),
                     0,
                 )
             };
             if n <= 0 {
                 break;
             }
-            if let Some(payload) = udp_payload(&self.buffer[..n as usize]) {
+            if let Some(payload) = udp_payload(&buffer[..n as usize]) {
                 payloads.push(payload.to_vec());
             }
         }

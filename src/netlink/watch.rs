@@ -16,8 +16,11 @@ const LINK_GROUP: u32 = 1;
 /// A socket subscribed to link notifications of one namespace.
 pub struct LinkWatch {
     socket: Socket,
-    buffer: Vec<u8>,
 }
+
+/// Room for one notification; allocated per read, not kept, because the daemon holds one watch
+/// per lease and a thousand idle 32 KiB buffers would be most of its memory.
+const NOTIFICATION_BUFFER: usize = 32 * 1024;
 
 impl LinkWatch {
     fn subscribe() -> Result<Socket> {
@@ -34,11 +37,11 @@ impl LinkWatch {
 
     pub fn open(netns: &Netns) -> Result<LinkWatch> {
         let socket = netns.run(Self::subscribe)?;
-        Ok(LinkWatch { socket, buffer: vec![0; 32 * 1024] })
+        Ok(LinkWatch { socket })
     }
 
     pub fn open_here() -> Result<LinkWatch> {
-        Ok(LinkWatch { socket: Self::subscribe()?, buffer: vec![0; 32 * 1024] })
+        Ok(LinkWatch { socket: Self::subscribe()? })
     }
 
     /// Wait until `ready` holds for link `index`, re-checking after every link notification. The
@@ -96,16 +99,17 @@ impl LinkWatch {
         use netlink_packet_route::link::LinkFlags;
         use netlink_packet_route::RouteNetlinkMessage;
         let mut changes = Vec::new();
+        let mut buffer = vec![0u8; NOTIFICATION_BUFFER];
         for _ in 0..1024 {
-            let received = match self.socket.recv(&mut &mut self.buffer[..], 0) {
+            let received = match self.socket.recv(&mut &mut buffer[..], 0) {
                 Ok(n) if n > 0 => n,
                 _ => break,
             };
             let mut offset = 0;
             while offset < received {
-                let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(
-                    &self.buffer[offset..received],
-                ) else {
+                let Ok(message) =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buffer[offset..received])
+                else {
                     break;
                 };
                 let length = message.header.length as usize;
@@ -136,8 +140,9 @@ impl LinkWatch {
 
     /// Discard queued notifications: their content is re-read by the next query anyway.
     fn drain(&mut self) {
+        let mut buffer = vec![0u8; NOTIFICATION_BUFFER];
         for _ in 0..1024 {
-            match self.socket.recv(&mut &mut self.buffer[..], 0) {
+            match self.socket.recv(&mut &mut buffer[..], 0) {
                 Ok(n) if n > 0 => continue,
                 _ => break,
             }
