@@ -1337,6 +1337,7 @@ fn part_many(
     let log_from = dnsmasq.log_len();
     let arp_window = arp_table_stats(host_name);
     let cpu_before = cpu_ticks(daemon).expect("daemon's /proc stat");
+    let udp_before = udp_errors(host_ns);
     let switches_before = switches(daemon);
     let window_start = Instant::now();
     std::thread::sleep(config.window);
@@ -1452,6 +1453,12 @@ fn part_many(
         arp(&arp_window, "table_fulls") - arp(&arp_before, "table_fulls"),
         arp(&arp_after, "table_fulls") - arp(&arp_window, "table_fulls"),
     );
+    let udp_after = udp_errors(host_ns);
+    println!(
+        "   UDP receive errors in H during the window (dnsmasq's side; RcvbufErrors = a full socket buffer): {} ({} buffer)",
+        udp_after.0.saturating_sub(udp_before.0),
+        udp_after.1.saturating_sub(udp_before.1)
+    );
     let expect_renewals = window >= T1;
     println!(
         "   renewals in the window (dnsmasq's log): {acks} DHCPACKs for {} of {n} leases{}",
@@ -1466,6 +1473,28 @@ fn part_many(
             " (window shorter than T1: no renewal expected)"
         }
     );
+    if expect_renewals && renewed.len() < n {
+        // Say which leases did not renew and what both sides logged about them.
+        let log = read_lossy(&dnsmasq.log);
+        let window_log = log.get(log_from..).unwrap_or("");
+        for (mac, ip) in
+            dnsmasq.leases().iter().filter(|(mac, _)| !renewed.contains(&mac.to_lowercase()))
+        {
+            println!("   not renewed: {mac} {ip}; dnsmasq in the window:");
+            for line in window_log.lines().filter(|l| {
+                l.to_lowercase().contains(&mac.to_lowercase()) || l.contains(&format!(" {ip} "))
+            }) {
+                println!("     {line}");
+            }
+        }
+        let daemon_log = read_lossy(&state.join(control::LOG_NAME));
+        let interesting = |l: &&str| {
+            !l.contains(": bound ") && !l.contains("serving") && !l.contains("(Released)")
+        };
+        for line in daemon_log.lines().filter(interesting).take(20) {
+            println!("   daemon: {line}");
+        }
+    }
     // Teardown (untimed): the daemon first (its sockets keep the namespaces alive), then the
     // namespaces (their veths go with them).
     let teardown = Instant::now();
@@ -1474,4 +1503,28 @@ fn part_many(
     lab.remove_namespaces(&names);
     lab.stop(dnsmasq.pid, Duration::from_secs(2));
     println!("   teardown (untimed): {:.1} s", teardown.elapsed().as_secs_f64());
+}
+
+/// (InErrors, RcvbufErrors) of UDP in namespace `ns`, from /proc/net/snmp read inside it.
+fn udp_errors(ns: &File) -> (u64, u64) {
+    let mut cmd = Command::new("cat");
+    cmd.arg("/proc/net/snmp").stdin(Stdio::null());
+    enter_netns(&mut cmd, ns);
+    let text =
+        cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let udp: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
+    if udp.len() < 2 {
+        return (0, 0);
+    }
+    let names: Vec<&str> = udp[0].split_whitespace().collect();
+    let values: Vec<&str> = udp[1].split_whitespace().collect();
+    let field = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| values.get(i))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("InErrors"), field("RcvbufErrors"))
 }
