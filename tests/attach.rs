@@ -106,6 +106,15 @@ fn bridge_attach_pings_gateway_and_peer_then_detach_leaves_nothing() {
     let again = lanyard::attach(&host, &request("br0", &a, &["198.18.1.10/24"])).unwrap();
     assert_eq!(again.record.mac, mac);
 
+    // A link-only second interface, then detached alone with -i.
+    let mut link_only = request("br0", &a, &[]);
+    link_only.guest_ifname = "eth2".into();
+    lanyard::attach(&host, &link_only).unwrap();
+    assert!(a.links().iter().any(|l| l.contains("eth2")));
+    assert!(!a.addresses().iter().any(|l| l.contains("eth2") && l.contains("198.18.")));
+    let only = lanyard::detach(&host, &guest_token(&a), Some("eth2")).unwrap();
+    assert_eq!(only.interfaces, vec!["eth2".to_string()]);
+    assert!(a.links().iter().any(|l| l.contains("eth1")), "-i leaves the other interface");
     lanyard::detach(&host, &guest_token(&a), None).unwrap();
     lanyard::detach(&host, &guest_token(&b), None).unwrap();
     // Idempotent: detaching again succeeds and does nothing.

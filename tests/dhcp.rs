@@ -536,3 +536,42 @@ fn a_link_flap_is_verified_with_init_reboot_and_option_26_sets_the_mtu() {
     assert!(log.contains("link down") && log.contains("link up"), "{log}");
     resolv.assert_unchanged();
 }
+
+#[test]
+fn concurrent_dhcp_attaches_start_exactly_one_daemon() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let lan = Lan::bridge(63);
+    let dir = TestDir::new("dhcp-one-daemon");
+    let daemon = DaemonGuard::new(&dir);
+    let _dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.63.100", "198.18.63.200"), "2m", &[]);
+    let guests: Vec<Netns> = (0..4).map(|i| lan.guest(&format!("c{i}"))).collect();
+    std::thread::scope(|scope| {
+        for guest in &guests {
+            let (lan, dir) = (&lan, &dir);
+            scope.spawn(move || {
+                ok(cli(
+                    &lan.host,
+                    dir,
+                    &["attach", "br0", &format!("netns:{}", guest.name), "dhcp"],
+                ))
+            });
+        }
+    });
+    for guest in &guests {
+        assert!(address_on(guest, "eth1").is_some(), "{} has a lease", guest.name);
+    }
+    let state = dir.join("state").display().to_string();
+    let daemons = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(&state) && cmdline.trim_end().ends_with(" daemon"))
+        .count();
+    assert_eq!(daemons, 1, "one daemon per state directory");
+    assert!(daemon.pid().is_some());
+    let leases = ok(cli(&lan.host, &dir, &["leases"]));
+    assert_eq!(leases.lines().filter(|l| l.contains("BOUND")).count(), 4, "{leases}");
+    resolv.assert_unchanged();
+}
