@@ -12,6 +12,8 @@ use crate::state::{DriverKind, GuestRef, Record};
 #[derive(Debug, Default)]
 pub struct Detached {
     pub interfaces: Vec<String>,
+    /// What could not be done but did not stop the detach (e.g. no DHCPRELEASE).
+    pub warnings: Vec<String>,
     pub removed_bridges: Vec<String>,
     pub restored_routes: usize,
 }
@@ -112,7 +114,11 @@ fn detach_record(
             None
         };
     if record.dhcp.is_some() {
-        release_lease(host, record)?;
+        // A daemon that cannot be reached must not keep the interface from going away: the
+        // server then simply lets the lease run out.
+        if let Err(e) = release_lease(host, record) {
+            done.warnings.push(format!("{}: no DHCPRELEASE sent: {e}", record.guest_ifname));
+        }
     }
     let mut guest_netlink = match &guest_netns {
         Some(netns) => Some(Netlink::open(netns, format!("guest {}", record.guest.display()))?),

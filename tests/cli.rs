@@ -66,6 +66,15 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
     // (args, expected exit code, a piece of the message)
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
         (vec!["attach", "br0", "nosuchcontainer", "198.18.20.5/24"], 1, "Docker"),
+        (vec!["attach", "br0", &token, "dhcp", "--hostname", "bad name"], 2, "hostname"),
+        (vec!["attach", "br0", &token, "dhcp", "--timeout", "0"], 2, "--timeout"),
+        (
+            vec!["attach", "br0", &token, "198.18.20.5/24", "--set-resolv"],
+            2,
+            "need the address dhcp",
+        ),
+        (vec!["attach", "br0", &token, "dhcp", "198.18.20.5/24"], 2, "exclude each other"),
+        (vec!["attach", "br0", &host_path, "dhcp", "--set-resolv"], 2, "--set-resolv needs"),
         (vec!["attach", "br0", "pid:999999999", "198.18.20.5/24"], 1, "no process 999999999"),
         (
             vec!["attach", "br0", "netns:nosuchns-lanyard", "198.18.20.5/24"],

@@ -575,3 +575,30 @@ fn concurrent_dhcp_attaches_start_exactly_one_daemon() {
     assert_eq!(leases.lines().filter(|l| l.contains("BOUND")).count(), 4, "{leases}");
     resolv.assert_unchanged();
 }
+
+#[test]
+fn a_guest_that_died_while_the_daemon_was_down_is_forgotten_when_its_lease_ends() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let (lan, _neighbour) = kea_lan(64);
+    let dir = TestDir::new("dhcp-died-offline");
+    let daemon = DaemonGuard::new(&dir);
+    let _kea = Kea::start(&lan.host, "br0", short_kea(64, 6, 2, 4));
+    let g = lan.guest("g");
+    ok(cli(&lan.host, &dir, &["attach", "br0", &format!("netns:{}", g.name), "dhcp"]));
+    assert_eq!(state_files(&dir).len(), 2);
+    assert!(daemon.kill(libc::SIGKILL));
+    drop(g);
+    let mut command = lan.host.command(env!("CARGO_BIN_EXE_lanyard"));
+    command
+        .args(["daemon"])
+        .env("LANYARD_STATE_DIR", dir.join("state"))
+        .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()));
+    let _restarted = support::lab::Server::spawn(command, "lanyard-daemon");
+    assert!(
+        wait_until(Duration::from_secs(10), || state_files(&dir).is_empty()),
+        "the lease and record of a guest gone while the daemon was down end with the lease: {:?}",
+        state_files(&dir)
+    );
+    resolv.assert_unchanged();
+}

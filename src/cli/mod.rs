@@ -47,13 +47,15 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Commands {
-    /// Give GUEST an interface on HOST_IF with static addresses (or none).
+    /// Give GUEST an interface on HOST_IF with static addresses, a DHCP lease, or none.
     ///
     /// HOST_IF: an existing Linux bridge is joined (a missing name starting with "br" is created
     /// as a bridge, unless --no-create); any other existing interface gets a macvlan child inside
     /// the guest; with --host-only, HOST_IF is the name of a new point-to-point veth's host end.
     ///
-    /// ADDRESS: CIDR[@GATEWAY], IPv4 and IPv6 together, or "none" for a link without addresses.
+    /// ADDRESS: CIDR[@GATEWAY], IPv4 and IPv6 together, or "none" for a link without addresses,
+    /// or "dhcp" (optionally with static IPv6 addresses): the lanyard daemon acquires a DHCPv4
+    /// lease and keeps it renewed for the guest's life (see `lanyard daemon --help`).
     /// @GATEWAY replaces the guest's default route for that family (restored on detach).
     #[command(
         after_help = "Examples:\n  lanyard attach br0 web 198.18.0.50/24@198.18.0.1\n  lanyard attach br0 web 198.18.0.51/24 2001:db8::51/64@fe80::1 -i lan0 --mtu 1400 --route 198.19.0.0/16@198.18.0.254\n  lanyard attach uplink0 pid:4242 198.18.0.60/24@198.18.0.1\n  lanyard attach --host-only vhost0 netns:lab 198.18.5.2/24 --host-address 198.18.5.1/24\n  lanyard attach br0 web none"
@@ -109,7 +111,7 @@ pub enum Commands {
 pub struct AttachArgs {
     pub host_interface: String,
     pub guest: String,
-    /// CIDR[@GATEWAY] ... or "none".
+    /// CIDR[@GATEWAY] ..., "none", or "dhcp" [IPv6 CIDR ...].
     pub addresses: Vec<String>,
     /// Interface name inside the guest.
     #[arg(short = 'i', long = "guest-ifname", default_value = DEFAULT_GUEST_IFNAME)]
@@ -143,7 +145,8 @@ pub struct AttachArgs {
     #[arg(long)]
     pub no_create: bool,
     /// Check first that no one on the segment uses the addresses (ARP probe / DAD), waiting MS
-    /// milliseconds for an answer (default 100).
+    /// milliseconds for an answer (default 100). With dhcp: the daemon probes each offered
+    /// address (200 ms) and declines it if someone answers.
     #[arg(long, value_name = "MS", num_args = 0..=1, require_equals = true, default_missing_value = "100")]
     pub probe: Option<u64>,
     /// With `dhcp`: the hostname sent to the server (option 12; default the container or
@@ -246,6 +249,9 @@ fn run(cli: &Cli) -> Result<()> {
             } else {
                 println!("{guest}: detached {}", done.interfaces.join(", "));
             }
+            for warning in &done.warnings {
+                eprintln!("lanyard: warning: {warning}");
+            }
             for bridge in done.removed_bridges {
                 println!("removed bridge {bridge} (lanyard created it and nothing uses it now)");
             }
@@ -277,7 +283,10 @@ fn run(cli: &Cli) -> Result<()> {
         Commands::Pipework { args } => run_pipework(cli, args),
         Commands::Daemon => {
             require_root()?;
-            crate::daemon::serve(host_from(cli)?)
+            // The daemon derives nothing from the host id; it must start even where there is
+            // no /etc/machine-id (the CLI that needs one reports it).
+            let host_id = crate::naming::read_host_id(cli.host_id.as_deref()).unwrap_or_default();
+            crate::daemon::serve(Host::new(Netns::current()?, &cli.state_dir, host_id)?)
         }
         Commands::Leases { json } => {
             require_root()?;
@@ -421,6 +430,14 @@ fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
     let statics: Vec<String> = args.addresses.iter().filter(|a| *a != "dhcp").cloned().collect();
     request.addresses = spec::parse_addresses(&statics)?;
     if dhcp {
+        if args.timeout == 0 || args.timeout > 86_400 {
+            return Err(Error::usage("--timeout must be 1 to 86400 seconds"));
+        }
+        if args.set_resolv && matches!(request.guest, GuestSpec::Path(_)) {
+            return Err(Error::usage(
+                "--set-resolv needs a container, pid: or netns: guest (a namespace path has no files to write)",
+            ));
+        }
         if request.addresses.iter().any(|a| a.address.addr().is_ipv4()) {
             return Err(Error::usage(
                 "dhcp and a static IPv4 address exclude each other; static IPv6 may go with dhcp",
@@ -434,6 +451,17 @@ fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
             slaac: args.slaac,
             probe: args.probe.is_some(),
         });
+        // What the daemon's client would refuse is refused here, before any link exists.
+        let mut check = crate::dhcp::ClientConfig::new([0x02, 0, 0, 0, 0, 1], Vec::new());
+        if let Some(id) = &args.client_id {
+            check.client_id = [&[0u8][..], id.as_bytes()].concat();
+        }
+        match &args.hostname {
+            Some(name) if args.fqdn || name.contains('.') => check.fqdn = Some(name.clone()),
+            Some(name) => check.hostname = Some(name.clone()),
+            None => {}
+        }
+        check.validate()?;
     } else if args.hostname.is_some()
         || args.client_id.is_some()
         || args.set_resolv

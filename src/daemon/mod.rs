@@ -1,6 +1,6 @@
 //! `lanyard daemon`: every DHCP exchange and every lease in one event loop — no thread or
 //! process per lease. Each lease is a sans-IO [`crate::dhcp::Client`] plus the sockets it talks
-//! through, opened once inside the guest's namespace. One poll(2) waits on all of them, the
+//! through, opened once inside the guest's namespace. One epoll set waits on all of them, the
 //! control socket, the guests' lives (a pidfd per process guest, inotify on /run/netns for named
 //! namespaces) and the signals; the timeout is the earliest lease deadline, so an idle daemon
 //! sleeps until the next renewal.
@@ -59,7 +59,18 @@ struct Slot {
     live: Option<Live>,
     stored: StoredLease,
     waiters: Vec<Waiter>,
+    /// The guest could not be reached when the daemon started (Docker down, too many open
+    /// files...): try again at this time rather than declare it dead.
+    retry_at: Option<Duration>,
+    /// The guest is gone: forget the lease (and its record) at this time, when it expires.
+    forget_at: Option<Duration>,
+    /// The stored lease is fully applied in the guest; false after a failed configure, so the
+    /// next ACK (a renewal) tries again instead of counting as unchanged.
+    applied: bool,
 }
+
+/// How often a guest that could not be reached at start is tried again.
+const RETRY_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct Daemon {
     host: Host,
@@ -156,6 +167,8 @@ impl Daemon {
         .with_context(ErrorKind::Io, || "open a signalfd")?;
 
         use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        // `ip netns add` creates /run/netns on first use; watching needs it to exist already.
+        let _ = std::fs::create_dir_all("/run/netns");
         let netns_watch =
             Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok().filter(|watch| {
                 watch
@@ -229,6 +242,15 @@ impl Daemon {
                     continue;
                 }
             };
+            if record.dhcp.is_none() {
+                // The record was replaced by a static attachment of the same guest and name.
+                log(format_args!(
+                    "lease {} belongs to an older attachment: forgetting it",
+                    stored.record
+                ));
+                let _ = store::remove(&self.state_dir, &stored.record);
+                continue;
+            }
             let live = self.find_live(&record, None);
             let now = self.now();
             let mut config = client_config(&record, stored.last_address);
@@ -250,16 +272,73 @@ impl Daemon {
             };
             let key = stored.record.clone();
             let alive = live.is_some();
-            let slot = Slot { record, client, live, stored, waiters: Vec::new() };
+            let forget_at = if alive { None } else { self.lease_end(&stored) };
+            let retry_at = (!alive).then(|| self.epoch.elapsed() + RETRY_INTERVAL);
+            let slot = Slot {
+                record,
+                client,
+                live,
+                stored,
+                waiters: Vec::new(),
+                retry_at,
+                forget_at,
+                applied: true,
+            };
             self.slots.insert(key.clone(), slot);
             if alive {
                 self.watch_live(&key);
                 self.drive(&key, Event::Start);
             } else {
+                // Not reachable is not dead: a guest that died while the daemon was down took its
+                // links along, and one that is only unreachable (Docker restarting) must keep
+                // them. Try again until the lease would have ended.
                 log(format_args!(
-                    "{key}: guest is gone; keeping the lease record until it expires"
+                    "{key}: guest not reachable; trying again every {} s until its lease ends",
+                    RETRY_INTERVAL.as_secs()
                 ));
-                self.guest_gone(&key);
+            }
+        }
+    }
+
+    /// When a stored lease ends, on the loop's monotonic clock: now when there is none or it has
+    /// ended, `None` for an infinite lease (kept until detach).
+    fn lease_end(&self, stored: &StoredLease) -> Option<Duration> {
+        let now = self.epoch.elapsed();
+        let Some(lease) = &stored.lease else { return Some(now) };
+        let end_ms = lease.expires_unix_ms()?;
+        let now_ms = crate::attach::now_unix().saturating_mul(1000);
+        Some(now + Duration::from_millis(end_ms.saturating_sub(now_ms)))
+    }
+
+    /// Try again to reach a guest that was not reachable at start.
+    fn reconnect(&mut self, key: &str) {
+        let Some(slot) = self.slots.get(key) else { return };
+        let record = slot.record.clone();
+        match self.open_live(&record, None) {
+            Ok(live) => {
+                let now = self.now();
+                let slot = self.slots.get_mut(key).expect("present");
+                let config = client_config(&slot.record, slot.stored.last_address);
+                let client = match &slot.stored.lease {
+                    Some(lease) => {
+                        Client::resume(config.clone(), lease.clone(), now, random_seed())
+                    }
+                    None => Client::new(config.clone(), random_seed()),
+                };
+                if let Ok(client) = client.or_else(|_| Client::new(config, random_seed())) {
+                    slot.client = client;
+                }
+                slot.live = Some(live);
+                slot.retry_at = None;
+                slot.forget_at = None;
+                log(format_args!("{key}: guest reachable again; resuming its lease"));
+                self.watch_live(key);
+                self.drive(key, Event::Start);
+            }
+            Err(_) => {
+                if let Some(slot) = self.slots.get_mut(key) {
+                    slot.retry_at = Some(self.epoch.elapsed() + RETRY_INTERVAL);
+                }
             }
         }
     }
@@ -326,7 +405,7 @@ impl Daemon {
         Some((netns, pid, netns_name))
     }
 
-    /// Serve until SIGTERM/SIGINT. Leases are on disk at every change, so a stop (or a kill)
+    /// Serve until SIGTERM, SIGINT or SIGHUP. Leases are on disk at every change, so a stop (or a kill)
     /// loses nothing: the next daemon resumes them.
     pub fn run(mut self) -> Result<()> {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
@@ -414,8 +493,11 @@ impl Daemon {
             let deadlines = slot
                 .client
                 .next_deadline()
+                .filter(|_| slot.live.is_some())
                 .into_iter()
-                .chain(slot.waiters.iter().map(|w| w.deadline));
+                .chain(slot.waiters.iter().map(|w| w.deadline))
+                .chain(slot.retry_at)
+                .chain(slot.forget_at);
             for deadline in deadlines {
                 earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
             }
@@ -431,11 +513,34 @@ impl Daemon {
         let due: Vec<String> = self
             .slots
             .iter()
-            .filter(|(_, slot)| slot.client.next_deadline().is_some_and(|d| d <= now))
+            .filter(|(_, slot)| {
+                slot.live.is_some() && slot.client.next_deadline().is_some_and(|d| d <= now)
+            })
             .map(|(key, _)| key.clone())
             .collect();
         for key in due {
             self.drive(&key, Event::Timer);
+        }
+        let ended: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.live.is_none() && slot.forget_at.is_some_and(|at| at <= now))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in ended {
+            log(format_args!("{key}: the lease of a gone guest ended: forgetting it"));
+            if let Some(record) = self.slots.get(&key).map(|slot| slot.record.clone()) {
+                self.forget(&key, &record);
+            }
+        }
+        let retry: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.live.is_none() && slot.retry_at.is_some_and(|at| at <= now))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in retry {
+            self.reconnect(&key);
         }
         for (key, slot) in self.slots.iter_mut() {
             let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) =
@@ -507,13 +612,15 @@ impl Daemon {
                 Action::Configure(lease) => {
                     // A renewal that changes nothing but the times needs no netlink work (the
                     // daemon's main cost with a thousand leases): only the new times are saved.
-                    let unchanged = slot
-                        .stored
-                        .lease
-                        .as_ref()
-                        .is_some_and(|held| same_configuration(held, &lease));
+                    let unchanged = slot.applied
+                        && slot
+                            .stored
+                            .lease
+                            .as_ref()
+                            .is_some_and(|held| same_configuration(held, &lease));
                     let result =
                         if unchanged { Ok(()) } else { configure(slot, &lease, &self.state_dir) };
+                    slot.applied = result.is_ok();
                     slot.stored.lease = Some(lease.clone());
                     slot.stored.last_address = Some(lease.address);
                     slot.stored.state = slot.client.state().to_string();
@@ -533,7 +640,14 @@ impl Daemon {
                                 reply(waiter.stream, &answer);
                             }
                         }
-                        Err(e) => log(format_args!("{key}: configure {}: {e}", lease.address)),
+                        Err(e) => {
+                            log(format_args!("{key}: configure {}: {e}", lease.address));
+                            // The CLI waiting for this lease hears why, not a timeout.
+                            let error = e.context(format!("configure the lease {}", lease.address));
+                            for waiter in slot.waiters.drain(..) {
+                                reply(waiter.stream, &Response::error(&error));
+                            }
+                        }
                     }
                 }
                 Action::Deconfigure { lease, reason } => {
@@ -656,7 +770,16 @@ impl Daemon {
         store::save(&self.state_dir, &stored)?;
         self.slots.insert(
             record_file.to_string(),
-            Slot { record, client, live: Some(live), stored, waiters: Vec::new() },
+            Slot {
+                record,
+                client,
+                live: Some(live),
+                stored,
+                waiters: Vec::new(),
+                retry_at: None,
+                forget_at: None,
+                applied: true,
+            },
         );
         self.watch_live(record_file);
         self.drive(record_file, Event::Start);
@@ -680,8 +803,14 @@ impl Daemon {
     /// namespace alive), remove the host side of the link, and keep the lease record until the
     /// lease expires (no renewals: there is no interface to renew for).
     fn guest_gone(&mut self, key: &str) {
+        let forget_at = match self.slots.get(key) {
+            Some(slot) => self.lease_end(&slot.stored),
+            None => return,
+        };
         let Some(slot) = self.slots.get_mut(key) else { return };
         slot.live = None;
+        slot.retry_at = None;
+        slot.forget_at = forget_at;
         for waiter in slot.waiters.drain(..) {
             reply(waiter.stream, &Response::error(&Error::not_found("the guest went away")));
         }
@@ -690,12 +819,8 @@ impl Daemon {
                 let _ = host.delete_link_by_name(&name);
             }
         }
-        let expired = slot
-            .stored
-            .lease
-            .as_ref()
-            .is_none_or(|lease| lease.is_expired(crate::attach::now_unix() * 1000));
-        if expired {
+        let now = self.epoch.elapsed();
+        if forget_at.is_some_and(|at| at <= now) {
             let record = slot.record.clone();
             self.forget(key, &record);
         }
@@ -709,10 +834,14 @@ impl Daemon {
             .slots
             .iter()
             .filter(|(_, slot)| {
-                slot.live
-                    .as_ref()
-                    .and_then(|l| l.netns_name.as_ref())
-                    .is_some_and(|name| !Path::new("/run/netns").join(name).exists())
+                // Gone, or deleted and made again under the same name: not our guest any more.
+                slot.live.as_ref().is_some_and(|live| {
+                    live.netns_name.as_ref().is_some_and(|name| {
+                        Netns::from_name(name)
+                            .map(|now| now.id() != live.netns.id())
+                            .unwrap_or(true)
+                    })
+                })
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -745,6 +874,8 @@ enum Owner {
 }
 
 fn reply(mut stream: UnixStream, response: &Response) {
+    // A client that does not read must not stall every lease.
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     if let Ok(mut line) = serde_json::to_vec(response) {
         line.push(b'\n');
         let _ = stream.write_all(&line);

@@ -67,8 +67,11 @@ pub fn load_all(state_dir: &Path) -> Result<Vec<StoredLease>> {
         if name.starts_with('.') || !name.ends_with(".json") {
             continue;
         }
-        if let Some(stored) = load(state_dir, &name)? {
-            leases.push(stored);
+        // One damaged file must not keep every other lease from being resumed.
+        match load(state_dir, &name) {
+            Ok(Some(stored)) => leases.push(stored),
+            Ok(None) => {}
+            Err(e) => eprintln!("{e}; skipping it"),
         }
     }
     Ok(leases)

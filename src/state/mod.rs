@@ -40,6 +40,20 @@ impl StateDir {
                 })?;
             let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
         }
+        // Records say which links to delete and the daemon's socket lives here: a directory
+        // others can write to would let them steer root.
+        let meta = fs::metadata(path)
+            .with_context(ErrorKind::Io, || format!("stat state directory {}", path.display()))?;
+        use std::os::unix::fs::MetadataExt;
+        if meta.mode() & 0o022 != 0 || (nix::unistd::geteuid().is_root() && meta.uid() != 0) {
+            return Err(Error::new(
+                ErrorKind::Permission,
+                format!(
+                    "state directory {} is writable by others or not owned by root: chown root and chmod 700 it",
+                    path.display()
+                ),
+            ));
+        }
         Ok(StateDir { path: path.to_path_buf() })
     }
 
