@@ -508,44 +508,43 @@ impl Daemon {
         }
     }
 
+    /// Everything whose time has come, found in one pass over the leases (this runs on every
+    /// wakeup, so it allocates only for what is due).
     fn fire_timers(&mut self) {
         let now = self.epoch.elapsed();
-        let due: Vec<String> = self
-            .slots
-            .iter()
-            .filter(|(_, slot)| {
-                slot.live.is_some() && slot.client.next_deadline().is_some_and(|d| d <= now)
-            })
-            .map(|(key, _)| key.clone())
-            .collect();
+        let (mut due, mut ended, mut retry, mut waiting) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (key, slot) in &self.slots {
+            if slot.live.is_some() {
+                if slot.client.next_deadline().is_some_and(|d| d <= now) {
+                    due.push(key.clone());
+                }
+            } else if slot.forget_at.is_some_and(|at| at <= now) {
+                ended.push(key.clone());
+            } else if slot.retry_at.is_some_and(|at| at <= now) {
+                retry.push(key.clone());
+            }
+            if slot.waiters.iter().any(|w| w.deadline <= now) {
+                waiting.push(key.clone());
+            }
+        }
         for key in due {
             self.drive(&key, Event::Timer);
         }
-        let ended: Vec<String> = self
-            .slots
-            .iter()
-            .filter(|(_, slot)| slot.live.is_none() && slot.forget_at.is_some_and(|at| at <= now))
-            .map(|(key, _)| key.clone())
-            .collect();
         for key in ended {
             log(format_args!("{key}: the lease of a gone guest ended: forgetting it"));
             if let Some(record) = self.slots.get(&key).map(|slot| slot.record.clone()) {
                 self.forget(&key, &record);
             }
         }
-        let retry: Vec<String> = self
-            .slots
-            .iter()
-            .filter(|(_, slot)| slot.live.is_none() && slot.retry_at.is_some_and(|at| at <= now))
-            .map(|(key, _)| key.clone())
-            .collect();
         for key in retry {
             self.reconnect(&key);
         }
-        for (key, slot) in self.slots.iter_mut() {
-            let (expired, waiting): (Vec<Waiter>, Vec<Waiter>) =
+        for key in waiting {
+            let Some(slot) = self.slots.get_mut(&key) else { continue };
+            let (expired, still): (Vec<Waiter>, Vec<Waiter>) =
                 std::mem::take(&mut slot.waiters).into_iter().partition(|w| w.deadline <= now);
-            slot.waiters = waiting;
+            slot.waiters = still;
             for waiter in expired {
                 let error = Error::new(
                     ErrorKind::Timeout,
