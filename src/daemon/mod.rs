@@ -140,6 +140,7 @@ fn client_config(record: &Record, requested: Option<Ipv4Addr>) -> ClientConfig {
 impl Daemon {
     /// Start the daemon of `host.state` (one per state directory: a second one exits).
     pub fn start(host: Host) -> Result<Daemon> {
+        raise_open_file_limit();
         let state_dir = host.state.path().to_path_buf();
         let lock = crate::state::try_lock_file(&state_dir.join(control::DAEMON_LOCK))?.ok_or_else(
             || Error::conflict(format!("a lanyard daemon already serves {}", state_dir.display())),
@@ -1018,6 +1019,20 @@ fn restore_routes(slot: &mut Slot) {
     if let Ok(mut netlink) = Netlink::open(&live.netns, "the guest") {
         for route in &routes {
             let _ = netlink.restore_default_route(route);
+        }
+    }
+}
+
+/// Each lease holds four descriptors (packet and UDP sockets, a link watch, a pidfd): the usual
+/// soft limit of 1024 would stop at about 250 leases, so take the hard limit.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
 }
