@@ -1250,14 +1250,7 @@ fn part_many(
     for name in &names {
         let t0 = Instant::now();
         let mut request = AttachRequest::new(BRIDGE, GuestSpec::Netns(name.clone()));
-        request.dhcp = Some(DhcpSettings {
-            hostname: None,
-            fqdn: false,
-            client_id: String::new(),
-            set_resolv: false,
-            slaac: false,
-            probe: false,
-        });
+        request.dhcp = Some(DhcpSettings::default());
         let attached = lanyard::attach(&host, &request)
             .unwrap_or_else(|e| panic!("lanyard::attach {name}: {e}"));
         let t1 = Instant::now();

@@ -567,14 +567,7 @@ fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
             };
             let mut request = AttachRequest::new(&host_if, GuestSpec::parse(&guest)?);
             if matches!(addressing_kind, AddressingKind::Dhcp) {
-                request.dhcp = Some(crate::state::DhcpSettings {
-                    hostname: None,
-                    fqdn: false,
-                    client_id: String::new(),
-                    set_resolv: false,
-                    slaac: false,
-                    probe: false,
-                });
+                request.dhcp = Some(crate::state::DhcpSettings::default());
             }
             request.addresses = addresses;
             if let Some(name) = guest_ifname {

@@ -117,14 +117,7 @@ fn client_id_bytes(text: &str) -> Vec<u8> {
 }
 
 fn client_config(record: &Record, requested: Option<Ipv4Addr>) -> ClientConfig {
-    let settings = record.dhcp.clone().unwrap_or_else(|| crate::state::DhcpSettings {
-        hostname: None,
-        fqdn: false,
-        client_id: String::new(),
-        set_resolv: false,
-        slaac: false,
-        probe: false,
-    });
+    let settings = record.dhcp.clone().unwrap_or_default();
     let mut config = ClientConfig::new(record.mac.0, client_id_bytes(&settings.client_id));
     match settings.hostname {
         Some(name) if settings.fqdn || name.contains('.') => config.fqdn = Some(name),

@@ -133,7 +133,8 @@ pub struct Record {
 
 /// How the daemon's DHCP client presents this interface; fixed at attach so a restarted daemon
 /// (or container) asks exactly as before and the server gives the same address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Default` is pipework's plain `dhcp`: the name and client id are filled in at attach.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DhcpSettings {
     /// Option 12 (or 81 with `fqdn`): default the container or netns name.
     pub hostname: Option<String>,
