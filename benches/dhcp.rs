@@ -1198,7 +1198,6 @@ fn acquire(host: &Host, state: &Path, attached: &Attached) -> serde_json::Value 
         state,
         &Request::Acquire {
             record: attached.record.file_name(),
-            guest_netns: attached.guest_netns_path.clone(),
             wait: true,
             timeout_ms: ACQUIRE_TIMEOUT.as_millis() as u64,
         },

@@ -18,30 +18,9 @@ pub struct Detached {
     pub restored_routes: usize,
 }
 
-/// The live namespace of a recorded guest, if it still is the one recorded.
-pub(crate) fn live_netns(record: &Record) -> Option<Netns> {
-    let netns = match &record.guest {
-        GuestRef::Netns { name } => Netns::from_name(name).ok()?,
-        GuestRef::Path { path } => Netns::open(std::path::Path::new(path)).ok()?,
-        GuestRef::Pid { pid } => Netns::from_pid(*pid).ok()?,
-        GuestRef::Container { .. } => return None,
-    };
-    (netns.id() == record.netns).then_some(netns)
-}
-
-/// Find the recorded guest's namespace, asking Docker for containers.
+/// The recorded guest's namespace, if it is still the one recorded.
 pub(crate) fn live_guest_netns(host: &Host, record: &Record) -> Option<Netns> {
-    match &record.guest {
-        GuestRef::Container { id, .. } => {
-            let info = host.docker().ok()?.inspect(id).ok()??;
-            if !info.running || info.pid == 0 {
-                return None;
-            }
-            let netns = Netns::from_pid(info.pid).ok()?;
-            (netns.id() == record.netns).then_some(netns)
-        }
-        _ => live_netns(record),
-    }
+    crate::guest::locate(record, || host.docker()).map(|(netns, _)| netns)
 }
 
 /// Detach every lanyard interface of the guest named `token` (or only `guest_ifname`).

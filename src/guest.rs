@@ -43,6 +43,27 @@ impl GuestSpec {
     }
 }
 
+/// A recorded guest's namespace, if the guest is alive and its namespace is still the recorded
+/// one (a restarted container has a new one), with the pid behind it when there is one.
+pub fn locate(
+    record: &crate::state::Record,
+    docker: impl FnOnce() -> Result<Box<dyn ContainerRuntime>>,
+) -> Option<(Netns, Option<u32>)> {
+    let (netns, pid) = match &record.guest {
+        GuestRef::Netns { name } => (Netns::from_name(name).ok()?, None),
+        GuestRef::Path { path } => (Netns::open(Path::new(path)).ok()?, None),
+        GuestRef::Pid { pid } => (Netns::from_pid(*pid).ok()?, Some(*pid)),
+        GuestRef::Container { id, .. } => {
+            let info = docker().ok()?.inspect(id).ok()??;
+            if !info.running || info.pid == 0 {
+                return None;
+            }
+            (Netns::from_pid(info.pid).ok()?, Some(info.pid))
+        }
+    };
+    (netns.id() == record.netns).then_some((netns, pid))
+}
+
 /// A guest found: its namespace (held open) and how to find it again.
 #[derive(Debug)]
 pub struct Guest {

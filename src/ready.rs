@@ -55,12 +55,8 @@ pub fn announce_when_ready(
 /// of a packet socket (and ~16 ms exit of a process holding one) stay off the command's path.
 /// The helper runs in the CLI's namespace, which is the host.
 pub fn announce_from_record(state_dir: &Path, record_file: &str, guest_netns: &Path) -> Result<()> {
-    let path = state_dir.join(record_file);
-    let text = std::fs::read(&path).map_err(|e| {
-        Error::with_source(crate::error::ErrorKind::Io, format!("read {}", path.display()), e)
-    })?;
-    let record: Record = serde_json::from_slice(&text).map_err(|e| {
-        Error::with_source(crate::error::ErrorKind::Io, format!("parse {}", path.display()), e)
+    let record = crate::state::StateDir::open(state_dir)?.load(record_file)?.ok_or_else(|| {
+        Error::not_found(format!("no record {record_file} in {}", state_dir.display()))
     })?;
     let host = Netns::current()?;
     let guest = Netns::open(guest_netns)?;

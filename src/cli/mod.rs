@@ -400,12 +400,7 @@ fn acquire_lease(
     let timeout_ms = dhcp.timeout.as_millis() as u64;
     let response = request(
         &cli.state_dir,
-        &Request::Acquire {
-            record: attached.record.file_name(),
-            guest_netns: attached.guest_netns_path.clone(),
-            wait: dhcp.wait,
-            timeout_ms,
-        },
+        &Request::Acquire { record: attached.record.file_name(), wait: dhcp.wait, timeout_ms },
         dhcp.timeout + Duration::from_secs(5),
     )?;
     if response.ok {

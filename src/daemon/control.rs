@@ -29,7 +29,6 @@ pub enum Request {
     /// `wait: false`), or with an error when `timeout_ms` passes without a lease.
     Acquire {
         record: String,
-        guest_netns: PathBuf,
         wait: bool,
         timeout_ms: u64,
     },

@@ -245,7 +245,7 @@ impl Daemon {
                 let _ = store::remove(&self.state_dir, &stored.record);
                 continue;
             }
-            let live = self.find_live(&record, None);
+            let live = self.find_live(&record);
             let now = self.now();
             let mut config = client_config(&record, stored.last_address);
             let client = match &stored.lease {
@@ -308,7 +308,7 @@ impl Daemon {
     fn reconnect(&mut self, key: &str) {
         let Some(slot) = self.slots.get(key) else { return };
         let record = slot.record.clone();
-        match self.open_live(&record, None) {
+        match self.open_live(&record) {
             Ok(live) => {
                 let now = self.now();
                 let slot = self.slots.get_mut(key).expect("present");
@@ -338,13 +338,12 @@ impl Daemon {
     }
 
     fn load_record(&self, file: &str) -> Option<Record> {
-        let bytes = std::fs::read(self.state_dir.join(file)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        self.host.state.load(file).ok().flatten()
     }
 
     /// The guest's namespace, if it is still the recorded one, and the sockets inside it.
-    fn find_live(&self, record: &Record, path: Option<&Path>) -> Option<Live> {
-        match self.open_live(record, path) {
+    fn find_live(&self, record: &Record) -> Option<Live> {
+        match self.open_live(record) {
             Ok(live) => Some(live),
             Err(e) => {
                 log(format_args!("{}: {e}", record.file_name()));
@@ -353,15 +352,15 @@ impl Daemon {
         }
     }
 
-    fn open_live(&self, record: &Record, path: Option<&Path>) -> Result<Live> {
+    fn open_live(&self, record: &Record) -> Result<Live> {
         let gone = || {
             Error::not_found(format!("the guest of {} is gone or was replaced", record.file_name()))
         };
-        let found = self.guest_netns(record, path).ok_or_else(gone)?;
-        let (netns, pid, netns_name) = found;
-        if netns.id() != record.netns {
-            return Err(gone());
-        }
+        let (netns, pid) = crate::guest::locate(record, || self.host.docker()).ok_or_else(gone)?;
+        let netns_name = match &record.guest {
+            GuestRef::Netns { name } => Some(name.clone()),
+            _ => None,
+        };
         let ifname = record.guest_ifname.clone();
         let (ifindex, socket, link_watch, link_up) = netns.run(|| {
             let link_watch = crate::netlink::LinkWatch::open_here()?;
@@ -374,29 +373,6 @@ impl Daemon {
         })?;
         let pidfd = pid.and_then(pidfd_open);
         Ok(Live { netns, socket, ifindex, pidfd, netns_name, pid, link_watch, link_up })
-    }
-
-    fn guest_netns(
-        &self,
-        record: &Record,
-        path: Option<&Path>,
-    ) -> Option<(Netns, Option<u32>, Option<String>)> {
-        let (netns, pid, netns_name) = match (&record.guest, path) {
-            (GuestRef::Netns { name }, _) => {
-                (Netns::from_name(name).ok()?, None, Some(name.clone()))
-            }
-            (GuestRef::Pid { pid }, _) => (Netns::from_pid(*pid).ok()?, Some(*pid), None),
-            (GuestRef::Container { id, .. }, _) => {
-                let info = self.host.docker().ok()?.inspect(id).ok()??;
-                if !info.running || info.pid == 0 {
-                    return None;
-                }
-                (Netns::from_pid(info.pid).ok()?, Some(info.pid), None)
-            }
-            (GuestRef::Path { .. }, Some(path)) => (Netns::open(path).ok()?, None, None),
-            (GuestRef::Path { path }, None) => (Netns::open(Path::new(path)).ok()?, None, None),
-        };
-        Some((netns, pid, netns_name))
     }
 
     /// Serve until SIGTERM, SIGINT or SIGHUP. Leases are on disk at every change, so a stop (or a kill)
@@ -722,21 +698,19 @@ impl Daemon {
                 let leases: Vec<serde_json::Value> = self.slots.values().map(lease_view).collect();
                 reply(stream, &Response::ok(json!(leases)));
             }
-            Request::Acquire { record, guest_netns, wait, timeout_ms } => {
-                match self.acquire(&record, &guest_netns) {
-                    Ok(()) => {
-                        let slot = self.slots.get_mut(&record).expect("acquired");
-                        if !wait || slot.stored.lease.is_some() {
-                            let view = lease_view(slot);
-                            reply(stream, &Response::ok(view));
-                        } else {
-                            let deadline = self.epoch.elapsed() + Duration::from_millis(timeout_ms);
-                            slot.waiters.push(Waiter { stream, deadline });
-                        }
+            Request::Acquire { record, wait, timeout_ms } => match self.acquire(&record) {
+                Ok(()) => {
+                    let slot = self.slots.get_mut(&record).expect("acquired");
+                    if !wait || slot.stored.lease.is_some() {
+                        let view = lease_view(slot);
+                        reply(stream, &Response::ok(view));
+                    } else {
+                        let deadline = self.epoch.elapsed() + Duration::from_millis(timeout_ms);
+                        slot.waiters.push(Waiter { stream, deadline });
                     }
-                    Err(e) => reply(stream, &Response::error(&e)),
                 }
-            }
+                Err(e) => reply(stream, &Response::error(&e)),
+            },
             Request::Release { record } => {
                 self.release(&record);
                 reply(stream, &Response::ok(serde_json::Value::Null));
@@ -746,7 +720,7 @@ impl Daemon {
 
     /// Take over a recorded attachment's DHCP. A slot already there (a restarted container
     /// attached again) is replaced, asking for its last address.
-    fn acquire(&mut self, record_file: &str, guest_netns: &Path) -> Result<()> {
+    fn acquire(&mut self, record_file: &str) -> Result<()> {
         let record = self.load_record(record_file).ok_or_else(|| {
             Error::not_found(format!("no record {record_file} in {}", self.state_dir.display()))
         })?;
@@ -758,7 +732,7 @@ impl Daemon {
         stored.record = record_file.to_string();
         stored.lease = None;
         stored.replaced_default_routes.clear();
-        let live = self.open_live(&record, Some(guest_netns))?;
+        let live = self.open_live(&record)?;
         let client = Client::new(client_config(&record, stored.last_address), random_seed())?;
         store::save(&self.state_dir, &stored)?;
         self.slots.insert(

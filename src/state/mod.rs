@@ -82,17 +82,19 @@ impl StateDir {
             if !name.ends_with(".json") || name.starts_with('.') {
                 continue;
             }
-            let path = entry.path();
-            let text = fs::read(&path)
-                .with_context(ErrorKind::Io, || format!("read record {}", path.display()))?;
-            let record: Record = serde_json::from_slice(&text)
-                .with_context(ErrorKind::Io, || {
-                    format!("parse record {} (move it away if it is damaged)", path.display())
-                })?;
-            records.push(record);
+            records.push(read_record(&entry.path())?);
         }
         records.sort_by_key(Record::file_name);
         Ok(records)
+    }
+
+    /// The record stored under `file_name`, if there is one.
+    pub fn load(&self, file_name: &str) -> Result<Option<Record>> {
+        let path = self.path.join(file_name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_record(&path).map(Some)
     }
 
     /// Write a record atomically: a reader sees the old record or the new one, never half.
@@ -135,6 +137,14 @@ impl StateDir {
             )),
         }
     }
+}
+
+fn read_record(path: &Path) -> Result<Record> {
+    let text =
+        fs::read(path).with_context(ErrorKind::Io, || format!("read record {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(ErrorKind::Io, || {
+        format!("parse record {} (move it away if it is damaged)", path.display())
+    })
 }
 
 /// Take an exclusive flock on `lock_path` (created 0600 if missing), blocking until it is free.
