@@ -31,20 +31,6 @@ fn guest_token(guest: &Netns) -> String {
     format!("netns:{}", guest.name)
 }
 
-fn state_files(dir: &TestDir) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("state"))
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.retain(|n| n != "lock");
-    names.sort();
-    names
-}
-
 /// The lanyard binary, run inside `ns` (which it then treats as the host).
 fn cli(ns: &Netns, dir: &TestDir, args: &[&str]) -> Output {
     cli_env(ns, dir, args, &[])
@@ -121,7 +107,7 @@ fn bridge_attach_pings_gateway_and_peer_then_detach_leaves_nothing() {
     assert!(lanyard::detach(&host, &guest_token(&a), None).unwrap().interfaces.is_empty());
     assert_eq!(lan.host.snapshot(), host_before);
     assert_eq!(a.snapshot(), a_before);
-    assert!(state_files(&dir).is_empty());
+    assert!(lab::state_files(&dir).is_empty());
 }
 
 #[test]
@@ -293,7 +279,7 @@ fn failure_at_every_step_rolls_back_everything() {
         ] {
             let host_before = lan.host.snapshot();
             let guest_before = g.snapshot();
-            let state_before = state_files(&dir);
+            let state_before = lab::state_files(&dir);
             let mut req = request(bridge, &g, &["198.18.8.2/24@198.18.8.1", "2001:db8:8::2/64"]);
             req.routes = vec![parse_route("198.19.0.0/16@198.18.8.254").unwrap()];
             req.fail_at = Some(point);
@@ -301,7 +287,7 @@ fn failure_at_every_step_rolls_back_everything() {
             assert_eq!(err.kind(), ErrorKind::Injected, "{bridge} {point:?}: {err}");
             assert_eq!(lan.host.snapshot(), host_before, "{bridge} {point:?}: host side");
             assert_eq!(g.snapshot(), guest_before, "{bridge} {point:?}: guest side");
-            assert_eq!(state_files(&dir), state_before, "{bridge} {point:?}: state");
+            assert_eq!(lab::state_files(&dir), state_before, "{bridge} {point:?}: state");
         }
     }
 }
@@ -335,7 +321,7 @@ fn concurrent_attaches_get_distinct_names_and_macs() {
     names.sort();
     names.dedup();
     assert_eq!((macs.len(), names.len()), (8, 8));
-    assert_eq!(state_files(&dir).len(), 8);
+    assert_eq!(lab::state_files(&dir).len(), 8);
     let host = host_for(&lan.host, &dir);
     for guest in &guests {
         lanyard::detach(&host, &guest_token(guest), None).unwrap();
@@ -363,7 +349,7 @@ fn a_stale_record_of_a_replaced_namespace_is_replaced() {
     let second = lanyard::attach(&host, &req).unwrap();
     assert_ne!(first.record.netns, second.record.netns);
     assert_eq!(first.record.mac, second.record.mac, "same guest, same MAC");
-    assert_eq!(state_files(&dir).len(), 1);
+    assert_eq!(lab::state_files(&dir).len(), 1);
     drop(keep_old);
     lanyard::detach(&host, &format!("netns:{name}"), None).unwrap();
     let _ = Command::new("ip").args(["netns", "del", &name]).status();

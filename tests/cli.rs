@@ -33,20 +33,6 @@ fn cli(ns: &Netns, dir: &TestDir, args: &[&str]) -> Output {
     cli_env(ns, dir, args, false)
 }
 
-fn state_listing(dir: &TestDir) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("state"))
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.retain(|n| n != "lock");
-    names.sort();
-    names
-}
-
 #[test]
 fn bad_input_is_refused_with_one_line_and_changes_nothing() {
     lab::require_root();
@@ -145,7 +131,7 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
     for (args, code, needle) in cases {
         let host_before = lan.host.snapshot();
         let guest_before = g.snapshot();
-        let state_before = state_listing(&dir);
+        let state_before = lab::state_files(&dir);
         let out = cli(&lan.host, &dir, &args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
@@ -154,7 +140,7 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert_eq!(lan.host.snapshot(), host_before, "{args:?}: host changed");
         assert_eq!(g.snapshot(), guest_before, "{args:?}: guest changed");
-        assert_eq!(state_listing(&dir), state_before, "{args:?}: state changed");
+        assert_eq!(lab::state_files(&dir), state_before, "{args:?}: state changed");
     }
 
     // Not root.
@@ -235,7 +221,7 @@ fn pipework_syntax_attaches_routes_and_waits() {
 
     let out = cli(&lan.host, &dir, &["detach", &token]);
     assert!(out.status.success());
-    assert!(state_listing(&dir).is_empty());
+    assert!(lab::state_files(&dir).is_empty());
 
     // --wait gives up (bounded) rather than hanging forever... checked with a short timeout
     // through the library, since the CLI's is 60 s.

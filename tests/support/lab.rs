@@ -773,6 +773,22 @@ impl MacvlanLan {
 // ---------------------------------------------------------------------------------------------
 // Scratch directories
 
+/// The files in `dir`/state (lanyard's state directory in a test) but its lock, sorted: tests
+/// compare them before and after to prove nothing was left.
+pub fn state_files(dir: &TestDir) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("state"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.retain(|n| n != "lock");
+    names.sort();
+    names
+}
+
 /// A scratch directory `/tmp/lanyard-test-<tag>-<runid>-<n>-<pid>`, removed on drop (mounts
 /// under it are detached first; removal never crosses into another file system). A dead
 /// owner's directory is swept by [`sweep_leftovers`], after killing every process whose command
