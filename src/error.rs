@@ -94,6 +94,19 @@ impl Error {
         }
     }
 
+    /// Add what a rollback could not undo to the error that caused it, so the user learns which
+    /// objects were left behind and what to do; the kind stays the original failure's.
+    pub fn with_leftovers(mut self, leftovers: &[String]) -> Self {
+        if !leftovers.is_empty() {
+            self.message = format!(
+                "{}; rollback incomplete, left behind: {}",
+                self.message,
+                leftovers.join("; ")
+            );
+        }
+        self
+    }
+
     /// Prefix more context: `"attach web: " + message`.
     pub fn context(mut self, prefix: impl fmt::Display) -> Self {
         self.message = format!("{prefix}: {}", self.message);
@@ -152,5 +165,16 @@ mod tests {
         assert_eq!(err.exit_code(), 1);
         assert_eq!(Error::unsupported("@VLAN").to_string(), "unsupported by lanyard: @VLAN");
         assert_eq!(Error::unsupported("x").exit_code(), 2);
+    }
+
+    #[test]
+    fn leftovers_are_named_and_keep_the_kind() {
+        let err = Error::new(ErrorKind::Injected, "failure injected AfterLink").with_leftovers(&[
+            "link lyabc in the host namespace: busy (remove it: ip link del lyabc)".into(),
+        ]);
+        assert_eq!(err.kind(), ErrorKind::Injected);
+        assert!(err.to_string().contains("rollback incomplete, left behind: link lyabc"), "{err}");
+        let untouched = Error::usage("x").with_leftovers(&[]);
+        assert_eq!(untouched.to_string(), "x");
     }
 }
