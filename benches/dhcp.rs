@@ -33,10 +33,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lanyard::daemon::control::{self, Request};
 use lanyard::guest::GuestSpec;
-use lanyard::netlink::{LinkWatch, Netlink};
 use lanyard::netns::Netns;
 use lanyard::state::DhcpSettings;
-use lanyard::{AttachRequest, Attached, Host};
+use lanyard::{AttachRequest, DhcpWait, Host};
 
 const PREFIX: &str = "lybench-";
 const HOST_ID: &str = "bench";
@@ -1183,36 +1182,6 @@ fn part_udhcpc_memory(
     (n, pss)
 }
 
-/// What the CLI's `acquire_lease` does after the attach: wait (bounded, by notification) until
-/// the port forwards, then ask the daemon to take the lease over and answer once BOUND.
-fn acquire(host: &Host, state: &Path, attached: &Attached) -> serde_json::Value {
-    let mut host_netlink = Netlink::open(&host.netns, "the bench host").expect("netlink in H");
-    let mut watch = LinkWatch::open(&host.netns).expect("link watch in H");
-    let _ = lanyard::driver::driver_for(attached.record.driver).wait_host_ready(
-        &mut host_netlink,
-        &mut watch,
-        &attached.record,
-        lanyard::ready::READY_TIMEOUT,
-    );
-    let response = control::request(
-        state,
-        &Request::Acquire {
-            record: attached.record.file_name(),
-            wait: true,
-            timeout_ms: ACQUIRE_TIMEOUT.as_millis() as u64,
-        },
-        ACQUIRE_TIMEOUT + Duration::from_secs(5),
-    )
-    .unwrap_or_else(|e| panic!("acquire {}: {e}", attached.record.file_name()));
-    assert!(
-        response.ok,
-        "acquire {}: {}",
-        attached.record.file_name(),
-        response.error.unwrap_or_default()
-    );
-    response.data
-}
-
 /// 2. Many leases held by one daemon: bring-up time, RSS, CPU over a window with renewals.
 #[allow(clippy::too_many_arguments)]
 fn part_many(
@@ -1242,23 +1211,18 @@ fn part_many(
     let arp_before = arp_table_stats(host_name);
     let host = Host::new(Netns::open(host_path).expect("open H"), state, HOST_ID)
         .expect("open the state directory");
-    let mut attach_t = Vec::with_capacity(n);
-    let mut lease_t = Vec::with_capacity(n);
     let mut each = Vec::with_capacity(n);
     let start = Instant::now();
     for name in &names {
         let t0 = Instant::now();
         let mut request = AttachRequest::new(BRIDGE, GuestSpec::Netns(name.clone()));
         request.dhcp = Some(DhcpSettings::default());
+        request.dhcp_wait = DhcpWait { timeout: ACQUIRE_TIMEOUT, wait: true };
         let attached = lanyard::attach(&host, &request)
             .unwrap_or_else(|e| panic!("lanyard::attach {name}: {e}"));
-        let t1 = Instant::now();
-        let lease = acquire(&host, state, &attached);
+        let lease = attached.lease.unwrap_or_default();
         assert!(lease["Address"].is_string(), "{name}: no address in {lease}");
-        let t2 = Instant::now();
-        attach_t.push(t1 - t0);
-        lease_t.push(t2 - t1);
-        each.push(t2 - t0);
+        each.push(t0.elapsed());
     }
     let bring_up = start.elapsed();
     let k = each.len().min(10);
@@ -1266,11 +1230,9 @@ fn part_many(
         |v: &[Duration]| format!("{} -> {}", ms(median(&v[..k])), ms(median(&v[v.len() - k..])));
     println!(
         "   bring-up: {n} leases in {:.2} s, {} ms/guest (median of the first {k} -> last {k} \
-         guests: library attach {} ms, Acquire until BOUND {} ms, both {} ms)",
+         guests, library attach until BOUND: {} ms)",
         bring_up.as_secs_f64(),
         ms(bring_up / n.max(1) as u32),
-        ends(&attach_t),
-        ends(&lease_t),
         ends(&each),
     );
     // The kernel has one ARP table for all namespaces (gc_thresh3 1024, a sysctl of the root

@@ -12,8 +12,9 @@ use crate::driver::{driver_for, Driver, LinkRequest};
 use crate::error::{Error, ErrorKind, Result};
 use crate::guest::{self, Guest, GuestSpec};
 use crate::host::Host;
-use crate::netlink::{DefaultRoute, LinkKind, Netlink, NewRoute};
+use crate::netlink::{DefaultRoute, LinkKind, Netlink};
 use crate::netns::Netns;
+use crate::routes;
 use crate::spec::{AddressSpec, MacAddr, MacScheme, MacvlanMode, RouteSpec};
 use crate::state::{DhcpSettings, DriverKind, Record, RECORD_VERSION};
 use crate::{naming, spec, sysctl};
@@ -51,7 +52,28 @@ pub struct AttachRequest {
     pub probe: Option<Duration>,
     /// `dhcp`: the daemon acquires and keeps a DHCPv4 lease for this interface.
     pub dhcp: Option<DhcpSettings>,
+    /// With `dhcp`: how long attach waits for the lease, or whether it returns at once.
+    pub dhcp_wait: DhcpWait,
     pub fail_at: Option<FailPoint>,
+    /// Test hook: the rollback's link deletion fails (the link really stays), to prove that an
+    /// incomplete rollback is reported.
+    #[doc(hidden)]
+    pub fail_undo: bool,
+}
+
+/// How a DHCP attach waits for its lease (`--timeout`, `--no-wait`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DhcpWait {
+    /// Give up, and undo the attach, when no lease arrives within this time.
+    pub timeout: Duration,
+    /// `false`: hand the interface to the daemon and return without waiting.
+    pub wait: bool,
+}
+
+impl Default for DhcpWait {
+    fn default() -> Self {
+        DhcpWait { timeout: Duration::from_secs(10), wait: true }
+    }
 }
 
 impl AttachRequest {
@@ -72,7 +94,9 @@ impl AttachRequest {
             no_create: false,
             probe: None,
             dhcp: None,
+            dhcp_wait: DhcpWait::default(),
             fail_at: None,
+            fail_undo: false,
         }
     }
 
@@ -117,6 +141,8 @@ pub struct Attached {
     pub announcement: Announcement,
     /// A path to the guest namespace another process can open (for the announce helper).
     pub guest_netns_path: PathBuf,
+    /// With `dhcp`: the daemon's view of the lease (`Address` is absent with `wait: false`).
+    pub lease: Option<serde_json::Value>,
 }
 
 /// Undo steps, run in reverse on failure.
@@ -124,31 +150,77 @@ enum Undo {
     DeleteHostLink(String),
     DeleteGuestLink(String),
     RemoveBridgeIfUnused(String),
-    RestoreDefaultRoutes(Vec<DefaultRoute>, bool),
+    RestoreDefaultRoutes { replaced: Vec<DefaultRoute>, own_ifindex: u32 },
     RemoveRecord(Box<Record>),
 }
 
 struct Rollback<'a> {
     host: &'a Host,
     steps: Vec<Undo>,
+    /// Test hook: link deletions fail instead of running.
+    fail_link_deletion: bool,
 }
 
 impl Rollback<'_> {
-    fn run(self, host_netlink: &mut Netlink, guest_netlink: &mut Netlink) {
+    /// Run every step, even after one fails, and return a line for each thing left behind: which
+    /// object, why, and what to do about it.
+    fn run(self, host_netlink: &mut Netlink, guest_netlink: &mut Netlink) -> Vec<String> {
+        let injected = || Err(Error::new(ErrorKind::Injected, "link deletion failure injected"));
+        let mut leftovers = Vec::new();
         for step in self.steps.into_iter().rev() {
-            // Best effort: every step runs even if one fails, as teardown collects errors.
-            let _ = match step {
-                Undo::DeleteHostLink(name) => host_netlink.delete_link_by_name(&name),
-                Undo::DeleteGuestLink(name) => guest_netlink.delete_link_by_name(&name),
-                Undo::RemoveBridgeIfUnused(name) => {
-                    crate::driver::remove_bridge_if_unused(host_netlink, &name).map(|_| ())
-                }
-                Undo::RestoreDefaultRoutes(routes, ipv6) => {
-                    restore_default_routes(guest_netlink, &routes, ipv6)
-                }
-                Undo::RemoveRecord(record) => self.host.state.remove(&record),
+            let (result, object, remedy) = match step {
+                Undo::DeleteHostLink(name) => (
+                    if self.fail_link_deletion {
+                        injected()
+                    } else {
+                        host_netlink.delete_link_by_name(&name)
+                    },
+                    format!("link {name} in the host namespace"),
+                    format!("remove it: ip link del {name}"),
+                ),
+                Undo::DeleteGuestLink(name) => (
+                    if self.fail_link_deletion {
+                        injected()
+                    } else {
+                        guest_netlink.delete_link_by_name(&name)
+                    },
+                    format!("link {name} in the guest"),
+                    format!("remove it inside the guest: ip link del {name}"),
+                ),
+                Undo::RemoveBridgeIfUnused(name) => (
+                    crate::driver::remove_bridge_if_unused(host_netlink, &name).map(|_| ()),
+                    format!("bridge {name}, created by this attach"),
+                    format!("remove it if nothing uses it: ip link del {name}"),
+                ),
+                Undo::RestoreDefaultRoutes { replaced, own_ifindex } => (
+                    routes::restore_default_routes(guest_netlink, &replaced, Some(own_ifindex))
+                        .map(|_| ()),
+                    "the guest's previous default route".to_string(),
+                    format!(
+                        "put it back by hand: {}",
+                        replaced
+                            .iter()
+                            .map(|r| format!(
+                                "{} via {} dev {}",
+                                if r.ipv6 { "::/0" } else { "0.0.0.0/0" },
+                                r.gateway.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
+                                r.device.as_deref().unwrap_or("?")
+                            ))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+                Undo::RemoveRecord(record) => (
+                    self.host.state.remove(&record),
+                    format!("record {}", record.file_name()),
+                    format!("delete it from {}", self.host.state.path().display()),
+                ),
             };
+            if let Err(e) = result {
+                leftovers.push(format!("{object}: {e} ({remedy})"));
+            }
         }
+        leftovers
     }
 }
 
@@ -163,14 +235,28 @@ pub fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Put the guest on the LAN. Returns once the link, addresses, routes and record exist; the
-/// caller sends the announcement (in-process with [`crate::announce_when_ready`], or from a
-/// detached helper as the CLI does).
+/// Put the guest on the LAN. Returns once the link, addresses, routes and record exist, and with
+/// `dhcp` once the lanyard daemon holds the lease (or, with `dhcp_wait.wait` off, has taken the
+/// interface over); when no lease comes, the attach is undone. The caller sends the
+/// announcement of static addresses (in-process with [`crate::ready::announce_when_ready`], or
+/// from a detached helper as the CLI does).
 pub fn attach(host: &Host, request: &AttachRequest) -> Result<Attached> {
     request.validate()?;
     let guest = guest::resolve(&request.guest, || host.docker())?;
     let label = guest.reference.display();
-    attach_guest(host, request, guest).map_err(|e| e.context(format!("attach {label}")))
+    let mut attached =
+        attach_guest(host, request, guest).map_err(|e| e.context(format!("attach {label}")))?;
+    if attached.record.dhcp.is_some() {
+        match crate::lease::acquire(host, &attached.record, request.dhcp_wait) {
+            Ok(view) => attached.lease = Some(view),
+            Err(e) => {
+                // Nothing half-wired stays behind: the link without a lease goes too.
+                let leftovers = crate::detach::undo_attachment(host, &attached.record);
+                return Err(e.with_leftovers(&leftovers).context(format!("attach {label}")));
+            }
+        }
+    }
+    Ok(attached)
 }
 
 fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<Attached> {
@@ -251,7 +337,7 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
     spec::validate_mtu(plan.guest_mtu, has_ipv6)?;
 
     // Change things, remembering how to undo each.
-    let mut rollback = Rollback { host, steps: Vec::new() };
+    let mut rollback = Rollback { host, steps: Vec::new(), fail_link_deletion: request.fail_undo };
     let result = wire(
         host,
         request,
@@ -268,8 +354,8 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
     match result {
         Ok(attached) => Ok(attached),
         Err(e) => {
-            rollback.run(&mut host_netlink, &mut guest_netlink);
-            Err(e)
+            let leftovers = rollback.run(&mut host_netlink, &mut guest_netlink);
+            Err(e.with_leftovers(&leftovers))
         }
     }
 }
@@ -321,6 +407,7 @@ fn wire(
     }
     check_fail(request, FailPoint::AfterAddresses)?;
 
+    let subnets: Vec<IpNet> = request.addresses.iter().map(|a| a.address).collect();
     let mut replaced = Vec::new();
     for ipv6 in [false, true] {
         let Some(gateway) = request
@@ -331,19 +418,29 @@ fn wire(
         else {
             continue;
         };
-        let previous = guest_netlink.default_routes(ipv6)?;
-        rollback.steps.push(Undo::RestoreDefaultRoutes(previous.clone(), ipv6));
-        replace_default_route(guest_netlink, &previous, gateway, link.index)?;
-        replaced.extend(previous);
+        let previous = guest_netlink
+            .default_routes(ipv6)?
+            .into_iter()
+            .filter(|r| r.device_index != Some(link.index))
+            .collect::<Vec<_>>();
+        rollback.steps.push(Undo::RestoreDefaultRoutes {
+            replaced: previous.clone(),
+            own_ifindex: link.index,
+        });
+        replaced.extend(routes::take_over_default_route(
+            guest_netlink,
+            gateway,
+            link.index,
+            &subnets,
+        )?);
     }
     for route in &request.routes {
-        guest_netlink.add_route(
-            &NewRoute {
-                destination: route.destination,
-                gateway: Some(route.gateway),
-                device_index: link.index,
-                metric: None,
-            },
+        routes::add_gateway_route(
+            guest_netlink,
+            route.destination,
+            route.gateway,
+            link.index,
+            &subnets,
             false,
         )?;
     }
@@ -399,7 +496,7 @@ fn wire(
     check_fail(request, FailPoint::AfterRecord)?;
 
     let announcement = crate::ready::announcement_for(&record, link.index);
-    Ok(Attached { record, announcement, guest_netns_path: guest.netns_path() })
+    Ok(Attached { record, announcement, guest_netns_path: guest.netns_path(), lease: None })
 }
 
 /// Which driver a request needs, from what the host interface is.
@@ -545,50 +642,6 @@ fn probe_addresses(
         }
         Ok(())
     })
-}
-
-fn replace_default_route(
-    guest: &mut Netlink,
-    previous: &[DefaultRoute],
-    gateway: IpAddr,
-    index: u32,
-) -> Result<()> {
-    for route in previous {
-        let destination = spec::default_route_for(gateway);
-        if let Some(device_index) = route.device_index {
-            guest.delete_route(&NewRoute {
-                destination,
-                gateway: route.gateway,
-                device_index,
-                metric: route.metric,
-            })?;
-        }
-    }
-    guest.add_route(
-        &NewRoute {
-            destination: spec::default_route_for(gateway),
-            gateway: Some(gateway),
-            device_index: index,
-            metric: None,
-        },
-        true,
-    )
-}
-
-/// Put back default routes lanyard replaced, unless something else already took over.
-pub(crate) fn restore_default_routes(
-    guest: &mut Netlink,
-    routes: &[DefaultRoute],
-    ipv6: bool,
-) -> Result<()> {
-    let routes: Vec<&DefaultRoute> = routes.iter().filter(|r| r.ipv6 == ipv6).collect();
-    if routes.is_empty() {
-        return Ok(());
-    }
-    for route in routes {
-        guest.restore_default_route(route)?;
-    }
-    Ok(())
 }
 
 /// Remove what a stale record (its guest's namespace was replaced) left on the host side.

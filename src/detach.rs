@@ -65,18 +65,27 @@ pub fn detach(host: &Host, token: &str, guest_ifname: Option<&str>) -> Result<De
     }
 }
 
-/// Ask the daemon to send DHCPRELEASE (while the interface still exists) and forget the lease.
-/// A lease left on disk by a stopped daemon brings the daemon up to release it.
-fn release_lease(host: &Host, record: &Record) -> Result<()> {
-    use crate::daemon::{control, store};
-    let request = control::Request::Release { record: record.file_name() };
-    let timeout = std::time::Duration::from_secs(5);
-    let state_dir = host.state.path();
-    let answered = control::try_request(state_dir, &request, timeout)?;
-    if answered.is_none() && store::load(state_dir, &record.file_name())?.is_some() {
-        control::request(state_dir, &request, timeout)?;
+/// Undo a finished attach whose lease never came (or whose caller gave up): the same steps as a
+/// detach of exactly this record. Returns what could not be removed, one line each, for
+/// [`crate::error::Error::with_leftovers`].
+pub(crate) fn undo_attachment(host: &Host, record: &Record) -> Vec<String> {
+    let undo = || -> Result<()> {
+        let _lock = host.state.lock()?;
+        let records = host.state.records()?;
+        let mut host_netlink = Netlink::open(&host.netns, "the host namespace")?;
+        detach_record(host, &mut host_netlink, record, &records, &mut Detached::default())
+    };
+    match undo() {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![format!(
+            "{} of {} ({}): {e} (run: lanyard detach {} -i {})",
+            record.guest_ifname,
+            record.guest.display(),
+            record.file_name(),
+            record.guest.display(),
+            record.guest_ifname
+        )],
     }
-    Ok(())
 }
 
 fn detach_record(
@@ -95,7 +104,7 @@ fn detach_record(
     if record.dhcp.is_some() {
         // A daemon that cannot be reached must not keep the interface from going away: the
         // server then simply lets the lease run out.
-        if let Err(e) = release_lease(host, record) {
+        if let Err(e) = crate::lease::release(host, record) {
             done.warnings.push(format!("{}: no DHCPRELEASE sent: {e}", record.guest_ifname));
         }
     }
@@ -105,15 +114,9 @@ fn detach_record(
     };
     driver_for(record.driver).teardown(host_netlink, guest_netlink.as_mut(), record)?;
     if let Some(guest) = guest_netlink.as_mut() {
-        for ipv6 in [false, true] {
-            if guest.default_routes(ipv6)?.is_empty() {
-                for route in record.replaced_default_routes.iter().filter(|r| r.ipv6 == ipv6) {
-                    if guest.restore_default_route(route)? {
-                        done.restored_routes += 1;
-                    }
-                }
-            }
-        }
+        // The interface, and lanyard's default route with it, is gone now.
+        done.restored_routes +=
+            crate::routes::restore_default_routes(guest, &record.replaced_default_routes, None)?;
     }
     if record.created_bridge {
         let still_used = all.iter().any(|other| {

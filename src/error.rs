@@ -5,7 +5,9 @@ use std::fmt;
 
 /// What sort of failure this is; decides the exit code and lets callers react (a rollback test
 /// injects `Injected`, the CLI maps `Usage` and `Unsupported` to exit status 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// It crosses the daemon's control socket by name (kebab-case), so a refusal keeps its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ErrorKind {
     /// Bad input from the user: malformed address, name too long, gateway outside every subnet.
     Usage,

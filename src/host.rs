@@ -2,7 +2,7 @@
 //! library entry point takes one; the CLI builds it from the namespace it runs in, tests from a
 //! test namespace. Nothing in the library assumes the calling thread's namespace.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::docker::{ContainerRuntime, DockerApi, DockerHost};
 use crate::error::Result;
@@ -16,6 +16,9 @@ pub struct Host {
     pub host_id: String,
     /// Where Docker listens; `None` reads DOCKER_HOST (default /var/run/docker.sock).
     pub docker_host: Option<DockerHost>,
+    /// The `lanyard` binary that runs the lease daemon when none answers; `None` is this
+    /// process's own executable (right for the CLI; a program embedding the library names it).
+    pub daemon_exe: Option<PathBuf>,
 }
 
 impl Host {
@@ -25,12 +28,33 @@ impl Host {
             state: StateDir::open(state_dir)?,
             host_id: host_id.into(),
             docker_host: None,
+            daemon_exe: None,
         })
     }
 
     pub fn with_docker(mut self, docker_host: DockerHost) -> Host {
         self.docker_host = Some(docker_host);
         self
+    }
+
+    /// Start the lease daemon from `exe` when none answers (see [`Host::daemon_exe`]).
+    pub fn with_daemon_exe(mut self, exe: impl Into<PathBuf>) -> Host {
+        self.daemon_exe = Some(exe.into());
+        self
+    }
+
+    /// The binary that runs `lanyard daemon`.
+    pub fn daemon_exe(&self) -> Result<PathBuf> {
+        match &self.daemon_exe {
+            Some(exe) => Ok(exe.clone()),
+            None => std::env::current_exe().map_err(|e| {
+                crate::error::Error::with_source(
+                    crate::error::ErrorKind::Io,
+                    "find the lanyard binary to start the lease daemon",
+                    e,
+                )
+            }),
+        }
     }
 
     /// A Docker client, built only when a bare guest token needs it.

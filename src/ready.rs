@@ -51,13 +51,55 @@ pub fn announce_when_ready(
     })
 }
 
+/// How the detached helper's work ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announced {
+    Sent,
+    /// A detach (or a re-attach) overtook the announcement: the record, the guest's namespace
+    /// or the link is no longer the one to announce. A normal end: nothing to log.
+    Overtaken,
+}
+
 /// The detached helper's work: the CLI spawns `lanyard announce-helper` so that the ~8 ms close
 /// of a packet socket (and ~16 ms exit of a process holding one) stay off the command's path.
 /// The helper runs in the CLI's namespace, which is the host.
-pub fn announce_from_record(state_dir: &Path, record_file: &str, guest_netns: &Path) -> Result<()> {
-    let record = crate::state::StateDir::open(state_dir)?.load(record_file)?.ok_or_else(|| {
-        Error::not_found(format!("no record {record_file} in {}", state_dir.display()))
-    })?;
+pub fn announce_from_record(
+    state_dir: &Path,
+    record_file: &str,
+    guest_netns: &Path,
+) -> Result<Announced> {
+    let state = crate::state::StateDir::open(state_dir)?;
+    let Some(record) = state.load(record_file)? else { return Ok(Announced::Overtaken) };
+    let result = announce_record(&record, guest_netns);
+    match result {
+        Ok(()) => Ok(Announced::Sent),
+        // Whatever failed, a record that is gone or was replaced meanwhile explains it.
+        Err(_) if still_attached(&state, record_file, &record) != Some(true) => {
+            Ok(Announced::Overtaken)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Is `record` still the recorded attachment, with its guest link present? `None` when that
+/// cannot be told.
+fn still_attached(
+    state: &crate::state::StateDir,
+    record_file: &str,
+    record: &Record,
+) -> Option<bool> {
+    // A detach holds the state lock from deleting the link to removing the record: taking it
+    // here waits for one in progress, so a half-done detach is never mistaken for a failure.
+    let _lock = state.lock().ok()?;
+    let current = state.load(record_file).ok()?;
+    let Some(current) = current else { return Some(false) };
+    if current.netns != record.netns || current.attached_at != record.attached_at {
+        return Some(false);
+    }
+    Some(true)
+}
+
+fn announce_record(record: &Record, guest_netns: &Path) -> Result<()> {
     let host = Netns::current()?;
     let guest = Netns::open(guest_netns)?;
     if guest.id() != record.netns {
@@ -70,8 +112,8 @@ pub fn announce_from_record(state_dir: &Path, record_file: &str, guest_netns: &P
             .ok_or_else(|| Error::not_found(format!("{} vanished", record.guest_ifname)))?
             .index
     };
-    let announcement = announcement_for(&record, ifindex);
-    announce_when_ready(&host, &guest, &record, &announcement, ROUNDS)
+    let announcement = announcement_for(record, ifindex);
+    announce_when_ready(&host, &guest, record, &announcement, ROUNDS)
 }
 
 pub fn announcement_for(record: &Record, ifindex: u32) -> Announcement {

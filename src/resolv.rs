@@ -63,7 +63,9 @@ impl ResolvConf {
             match server {
                 // A link-local server is unreachable without its zone; inside the guest that
                 // zone is the interface DHCP ran on.
-                IpAddr::V6(v6) if is_link_local_v6(v6) && valid_ifname(interface) => {
+                IpAddr::V6(v6)
+                    if crate::spec::is_ipv6_link_local(*server) && valid_ifname(interface) =>
+                {
                     out.push_str(&format!("nameserver {v6}%{interface}\n"));
                 }
                 _ => out.push_str(&format!("nameserver {server}\n")),
@@ -495,10 +497,6 @@ fn replaced(line: &str) -> bool {
 
 fn usable_server(server: &IpAddr) -> bool {
     !server.is_unspecified() && !server.is_multicast()
-}
-
-fn is_link_local_v6(addr: &std::net::Ipv6Addr) -> bool {
-    addr.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// What the kernel accepts as an interface name (dev_valid_name), so it is safe as a zone id.

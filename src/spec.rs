@@ -268,13 +268,9 @@ pub fn parse_addresses(tokens: &[String]) -> Result<Vec<AddressSpec>> {
                 owner.address
             )));
         }
-        if !is_reachable(gateway, &specs) {
-            return Err(Error::usage(format!(
-                "address {spec}: gateway {gateway} is not inside any {} subnet given ({})",
-                family(gateway),
-                same_family_list(gateway, &specs)
-            )));
-        }
+        // A gateway outside every given subnet is allowed, as pipework and dhclient allow it
+        // (hosting networks hand out /32 addresses with such a router): attach reaches it
+        // through an on-link host route (see `routes::needs_onlink_route`).
     }
     Ok(specs)
 }
@@ -313,9 +309,10 @@ pub fn validate_routes(routes: &[RouteSpec], addresses: &[AddressSpec]) -> Resul
                 owner.address
             )));
         }
-        if !is_reachable(route.gateway, addresses) {
+        let default_gateway = addresses.iter().any(|a| a.gateway == Some(route.gateway));
+        if !default_gateway && !is_reachable(route.gateway, addresses) {
             return Err(Error::usage(format!(
-                "{subject}: gateway is not inside any address given ({})",
+                "{subject}: gateway is neither inside an address given ({}) nor the default gateway @GATEWAY",
                 same_family_list(route.gateway, addresses)
             )));
         }
@@ -459,6 +456,11 @@ impl FromStr for MacvlanMode {
     }
 }
 
+/// Kept for pipework.rs until it moves to [`is_ipv6_link_local`].
+pub fn is_link_local_gateway(addr: IpAddr) -> bool {
+    is_ipv6_link_local(addr)
+}
+
 fn family(addr: IpAddr) -> &'static str {
     match addr {
         IpAddr::V4(_) => "IPv4",
@@ -466,7 +468,8 @@ fn family(addr: IpAddr) -> &'static str {
     }
 }
 
-fn is_ipv6_link_local(addr: IpAddr) -> bool {
+/// IPv6 link-local (fe80::/10): reachable on any link, but only with an explicit device.
+pub fn is_ipv6_link_local(addr: IpAddr) -> bool {
     matches!(addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
 
@@ -569,11 +572,6 @@ fn check_gateway_kind(gateway: IpAddr) -> std::result::Result<(), String> {
         return Ok(());
     };
     Err(format!("gateway {gateway} is a {kind} address"))
-}
-
-/// IPv6 link-local (fe80::/10): reachable on any link, but only with an explicit device.
-pub fn is_link_local_gateway(addr: IpAddr) -> bool {
-    is_ipv6_link_local(addr)
 }
 
 #[cfg(test)]
@@ -733,8 +731,11 @@ mod tests {
         ])));
         assert!(message.contains("two IPv4 default gateways"), "{message}");
 
-        let message = usage_message(parse_addresses(&strings(&["198.18.0.50/24@198.18.5.1"])));
-        assert!(message.contains("not inside any IPv4 subnet given (198.18.0.50/24)"), "{message}");
+        // Off-subnet gateways are pipework's and dhclient's on-link case, not an error.
+        let off = parse_addresses(&strings(&["198.18.0.50/24@198.18.5.1"])).unwrap();
+        assert_eq!(off[0].gateway, Some("198.18.5.1".parse().unwrap()));
+        let host_route = parse_addresses(&strings(&["198.18.0.50/32@198.18.0.1"])).unwrap();
+        assert_eq!(host_route[0].gateway, Some("198.18.0.1".parse().unwrap()));
 
         let message = usage_message(parse_addresses(&strings(&[
             "198.18.0.50/24@198.18.0.51",
@@ -742,8 +743,7 @@ mod tests {
         ])));
         assert!(message.contains("guest's own address"), "{message}");
 
-        let message = usage_message(parse_addresses(&strings(&["2001:db8::5/64@2001:db9::1"])));
-        assert!(message.contains("not inside any IPv6 subnet"), "{message}");
+        parse_addresses(&strings(&["2001:db8::5/64@2001:db9::1"])).unwrap();
     }
 
     #[test]
@@ -780,8 +780,11 @@ mod tests {
         let unreachable = [parse_route("198.19.0.0/16@198.20.0.1").unwrap()];
         assert_eq!(
             usage_message(validate_routes(&unreachable, &addresses)),
-            "route 198.19.0.0/16 via 198.20.0.1: gateway is not inside any address given (198.18.0.50/24)"
+            "route 198.19.0.0/16 via 198.20.0.1: gateway is neither inside an address given (198.18.0.50/24) nor the default gateway @GATEWAY"
         );
+        // The off-subnet default gateway gets an on-link route, so routes may use it too.
+        let off_subnet = parse_addresses(&strings(&["198.18.0.50/32@198.20.0.1"])).unwrap();
+        validate_routes(&unreachable, &off_subnet).unwrap();
         let no_family = [parse_route("198.19.0.0/16@198.20.0.1").unwrap()];
         let v6_only = parse_addresses(&strings(&["2001:db8::50/64"])).unwrap();
         assert!(

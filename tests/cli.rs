@@ -100,11 +100,11 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
             2,
             "exceeds the MTU of br0",
         ),
-        (vec!["attach", "br0", &token, "198.18.20.5/24@198.18.99.1"], 2, "not inside any"),
+        (vec!["attach", "br0", &token, "198.18.20.5/24@198.18.20.5"], 2, "the address itself"),
         (
             vec!["attach", "br0", &token, "198.18.20.5/24", "--route", "198.19.0.0/16@198.18.99.1"],
             2,
-            "not inside any",
+            "neither inside an address given",
         ),
         (
             vec!["attach", "br0", &host_path, "198.18.20.5/24"],

@@ -1,5 +1,5 @@
-//! The command line: parse, call the library, print, pick the exit code. Nothing here touches the
-//! kernel directly.
+//! The command line: parse, call the library, print, pick the exit code. The kernel is reached
+//! only through library calls (the host and guest namespaces are handles the library is given).
 
 pub mod pipework;
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
-use crate::attach::{attach, AttachRequest, Attached, DEFAULT_GUEST_IFNAME};
+use crate::attach::{attach, AttachRequest, Attached, DhcpWait, DEFAULT_GUEST_IFNAME};
 use crate::error::{Error, ErrorKind, Result};
 use crate::guest::GuestSpec;
 use crate::host::Host;
@@ -235,11 +235,7 @@ pub fn main_with(args: Vec<String>) -> i32 {
 
 fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
-        Commands::Attach(args) => run_attach(
-            cli,
-            &attach_request(args)?,
-            &DhcpWait { timeout: Duration::from_secs(args.timeout), wait: !args.no_wait },
-        ),
+        Commands::Attach(args) => run_attach(cli, &attach_request(args)?),
         Commands::Detach { guest, guest_ifname } => {
             require_root()?;
             let host = host_from(cli)?;
@@ -300,9 +296,7 @@ fn run(cli: &Cli) -> Result<()> {
                 Some(response) if response.ok => {
                     response.data.as_array().cloned().unwrap_or_default()
                 }
-                Some(response) => {
-                    return Err(Error::new(ErrorKind::Io, response.error.unwrap_or_default()))
-                }
+                Some(response) => return Err(response.into_error()),
             };
             if *json {
                 println!("{}", serde_json::to_string_pretty(&leases).unwrap_or_default());
@@ -325,98 +319,35 @@ fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Commands::AnnounceHelper { record, netns } => {
-            let result = crate::ready::announce_from_record(&cli.state_dir, record, netns);
-            // The helper's stdio is closed; a failure goes to a log beside the records.
-            if let Err(e) = &result {
-                log_helper_failure(&cli.state_dir, &format!("announce {record}: {e}"));
+            match crate::ready::announce_from_record(&cli.state_dir, record, netns) {
+                Ok(crate::ready::Announced::Sent | crate::ready::Announced::Overtaken) => Ok(()),
+                // The helper's stdio is closed; a real failure goes to a log beside the records.
+                Err(e) => {
+                    log_helper_failure(&cli.state_dir, &format!("announce {record}: {e}"));
+                    Err(e)
+                }
             }
-            result
         }
     }
 }
 
-/// Attach, announce from a detached helper (or hand the interface to the DHCP daemon), print
-/// one line.
-fn run_attach(cli: &Cli, request: &AttachRequest, dhcp: &DhcpWait) -> Result<()> {
+/// Attach (with `dhcp`, the library waits for the lease), announce static addresses from a
+/// detached helper, print what was made.
+fn run_attach(cli: &Cli, request: &AttachRequest) -> Result<()> {
     require_root()?;
     let host = host_from(cli)?;
     let attached = attach(&host, request)?;
-    if request.dhcp.is_some() {
-        return match acquire_lease(cli, &host, &attached, dhcp) {
-            Ok(lease) => {
-                print_attached(&attached);
-                if let Some(address) = lease["Address"].as_str() {
-                    println!("lease {address} from {}", lease["Server"].as_str().unwrap_or("?"));
-                } else {
-                    println!("lease pending: the daemon keeps asking (lanyard leases)");
-                }
-                Ok(())
-            }
-            Err(e) => {
-                // Undo the attach: nothing half-wired stays behind.
-                let _ = crate::detach(
-                    &host,
-                    &attached.record.guest.display(),
-                    Some(&attached.record.guest_ifname),
-                );
-                Err(e)
-            }
-        };
-    }
-    spawn_announcer(cli, &attached);
     print_attached(&attached);
+    match &attached.lease {
+        Some(lease) => match lease["Address"].as_str() {
+            Some(address) => {
+                println!("lease {address} from {}", lease["Server"].as_str().unwrap_or("?"))
+            }
+            None => println!("lease pending: the daemon keeps asking (lanyard leases)"),
+        },
+        None => spawn_announcer(cli, &attached),
+    }
     Ok(())
-}
-
-/// `--timeout` and `--no-wait` of a DHCP attach.
-pub struct DhcpWait {
-    pub timeout: Duration,
-    pub wait: bool,
-}
-
-impl Default for DhcpWait {
-    fn default() -> Self {
-        DhcpWait { timeout: Duration::from_secs(10), wait: true }
-    }
-}
-
-fn acquire_lease(
-    cli: &Cli,
-    host: &Host,
-    attached: &Attached,
-    dhcp: &DhcpWait,
-) -> Result<serde_json::Value> {
-    use crate::daemon::control::{request, Request};
-    // The first DISCOVER must not go out before the port forwards, or it is lost (CNI's 1-3 s
-    // bug): wait for it here, by notification.
-    let mut host_netlink = crate::netlink::Netlink::open(&host.netns, "the host namespace")?;
-    let mut watch = crate::netlink::LinkWatch::open(&host.netns)?;
-    let _ = crate::driver::driver_for(attached.record.driver).wait_host_ready(
-        &mut host_netlink,
-        &mut watch,
-        &attached.record,
-        crate::ready::READY_TIMEOUT,
-    );
-    let timeout_ms = dhcp.timeout.as_millis() as u64;
-    let response = request(
-        &cli.state_dir,
-        &Request::Acquire { record: attached.record.file_name(), wait: dhcp.wait, timeout_ms },
-        dhcp.timeout + Duration::from_secs(5),
-    )?;
-    if response.ok {
-        return Ok(response.data);
-    }
-    if response.timeout == Some(true) {
-        return Err(Error::new(
-            ErrorKind::Timeout,
-            format!(
-                "no DHCP offer on {} within {} s",
-                attached.record.host_interface,
-                dhcp.timeout.as_secs()
-            ),
-        ));
-    }
-    Err(Error::new(ErrorKind::Io, response.error.unwrap_or_else(|| "the daemon refused".into())))
 }
 
 fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
@@ -438,6 +369,8 @@ fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
                 "dhcp and a static IPv4 address exclude each other; static IPv6 may go with dhcp",
             ));
         }
+        request.dhcp_wait =
+            DhcpWait { timeout: Duration::from_secs(args.timeout), wait: !args.no_wait };
         request.dhcp = Some(crate::state::DhcpSettings {
             hostname: args.hostname.clone(),
             fqdn: args.fqdn,
@@ -571,7 +504,7 @@ fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
             request.host_ifname = host_ifname;
             request.mac = mac;
             request.validate()?;
-            run_attach(cli, &request, &DhcpWait::default())
+            run_attach(cli, &request)
         }
         PipeworkCommand::Route { guest, action, destination, via, dev, metric } => {
             require_root()?;

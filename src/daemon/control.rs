@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::host::Host;
 
 pub const SOCKET_NAME: &str = "control.sock";
 /// Held by the running daemon for its whole life: a second daemon on the same state directory
@@ -46,6 +47,9 @@ pub struct Response {
     pub error: Option<String>,
     /// The error's kind, so the CLI keeps exit codes and messages as the daemon meant them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ErrorKind>,
+    /// Written for daemons and CLIs from before `kind`; read when `kind` is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<bool>,
     #[serde(default)]
     pub data: serde_json::Value,
@@ -53,16 +57,46 @@ pub struct Response {
 
 impl Response {
     pub fn ok(data: serde_json::Value) -> Response {
-        Response { ok: true, error: None, timeout: None, data }
+        Response { ok: true, error: None, kind: None, timeout: None, data }
     }
 
     pub fn error(error: &Error) -> Response {
         Response {
             ok: false,
             error: Some(error.to_string()),
+            kind: Some(error.kind()),
             timeout: Some(error.kind() == ErrorKind::Timeout),
             data: serde_json::Value::Null,
         }
+    }
+
+    /// The daemon's refusal as an error of the same kind and message.
+    pub fn into_error(self) -> Error {
+        let kind = self.kind.unwrap_or(if self.timeout == Some(true) {
+            ErrorKind::Timeout
+        } else {
+            ErrorKind::Io
+        });
+        let message = self.error.unwrap_or_else(|| {
+            "the lanyard daemon refused without a reason (see daemon.log)".into()
+        });
+        Error::new(kind, message)
+    }
+}
+
+/// A record named in a request is a plain file name in the state directory, never a path.
+pub fn check_record_name(record: &str) -> Result<()> {
+    let plain = !record.is_empty()
+        && record.ends_with(".json")
+        && !record.starts_with('.')
+        && !record.contains('/')
+        && !record.contains('\0');
+    if plain {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "record {record:?} is not a record file name of the state directory (see lanyard inspect --all)"
+        )))
     }
 }
 
@@ -103,24 +137,28 @@ pub fn try_request(
     Ok(Some(response))
 }
 
-/// Ask the daemon, starting it first when none answers: a lock keeps two CLIs from starting two
-/// daemons; it is started detached (new session, stdio to `daemon.log` in the state directory,
-/// never our stdout, or a caller capturing our output would wait for it) in our namespace.
-pub fn request(state_dir: &Path, request: &Request, timeout: Duration) -> Result<Response> {
+/// Ask `host`'s daemon, starting it first when none answers: a lock keeps two CLIs from starting
+/// two daemons; it is started detached (new session, stdio to `daemon.log` in the state
+/// directory, never our stdout, or a caller capturing our output would wait for it) from
+/// [`Host::daemon_exe`], inside the host's namespace (whatever namespace the caller's thread
+/// is in), since the daemon treats the namespace it runs in as the host.
+pub fn request(host: &Host, request: &Request, timeout: Duration) -> Result<Response> {
+    let state_dir = host.state.path();
     if let Some(response) = try_request(state_dir, request, timeout)? {
         return Ok(response);
     }
-    ensure_daemon(state_dir)?;
+    ensure_daemon(host)?;
     try_request(state_dir, request, timeout)?
         .ok_or_else(|| Error::new(ErrorKind::Io, "the lanyard daemon started but does not answer (see daemon.log in the state directory)"))
 }
 
-fn ensure_daemon(state_dir: &Path) -> Result<()> {
+fn ensure_daemon(host: &Host) -> Result<()> {
+    let state_dir = host.state.path();
+    let exe = host.daemon_exe()?;
     let _lock = crate::state::lock_file(&state_dir.join(SPAWN_LOCK))?;
     if try_request(state_dir, &Request::Ping, Duration::from_secs(2))?.is_some() {
         return Ok(());
     }
-    let exe = std::env::current_exe().with_context(ErrorKind::Io, || "find the lanyard binary")?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -130,7 +168,7 @@ fn ensure_daemon(state_dir: &Path) -> Result<()> {
         std::fs::set_permissions(state_dir.join(LOG_NAME), std::fs::Permissions::from_mode(0o600));
     let log_err = log.try_clone().with_context(ErrorKind::Io, || "duplicate the log handle")?;
     use std::os::unix::process::CommandExt;
-    let mut command = Command::new(exe);
+    let mut command = Command::new(&exe);
     command
         .arg("--state-dir")
         .arg(state_dir)
@@ -146,7 +184,13 @@ fn ensure_daemon(state_dir: &Path) -> Result<()> {
             Ok(())
         });
     }
-    command.spawn().with_context(ErrorKind::Io, || "start the lanyard daemon")?;
+    // A child inherits the network namespace of the thread that forks it.
+    host.netns.run(move || {
+        command
+            .spawn()
+            .map(|_| ())
+            .with_context(ErrorKind::Io, || format!("start the lanyard daemon ({})", exe.display()))
+    })?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if try_request(state_dir, &Request::Ping, Duration::from_secs(1))?.is_some() {
@@ -161,4 +205,33 @@ fn ensure_daemon(state_dir: &Path) -> Result<()> {
             state_dir.join(LOG_NAME).display()
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_keeps_its_kind_and_message_across_the_socket() {
+        for kind in [ErrorKind::Usage, ErrorKind::NotFound, ErrorKind::Timeout, ErrorKind::Kernel] {
+            let sent = Error::new(kind, "refused: because");
+            let line = serde_json::to_string(&Response::error(&sent)).unwrap();
+            let received: Response = serde_json::from_str(&line).unwrap();
+            let error = received.into_error();
+            assert_eq!((error.kind(), error.to_string()), (kind, "refused: because".to_string()));
+            assert_eq!(error.exit_code(), sent.exit_code());
+        }
+        // An answer from a daemon that predates `kind` still maps its timeout.
+        let old: Response =
+            serde_json::from_str(r#"{"ok":false,"error":"late","timeout":true}"#).unwrap();
+        assert_eq!(old.into_error().kind(), ErrorKind::Timeout);
+    }
+
+    #[test]
+    fn record_names_are_plain_file_names() {
+        check_record_name("netns-a.eth1.json").unwrap();
+        for bad in ["", "../etc/passwd.json", "a/b.json", ".hidden.json", "x.txt"] {
+            assert_eq!(check_record_name(bad).unwrap_err().kind(), ErrorKind::Usage, "{bad:?}");
+        }
+    }
 }

@@ -26,6 +26,7 @@ use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::host::Host;
 use crate::netlink::{Netlink, NewRoute};
 use crate::netns::Netns;
+use crate::routes;
 use crate::state::{GuestRef, Record};
 use control::{Request, Response};
 use socket::LeaseSocket;
@@ -692,6 +693,12 @@ impl Daemon {
                 return;
             }
         };
+        if let Request::Acquire { record, .. } | Request::Release { record } = &request {
+            if let Err(e) = control::check_record_name(record) {
+                reply(stream, &Response::error(&e));
+                return;
+            }
+        }
         match request {
             Request::Ping => reply(stream, &Response::ok(json!({ "pid": std::process::id() }))),
             Request::Leases => {
@@ -711,10 +718,10 @@ impl Daemon {
                 }
                 Err(e) => reply(stream, &Response::error(&e)),
             },
-            Request::Release { record } => {
-                self.release(&record);
-                reply(stream, &Response::ok(serde_json::Value::Null));
-            }
+            Request::Release { record } => match self.release(&record) {
+                Ok(()) => reply(stream, &Response::ok(serde_json::Value::Null)),
+                Err(e) => reply(stream, &Response::error(&e)),
+            },
         }
     }
 
@@ -754,16 +761,16 @@ impl Daemon {
     }
 
     /// DHCPRELEASE while the interface exists, then forget the lease (detach).
-    fn release(&mut self, record_file: &str) {
-        if self.slots.contains_key(record_file) {
-            if self.slots.get(record_file).is_some_and(|slot| slot.live.is_some()) {
-                self.drive(record_file, Event::Release);
-            }
-            if let Some(mut slot) = self.slots.remove(record_file) {
-                restore_routes(&mut slot);
-            }
+    fn release(&mut self, record_file: &str) -> Result<()> {
+        if self.slots.get(record_file).is_some_and(|slot| slot.live.is_some()) {
+            self.drive(record_file, Event::Release);
         }
-        let _ = store::remove(&self.state_dir, record_file);
+        let restored = match self.slots.remove(record_file) {
+            Some(mut slot) => restore_routes(&mut slot),
+            None => Ok(()),
+        };
+        store::remove(&self.state_dir, record_file)?;
+        restored
     }
 
     /// The guest died: close every socket and namespace handle held there (a socket keeps a
@@ -907,32 +914,35 @@ fn configure(slot: &mut Slot, lease: &Lease, _state_dir: &Path) -> Result<()> {
             netlink.set_mtu(live.ifindex, &ifname, mtu)?;
         }
     }
+    // A router outside the leased subnet (a /32 lease on a hosting network, RFC 3442 routes via
+    // off-subnet gateways) is reached through an on-link host route, as dhclient does.
+    let subnets = [lease_net(lease)];
     for route in lease.routes() {
         let destination =
             IpNet::V4(Ipv4Net::new(route.destination, route.prefix_len).unwrap_or_default());
         let gateway = (!route.gateway.is_unspecified()).then_some(IpAddr::V4(route.gateway));
-        if route.prefix_len == 0 && slot.stored.replaced_default_routes.is_empty() {
-            let previous: Vec<_> = netlink
-                .default_routes(false)?
-                .into_iter()
-                .filter(|r| r.device.as_deref() != Some(ifname.as_str()))
-                .collect();
-            for old in &previous {
-                if let Some(index) = old.device_index {
-                    netlink.delete_route(&NewRoute {
-                        destination,
-                        gateway: old.gateway,
-                        device_index: index,
-                        metric: old.metric,
-                    })?;
+        match gateway {
+            Some(gateway) if route.prefix_len == 0 => {
+                let replaced =
+                    routes::take_over_default_route(&mut netlink, gateway, live.ifindex, &subnets)?;
+                // Only the first takeover finds the guest's own route; renewals find lanyard's.
+                if slot.stored.replaced_default_routes.is_empty() {
+                    slot.stored.replaced_default_routes = replaced;
                 }
             }
-            slot.stored.replaced_default_routes = previous;
+            Some(gateway) => routes::add_gateway_route(
+                &mut netlink,
+                destination,
+                gateway,
+                live.ifindex,
+                &subnets,
+                true,
+            )?,
+            None => netlink.add_route(
+                &NewRoute { destination, gateway: None, device_index: live.ifindex, metric: None },
+                true,
+            )?,
         }
-        netlink.add_route(
-            &NewRoute { destination, gateway, device_index: live.ifindex, metric: None },
-            true,
-        )?;
     }
     let settings = slot.record.dhcp.clone();
     if settings.is_some_and(|s| s.set_resolv) && !lease.dns_servers.is_empty() {
@@ -961,33 +971,40 @@ fn configure(slot: &mut Slot, lease: &Lease, _state_dir: &Path) -> Result<()> {
 fn deconfigure(slot: &mut Slot, lease: &Lease) -> Result<()> {
     let Some(live) = &slot.live else { return Ok(()) };
     let mut netlink = Netlink::open(&live.netns, format!("guest {}", slot.record.guest.display()))?;
+    let subnets = [lease_net(lease)];
     for route in lease.routes() {
         let destination =
             IpNet::V4(Ipv4Net::new(route.destination, route.prefix_len).unwrap_or_default());
-        let gateway = (!route.gateway.is_unspecified()).then_some(IpAddr::V4(route.gateway));
-        netlink.delete_route(&NewRoute {
-            destination,
-            gateway,
-            device_index: live.ifindex,
-            metric: None,
-        })?;
-    }
-    netlink.delete_address(live.ifindex, &slot.record.guest_ifname, &lease_net(lease))?;
-    restore_routes(slot);
-    Ok(())
-}
-
-fn restore_routes(slot: &mut Slot) {
-    let routes = std::mem::take(&mut slot.stored.replaced_default_routes);
-    let Some(live) = &slot.live else { return };
-    if routes.is_empty() {
-        return;
-    }
-    if let Ok(mut netlink) = Netlink::open(&live.netns, "the guest") {
-        for route in &routes {
-            let _ = netlink.restore_default_route(route);
+        match (!route.gateway.is_unspecified()).then_some(IpAddr::V4(route.gateway)) {
+            Some(gateway) => routes::remove_gateway_route(
+                &mut netlink,
+                destination,
+                gateway,
+                live.ifindex,
+                &subnets,
+            )?,
+            None => netlink.delete_route(&NewRoute {
+                destination,
+                gateway: None,
+                device_index: live.ifindex,
+                metric: None,
+            })?,
         }
     }
+    netlink.delete_address(live.ifindex, &slot.record.guest_ifname, &lease_net(lease))?;
+    restore_routes(slot)
+}
+
+/// Give the guest back the default routes the lease's router replaced (unless something else
+/// set one since: see [`routes::restore_default_routes`]).
+fn restore_routes(slot: &mut Slot) -> Result<()> {
+    let replaced = std::mem::take(&mut slot.stored.replaced_default_routes);
+    let Some(live) = &slot.live else { return Ok(()) };
+    if replaced.is_empty() {
+        return Ok(());
+    }
+    let mut netlink = Netlink::open(&live.netns, format!("guest {}", slot.record.guest.display()))?;
+    routes::restore_default_routes(&mut netlink, &replaced, Some(live.ifindex)).map(|_| ())
 }
 
 /// Each lease holds four descriptors (packet and UDP sockets, a link watch, a pidfd): the usual

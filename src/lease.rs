@@ -1,0 +1,74 @@
+//! The library's side of the lease daemon: hand a new DHCP attachment to the daemon and wait for
+//! its lease, or ask it to release one. The daemon is started on demand (see
+//! [`crate::daemon::control::request`]); every front end (CLI, and the daemon-driven, Docker and
+//! CNI faces to come) reaches DHCP through these two calls.
+
+use std::time::Duration;
+
+use crate::attach::DhcpWait;
+use crate::daemon::{control, store};
+use crate::error::{Error, ErrorKind, Result};
+use crate::host::Host;
+use crate::state::Record;
+
+/// Extra time the control request gets beyond the lease timeout, so that the daemon's own
+/// "no offer" answer (with its reason) arrives before the socket read gives up.
+const ANSWER_MARGIN: Duration = Duration::from_secs(5);
+
+/// Have the daemon take over `record`'s DHCP client and, with `wait.wait`, answer once the
+/// lease is configured in the guest. Returns the daemon's view of the lease.
+pub fn acquire(host: &Host, record: &Record, wait: DhcpWait) -> Result<serde_json::Value> {
+    // The first DISCOVER must not go out before the port forwards, or it is lost (the CNI dhcp
+    // plugin's 1-3 s delay): wait for it by notification. A port that never forwards is not
+    // fatal here: the client retransmits, and the timeout below speaks for the lease.
+    let mut host_netlink = crate::netlink::Netlink::open(&host.netns, "the host namespace")?;
+    let mut watch = crate::netlink::LinkWatch::open(&host.netns)?;
+    let _ = crate::driver::driver_for(record.driver).wait_host_ready(
+        &mut host_netlink,
+        &mut watch,
+        record,
+        crate::ready::READY_TIMEOUT,
+    );
+    let request = control::Request::Acquire {
+        record: record.file_name(),
+        wait: wait.wait,
+        timeout_ms: u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX),
+    };
+    let response = control::request(host, &request, wait.timeout + ANSWER_MARGIN)?;
+    if response.ok {
+        return Ok(response.data);
+    }
+    let error = response.into_error();
+    if error.kind() == ErrorKind::Timeout {
+        return Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "no DHCP offer on {} within {} s (is a DHCP server on that LAN?)",
+                record.host_interface,
+                wait.timeout.as_secs()
+            ),
+        ));
+    }
+    Err(error)
+}
+
+/// Ask the daemon to send DHCPRELEASE (while the interface still exists) and forget the lease.
+/// A lease left on disk by a stopped daemon brings the daemon up to release it; with no lease
+/// anywhere there is nothing to do.
+pub fn release(host: &Host, record: &Record) -> Result<()> {
+    let request = control::Request::Release { record: record.file_name() };
+    let timeout = Duration::from_secs(5);
+    let state_dir = host.state.path();
+    let answer = match control::try_request(state_dir, &request, timeout)? {
+        Some(answer) => answer,
+        None if store::load(state_dir, &record.file_name())?.is_some() => {
+            control::request(host, &request, timeout)?
+        }
+        None => return Ok(()),
+    };
+    if answer.ok {
+        Ok(())
+    } else {
+        Err(answer.into_error())
+    }
+}

@@ -1,0 +1,298 @@
+//! The library as every front end uses it: a rollback that cannot undo everything says so, a
+//! gateway off the subnet, DHCP inside `attach()`, daemon refusals that keep their kind, and the
+//! announce helper overtaken by a detach. Each test builds its own namespaces.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use lanyard::daemon::control::{self, Request};
+use lanyard::error::ErrorKind;
+use lanyard::guest::GuestSpec;
+use lanyard::netns::Netns as NsHandle;
+use lanyard::spec::parse_address;
+use lanyard::state::DhcpSettings;
+use lanyard::{AttachRequest, DhcpWait, FailPoint, Host};
+use support::daemon::DaemonGuard;
+use support::dhcp::Dnsmasq;
+use support::lab::{self, wait_until, Lan, Netns, TestDir};
+
+fn host_for(ns: &Netns, dir: &TestDir) -> Host {
+    lab::require_root();
+    let handle = NsHandle::open(&ns.path).expect("open host namespace");
+    Host::new(handle, &dir.join("state"), format!("test-{}", lab::run_id()))
+        .expect("host")
+        .with_daemon_exe(env!("CARGO_BIN_EXE_lanyard"))
+}
+
+fn request(host_if: &str, guest: &Netns, addresses: &[&str]) -> AttachRequest {
+    let mut request = AttachRequest::new(host_if, GuestSpec::Netns(guest.name.clone()));
+    request.addresses = addresses.iter().map(|a| parse_address(a).expect("address")).collect();
+    request
+}
+
+fn cli(ns: &Netns, dir: &TestDir, args: &[&str]) -> Output {
+    ns.command(env!("CARGO_BIN_EXE_lanyard"))
+        .args(args)
+        .env("LANYARD_STATE_DIR", dir.join("state"))
+        .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()))
+        .env("DOCKER_HOST", format!("unix://{}", dir.join("no-docker.sock").display()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run lanyard")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn ping(from: &Netns, to: &str) -> bool {
+    // One retry: a first echo can meet an ARP exchange still in flight.
+    (0..2).any(|_| from.exec(&["ping", "-c", "1", "-W", "2", to]).status.success())
+}
+
+#[test]
+fn a_rollback_that_leaves_a_link_behind_names_it_and_fails() {
+    let lan = Lan::bridge(70);
+    let dir = TestDir::new("undo-fails");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    let state_before = lab::state_files(&dir);
+
+    let mut req = request("br0", &g, &["198.18.70.2/24@198.18.70.1"]);
+    req.fail_at = Some(FailPoint::AfterAddresses);
+    req.fail_undo = true;
+    let err = lanyard::attach(&host, &req).unwrap_err();
+    let message = err.to_string();
+    // The original failure keeps its kind; the leftover is named with what to do.
+    assert_eq!(err.kind(), ErrorKind::Injected, "{message}");
+    assert!(message.contains("rollback incomplete, left behind: link ly"), "{message}");
+    assert!(message.contains("in the host namespace"), "{message}");
+    let leftover = message
+        .split("left behind: link ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the link's name")
+        .to_string();
+    assert!(message.contains(&format!("ip link del {leftover}")), "{message}");
+    // It is really there, and it is the only thing left: the record was never written.
+    assert!(lan.host.links().iter().any(|l| l.contains(&leftover)), "{:?}", lan.host.links());
+    assert_eq!(lab::state_files(&dir), state_before);
+
+    // The same request without the injected undo failure leaves nothing (the control case).
+    lan.host.ip(&["link", "del", &leftover]);
+    let host_before = lan.host.snapshot();
+    let guest_before = g.snapshot();
+    req.fail_undo = false;
+    let err = lanyard::attach(&host, &req).unwrap_err();
+    assert!(!err.to_string().contains("rollback incomplete"), "{err}");
+    assert_eq!(lan.host.snapshot(), host_before);
+    assert_eq!(g.snapshot(), guest_before);
+}
+
+#[test]
+fn a_gateway_outside_the_subnet_is_reached_through_an_onlink_route() {
+    let lan = Lan::bridge(71);
+    let dir = TestDir::new("offlink-gw");
+    // A router whose address is outside the /25 the second guest gets.
+    lan.host.ip(&["addr", "add", "198.18.71.200/24", "dev", "br0"]);
+    let single = lan.guest("single");
+    let half = lan.guest("half");
+    let single_token = format!("netns:{}", single.name);
+    let half_token = format!("netns:{}", half.name);
+    // The guest had a default route of its own, to be put back on detach.
+    half.ip_batch(
+        "link add eth0 type veth peer name eth0peer\nlink set eth0 up\nlink set eth0peer up\n\
+         addr add 198.19.251.2/24 dev eth0\nroute add default via 198.19.251.1 dev eth0",
+    );
+
+    // A /32 address (hosting networks): its router is off the subnet by construction.
+    let out =
+        cli(&lan.host, &dir, &["attach", "br0", &single_token, "198.18.71.10/32@198.18.71.1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli(
+        &lan.host,
+        &dir,
+        &[
+            "attach",
+            "br0",
+            &half_token,
+            "198.18.71.20/25@198.18.71.200",
+            "--route",
+            "198.19.60.0/24@198.18.71.200",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    let routes = single.routes();
+    assert!(
+        routes.iter().any(|r| r.starts_with("198.18.71.1 dev eth1") && r.contains("scope link")),
+        "{routes:?}"
+    );
+    assert!(routes.iter().any(|r| r.starts_with("default via 198.18.71.1 dev eth1")), "{routes:?}");
+    assert!(ping(&single, "198.18.71.1"), "the /32 guest reaches its router");
+    let routes = half.routes();
+    assert!(
+        routes.iter().any(|r| r.starts_with("198.18.71.200 dev eth1") && r.contains("scope link")),
+        "{routes:?}"
+    );
+    assert!(
+        routes.iter().any(|r| r.starts_with("default via 198.18.71.200 dev eth1")),
+        "{routes:?}"
+    );
+    assert!(
+        routes.iter().any(|r| r.starts_with("198.19.60.0/24 via 198.18.71.200 dev eth1")),
+        "{routes:?}"
+    );
+    assert!(ping(&half, "198.18.71.200"), "the /25 guest reaches its off-subnet router");
+
+    for token in [&single_token, &half_token] {
+        let out = cli(&lan.host, &dir, &["detach", token]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert!(!single.routes().iter().any(|r| r.contains("198.18.71.")), "{:?}", single.routes());
+    let routes = half.routes();
+    assert!(
+        routes.iter().any(|r| r.starts_with("default via 198.19.251.1 dev eth0")),
+        "restored: {routes:?}"
+    );
+    assert!(!routes.iter().any(|r| r.contains("198.18.71.")), "{routes:?}");
+}
+
+#[test]
+fn library_attach_with_dhcp_returns_with_the_lease_and_undoes_without_one() {
+    let mut resolv = support::dhcp::HostResolvConf::snapshot();
+    let lan = Lan::bridge(72);
+    let dir = TestDir::new("lib-dhcp");
+    let daemon = DaemonGuard::new(&dir);
+    let host = host_for(&lan.host, &dir);
+    let leased = lan.guest("leased");
+    let _dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.72.100", "198.18.72.150"), "2m", &[]);
+
+    let mut req = request("br0", &leased, &[]);
+    req.dhcp = Some(DhcpSettings::default());
+    req.dhcp_wait = DhcpWait { timeout: Duration::from_secs(10), wait: true };
+    let attached = lanyard::attach(&host, &req).expect("attach with a lease");
+    let lease = attached.lease.expect("the daemon's view of the lease");
+    let address = lease["Address"].as_str().expect("an address").to_string();
+    assert!(address.starts_with("198.18.72.1"), "{lease}");
+    let ip = address.split('/').next().unwrap().to_string();
+    // Configured in the guest by the time attach returned.
+    assert!(leased.addresses().iter().any(|a| a.contains(&ip)), "{:?}", leased.addresses());
+    // The daemon runs in the host namespace the library was given, not the test's.
+    let pid = daemon.pid().expect("the daemon answers");
+    let daemon_netns = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/{pid}/ns/net")).unwrap().ino()
+    };
+    assert_eq!(daemon_netns, host.netns.id().ino, "the daemon's namespace");
+    lanyard::detach(&host, &format!("netns:{}", leased.name), None).unwrap();
+
+    // No server on this LAN: a timeout, and nothing of the attach is left.
+    let quiet = Lan::bridge(73);
+    let dir2 = TestDir::new("lib-dhcp-none");
+    let _daemon2 = DaemonGuard::new(&dir2);
+    let host2 = host_for(&quiet.host, &dir2);
+    let g = quiet.guest("g");
+    let (host_before, guest_before) = (quiet.host.snapshot(), g.snapshot());
+    let mut req = request("br0", &g, &[]);
+    req.dhcp = Some(DhcpSettings::default());
+    req.dhcp_wait = DhcpWait { timeout: Duration::from_secs(2), wait: true };
+    let err = lanyard::attach(&host2, &req).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.to_string().contains("no DHCP offer on br0 within 2 s"), "{err}");
+    assert!(!err.to_string().contains("left behind"), "{err}");
+    assert_eq!(quiet.host.snapshot(), host_before);
+    assert_eq!(g.snapshot(), guest_before);
+    let records: Vec<String> =
+        lab::state_files(&dir2).into_iter().filter(|f| f.ends_with(".json")).collect();
+    assert!(records.is_empty(), "{records:?}");
+    resolv.assert_unchanged();
+}
+
+#[test]
+fn a_refusal_from_the_daemon_keeps_its_kind_and_exit_code() {
+    let lan = Lan::bridge(74);
+    let dir = TestDir::new("daemon-kind");
+    let _daemon = DaemonGuard::new(&dir);
+    let host = host_for(&lan.host, &dir);
+    // Bad input the daemon itself refuses (a record name that is a path).
+    let response = control::request(
+        &host,
+        &Request::Acquire { record: "../../etc/x.json".into(), wait: true, timeout_ms: 1000 },
+        Duration::from_secs(5),
+    )
+    .expect("the daemon answers");
+    assert!(!response.ok);
+    let error = response.into_error();
+    assert_eq!(error.kind(), ErrorKind::Usage, "{error}");
+    assert_eq!(error.exit_code(), 2);
+    assert!(error.to_string().contains("not a record file name"), "{error}");
+    // Not found stays not found (exit 1), with the daemon's message.
+    let response = control::request(
+        &host,
+        &Request::Acquire { record: "netns-nobody.eth1.json".into(), wait: true, timeout_ms: 1000 },
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let error = response.into_error();
+    assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
+    assert!(error.to_string().contains("no record netns-nobody.eth1.json"), "{error}");
+}
+
+/// No announce helper of `state` still runs (they are detached; bounded wait).
+fn helpers_done(state: &Path) -> bool {
+    let needle = state.to_string_lossy().into_owned();
+    wait_until(Duration::from_secs(10), || {
+        !std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+            std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| {
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                cmdline.contains("announce-helper") && cmdline.contains(&needle)
+            })
+        })
+    })
+}
+
+#[test]
+fn an_announcement_overtaken_by_a_detach_ends_quietly() {
+    let lan = Lan::bridge(75);
+    let dir = TestDir::new("announce-overtaken");
+    let state = dir.join("state");
+    let g = lan.guest("g");
+    // The record is gone by the time the helper looks (what a fast detach does).
+    let out = cli(
+        &lan.host,
+        &dir,
+        &[
+            "announce-helper",
+            "--record",
+            "netns-gone.eth1.json",
+            "--netns",
+            &g.path.to_string_lossy(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!state.join("announce.log").exists(), "nothing logged");
+
+    // The real race, many times over: attach then detach at once, 24 guests in parallel.
+    let guests: Vec<Netns> = (0..24).map(|i| lan.guest(&format!("r{i}"))).collect();
+    std::thread::scope(|scope| {
+        for (i, guest) in guests.iter().enumerate() {
+            let (lan, dir) = (&lan, &dir);
+            scope.spawn(move || {
+                let token = format!("netns:{}", guest.name);
+                let address = format!("198.18.75.{}/24", 10 + i);
+                let out = cli(&lan.host, dir, &["attach", "br0", &token, &address]);
+                assert!(out.status.success(), "{}", text(&out));
+                let out = cli(&lan.host, dir, &["detach", &token]);
+                assert!(out.status.success(), "{}", text(&out));
+            });
+        }
+    });
+    assert!(helpers_done(&state), "announce helpers still running after 10 s");
+    let log = std::fs::read_to_string(state.join("announce.log")).unwrap_or_default();
+    assert!(log.is_empty(), "an overtaken announcement logged: {log}");
+    assert!(lab::state_files(&dir).iter().all(|f| !f.ends_with(".json")));
+}
