@@ -21,13 +21,13 @@ pub fn inspect(host: &Host, token: Option<&str>) -> Result<Vec<Value>> {
         .collect();
     let mut host_netlink = Netlink::open(&host.netns, "the host namespace")?;
     let mut views = Vec::new();
-    // One guest, all its interfaces: network-wrapper's view is of the first.
-    let mut by_guest: Vec<(String, Vec<Record>)> = Vec::new();
+    // One guest, all its interfaces: network-wrapper's view is of the first. Grouped by the
+    // guest's exact identity, never by a rendering of its name.
+    let mut by_guest: Vec<(crate::state::GuestRef, Vec<Record>)> = Vec::new();
     for record in records {
-        let key = record.guest.key();
-        match by_guest.iter_mut().find(|(k, _)| *k == key) {
+        match by_guest.iter_mut().find(|(guest, _)| *guest == record.guest) {
             Some((_, list)) => list.push(record),
-            None => by_guest.push((key, vec![record])),
+            None => by_guest.push((record.guest.clone(), vec![record])),
         }
     }
     for (_, records) in by_guest {
@@ -111,16 +111,19 @@ fn interface_view(host: &Host, host_netlink: &mut Netlink, record: &Record) -> R
         }
     }
     let dhcp = record.dhcp.as_ref().map(|settings| {
-        let lease = stored.as_ref().and_then(|s| s.lease.as_ref());
-        json!({
-            "Settings": settings,
-            "State": stored.as_ref().map(|s| s.state.clone()),
-            "Lease": lease,
-            "RenewAt": lease.and_then(|l| l.renew_unix_ms()).map(|ms| rfc3339(ms / 1000)),
-            "RebindAt": lease.and_then(|l| l.rebind_unix_ms()).map(|ms| rfc3339(ms / 1000)),
-            "ExpiresAt": lease.and_then(|l| l.expires_unix_ms()).map(|ms| rfc3339(ms / 1000)),
-            "LastLoss": stored.as_ref().and_then(|s| s.last_loss.clone()),
-        })
+        #[derive(serde::Serialize)]
+        struct DhcpView<'a> {
+            #[serde(rename = "Settings")]
+            settings: &'a crate::state::DhcpSettings,
+            #[serde(flatten)]
+            status: crate::lease::LeaseStatus<'a>,
+        }
+        let status = crate::lease::LeaseStatus::new(
+            stored.as_ref().map(|s| s.state.as_str()),
+            stored.as_ref().and_then(|s| s.lease.as_ref()),
+            stored.as_ref().and_then(|s| s.last_loss.as_deref()),
+        );
+        serde_json::to_value(DhcpView { settings, status }).unwrap_or_default()
     });
     Ok(json!({
         "Interface": record.guest_ifname,

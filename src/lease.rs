@@ -72,3 +72,48 @@ pub fn release(host: &Host, record: &Record) -> Result<()> {
         Err(answer.into_error())
     }
 }
+
+/// A lease as users see it, with the same keys wherever it is shown (`lanyard leases`, the
+/// `DHCP` part of `lanyard inspect`, a DHCP attach's answer).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LeaseStatus<'a> {
+    /// The client's DHCP state (BOUND, RENEWING, ...); `None` before the daemon took over.
+    pub state: Option<&'a str>,
+    pub lease: Option<&'a crate::dhcp::Lease>,
+    /// CIDR of the leased address.
+    pub address: Option<String>,
+    pub server: Option<String>,
+    pub gateway: Option<String>,
+    #[serde(rename = "DNS")]
+    pub dns: Vec<String>,
+    pub renew_at: Option<String>,
+    pub rebind_at: Option<String>,
+    pub expires_at: Option<String>,
+    /// Why the last address went away, if it did.
+    pub last_loss: Option<&'a str>,
+}
+
+impl<'a> LeaseStatus<'a> {
+    pub fn new(
+        state: Option<&'a str>,
+        lease: Option<&'a crate::dhcp::Lease>,
+        last_loss: Option<&'a str>,
+    ) -> LeaseStatus<'a> {
+        let stamp = |unix_ms: Option<u64>| unix_ms.map(|ms| crate::inspect::rfc3339(ms / 1000));
+        LeaseStatus {
+            state,
+            lease,
+            address: lease.map(|l| format!("{}/{}", l.address, l.prefix_len)),
+            server: lease.map(|l| l.server_id.to_string()),
+            gateway: lease.and_then(|l| l.gateway()).map(|g| g.to_string()),
+            dns: lease
+                .map(|l| l.dns_servers.iter().map(|d| d.to_string()).collect())
+                .unwrap_or_default(),
+            renew_at: stamp(lease.and_then(|l| l.renew_unix_ms())),
+            rebind_at: stamp(lease.and_then(|l| l.rebind_unix_ms())),
+            expires_at: stamp(lease.and_then(|l| l.expires_unix_ms())),
+            last_loss,
+        }
+    }
+}

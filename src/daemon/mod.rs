@@ -857,24 +857,32 @@ fn reply(mut stream: UnixStream, response: &Response) {
 }
 
 fn lease_view(slot: &Slot) -> serde_json::Value {
-    let lease = slot.stored.lease.as_ref();
-    json!({
-        "Record": slot.stored.record,
-        "Guest": slot.record.guest.display(),
-        "Interface": slot.record.guest_ifname,
-        "HostInterface": slot.record.host_interface,
-        "State": slot.client.state().to_string(),
-        "Alive": slot.live.is_some(),
-        "Lease": lease,
-        "Address": lease.map(|l| format!("{}/{}", l.address, l.prefix_len)),
-        "Server": lease.map(|l| l.server_id.to_string()),
-        "Gateway": lease.and_then(|l| l.gateway()).map(|g| g.to_string()),
-        "DNS": lease.map(|l| l.dns_servers.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
-        "RenewAt": lease.and_then(|l| l.renew_unix_ms()).map(|ms| crate::inspect::rfc3339(ms / 1000)),
-        "RebindAt": lease.and_then(|l| l.rebind_unix_ms()).map(|ms| crate::inspect::rfc3339(ms / 1000)),
-        "ExpiresAt": lease.and_then(|l| l.expires_unix_ms()).map(|ms| crate::inspect::rfc3339(ms / 1000)),
-        "LastLoss": slot.stored.last_loss,
-    })
+    /// The attachment a lease belongs to, beside the lease as users see it everywhere.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct View<'a> {
+        record: &'a str,
+        guest: String,
+        interface: &'a str,
+        host_interface: &'a str,
+        alive: bool,
+        #[serde(flatten)]
+        status: crate::lease::LeaseStatus<'a>,
+    }
+    let state = slot.client.state().to_string();
+    let view = View {
+        record: &slot.stored.record,
+        guest: slot.record.guest.display(),
+        interface: &slot.record.guest_ifname,
+        host_interface: &slot.record.host_interface,
+        alive: slot.live.is_some(),
+        status: crate::lease::LeaseStatus::new(
+            Some(&state),
+            slot.stored.lease.as_ref(),
+            slot.stored.last_loss.as_deref(),
+        ),
+    };
+    serde_json::to_value(view).unwrap_or_default()
 }
 
 /// Whether two leases configure the guest identically (only their times differ).
