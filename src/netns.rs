@@ -97,13 +97,24 @@ impl Netns {
         Ok(Netns { fd, id: self.id, origin: self.origin.clone() })
     }
 
-    /// Run `work` on a fresh thread that has entered this namespace; the thread ends afterwards,
+    /// Is the calling thread already inside this namespace? Checked, never assumed.
+    fn is_calling_threads(&self) -> bool {
+        std::fs::metadata("/proc/thread-self/ns/net")
+            .is_ok_and(|meta| NetnsId { dev: meta.dev(), ino: meta.ino() } == self.id)
+    }
+
+    /// Run `work` inside this namespace: directly when the calling thread is already in it (the
+    /// CLI working on its own host namespace skips a thread per netlink socket), otherwise on a
+    /// fresh thread that has entered the namespace; the thread ends afterwards,
     /// so the namespace switch never leaks into the caller or a thread pool.
     pub fn run<T, F>(&self, work: F) -> Result<T>
     where
         F: FnOnce() -> Result<T> + Send,
         T: Send,
     {
+        if self.is_calling_threads() {
+            return work();
+        }
         std::thread::scope(|scope| {
             let handle = std::thread::Builder::new()
                 .name("lanyard-netns".into())
@@ -147,5 +158,13 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Usage);
         let err = Netns::from_name("../etc").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Usage);
+    }
+
+    #[test]
+    fn work_in_the_callers_own_namespace_runs_on_the_callers_thread() {
+        let here = Netns::current().unwrap();
+        let caller = std::thread::current().id();
+        let ran_on = here.run(|| Ok(std::thread::current().id())).unwrap();
+        assert_eq!(ran_on, caller, "no thread is spawned to enter a namespace we are in");
     }
 }
