@@ -63,8 +63,9 @@ pub trait Driver {
     /// Check the host side against the kernel; change nothing.
     fn validate(&self, host: &mut Netlink, request: &LinkRequest) -> Result<LinkPlan>;
 
-    /// Make the link; afterwards `guest_ifname` exists, up, inside the guest. On error, whatever
-    /// this call made is already removed.
+    /// Make the link; afterwards `guest_ifname` exists inside the guest, down: the caller writes
+    /// its sysctls and then brings it up, so no router advertisement is accepted in between. On
+    /// error, whatever this call made is already removed (or the error names what is left).
     fn setup(
         &self,
         host: &mut Netlink,

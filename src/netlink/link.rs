@@ -115,7 +115,9 @@ impl LinkDetails {
 }
 
 /// A link to create. The guest end is always born inside the guest namespace (`IFLA_NET_NS_FD`
-/// in the same request): moving a link between namespaces afterwards blocks ~16-20 ms here.
+/// in the same request): moving a link between namespaces afterwards blocks ~16-20 ms here. It is
+/// always born down, so that its per-interface sysctls (`accept_ra`, `disable_ipv6`) are written
+/// before IPv6 starts on it; the caller brings it up with [`Netlink::set_up`] afterwards.
 pub enum NewLink<'a> {
     Bridge {
         name: &'a str,
@@ -228,7 +230,8 @@ impl Netlink {
                 (message, format!("create veth {host_name} with peer {guest_name} in the guest"))
             }
             NewLink::Macvlan { parent, mode, guest_name, guest_mac, guest_mtu, guest } => {
-                let mut message = up_message();
+                // Down, like a veth's guest end: up only once the guest's sysctls are written.
+                let mut message = LinkMessage::default();
                 message.attributes.push(LinkAttribute::IfName(guest_name.to_string()));
                 message.attributes.push(LinkAttribute::Address(guest_mac.to_vec()));
                 message.attributes.push(LinkAttribute::Mtu(*guest_mtu));
@@ -268,7 +271,8 @@ impl Netlink {
         }
     }
 
-    /// Bring a link up (used for bridges created before their first port).
+    /// Bring a link up: a guest interface, once its sysctls are written (every guest interface
+    /// is created down).
     pub fn set_up(&mut self, index: u32, name: &str) -> Result<()> {
         let mut message = up_message();
         message.header.index = index;
