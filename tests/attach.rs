@@ -666,3 +666,69 @@ fn guest_links_are_created_down_and_come_up_with_their_sysctls_written() {
     lanyard::attach(&host, &req).unwrap();
     assert_born_down_and_configured_before_up(&monitor.notices_for("eth1"), "host-only eth1");
 }
+
+#[test]
+fn a_failure_inside_driver_setup_is_undone_or_names_what_it_left() {
+    use lanyard::driver::SetupFailure;
+    let lan = Lan::bridge(72);
+    let dir = TestDir::new("setupfail");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    let host_only = |point| {
+        let mut req = request("vhost72", &g, &["198.18.172.2/24"]);
+        req.host_only = true;
+        req.host_addresses = vec!["198.18.172.1/24".parse().unwrap()];
+        req.fail_at = Some(point);
+        req
+    };
+    let bridge_made_by_setup = |point| {
+        let mut req = request("brsetup72", &g, &["198.18.72.2/24"]);
+        req.fail_at = Some(point);
+        req
+    };
+
+    // The undo works: both namespaces and the state directory are as before.
+    for req in [
+        host_only(FailPoint::InDriverSetup(SetupFailure::UndoWorks)),
+        bridge_made_by_setup(FailPoint::InDriverSetup(SetupFailure::UndoWorks)),
+    ] {
+        let (host_before, guest_before) = (lan.host.snapshot(), g.snapshot());
+        let state_before = lab::state_files(&dir);
+        let err = lanyard::attach(&host, &req).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Injected, "{err}");
+        assert!(!err.to_string().contains("left behind"), "{err}");
+        assert_eq!(lan.host.snapshot(), host_before, "{}: host side", req.host_interface);
+        assert_eq!(g.snapshot(), guest_before, "{}: guest side", req.host_interface);
+        assert_eq!(lab::state_files(&dir), state_before);
+    }
+
+    // The undo fails: the error says which object is left and how to remove it, and says so
+    // truly (the object is there); the exit status is a failure's.
+    let err = lanyard::attach(&host, &host_only(FailPoint::InDriverSetup(SetupFailure::UndoFails)))
+        .unwrap_err();
+    assert_ne!(err.exit_code(), 0);
+    let message = err.to_string();
+    assert!(
+        message.contains(
+            "rollback incomplete, left behind: link vhost72 in the host namespace: undo failure \
+             injected (remove it: ip link del vhost72)"
+        ),
+        "{message}"
+    );
+    assert!(lan.host.links().iter().any(|l| l.contains("vhost72")), "{:?}", lan.host.links());
+    lan.host.ip(&["link", "del", "vhost72"]);
+
+    let err = lanyard::attach(
+        &host,
+        &bridge_made_by_setup(FailPoint::InDriverSetup(SetupFailure::UndoFails)),
+    )
+    .unwrap_err();
+    assert_ne!(err.exit_code(), 0);
+    let message = err.to_string();
+    assert!(
+        message.contains("left behind: bridge brsetup72 in the host namespace: undo failure"),
+        "{message}"
+    );
+    assert!(message.contains("ip link del brsetup72"), "{message}");
+    assert!(lan.host.links().iter().any(|l| l.contains("brsetup72")), "{:?}", lan.host.links());
+}
