@@ -732,3 +732,51 @@ fn a_failure_inside_driver_setup_is_undone_or_names_what_it_left() {
     assert!(message.contains("ip link del brsetup72"), "{message}");
     assert!(lan.host.links().iter().any(|l| l.contains("brsetup72")), "{:?}", lan.host.links());
 }
+
+#[test]
+fn lost_link_notifications_are_reported_and_the_links_read_again() {
+    use lanyard::netlink::{LinkWatch, Netlink};
+    use std::os::fd::BorrowedFd;
+    lab::require_root();
+    let ns = Netns::new("overflow");
+    ns.ip_batch("link add flapa type veth peer name flapb\nlink set flapb up\nlink set flapa up");
+    let handle = NsHandle::open(&ns.path).expect("open the namespace");
+    let mut netlink = Netlink::open(&handle, "the test namespace").expect("netlink");
+    let index = netlink.link_by_name("flapa").unwrap().expect("flapa").index;
+    let mut watch = LinkWatch::open(&handle).expect("watch");
+    // SAFETY: the watch (and so its descriptor) outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(watch.fd()) };
+    // The smallest receive buffer the kernel allows: a notice or two fit, the rest are dropped.
+    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::RcvBuf, &1).expect("SO_RCVBUF");
+
+    // 100 carrier losses, ending down: the notices that fit are the oldest, so the end of the
+    // story is among the lost ones.
+    let mut batch = String::new();
+    for _ in 0..100 {
+        batch.push_str("link set flapa down\nlink set flapa up\n");
+    }
+    batch.push_str("link set flapa down\n");
+    ns.ip_batch(&batch);
+    let now = netlink.link_by_name("flapa").unwrap().expect("flapa");
+    assert!(!now.up);
+    let downs_now = now.carrier_down_count.expect("the kernel counts carrier losses");
+    assert!(downs_now >= 100, "{downs_now}");
+
+    let changes = watch.link_changes().expect("read the notices");
+    assert!(changes.overflowed, "the buffer overflowed: {changes:?}");
+    let last = changes.seen.iter().rev().find(|seen| seen.index == index).copied();
+    let last = last.unwrap_or_else(|| panic!("flapa was read again: {changes:?}"));
+    assert!(!last.running, "flapa's last state is its state now: {changes:?}");
+    assert_eq!(last.carrier_down_count, Some(downs_now), "{changes:?}");
+
+    // A waiter for a state that came during an overflow sees it at once.
+    ns.ip_batch(&format!("{batch}link set flapa up"));
+    let waited = std::time::Instant::now();
+    let link = watch
+        .wait_for(&mut netlink, index, "flapa up", Duration::from_secs(2), |link| {
+            link.up && link.lower_up
+        })
+        .expect("flapa is up");
+    assert!(waited.elapsed() < Duration::from_secs(1), "{:?}", waited.elapsed());
+    assert!(link.carrier_down_count > Some(downs_now));
+}

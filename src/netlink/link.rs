@@ -43,10 +43,15 @@ pub struct LinkDetails {
     pub bridge_port_state: Option<BridgePortState>,
     /// The link a macvlan/vlan sits on, or a veth's peer index (in the peer's namespace).
     pub parent: Option<u32>,
+    /// How often the link lost its carrier since it was made (IFLA_CARRIER_DOWN_COUNT). The
+    /// kernel folds carrier changes that come faster than it reports them into one notification,
+    /// but counts every loss here: a flap shows as a bigger count even when no notification
+    /// showed the link down.
+    pub carrier_down_count: Option<u32>,
 }
 
 impl LinkDetails {
-    fn from_message(message: &LinkMessage) -> LinkDetails {
+    pub(super) fn from_message(message: &LinkMessage) -> LinkDetails {
         let mut details = LinkDetails {
             index: message.header.index,
             name: String::new(),
@@ -60,6 +65,7 @@ impl LinkDetails {
             controller: None,
             bridge_port_state: None,
             parent: None,
+            carrier_down_count: None,
         };
         if message.header.flags.contains(LinkFlags::Loopback) {
             details.kind = LinkKind::Loopback;
@@ -77,6 +83,7 @@ impl LinkDetails {
                 LinkAttribute::OperState(state) => details.oper_up = *state == State::Up,
                 LinkAttribute::Controller(index) => details.controller = Some(*index),
                 LinkAttribute::Link(index) => details.parent = Some(*index),
+                LinkAttribute::CarrierDownCount(count) => details.carrier_down_count = Some(*count),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {

@@ -13,7 +13,7 @@ mod watch;
 pub use address::AddressDetails;
 pub use link::{LinkDetails, LinkKind, NewLink};
 pub use route::{DefaultRoute, NewRoute};
-pub use watch::LinkWatch;
+pub use watch::{LinkChanges, LinkSeen, LinkWatch};
 
 use std::io;
 use std::time::Duration;
