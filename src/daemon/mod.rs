@@ -71,8 +71,10 @@ struct LinkKnown {
 fn link_transitions(known: &mut LinkKnown, ifindex: u32, changes: &LinkChanges) -> Vec<bool> {
     let mut transitions = Vec::new();
     for seen in changes.seen.iter().filter(|seen| seen.index == ifindex) {
+        // The counter only grows; a notice queued before the daemon's own read of the link can
+        // carry a smaller one, which is old news, not a loss.
         let lost_carrier = match (known.carrier_down_count, seen.carrier_down_count) {
-            (Some(before), Some(now)) => now != before,
+            (Some(before), Some(now)) => now > before,
             _ => false,
         };
         if lost_carrier && known.running && seen.running {
@@ -81,9 +83,7 @@ fn link_transitions(known: &mut LinkKnown, ifindex: u32, changes: &LinkChanges) 
             transitions.push(seen.running);
         }
         known.running = seen.running;
-        if seen.carrier_down_count.is_some() {
-            known.carrier_down_count = seen.carrier_down_count;
-        }
+        known.carrier_down_count = known.carrier_down_count.max(seen.carrier_down_count);
     }
     if changes.overflowed && known.running && transitions.is_empty() {
         transitions.extend([false, true]);
@@ -1102,8 +1102,11 @@ mod link_tests {
             [false, true]
         );
         assert_eq!(known, up_with(4));
-        // Nothing lost: a notice about something else (an MTU, a name) is no flap.
+        // Nothing lost: a notice about something else (an MTU, a name) is no flap, nor is an
+        // older notice still queued from before the daemon read the link.
         assert!(link_transitions(&mut known, IF, &changes(&[seen(true, 4)], false)).is_empty());
+        assert!(link_transitions(&mut known, IF, &changes(&[seen(true, 2)], false)).is_empty());
+        assert_eq!(known, up_with(4));
     }
 
     #[test]
