@@ -25,6 +25,8 @@ pub const DEFAULT_GUEST_IFNAME: &str = "eth1";
 /// Where a test can make attach fail on purpose, to prove the rollback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailPoint {
+    /// Inside the driver's setup, after its first change.
+    InDriverSetup(crate::driver::SetupFailure),
     AfterLink,
     AfterAddresses,
     AfterRoutes,
@@ -331,6 +333,10 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
         macvlan_mode: request.macvlan_mode,
         no_create: request.no_create,
         host_addresses: &request.host_addresses,
+        fail_in_setup: match request.fail_at {
+            Some(FailPoint::InDriverSetup(how)) => Some(how),
+            _ => None,
+        },
     };
     let plan = driver.validate(&mut host_netlink, &link_request)?;
     let has_ipv6 = request.addresses.iter().any(|a| a.address.addr().is_ipv6());

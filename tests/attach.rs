@@ -533,3 +533,250 @@ fn a_mac_already_in_the_bridge_forwarding_table_is_rehashed() {
     let again = lanyard::attach(&host, &request("br0", &g, &["198.18.14.2/24"])).unwrap();
     assert_eq!(again.record.mac, second_choice);
 }
+
+/// A link-notification socket (RTNLGRP_LINK) opened inside a namespace: it hears every change of
+/// every link there, in the order the kernel made them.
+struct LinkMonitor {
+    socket: netlink_sys::Socket,
+}
+
+/// One RTM_NEWLINK notification about a link: its IFF_UP flag and the IPv6 `accept_ra` and
+/// `disable_ipv6` the kernel reported with it (IFLA_INET6_CONF travels with every notice).
+#[derive(Debug, Clone, Copy)]
+struct LinkNotice {
+    up: bool,
+    accept_ra: Option<i32>,
+    disable_ipv6: Option<i32>,
+}
+
+impl LinkMonitor {
+    fn open(ns: &Netns) -> LinkMonitor {
+        let socket = ns.run_in(|| {
+            let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)
+                .expect("netlink socket");
+            socket.bind(&netlink_sys::SocketAddr::new(0, 1)).expect("join RTNLGRP_LINK");
+            socket.set_non_blocking(true).expect("non-blocking");
+            socket
+        });
+        LinkMonitor { socket }
+    }
+
+    /// Every notice queued so far about the link named `ifname`, oldest first.
+    fn notices_for(&self, ifname: &str) -> Vec<LinkNotice> {
+        use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+        use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec, LinkAttribute, LinkFlags};
+        use netlink_packet_route::RouteNetlinkMessage;
+        let mut notices = Vec::new();
+        let mut buffer = vec![0u8; 64 * 1024];
+        for _ in 0..10_000 {
+            let received = match self.socket.recv(&mut &mut buffer[..], 0) {
+                Ok(n) if n > 0 => n,
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("link monitor: {e} (a lost notice would make this test blind)"),
+            };
+            let mut offset = 0;
+            while offset < received {
+                let message =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buffer[offset..received])
+                        .expect("parse a link notice");
+                let length = message.header.length as usize;
+                assert!(length > 0);
+                offset += (length + 3) & !3;
+                let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) =
+                    message.payload
+                else {
+                    continue;
+                };
+                let mut name = None;
+                let mut notice = LinkNotice {
+                    up: link.header.flags.contains(LinkFlags::Up),
+                    accept_ra: None,
+                    disable_ipv6: None,
+                };
+                for attribute in &link.attributes {
+                    match attribute {
+                        LinkAttribute::IfName(n) => name = Some(n.clone()),
+                        LinkAttribute::AfSpecUnspec(specs) => {
+                            for spec in specs {
+                                let AfSpecUnspec::Inet6(inet6) = spec else { continue };
+                                for item in inet6 {
+                                    if let AfSpecInet6::DevConf(conf) = item {
+                                        notice.accept_ra = Some(conf.accept_ra);
+                                        notice.disable_ipv6 = Some(conf.disable_ipv6);
+                                    }
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if name.as_deref() == Some(ifname) {
+                    notices.push(notice);
+                }
+            }
+        }
+        notices
+    }
+}
+
+/// Checks what the guest heard while lanyard made `ifname`: born down, and IPv6 already set up
+/// (accept_ra 0, IPv6 enabled) by the first time it was up, so no router advertisement could be
+/// taken in between.
+fn assert_born_down_and_configured_before_up(notices: &[LinkNotice], ifname: &str) {
+    let first = notices.first().unwrap_or_else(|| panic!("no notice about {ifname}"));
+    assert!(!first.up, "{ifname} was created up: {notices:?}");
+    let first_up = notices
+        .iter()
+        .find(|n| n.up)
+        .unwrap_or_else(|| panic!("{ifname} never came up: {notices:?}"));
+    assert_eq!(first_up.accept_ra, Some(0), "accept_ra when {ifname} first came up: {notices:?}");
+    assert_eq!(first_up.disable_ipv6, Some(0), "IPv6 off when {ifname} first came up");
+}
+
+#[test]
+fn guest_links_are_created_down_and_come_up_with_their_sysctls_written() {
+    // macvlan: the driver that used to create its link up.
+    let lan = Lan::with_uplink(70);
+    let dir = TestDir::new("borndown-mv");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    // A fresh namespace accepts RAs by default (accept_ra 1): the value must be lanyard's 0.
+    assert_eq!(g.sysctl_get("net.ipv6.conf.default.accept_ra"), "1");
+    let monitor = LinkMonitor::open(&g);
+    lanyard::attach(&host, &request("uplink0", &g, &["198.18.70.60/24", "2001:db8:70::60/64"]))
+        .unwrap();
+    assert_born_down_and_configured_before_up(&monitor.notices_for("eth1"), "macvlan eth1");
+
+    // bridge: the veth's guest end.
+    let lan = Lan::bridge(71);
+    let dir = TestDir::new("borndown-br");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    let monitor = LinkMonitor::open(&g);
+    lanyard::attach(&host, &request("br0", &g, &["198.18.71.60/24", "2001:db8:71::60/64"]))
+        .unwrap();
+    assert_born_down_and_configured_before_up(&monitor.notices_for("eth1"), "veth eth1");
+
+    // host-only: the same veth peer, without a bridge.
+    let g = lan.guest("h");
+    let monitor = LinkMonitor::open(&g);
+    let mut req = request("vhost71", &g, &["198.18.171.2/24", "2001:db8:171::2/64"]);
+    req.host_only = true;
+    lanyard::attach(&host, &req).unwrap();
+    assert_born_down_and_configured_before_up(&monitor.notices_for("eth1"), "host-only eth1");
+}
+
+#[test]
+fn a_failure_inside_driver_setup_is_undone_or_names_what_it_left() {
+    use lanyard::driver::SetupFailure;
+    let lan = Lan::bridge(72);
+    let dir = TestDir::new("setupfail");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    let host_only = |point| {
+        let mut req = request("vhost72", &g, &["198.18.172.2/24"]);
+        req.host_only = true;
+        req.host_addresses = vec!["198.18.172.1/24".parse().unwrap()];
+        req.fail_at = Some(point);
+        req
+    };
+    let bridge_made_by_setup = |point| {
+        let mut req = request("brsetup72", &g, &["198.18.72.2/24"]);
+        req.fail_at = Some(point);
+        req
+    };
+
+    // The undo works: both namespaces and the state directory are as before.
+    for req in [
+        host_only(FailPoint::InDriverSetup(SetupFailure::UndoWorks)),
+        bridge_made_by_setup(FailPoint::InDriverSetup(SetupFailure::UndoWorks)),
+    ] {
+        let (host_before, guest_before) = (lan.host.snapshot(), g.snapshot());
+        let state_before = lab::state_files(&dir);
+        let err = lanyard::attach(&host, &req).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Injected, "{err}");
+        assert!(!err.to_string().contains("left behind"), "{err}");
+        assert_eq!(lan.host.snapshot(), host_before, "{}: host side", req.host_interface);
+        assert_eq!(g.snapshot(), guest_before, "{}: guest side", req.host_interface);
+        assert_eq!(lab::state_files(&dir), state_before);
+    }
+
+    // The undo fails: the error says which object is left and how to remove it, and says so
+    // truly (the object is there); the exit status is a failure's.
+    let err = lanyard::attach(&host, &host_only(FailPoint::InDriverSetup(SetupFailure::UndoFails)))
+        .unwrap_err();
+    assert_ne!(err.exit_code(), 0);
+    let message = err.to_string();
+    assert!(
+        message.contains(
+            "rollback incomplete, left behind: link vhost72 in the host namespace: undo failure \
+             injected (remove it: ip link del vhost72)"
+        ),
+        "{message}"
+    );
+    assert!(lan.host.links().iter().any(|l| l.contains("vhost72")), "{:?}", lan.host.links());
+    lan.host.ip(&["link", "del", "vhost72"]);
+
+    let err = lanyard::attach(
+        &host,
+        &bridge_made_by_setup(FailPoint::InDriverSetup(SetupFailure::UndoFails)),
+    )
+    .unwrap_err();
+    assert_ne!(err.exit_code(), 0);
+    let message = err.to_string();
+    assert!(
+        message.contains("left behind: bridge brsetup72 in the host namespace: undo failure"),
+        "{message}"
+    );
+    assert!(message.contains("ip link del brsetup72"), "{message}");
+    assert!(lan.host.links().iter().any(|l| l.contains("brsetup72")), "{:?}", lan.host.links());
+}
+
+#[test]
+fn lost_link_notifications_are_reported_and_the_links_read_again() {
+    use lanyard::netlink::{LinkWatch, Netlink};
+    use std::os::fd::BorrowedFd;
+    lab::require_root();
+    let ns = Netns::new("overflow");
+    ns.ip_batch("link add flapa type veth peer name flapb\nlink set flapb up\nlink set flapa up");
+    let handle = NsHandle::open(&ns.path).expect("open the namespace");
+    let mut netlink = Netlink::open(&handle, "the test namespace").expect("netlink");
+    let index = netlink.link_by_name("flapa").unwrap().expect("flapa").index;
+    let mut watch = LinkWatch::open(&handle).expect("watch");
+    // SAFETY: the watch (and so its descriptor) outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(watch.fd()) };
+    // The smallest receive buffer the kernel allows: a notice or two fit, the rest are dropped.
+    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::RcvBuf, &1).expect("SO_RCVBUF");
+
+    // 100 carrier losses, ending down: the notices that fit are the oldest, so the end of the
+    // story is among the lost ones.
+    let mut batch = String::new();
+    for _ in 0..100 {
+        batch.push_str("link set flapa down\nlink set flapa up\n");
+    }
+    batch.push_str("link set flapa down\n");
+    ns.ip_batch(&batch);
+    let now = netlink.link_by_name("flapa").unwrap().expect("flapa");
+    assert!(!now.up);
+    let downs_now = now.carrier_down_count.expect("the kernel counts carrier losses");
+    assert!(downs_now >= 100, "{downs_now}");
+
+    let changes = watch.link_changes().expect("read the notices");
+    assert!(changes.overflowed, "the buffer overflowed: {changes:?}");
+    let last = changes.seen.iter().rev().find(|seen| seen.index == index).copied();
+    let last = last.unwrap_or_else(|| panic!("flapa was read again: {changes:?}"));
+    assert!(!last.running, "flapa's last state is its state now: {changes:?}");
+    assert_eq!(last.carrier_down_count, Some(downs_now), "{changes:?}");
+
+    // A waiter for a state that came during an overflow sees it at once.
+    ns.ip_batch(&format!("{batch}link set flapa up"));
+    let waited = std::time::Instant::now();
+    let link = watch
+        .wait_for(&mut netlink, index, "flapa up", Duration::from_secs(2), |link| {
+            link.up && link.lower_up
+        })
+        .expect("flapa is up");
+    assert!(waited.elapsed() < Duration::from_secs(1), "{:?}", waited.elapsed());
+    assert!(link.carrier_down_count > Some(downs_now));
+}

@@ -24,7 +24,7 @@ use serde_json::json;
 use crate::dhcp::{Action, Client, ClientConfig, Destination, Event, Lease, Now};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::host::Host;
-use crate::netlink::{Netlink, NewRoute};
+use crate::netlink::{LinkChanges, Netlink, NewRoute};
 use crate::netns::Netns;
 use crate::routes;
 use crate::state::{GuestRef, Record};
@@ -47,6 +47,49 @@ struct Live {
     /// as LinkDown / LinkUp (RFC 2131 §3.2: a lease is verified again after the link returns).
     link_watch: crate::netlink::LinkWatch,
     link_up: bool,
+    /// The link's carrier-loss counter when last seen: a flap the kernel reported as one
+    /// notification shows as a change here.
+    carrier_downs: Option<u32>,
+}
+
+/// What the daemon last knew of a lease's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LinkKnown {
+    running: bool,
+    carrier_down_count: Option<u32>,
+}
+
+/// The link transitions for the client (true: up, false: down), in order, from what the link
+/// notifications say about link `ifindex`; `known` is updated to the link's state now.
+///
+/// Every transition counts, not just the last state: a down and an up read in one wake-up are
+/// a flap (the cable was out, perhaps moved to another network), and the client must hear both
+/// to verify its lease with INIT-REBOOT. A carrier loss the kernel folded into a notification
+/// that shows the link running is found by its counter. When notifications were lost, a link
+/// running before and after is taken to have flapped: a needless verification costs one
+/// exchange, a missed one can keep a lease from another network (a link seen coming up is
+/// verified by that already).
+fn link_transitions(known: &mut LinkKnown, ifindex: u32, changes: &LinkChanges) -> Vec<bool> {
+    let mut transitions = Vec::new();
+    for seen in changes.seen.iter().filter(|seen| seen.index == ifindex) {
+        // The counter only grows; a notice queued before the daemon's own read of the link can
+        // carry a smaller one, which is old news, not a loss.
+        let lost_carrier = match (known.carrier_down_count, seen.carrier_down_count) {
+            (Some(before), Some(now)) => now > before,
+            _ => false,
+        };
+        if lost_carrier && known.running && seen.running {
+            transitions.extend([false, true]);
+        } else if seen.running != known.running {
+            transitions.push(seen.running);
+        }
+        known.running = seen.running;
+        known.carrier_down_count = known.carrier_down_count.max(seen.carrier_down_count);
+    }
+    if changes.overflowed && known.running && transitions.is_empty() {
+        transitions.extend([false, true]);
+    }
+    transitions
 }
 
 struct Waiter {
@@ -363,17 +406,31 @@ impl Daemon {
             _ => None,
         };
         let ifname = record.guest_ifname.clone();
-        let (ifindex, socket, link_watch, link_up) = netns.run(|| {
+        let (ifindex, socket, link_watch, link_known) = netns.run(|| {
             let link_watch = crate::netlink::LinkWatch::open_here()?;
             let mut netlink = Netlink::open_here("the guest")?;
             let link = netlink
                 .link_by_name(&ifname)?
                 .ok_or_else(|| Error::not_found(format!("{ifname} is gone from the guest")))?;
             let socket = LeaseSocket::open_here(link.index, &ifname)?;
-            Ok((link.index, socket, link_watch, link.up && link.lower_up))
+            let link_known = LinkKnown {
+                running: link.up && link.lower_up,
+                carrier_down_count: link.carrier_down_count,
+            };
+            Ok((link.index, socket, link_watch, link_known))
         })?;
         let pidfd = pid.and_then(pidfd_open);
-        Ok(Live { netns, socket, ifindex, pidfd, netns_name, pid, link_watch, link_up })
+        Ok(Live {
+            netns,
+            socket,
+            ifindex,
+            pidfd,
+            netns_name,
+            pid,
+            link_watch,
+            link_up: link_known.running,
+            carrier_downs: link_known.carrier_down_count,
+        })
     }
 
     /// Serve until SIGTERM, SIGINT or SIGHUP. Leases are on disk at every change, so a stop (or a kill)
@@ -528,23 +585,24 @@ impl Daemon {
 
     fn link_changed(&mut self, key: &str) {
         let Some(live) = self.slots.get_mut(key).and_then(|s| s.live.as_mut()) else { return };
-        let ifindex = live.ifindex;
-        let Some(running) = live
-            .link_watch
-            .link_changes()
-            .into_iter()
-            .rev()
-            .find(|(index, _)| *index == ifindex)
-            .map(|(_, up)| up)
-        else {
-            return;
+        let changes = match live.link_watch.link_changes() {
+            Ok(changes) => changes,
+            Err(e) => {
+                log(format_args!("{key}: link notifications: {e}"));
+                return;
+            }
         };
-        if running == live.link_up {
-            return;
+        let mut link = LinkKnown { running: live.link_up, carrier_down_count: live.carrier_downs };
+        let transitions = link_transitions(&mut link, live.ifindex, &changes);
+        live.link_up = link.running;
+        live.carrier_downs = link.carrier_down_count;
+        if changes.overflowed {
+            log(format_args!("{key}: link notifications were lost; re-read the link"));
         }
-        live.link_up = running;
-        log(format_args!("{key}: link {}", if running { "up" } else { "down" }));
-        self.drive(key, if running { Event::LinkUp } else { Event::LinkDown });
+        for up in transitions {
+            log(format_args!("{key}: link {}", if up { "up" } else { "down" }));
+            self.drive(key, if up { Event::LinkUp } else { Event::LinkDown });
+        }
     }
 
     fn receive(&mut self, key: &str) {
@@ -1032,4 +1090,74 @@ fn raise_open_file_limit() {
 /// `lanyard daemon`: serve the state directory of `host` until stopped.
 pub fn serve(host: Host) -> Result<()> {
     Daemon::start(host)?.run()
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+    use crate::netlink::LinkSeen;
+
+    const IF: u32 = 7;
+
+    fn seen(running: bool, downs: u32) -> LinkSeen {
+        LinkSeen { index: IF, running, carrier_down_count: Some(downs) }
+    }
+
+    fn changes(seen: &[LinkSeen], overflowed: bool) -> LinkChanges {
+        LinkChanges { seen: seen.to_vec(), overflowed }
+    }
+
+    fn up_with(downs: u32) -> LinkKnown {
+        LinkKnown { running: true, carrier_down_count: Some(downs) }
+    }
+
+    #[test]
+    fn a_down_and_an_up_read_together_are_both_told() {
+        let mut known = up_with(0);
+        let flap = changes(&[seen(false, 1), seen(true, 1)], false);
+        assert_eq!(link_transitions(&mut known, IF, &flap), [false, true]);
+        assert_eq!(known, up_with(1));
+    }
+
+    #[test]
+    fn a_flap_folded_into_one_notice_is_found_by_the_carrier_counter() {
+        let mut known = up_with(3);
+        assert_eq!(
+            link_transitions(&mut known, IF, &changes(&[seen(true, 4)], false)),
+            [false, true]
+        );
+        assert_eq!(known, up_with(4));
+        // Nothing lost: a notice about something else (an MTU, a name) is no flap, nor is an
+        // older notice still queued from before the daemon read the link.
+        assert!(link_transitions(&mut known, IF, &changes(&[seen(true, 4)], false)).is_empty());
+        assert!(link_transitions(&mut known, IF, &changes(&[seen(true, 2)], false)).is_empty());
+        assert_eq!(known, up_with(4));
+    }
+
+    #[test]
+    fn other_links_and_plain_transitions() {
+        let mut known = up_with(0);
+        let other = LinkSeen { index: IF + 1, running: false, carrier_down_count: Some(9) };
+        assert!(link_transitions(&mut known, IF, &changes(&[other], false)).is_empty());
+        assert_eq!(link_transitions(&mut known, IF, &changes(&[seen(false, 1)], false)), [false]);
+        assert_eq!(link_transitions(&mut known, IF, &changes(&[seen(true, 1)], false)), [true]);
+        // A deleted link has no counter: down, and the last counter is kept.
+        let deleted = LinkSeen { index: IF, running: false, carrier_down_count: None };
+        assert_eq!(link_transitions(&mut known, IF, &changes(&[deleted], false)), [false]);
+        assert_eq!(known, LinkKnown { running: false, carrier_down_count: Some(1) });
+    }
+
+    #[test]
+    fn lost_notifications_count_as_a_flap_when_the_link_is_up() {
+        let mut known = up_with(0);
+        // The re-read shows it up with the same counter: verified anyway, since what was lost
+        // is unknown (an administrative down and up leaves the counter alone on some links).
+        assert_eq!(
+            link_transitions(&mut known, IF, &changes(&[seen(true, 0)], true)),
+            [false, true]
+        );
+        let mut known = up_with(0);
+        assert_eq!(link_transitions(&mut known, IF, &changes(&[seen(false, 1)], true)), [false]);
+        assert!(link_transitions(&mut known, IF, &changes(&[seen(false, 1)], true)).is_empty());
+    }
 }

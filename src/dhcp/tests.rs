@@ -892,6 +892,19 @@ fn link_down_silences_and_link_up_verifies() {
 }
 
 #[test]
+fn a_flap_told_in_one_instant_is_verified_like_a_long_one() {
+    // The daemon tells the client a down and an up it read in one wake-up at the same instant.
+    let mut t = T::new(config());
+    t.bind(3600);
+    t.now = 100_000;
+    assert!(t.ev(Event::LinkDown).is_empty());
+    let (req, dest) = only_send(&t.ev(Event::LinkUp));
+    assert_eq!(msg_type(&req), MessageType::Request);
+    assert_eq!((t.c.state(), dest), (State::Rebooting, Destination::Broadcast));
+    assert_eq!(opt_addr(&req, OptionCode::RequestedIpAddress), Some(ADDR));
+}
+
+#[test]
 fn link_down_during_selecting_restarts_on_link_up() {
     let mut t = T::new(config());
     t.ev(Event::LinkDown);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{guest_mtu, CreatedLink, Driver, LinkPlan, LinkRequest};
+use super::{guest_mtu, injected_failure, undo, CreatedLink, Driver, LinkPlan, LinkRequest};
 use crate::error::{Error, Result};
 use crate::netlink::{LinkKind, LinkWatch, Netlink, NewLink};
 use crate::netns::Netns;
@@ -81,21 +81,31 @@ impl Driver for BridgeDriver {
             }
         };
         let host_ifname = request.host_ifname.unwrap_or_default();
-        let result = host.create_link(&NewLink::Veth {
-            host_name: host_ifname,
-            host_mac: request.host_mac,
-            host_mtu: plan.host_mtu,
-            bridge: Some(bridge_index),
-            guest_name: request.guest_ifname,
-            guest_mac: request.guest_mac,
-            guest_mtu: plan.guest_mtu,
-            guest,
+        let result = injected_failure(request, "bridge").and_then(|()| {
+            host.create_link(&NewLink::Veth {
+                host_name: host_ifname,
+                host_mac: request.host_mac,
+                host_mtu: plan.host_mtu,
+                bridge: Some(bridge_index),
+                guest_name: request.guest_ifname,
+                guest_mac: request.guest_mac,
+                guest_mtu: plan.guest_mtu,
+                guest,
+            })
         });
         if let Err(e) = result {
+            let mut leftovers = Vec::new();
             if created.created_bridge {
-                let _ = remove_bridge_if_unused(host, request.host_interface);
+                let bridge = request.host_interface;
+                undo(
+                    request,
+                    &format!("bridge {bridge} in {}", host.place),
+                    &format!("remove it once it has no ports: ip link del {bridge}"),
+                    &mut leftovers,
+                    || remove_bridge_if_unused(host, bridge).map(|_| ()),
+                );
             }
-            return Err(e);
+            return Err(e.with_leftovers(&leftovers));
         }
         created.host_link = Some(host_ifname.to_string());
         Ok(created)

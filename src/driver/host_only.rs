@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{guest_mtu, CreatedLink, Driver, LinkPlan, LinkRequest};
+use super::{guest_mtu, injected_failure, undo, CreatedLink, Driver, LinkPlan, LinkRequest};
 use crate::error::{Error, Result};
 use crate::netlink::{LinkWatch, Netlink, NewLink};
 use crate::netns::Netns;
@@ -55,6 +55,7 @@ impl Driver for HostOnlyDriver {
         let created =
             CreatedLink { created_bridge: false, host_link: Some(request.host_interface.into()) };
         let mut configure = || -> Result<()> {
+            injected_failure(request, "host-only")?;
             let link = host.link_by_name(request.host_interface)?.ok_or_else(|| {
                 Error::not_found(format!("{} vanished after creation", request.host_interface))
             })?;
@@ -64,8 +65,16 @@ impl Driver for HostOnlyDriver {
             Ok(())
         };
         if let Err(e) = configure() {
-            let _ = host.delete_link_by_name(request.host_interface);
-            return Err(e);
+            let name = request.host_interface;
+            let mut leftovers = Vec::new();
+            undo(
+                request,
+                &format!("link {name} in {}", host.place),
+                &format!("remove it: ip link del {name}"),
+                &mut leftovers,
+                || host.delete_link_by_name(name),
+            );
+            return Err(e.with_leftovers(&leftovers));
         }
         Ok(created)
     }

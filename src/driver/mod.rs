@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::netlink::{LinkWatch, Netlink};
 use crate::netns::Netns;
 use crate::spec::MacvlanMode;
@@ -36,6 +36,49 @@ pub struct LinkRequest<'a> {
     pub no_create: bool,
     /// Host-only: addresses for the host end.
     pub host_addresses: &'a [IpNet],
+    /// Tests only: make setup fail after its first change (see [`SetupFailure`]).
+    pub fail_in_setup: Option<SetupFailure>,
+}
+
+/// How a test makes a driver's setup fail after its first change (a bridge it created, a
+/// host-only veth), to prove that setup undoes that change, or names what it could not undo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupFailure {
+    /// The undo runs as it would after a real failure.
+    UndoWorks,
+    /// The undo fails too, so the change is left behind and must be reported.
+    UndoFails,
+}
+
+/// The injected failure, if the request asks for one at this point.
+fn injected_failure(request: &LinkRequest, driver: &str) -> Result<()> {
+    match request.fail_in_setup {
+        Some(_) => Err(Error::new(
+            ErrorKind::Injected,
+            format!("failure injected inside the {driver} driver's setup"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Undo one change of a failed setup. An undo that fails becomes a line saying which object was
+/// left and how to remove it, for [`Error::with_leftovers`]: a half-made link is never silent.
+fn undo(
+    request: &LinkRequest,
+    object: &str,
+    remedy: &str,
+    leftovers: &mut Vec<String>,
+    step: impl FnOnce() -> Result<()>,
+) {
+    let result = match request.fail_in_setup {
+        Some(SetupFailure::UndoFails) => {
+            Err(Error::new(ErrorKind::Injected, "undo failure injected"))
+        }
+        _ => step(),
+    };
+    if let Err(e) = result {
+        leftovers.push(format!("{object}: {e} ({remedy})"));
+    }
 }
 
 /// The host side as validated: nothing was changed to find this out.
@@ -63,8 +106,9 @@ pub trait Driver {
     /// Check the host side against the kernel; change nothing.
     fn validate(&self, host: &mut Netlink, request: &LinkRequest) -> Result<LinkPlan>;
 
-    /// Make the link; afterwards `guest_ifname` exists, up, inside the guest. On error, whatever
-    /// this call made is already removed.
+    /// Make the link; afterwards `guest_ifname` exists inside the guest, down: the caller writes
+    /// its sysctls and then brings it up, so no router advertisement is accepted in between. On
+    /// error, whatever this call made is already removed (or the error names what is left).
     fn setup(
         &self,
         host: &mut Netlink,
@@ -106,7 +150,7 @@ pub fn driver_for(kind: DriverKind) -> Box<dyn Driver + Send + Sync> {
 pub(crate) fn guest_mtu(request: &LinkRequest, host_mtu: u32) -> Result<u32> {
     match request.guest_mtu {
         None => Ok(host_mtu),
-        Some(mtu) if mtu > host_mtu => Err(crate::error::Error::usage(format!(
+        Some(mtu) if mtu > host_mtu => Err(Error::usage(format!(
             "--mtu {mtu} exceeds the MTU of {} ({host_mtu}); lanyard never changes the host \
              interface's MTU",
             request.host_interface

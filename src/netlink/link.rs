@@ -43,10 +43,15 @@ pub struct LinkDetails {
     pub bridge_port_state: Option<BridgePortState>,
     /// The link a macvlan/vlan sits on, or a veth's peer index (in the peer's namespace).
     pub parent: Option<u32>,
+    /// How often the link lost its carrier since it was made (IFLA_CARRIER_DOWN_COUNT). The
+    /// kernel folds carrier changes that come faster than it reports them into one notification,
+    /// but counts every loss here: a flap shows as a bigger count even when no notification
+    /// showed the link down.
+    pub carrier_down_count: Option<u32>,
 }
 
 impl LinkDetails {
-    fn from_message(message: &LinkMessage) -> LinkDetails {
+    pub(super) fn from_message(message: &LinkMessage) -> LinkDetails {
         let mut details = LinkDetails {
             index: message.header.index,
             name: String::new(),
@@ -60,6 +65,7 @@ impl LinkDetails {
             controller: None,
             bridge_port_state: None,
             parent: None,
+            carrier_down_count: None,
         };
         if message.header.flags.contains(LinkFlags::Loopback) {
             details.kind = LinkKind::Loopback;
@@ -77,6 +83,7 @@ impl LinkDetails {
                 LinkAttribute::OperState(state) => details.oper_up = *state == State::Up,
                 LinkAttribute::Controller(index) => details.controller = Some(*index),
                 LinkAttribute::Link(index) => details.parent = Some(*index),
+                LinkAttribute::CarrierDownCount(count) => details.carrier_down_count = Some(*count),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {
@@ -115,7 +122,9 @@ impl LinkDetails {
 }
 
 /// A link to create. The guest end is always born inside the guest namespace (`IFLA_NET_NS_FD`
-/// in the same request): moving a link between namespaces afterwards blocks ~16-20 ms here.
+/// in the same request): moving a link between namespaces afterwards blocks ~16-20 ms here. It is
+/// always born down, so that its per-interface sysctls (`accept_ra`, `disable_ipv6`) are written
+/// before IPv6 starts on it; the caller brings it up with [`Netlink::set_up`] afterwards.
 pub enum NewLink<'a> {
     Bridge {
         name: &'a str,
@@ -228,7 +237,8 @@ impl Netlink {
                 (message, format!("create veth {host_name} with peer {guest_name} in the guest"))
             }
             NewLink::Macvlan { parent, mode, guest_name, guest_mac, guest_mtu, guest } => {
-                let mut message = up_message();
+                // Down, like a veth's guest end: up only once the guest's sysctls are written.
+                let mut message = LinkMessage::default();
                 message.attributes.push(LinkAttribute::IfName(guest_name.to_string()));
                 message.attributes.push(LinkAttribute::Address(guest_mac.to_vec()));
                 message.attributes.push(LinkAttribute::Mtu(*guest_mtu));
@@ -268,7 +278,8 @@ impl Netlink {
         }
     }
 
-    /// Bring a link up (used for bridges created before their first port).
+    /// Bring a link up: a guest interface, once its sysctls are written (every guest interface
+    /// is created down).
     pub fn set_up(&mut self, index: u32, name: &str) -> Result<()> {
         let mut message = up_message();
         message.header.index = index;

@@ -1,26 +1,73 @@
 //! Waiting for a link to reach a state, by netlink notification rather than by sleeping: the
 //! bridge port turning to forwarding, a macvlan's parent having carrier, a guest link being up.
+//!
+//! Notifications can be lost: when the socket's receive buffer is full the kernel drops them
+//! and reports ENOBUFS once. Every reader here treats that as "the state may have changed
+//! unseen" and reads the state afresh, so no one waits for a state that already came.
 
-use std::os::fd::AsRawFd;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP};
+use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use super::{LinkDetails, Netlink};
+use super::{encode, LinkDetails, Netlink, ANSWER_TIMEOUT};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::netns::Netns;
 
 /// RTMGRP_LINK: link state changes, including a bridge port's STP state.
 const LINK_GROUP: u32 = 1;
 
+/// How often a re-read is started again when notifications overflow during it, before giving up.
+const RESYNC_ATTEMPTS: usize = 3;
+
 /// A socket subscribed to link notifications of one namespace.
 pub struct LinkWatch {
     socket: Socket,
+    /// Sequence number of the last re-read (dump) sent through this socket.
+    sequence: u32,
 }
 
 /// Room for one notification; allocated per read, not kept, because the daemon holds one watch
 /// per lease and a thousand idle 32 KiB buffers would be most of its memory.
 const NOTIFICATION_BUFFER: usize = 32 * 1024;
+
+/// One state a link was seen in, from a notification or a re-read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkSeen {
+    pub index: u32,
+    /// Up, with carrier. A deleted link is seen not running.
+    pub running: bool,
+    /// [`LinkDetails::carrier_down_count`] at that moment (`None` for a deleted link).
+    pub carrier_down_count: Option<u32>,
+}
+
+/// What the link notifications read since the last call say.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LinkChanges {
+    /// Every state a link was seen in, oldest first. Every notification the kernel sent is here,
+    /// so a link reported down and then up between two reads shows both; a carrier loss the
+    /// kernel folded into one notification shows only in `carrier_down_count`.
+    pub seen: Vec<LinkSeen>,
+    /// Notifications were lost (the receive buffer overflowed). `seen` then ends with a fresh
+    /// read of every link in the namespace, so each link's last entry is its state now; what
+    /// happened in between is unknown (a flap may be among what was lost).
+    pub overflowed: bool,
+}
+
+/// What one non-blocking read of the watch socket gave.
+enum Read {
+    /// Messages (their link states are recorded); `dump_done` once the awaited dump ended.
+    Messages { dump_done: bool },
+    /// Nothing queued.
+    Empty,
+    /// Notifications were lost (ENOBUFS, reported once per overflow).
+    Overflow,
+}
 
 impl LinkWatch {
     fn subscribe() -> Result<Socket> {
@@ -37,16 +84,17 @@ impl LinkWatch {
 
     pub fn open(netns: &Netns) -> Result<LinkWatch> {
         let socket = netns.run(Self::subscribe)?;
-        Ok(LinkWatch { socket })
+        Ok(LinkWatch { socket, sequence: 0 })
     }
 
     pub fn open_here() -> Result<LinkWatch> {
-        Ok(LinkWatch { socket: Self::subscribe()? })
+        Ok(LinkWatch { socket: Self::subscribe()?, sequence: 0 })
     }
 
     /// Wait until `ready` holds for link `index`, re-checking after every link notification. The
     /// subscription exists before the first check, so a change between check and wait is not
-    /// missed. Bounded by `timeout`.
+    /// missed; every wake-up (a notification, or the error that reports lost ones) re-reads the
+    /// link from the kernel, so a lost notification cannot hide a state. Bounded by `timeout`.
     pub fn wait_for(
         &mut self,
         netlink: &mut Netlink,
@@ -70,80 +118,185 @@ impl LinkWatch {
                     format!("{what}: not ready within {} ms", timeout.as_millis()),
                 ));
             }
-            let left = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
-            let mut poll =
-                libc::pollfd { fd: self.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd for the duration of the call.
-            let ready_count = unsafe { libc::poll(&mut poll, 1, left) };
-            if ready_count > 0 {
+            if self.poll(deadline - now)? {
                 self.drain();
             }
         }
     }
 
-    /// Wait (at most `timeout`) for any link notification, e.g. an interface appearing.
+    /// Wait (at most `timeout`) for any link notification, e.g. an interface appearing. A lost
+    /// notification wakes this too (the overflow is reported as an error on the socket). The
+    /// caller re-reads what it waits for after this returns, for whatever reason it returned; a
+    /// failed poll (it needs memory) just returns early.
     pub fn wait_any(&mut self, timeout: Duration) {
-        let millis = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
-        let mut poll =
-            libc::pollfd { fd: self.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd for the duration of the call.
-        if unsafe { libc::poll(&mut poll, 1, millis) } > 0 {
+        if self.poll(timeout).unwrap_or(true) {
             self.drain();
         }
     }
 
-    /// The links whose state changed, from the queued notifications: (index, carrier and up),
-    /// with deleted links reported as down. Bounded per call.
-    pub fn link_changes(&mut self) -> Vec<(u32, bool)> {
-        use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
-        use netlink_packet_route::link::LinkFlags;
-        use netlink_packet_route::RouteNetlinkMessage;
-        let mut changes = Vec::new();
-        let mut buffer = vec![0u8; NOTIFICATION_BUFFER];
-        for _ in 0..1024 {
-            let received = match self.socket.recv(&mut &mut buffer[..], 0) {
-                Ok(n) if n > 0 => n,
-                _ => break,
-            };
-            let mut offset = 0;
-            while offset < received {
-                let Ok(message) =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buffer[offset..received])
-                else {
-                    break;
-                };
-                let length = message.header.length as usize;
-                if length == 0 {
-                    break;
-                }
-                offset += (length + 3) & !3;
-                match message.payload {
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
-                        let flags = link.header.flags;
-                        let running =
-                            flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp);
-                        changes.push((link.header.index, running));
-                    }
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
-                        changes.push((link.header.index, false));
-                    }
-                    _ => {}
-                }
-            }
+    /// Whether the socket has something to read (a notification or an overflow) within
+    /// `timeout`. EINTR counts as a wake-up: the caller re-checks its state anyway.
+    fn poll(&self, timeout: Duration) -> Result<bool> {
+        let millis = timeout.as_millis().clamp(1, i32::MAX as u128);
+        let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(count) => Ok(count > 0),
+            Err(nix::errno::Errno::EINTR) => Ok(true),
+            Err(e) => Err(Error::with_source(ErrorKind::Kernel, "wait for link notifications", e)),
         }
-        changes
     }
 
-    pub fn fd(&self) -> std::os::fd::RawFd {
+    /// The links whose state changed, from the queued notifications. On overflow, the state of
+    /// every link is read afresh through the same socket (see [`LinkChanges::overflowed`]).
+    /// Non-blocking for the notifications; the re-read waits at most [`ANSWER_TIMEOUT`] per
+    /// answer, and its failure is returned (the notifications read so far are then lost too,
+    /// but the overflow that caused it is already consumed: callers must not assume the state).
+    pub fn link_changes(&mut self) -> Result<LinkChanges> {
+        let mut changes = LinkChanges::default();
+        let mut buffer = vec![0u8; NOTIFICATION_BUFFER];
+        // Bounded: a namespace changing links faster than this loop reads overflows the buffer,
+        // which the re-read below covers.
+        for _ in 0..1024 {
+            match self.read(&mut buffer, &mut changes.seen, None)? {
+                Read::Messages { .. } => {}
+                Read::Empty => break,
+                Read::Overflow => changes.overflowed = true,
+            }
+        }
+        if changes.overflowed {
+            self.resync(&mut buffer, &mut changes.seen)?;
+        }
+        Ok(changes)
+    }
+
+    /// Dump every link through the watch socket and add each one's state to `seen`, in the order
+    /// the answers and any notifications arrive: the socket queues them in the order the kernel
+    /// observed them, so the last entry per link is its state now. An overflow during the dump
+    /// starts it again (bounded).
+    fn resync(&mut self, buffer: &mut [u8], seen: &mut Vec<LinkSeen>) -> Result<()> {
+        for _ in 0..RESYNC_ATTEMPTS {
+            self.sequence = self.sequence.wrapping_add(1);
+            let sequence = self.sequence;
+            let request =
+                encode(RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP, sequence);
+            self.socket
+                .send_to(&request, &SocketAddr::new(0, 0), 0)
+                .with_context(ErrorKind::Kernel, || "re-read the links after lost notifications")?;
+            let mut overflowed = false;
+            let deadline = Instant::now() + ANSWER_TIMEOUT;
+            loop {
+                match self.read(buffer, seen, Some(sequence))? {
+                    Read::Messages { dump_done: false } => {}
+                    Read::Messages { dump_done: true } => break,
+                    Read::Overflow => overflowed = true,
+                    Read::Empty => {
+                        let now = Instant::now();
+                        if now >= deadline || !self.poll(deadline - now)? {
+                            return Err(Error::new(
+                                ErrorKind::Timeout,
+                                format!(
+                                    "re-read the links after lost notifications: the kernel did \
+                                     not answer within {} s",
+                                    ANSWER_TIMEOUT.as_secs()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+            if !overflowed {
+                return Ok(());
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Kernel,
+            format!(
+                "re-read the links after lost notifications: notifications overflowed again \
+                 {RESYNC_ATTEMPTS} times; links change faster than they can be read"
+            ),
+        ))
+    }
+
+    /// One non-blocking read: link states go to `seen`. With `done_of`, the sequence number of a
+    /// dump being awaited, reports when that dump's end was read.
+    fn read(
+        &mut self,
+        buffer: &mut [u8],
+        seen: &mut Vec<LinkSeen>,
+        done_of: Option<u32>,
+    ) -> Result<Read> {
+        let received = match self.socket.recv(&mut &mut buffer[..], 0) {
+            Ok(0) => return Ok(Read::Empty),
+            Ok(received) => received,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Read::Empty),
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(Read::Overflow),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                return Ok(Read::Messages { dump_done: false })
+            }
+            Err(e) => {
+                return Err(Error::with_source(ErrorKind::Kernel, "read link notifications", e))
+            }
+        };
+        let mut done = false;
+        let mut offset = 0;
+        while offset < received {
+            let Ok(message) =
+                NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buffer[offset..received])
+            else {
+                break;
+            };
+            let length = message.header.length as usize;
+            if length == 0 {
+                break;
+            }
+            offset += (length + 3) & !3;
+            let ours = done_of.is_some_and(|sequence| message.header.sequence_number == sequence);
+            match message.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                    let details = LinkDetails::from_message(&link);
+                    seen.push(LinkSeen {
+                        index: details.index,
+                        running: details.up && details.lower_up,
+                        carrier_down_count: details.carrier_down_count,
+                    });
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
+                    seen.push(LinkSeen {
+                        index: link.header.index,
+                        running: false,
+                        carrier_down_count: None,
+                    });
+                }
+                NetlinkPayload::Done(_) if ours => done = true,
+                NetlinkPayload::Error(error) if ours => match error.code {
+                    None => done = true,
+                    Some(code) => {
+                        return Err(Error::with_source(
+                            ErrorKind::Kernel,
+                            "re-read the links after lost notifications",
+                            io::Error::from_raw_os_error(-code.get()),
+                        ))
+                    }
+                },
+                _ => {}
+            }
+        }
+        Ok(Read::Messages { dump_done: done })
+    }
+
+    pub fn fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
 
-    /// Discard queued notifications: their content is re-read by the next query anyway.
+    /// Discard queued notifications, and the report of lost ones: their content is re-read by
+    /// the caller's next query anyway.
     fn drain(&mut self) {
         let mut buffer = vec![0u8; NOTIFICATION_BUFFER];
         for _ in 0..1024 {
             match self.socket.recv(&mut &mut buffer[..], 0) {
                 Ok(n) if n > 0 => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
                 _ => break,
             }
         }
