@@ -395,12 +395,18 @@ fn wire(
     })?;
     let has_ipv6 = request.addresses.iter().any(|a| a.address.addr().is_ipv6());
     let slaac = request.dhcp.as_ref().is_some_and(|d| d.slaac);
-    if has_ipv6 || slaac {
-        // Docker sets disable_ipv6=1 for all/default in --net none containers; only lanyard's own
-        // interface is changed, from inside the guest (sysctls are per namespace).
-        let ifname = request.guest_ifname.clone();
-        guest.netns.run(move || sysctl::enable_ipv6(&ifname, slaac))?;
-    }
+    // Written inside the guest (sysctls are per namespace), on lanyard's own interface only.
+    // Docker sets disable_ipv6=1 for all/default in --net none containers: enabled here only
+    // when IPv6 is asked for. Either way no router advertisement is accepted unless --slaac
+    // asks for it, so an IPv4-only interface never picks up a stray RA's addresses or route.
+    let ifname = request.guest_ifname.clone();
+    guest.netns.run(move || {
+        if has_ipv6 || slaac {
+            sysctl::enable_ipv6(&ifname, slaac)
+        } else {
+            sysctl::ignore_router_advertisements(&ifname)
+        }
+    })?;
     // Up only now: IPv6 starts (router solicitation, link-local) with the settings above.
     if !link.up {
         guest_netlink.set_up(link.index, &request.guest_ifname)?;

@@ -30,3 +30,12 @@ pub fn enable_ipv6(ifname: &str, slaac: bool) -> Result<()> {
     }
     write_sysctl(&format!("{conf}/disable_ipv6"), "0")
 }
+
+/// Refuse router advertisements on one interface whose IPv6 is left as the guest has it. A
+/// kernel without IPv6 (booted with ipv6.disable=1) has no such file and nothing to refuse.
+pub fn ignore_router_advertisements(ifname: &str) -> Result<()> {
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        return Ok(());
+    }
+    write_sysctl(&format!("/proc/sys/net/ipv6/conf/{ifname}/accept_ra"), "0")
+}

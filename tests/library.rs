@@ -296,3 +296,17 @@ fn an_announcement_overtaken_by_a_detach_ends_quietly() {
     assert!(log.is_empty(), "an overtaken announcement logged: {log}");
     assert!(lab::state_files(&dir).iter().all(|f| !f.ends_with(".json")));
 }
+
+#[test]
+fn an_ipv4_only_interface_accepts_no_router_advertisement() {
+    let lan = Lan::bridge(76);
+    let dir = TestDir::new("v4-no-ra");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    // The guest's own default says accept (1), as a plain namespace's does.
+    assert_eq!(g.sysctl_get("net.ipv6.conf.default.accept_ra"), "1");
+    lanyard::attach(&host, &request("br0", &g, &["198.18.76.2/24"])).unwrap();
+    assert_eq!(g.sysctl_get("net.ipv6.conf.eth1.accept_ra"), "0");
+    // Only lanyard's interface: the guest's defaults are untouched.
+    assert_eq!(g.sysctl_get("net.ipv6.conf.default.accept_ra"), "1");
+}
