@@ -14,6 +14,7 @@ pub mod driver;
 pub mod error;
 pub mod guest;
 pub mod host;
+pub mod host_interface;
 pub mod inspect;
 pub mod naming;
 pub mod netlink;
