@@ -92,11 +92,19 @@ fn log(line: impl std::fmt::Display) {
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
-fn random_seed() -> u64 {
-    use std::io::Read;
-    let mut bytes = [0u8; 8];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    u64::from_ne_bytes(bytes) ^ u64::from(std::process::id())
+/// The key of a new client's xid generator, from the kernel's random pool. There is no
+/// fallback: a predictable xid lets any host on the LAN forge replies (RFC 2131 §7), so a client
+/// that cannot get one is not started. getrandom(2) needs no descriptor, so running out of them
+/// cannot make this fail.
+fn random_seed() -> Result<u64> {
+    getrandom::u64().map_err(|e| {
+        Error::with_source(
+            ErrorKind::Io,
+            "get a random DHCP transaction-id key from the kernel (getrandom); refusing to start \
+             a DHCP client with a predictable one",
+            e,
+        )
+    })
 }
 
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
@@ -249,15 +257,16 @@ impl Daemon {
             let now = self.now();
             let mut config = client_config(&record, stored.last_address);
             let client = match &stored.lease {
-                Some(lease) if live.is_some() => {
-                    Client::resume(config.clone(), lease.clone(), now, random_seed())
-                }
+                Some(lease) if live.is_some() => random_seed()
+                    .and_then(|seed| Client::resume(config.clone(), lease.clone(), now, seed)),
                 _ => {
                     config.requested_address = stored.last_address;
-                    Client::new(config.clone(), random_seed())
+                    random_seed().and_then(|seed| Client::new(config.clone(), seed))
                 }
             };
-            let client = match client.or_else(|_| Client::new(config, random_seed())) {
+            let client = match client
+                .or_else(|_| random_seed().and_then(|seed| Client::new(config, seed)))
+            {
                 Ok(client) => client,
                 Err(e) => {
                     log(format_args!("lease {}: {e}", stored.record));
@@ -314,13 +323,13 @@ impl Daemon {
                 let slot = self.slots.get_mut(key).expect("present");
                 let config = client_config(&slot.record, slot.stored.last_address);
                 let client = match &slot.stored.lease {
-                    Some(lease) => {
-                        Client::resume(config.clone(), lease.clone(), now, random_seed())
-                    }
-                    None => Client::new(config.clone(), random_seed()),
+                    Some(lease) => random_seed()
+                        .and_then(|seed| Client::resume(config.clone(), lease.clone(), now, seed)),
+                    None => random_seed().and_then(|seed| Client::new(config.clone(), seed)),
                 };
-                if let Ok(client) = client.or_else(|_| Client::new(config, random_seed())) {
-                    slot.client = client;
+                match client.or_else(|_| random_seed().and_then(|seed| Client::new(config, seed))) {
+                    Ok(client) => slot.client = client,
+                    Err(e) => log(format_args!("{key}: keeping the previous DHCP client: {e}")),
                 }
                 slot.live = Some(live);
                 slot.retry_at = None;
@@ -733,7 +742,7 @@ impl Daemon {
         stored.lease = None;
         stored.replaced_default_routes.clear();
         let live = self.open_live(&record)?;
-        let client = Client::new(client_config(&record, stored.last_address), random_seed())?;
+        let client = Client::new(client_config(&record, stored.last_address), random_seed()?)?;
         store::save(&self.state_dir, &stored)?;
         self.slots.insert(
             record_file.to_string(),
@@ -1007,4 +1016,54 @@ fn raise_open_file_limit() {
 /// `lanyard daemon`: serve the state directory of `host` until stopped.
 pub fn serve(host: Host) -> Result<()> {
     Daemon::start(host)?.run()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Set for the child run of `xid_keys_need_no_file_descriptor`.
+    const NO_FD_CHILD: &str = "LANYARD_TEST_NO_FD_CHILD";
+
+    /// The daemon raises its fd limit because it can run out; when it had, the old seed fell
+    /// back to the pid, the same key for every client. Descriptors are a per-process limit, so
+    /// they are exhausted in a child run of this test, not in the harness running other tests.
+    #[test]
+    fn xid_keys_need_no_file_descriptor() {
+        if std::env::var_os(NO_FD_CHILD).is_some() {
+            keys_with_every_descriptor_taken();
+            return;
+        }
+        let name = "daemon::tests::xid_keys_need_no_file_descriptor";
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1", "--nocapture"])
+            .env(NO_FD_CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "child run failed:\n{stdout}\n{stderr}");
+        assert!(stdout.contains("1 passed"), "the child ran the test:\n{stdout}");
+    }
+
+    fn keys_with_every_descriptor_taken() {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        const LIMIT: u64 = 256;
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        setrlimit(Resource::RLIMIT_NOFILE, LIMIT.min(hard), hard).unwrap();
+        let mut held = Vec::new();
+        for _ in 0..LIMIT {
+            match std::fs::File::open("/dev/null") {
+                Ok(file) => held.push(file),
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
+                    break;
+                }
+            }
+        }
+        assert!(std::fs::File::open("/dev/urandom").is_err(), "every descriptor is taken");
+        let first = super::random_seed();
+        let second = super::random_seed();
+        drop(held);
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert_ne!(first, second, "two keys from the kernel; equal keys mean a fixed fallback");
+    }
 }
