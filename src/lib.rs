@@ -2,6 +2,10 @@
 //!
 //! The library does the work; the `lanyard` binary is a thin front. Every entry point takes a
 //! [`host::Host`], an explicit handle on the namespace lanyard treats as the host.
+//!
+//! Every `unsafe` block lives in [`sys`], each with the reason it is sound.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod announce;
 pub mod attach;
@@ -24,6 +28,7 @@ pub mod resolv;
 pub mod route_cmd;
 pub mod spec;
 pub mod state;
+pub mod sys;
 pub mod sysctl;
 
 pub use attach::{attach, AttachRequest, Attached, FailPoint};

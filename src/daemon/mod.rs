@@ -12,13 +12,14 @@ pub mod store;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use serde_json::json;
 
 use crate::dhcp::{Action, Client, ClientConfig, Destination, Event, Lease, Now};
@@ -80,7 +81,7 @@ pub struct Daemon {
     signals: nix::sys::signalfd::SignalFd,
     netns_watch: Option<nix::sys::inotify::Inotify>,
     slots: BTreeMap<String, Slot>,
-    epoll: OwnedFd,
+    epoll: Epoll,
     owners: std::collections::HashMap<RawFd, Owner>,
     _lock: crate::state::StateLock,
 }
@@ -107,10 +108,10 @@ fn random_seed() -> Result<u64> {
     })
 }
 
+/// A pidfd for the guest's process, or None when the kernel gives none (the process is already
+/// gone, or the kernel predates pidfds).
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    crate::sys::pidfd_open(pid).ok()
 }
 
 /// The client id sent as option 61: type 0 ("not a hardware type", RFC 2132 §9.14) and the
@@ -181,17 +182,8 @@ impl Daemon {
                     .is_ok()
             });
 
-        // SAFETY: epoll_create1 returns a new descriptor or -1.
-        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if epoll < 0 {
-            return Err(Error::with_source(
-                ErrorKind::Io,
-                "epoll_create1",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: just created and owned here.
-        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .with_context(ErrorKind::Io, || "create the daemon's epoll set")?;
         let mut daemon = Daemon {
             host,
             state_dir,
@@ -204,10 +196,10 @@ impl Daemon {
             owners: std::collections::HashMap::new(),
             _lock: lock,
         };
-        daemon.watch_fd(daemon.listener.as_raw_fd(), Owner::Listener);
-        daemon.watch_fd(daemon.signals.as_fd().as_raw_fd(), Owner::Signals);
-        if let Some(fd) = daemon.netns_watch.as_ref().map(|w| w.as_fd().as_raw_fd()) {
-            daemon.watch_fd(fd, Owner::NetnsWatch);
+        watch_fd(&daemon.epoll, &mut daemon.owners, daemon.listener.as_fd(), Owner::Listener)?;
+        watch_fd(&daemon.epoll, &mut daemon.owners, daemon.signals.as_fd(), Owner::Signals)?;
+        if let Some(netns_watch) = &daemon.netns_watch {
+            watch_fd(&daemon.epoll, &mut daemon.owners, netns_watch.as_fd(), Owner::NetnsWatch)?;
         }
         daemon.resume_all();
         log(format_args!(
@@ -387,27 +379,15 @@ impl Daemon {
     /// Serve until SIGTERM, SIGINT or SIGHUP. Leases are on disk at every change, so a stop (or a kill)
     /// loses nothing: the next daemon resumes them.
     pub fn run(mut self) -> Result<()> {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        let mut events = vec![EpollEvent::empty(); 256];
         loop {
-            let timeout = self.poll_timeout();
-            // SAFETY: events is a valid buffer of its length for the kernel to fill.
-            let ready = unsafe {
-                libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    timeout,
-                )
+            let timeout = EpollTimeout::try_from(self.poll_timeout()).unwrap_or(EpollTimeout::NONE);
+            let ready = match self.epoll.wait(&mut events, timeout) {
+                Ok(ready) => ready,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::with_source(ErrorKind::Io, "epoll_wait", e)),
             };
-            if ready < 0 {
-                let error = std::io::Error::last_os_error();
-                if error.raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
-                return Err(Error::with_source(ErrorKind::Io, "epoll_wait", error));
-            }
-            let fired: Vec<RawFd> =
-                events[..ready as usize].iter().map(|e| e.u64 as RawFd).collect();
+            let fired: Vec<RawFd> = events[..ready].iter().map(|e| e.data() as RawFd).collect();
             for fd in fired {
                 let Some(owner) = self.owners.get(&fd).cloned() else { continue };
                 match owner {
@@ -435,33 +415,20 @@ impl Daemon {
         }
     }
 
-    /// Add a descriptor to the epoll set. Registered once, not rebuilt every turn: with a
-    /// thousand leases a poll(2) over every descriptor was most of the daemon's CPU. A closed
-    /// descriptor leaves the set by itself; a reused number is re-registered here.
-    fn watch_fd(&mut self, fd: RawFd, owner: Owner) {
-        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
-        // SAFETY: epoll_ctl on our epoll descriptor with a valid event.
-        let added =
-            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
-        if added != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
-            // SAFETY: as above.
-            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut event) };
-        }
-        self.owners.insert(fd, owner);
-    }
-
     /// Watch a lease's live descriptors: replies, the guest's exit, its link state.
     fn watch_live(&mut self, key: &str) {
         let Some(live) = self.slots.get(key).and_then(|slot| slot.live.as_ref()) else { return };
         let mut fds = vec![
             (live.socket.receive_fd(), Owner::Packets(key.to_string())),
-            (live.link_watch.fd(), Owner::LinkChange(key.to_string())),
+            (crate::sys::link_watch_fd(&live.link_watch), Owner::LinkChange(key.to_string())),
         ];
         if let Some(pidfd) = &live.pidfd {
-            fds.push((pidfd.as_raw_fd(), Owner::GuestExit(key.to_string())));
+            fds.push((pidfd.as_fd(), Owner::GuestExit(key.to_string())));
         }
         for (fd, owner) in fds {
-            self.watch_fd(fd, owner);
+            if let Err(e) = watch_fd(&self.epoll, &mut self.owners, fd, owner) {
+                log(format_args!("{key}: {e}; this lease will miss those events"));
+            }
         }
     }
 
@@ -839,6 +806,29 @@ impl Daemon {
     }
 }
 
+/// Add a descriptor to the epoll set. Registered once, not rebuilt every turn: with a
+/// thousand leases a poll(2) over every descriptor was most of the daemon's CPU. A closed
+/// descriptor leaves the set by itself; a reused number is re-registered here. A free function
+/// over the two fields it needs, so a descriptor borrowed from another field can be passed.
+fn watch_fd(
+    epoll: &Epoll,
+    owners: &mut std::collections::HashMap<RawFd, Owner>,
+    fd: BorrowedFd<'_>,
+    owner: Owner,
+) -> Result<()> {
+    let number = fd.as_raw_fd();
+    let mut event = EpollEvent::new(EpollFlags::EPOLLIN, number as u64);
+    match epoll.add(fd, event) {
+        Err(nix::errno::Errno::EEXIST) => epoll.modify(fd, &mut event),
+        added => added,
+    }
+    .with_context(ErrorKind::Io, || {
+        format!("watch descriptor {number} in the daemon's epoll set")
+    })?;
+    owners.insert(number, owner);
+    Ok(())
+}
+
 #[derive(Clone)]
 enum Owner {
     Listener,
@@ -1002,14 +992,16 @@ fn restore_routes(slot: &mut Slot) {
 /// Each lease holds four descriptors (packet and UDP sockets, a link watch, a pidfd): the usual
 /// soft limit of 1024 would stop at about 250 leases, so take the hard limit.
 fn raise_open_file_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit with a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let raised = getrlimit(Resource::RLIMIT_NOFILE).and_then(|(soft, hard)| {
+        if soft < hard {
+            setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
         }
+        Ok(())
+    });
+    // Not fatal: the daemon serves fewer leases, and says so.
+    if let Err(e) = raised {
+        log(format_args!("cannot raise the open-file limit: {e}; fewer leases fit"));
     }
 }
 
