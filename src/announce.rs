@@ -10,7 +10,7 @@
 //!
 //! Every function expects the calling thread to be inside the guest's network namespace already.
 //!
-//! Socket choices (costs measured on this kernel, see LAB.md):
+//! Socket choices (costs measured on a 6.x kernel on a 2-core VM):
 //! - ARP and the DAD probe use one AF_PACKET socket per call, opened with protocol 0 and bound to
 //!   (protocol, ifindex): that bind costs microseconds where an ETH_P_ALL socket costs ~16 ms.
 //!   Its `close()` blocks ~8 ms in `synchronize_net()`, so a call never opens more than one.
@@ -22,10 +22,16 @@
 //!   that the source address is really configured (and not tentative) on the interface.
 
 use std::io;
-use std::mem;
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
+use std::num::NonZeroU32;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    self as nix_socket, AddressFamily, ControlMessage, LinkAddr, MsgFlags, SockFlag, SockProtocol,
+    SockType, SockaddrIn6,
+};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -361,56 +367,36 @@ impl PacketSocket {
         // hooks just `ethertype` on one device (~16 us), where an ETH_P_ALL socket's bind
         // costs ~16 ms here.
         let fd =
-            cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) })?;
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ethertype.to_be();
-        sll.sll_ifindex = ifindex as i32;
-        cvt(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        })?;
+            nix_socket::socket(AddressFamily::Packet, SockType::Raw, SockFlag::SOCK_CLOEXEC, None)?;
+        nix_socket::bind(fd.as_raw_fd(), &crate::sys::packet_address(ifindex, ethertype, None))?;
         Ok(PacketSocket { fd })
     }
 
     /// Sends a complete Ethernet frame out of the bound interface.
     fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        nix_socket::send(self.fd.as_raw_fd(), frame, MsgFlags::empty())?;
         Ok(())
     }
 
     /// Receives one frame without blocking: `None` when nothing is queued, `Some(0)` for nothing
     /// worth parsing (our own transmissions, an interrupted call).
     fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        let mut from: libc::sockaddr_ll = unsafe { mem::zeroed() };
-        let mut from_len = mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                (&mut from as *mut libc::sockaddr_ll).cast(),
-                &mut from_len,
-            )
+        let mut iov = [io::IoSliceMut::new(buf)];
+        let received = nix_socket::recvmsg::<LinkAddr>(
+            self.fd.as_raw_fd(),
+            &mut iov,
+            None,
+            MsgFlags::MSG_DONTWAIT,
+        );
+        let message = match received {
+            Ok(message) => message,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+            Err(nix::errno::Errno::EINTR) => return Ok(Some(0)),
+            Err(e) => return Err(e.into()),
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock => Ok(None),
-                io::ErrorKind::Interrupted => Ok(Some(0)),
-                _ => Err(e),
-            };
-        }
         // Our own transmissions are looped back to packet sockets as PACKET_OUTGOING.
-        Ok(Some(if from.sll_pkttype == libc::PACKET_OUTGOING { 0 } else { n as usize }))
+        let outgoing = message.address.is_some_and(|from| from.pkttype() == libc::PACKET_OUTGOING);
+        Ok(Some(if outgoing { 0 } else { message.bytes }))
     }
 
     /// Sends `frame` now and again at half of `wait`, and returns the first answer `claim` finds
@@ -440,7 +426,7 @@ impl PacketSocket {
                 self.send(frame).map_err(|e| ("send", e))?;
             }
             let until = resend.map_or(deadline, |at| at.min(deadline));
-            if !poll_readable(self.fd.as_raw_fd(), until).map_err(|e| ("receive answers to", e))? {
+            if !poll_readable(&self.fd, until).map_err(|e| ("receive answers to", e))? {
                 continue;
             }
             // Drain what is queued, but give up at the deadline even under a flood of frames.
@@ -460,99 +446,59 @@ impl PacketSocket {
 }
 
 /// Waits until `fd` is readable or `until` passes; false on timeout or a signal.
-fn poll_readable(fd: RawFd, until: Instant) -> io::Result<bool> {
+fn poll_readable(fd: &OwnedFd, until: Instant) -> io::Result<bool> {
     let left = until.saturating_duration_since(Instant::now());
     // Round up: a 0 ms timeout for 0.4 ms left would spin until the deadline.
     let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+    let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    match nix::poll::poll(&mut fds, timeout) {
+        // POLLERR (say, the link went down) also counts: the next recv reports the error.
+        Ok(ready) => Ok(ready > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
     }
-    // POLLERR (say, the link went down) also counts: the next recv reports the error.
-    Ok(r > 0)
 }
-
-/// Linux <linux/icmpv6.h>; not in the libc crate.
-const ICMP6_FILTER: libc::c_int = 1;
 
 /// A raw ICMPv6 socket for sending NAs out of `ifindex` only.
 fn open_nd_socket(ifindex: u32) -> io::Result<OwnedFd> {
-    let fd = cvt(unsafe {
-        libc::socket(libc::AF_INET6, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMPV6)
-    })?;
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let raw = fd.as_raw_fd();
+    let fd = nix_socket::socket(
+        AddressFamily::Inet6,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::IcmpV6,
+    )?;
+    let options = socket2::SockRef::from(&fd);
     // Receivers drop NDP with any other hop limit (RFC 4861 7.1.2).
-    set_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, &255i32)?;
-    set_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, &255i32)?;
-    set_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF, &(ifindex as i32))?;
+    options.set_multicast_hops_v6(255)?;
+    options.set_unicast_hops_v6(255)?;
+    options.set_multicast_if_v6(ifindex)?;
     // By index rather than name: the index is what the caller resolved and cannot be renamed
     // under us.
-    set_opt(raw, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX, &(ifindex as i32))?;
+    options.bind_device_by_index_v6(NonZeroU32::new(ifindex))?;
     // The socket only sends; without a filter every ICMPv6 packet on the link would queue up on
     // it until close.
-    set_opt(raw, libc::IPPROTO_ICMPV6, ICMP6_FILTER, &[u32::MAX; 8])?;
+    crate::sys::block_all_icmpv6(fd.as_fd())?;
     Ok(fd)
 }
 
 /// Sends a NA to ff02::1 from `src` (which must be configured on `ifindex`); the kernel fills in
 /// the checksum for raw ICMPv6 sockets.
 fn send_na(fd: &OwnedFd, ifindex: u32, src: Ipv6Addr, na: &[u8]) -> io::Result<()> {
-    let mut dst: libc::sockaddr_in6 = unsafe { mem::zeroed() };
-    dst.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-    dst.sin6_addr.s6_addr = ALL_NODES.octets();
-    dst.sin6_scope_id = ifindex;
+    let destination = SockaddrIn6::from(SocketAddrV6::new(ALL_NODES, 0, 0, ifindex));
     // The source address rides on IPV6_PKTINFO so one socket serves every address.
     let info = libc::in6_pktinfo {
         ipi6_addr: libc::in6_addr { s6_addr: src.octets() },
         ipi6_ifindex: ifindex,
     };
-    // u64 elements give the buffer the alignment cmsghdr needs.
-    let mut control = [0u64; 8];
-    let mut iov = libc::iovec { iov_base: na.as_ptr() as *mut libc::c_void, iov_len: na.len() };
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_name = (&mut dst as *mut libc::sockaddr_in6).cast();
-    msg.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    let info_len = mem::size_of::<libc::in6_pktinfo>() as u32;
-    // SAFETY: the control buffer (64 bytes) holds CMSG_SPACE(20) = 40 bytes and is aligned.
-    unsafe {
-        msg.msg_controllen = libc::CMSG_SPACE(info_len) as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
-        (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(info_len) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
-    }
-    if unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    nix_socket::sendmsg(
+        fd.as_raw_fd(),
+        &[io::IoSlice::new(na)],
+        &[ControlMessage::Ipv6PacketInfo(&info)],
+        MsgFlags::empty(),
+        Some(&destination),
+    )?;
     Ok(())
-}
-
-fn set_opt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (value as *const T).cast(),
-            mem::size_of::<T>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
-}
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -580,13 +526,10 @@ fn na_failure(e: io::Error, ip: Ipv6Addr, ifname: &str) -> (io::Error, String) {
 
 /// "eth1 (ifindex 7)" for error messages, or just "ifindex 7" when the index has no name (gone).
 fn iface_label(ifindex: u32) -> String {
-    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
-    let p = unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) };
-    if p.is_null() {
-        return format!("ifindex {ifindex}");
+    match nix::net::if_::if_indextoname(ifindex) {
+        Ok(name) => format!("{} (ifindex {ifindex})", name.to_string_lossy()),
+        Err(_) => format!("ifindex {ifindex}"),
     }
-    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
-    format!("{} (ifindex {ifindex})", name.to_string_lossy())
 }
 
 #[cfg(test)]

@@ -607,11 +607,10 @@ fn choose_mac(
 }
 
 fn random_pair() -> Result<[u8; 2]> {
-    use std::io::Read;
     let mut bytes = [0u8; 2];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| Error::with_source(ErrorKind::Io, "read /dev/urandom", e))?;
+    getrandom::fill(&mut bytes).map_err(|e| {
+        Error::new(ErrorKind::Io, format!("get random bytes for a network-wrapper MAC: {e}"))
+    })?;
     Ok(bytes)
 }
 

@@ -147,25 +147,13 @@ fn interface_view(host: &Host, host_netlink: &mut Netlink, record: &Record) -> R
     }))
 }
 
-/// Seconds since the epoch as an RFC 3339 UTC timestamp (civil-from-days, no calendar crate).
+/// Seconds since the epoch as an RFC 3339 UTC timestamp, to the second. Times past the end of
+/// year 9999, which RFC 3339 cannot write, show as its last second instead of failing.
 pub fn rfc3339(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let rest = seconds % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    const LAST_SECOND_OF_9999: u64 = 253_402_300_799;
+    let time =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.min(LAST_SECOND_OF_9999));
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 #[cfg(test)]
@@ -175,5 +163,7 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(1_795_435_200), "2026-11-23T12:00:00Z");
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(super::rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
     }
 }

@@ -2,6 +2,10 @@
 //!
 //! The library does the work; the `lanyard` binary is a thin front. Every entry point takes a
 //! [`host::Host`], an explicit handle on the namespace lanyard treats as the host.
+//!
+//! Every `unsafe` block lives in [`sys`], each with the reason it is sound.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod announce;
 pub mod attach;
@@ -14,6 +18,7 @@ pub mod driver;
 pub mod error;
 pub mod guest;
 pub mod host;
+pub mod host_interface;
 pub mod inspect;
 pub mod lease;
 pub mod naming;
@@ -25,6 +30,7 @@ pub mod route_cmd;
 pub mod routes;
 pub mod spec;
 pub mod state;
+pub mod sys;
 pub mod sysctl;
 
 pub use attach::{attach, AttachRequest, Attached, DhcpWait, FailPoint};

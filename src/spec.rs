@@ -456,11 +456,6 @@ impl FromStr for MacvlanMode {
     }
 }
 
-/// Kept for pipework.rs until it moves to [`is_ipv6_link_local`].
-pub fn is_link_local_gateway(addr: IpAddr) -> bool {
-    is_ipv6_link_local(addr)
-}
-
 fn family(addr: IpAddr) -> &'static str {
     match addr {
         IpAddr::V4(_) => "IPv4",

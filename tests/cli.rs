@@ -45,6 +45,10 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
     lan.plug(&holder, "holderport", "eth0");
     holder.ip(&["addr", "add", "198.18.20.77/24", "dev", "eth0"]);
     g.ip_batch("link add taken type veth peer name takenpeer");
+    // Two host interfaces sharing one MAC: `mac:` cannot tell which one is meant.
+    lan.host.ip_batch(
+        "link add dupa address 02:00:00:00:14:aa type veth peer name dupb address 02:00:00:00:14:aa",
+    );
     assert!(lan.wait_forwarding("holderport", Duration::from_secs(3)));
     let host_path = lan.host.path.display().to_string();
     let long_name = "abcdefghijklmnop";
@@ -120,6 +124,27 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
             "unsupported by lanyard",
         ),
         (vec!["pipework", "ovsbr0", &token, "198.18.20.5/24"], 2, "unsupported by lanyard"),
+        (
+            vec!["pipework", "mac:02:00:00:00:14:bb", &token, "198.18.20.5/24"],
+            1,
+            "no interface in the host namespace has MAC address 02:00:00:00:14:bb",
+        ),
+        (
+            vec!["pipework", "mac:02:00:00:00:14:aa", &token, "198.18.20.5/24"],
+            1,
+            "several host interfaces have MAC address 02:00:00:00:14:aa: dupa, dupb",
+        ),
+        (vec!["pipework", "mac:02:00:00:00:14", &token, "198.18.20.5/24"], 2, "bad MAC address"),
+        (
+            vec!["pipework", "route", &token, "add", "198.19.5.6/24", "via", "198.18.20.1"],
+            2,
+            "Invalid prefix for given prefix length",
+        ),
+        (
+            vec!["pipework", "route"],
+            2,
+            "usage: route GUEST add|del|replace PREFIX|default [via GATEWAY]",
+        ),
         (vec!["pipework", "rule", &token, "add", "from", "all"], 2, "unsupported by lanyard"),
         (vec!["pipework", "tc", &token, "qdisc", "add"], 2, "unsupported by lanyard"),
         (
@@ -219,6 +244,18 @@ fn pipework_syntax_attaches_routes_and_waits() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(g.addresses().iter().any(|a| a.contains("eth2") && a.contains("198.18.21.6/24")));
 
+    // The host interface named by its MAC, as pipework's `mac:HOSTMAC` (br0's, set by the lab).
+    let bridge_ports = || lan.host.ip(&["-o", "link", "show", "master", "br0"]).lines().count();
+    let ports_before = bridge_ports();
+    let out = cli(
+        &lan.host,
+        &dir,
+        &["pipework", "mac:02:00:C6:12:15:01", "-i", "eth3", &token, "198.18.21.7/24"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(g.addresses().iter().any(|a| a.contains("eth3") && a.contains("198.18.21.7/24")));
+    assert_eq!(bridge_ports(), ports_before + 1, "eth3's host end joined br0");
+
     let out = cli(&lan.host, &dir, &["detach", &token]);
     assert!(out.status.success());
     assert!(lab::state_files(&dir).is_empty());
@@ -229,6 +266,13 @@ fn pipework_syntax_attaches_routes_and_waits() {
         .run_in(|| lanyard::cli::wait_for_interface("nothere0", Duration::from_millis(200)))
         .unwrap_err();
     assert!(err.to_string().contains("did not appear"), "{err}");
+    // Stricter than pipework, which returned once the interface existed: present but down is
+    // not ready (README, migration table).
+    g.ip_batch("link add downa type veth peer name downb");
+    let err = g
+        .run_in(|| lanyard::cli::wait_for_interface("downa", Duration::from_millis(200)))
+        .unwrap_err();
+    assert!(err.to_string().contains("downa up: not ready"), "{err}");
 }
 
 #[test]

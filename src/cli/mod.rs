@@ -19,7 +19,7 @@ use crate::netns::Netns;
 use crate::route_cmd::{change_route, RouteChange};
 use crate::spec::{self, MacAddr, MacScheme, MacvlanMode, RouteSpec};
 use crate::state::DEFAULT_STATE_DIR;
-use pipework::{PipeworkAddressing, PipeworkCommand, RouteAction};
+use pipework::{HostInterface, PipeworkAddressing, PipeworkCommand, RouteAction};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -492,6 +492,13 @@ fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
                 PipeworkAddressing::Static(address) => vec![address],
                 PipeworkAddressing::LinkOnly => Vec::new(),
                 PipeworkAddressing::Dhcp { .. } => Vec::new(),
+            };
+            let host_if = match host_if {
+                HostInterface::Name(name) => name,
+                HostInterface::ByMac(mac) => {
+                    require_root()?;
+                    crate::host_interface::name_by_mac(&host_from(cli)?, mac)?
+                }
             };
             let mut request = AttachRequest::new(&host_if, GuestSpec::parse(&guest)?);
             if matches!(addressing_kind, AddressingKind::Dhcp) {

@@ -15,13 +15,57 @@ use crate::spec::{self, AddressSpec, MacAddr};
 /// pipework's default name for the interface inside the guest.
 pub const DEFAULT_GUEST_IFNAME: &str = "eth1";
 
-pub const SUPPORTED_FORMS: &[&str] = &[
-    "HOSTIF [-i GUESTIF] [-l HOSTSIDEIF] GUEST IP/PREFIX[@GATEWAY] [MAC]",
-    "HOSTIF [-i GUESTIF] [-l HOSTSIDEIF] GUEST 0/0 [MAC]  (link only, no address)",
-    "HOSTIF [-i GUESTIF] [-l HOSTSIDEIF] GUEST dhcp[:CLIENTARGS] [MAC]",
-    "HOSTIF [-i GUESTIF] [-l HOSTSIDEIF] GUEST udhcpc|udhcpc-f|dhclient|dhclient-f|dhcpcd[:CLIENTARGS] [MAC]",
-    "route GUEST add|del|replace PREFIX|default [via GATEWAY] [dev IF] [metric N]",
-    "--wait [-i GUESTIF]",
+/// A command line `lanyard pipework` accepts. Each usage message quotes its own form by name,
+/// so reordering or adding forms cannot make one command print another's usage.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PipeworkForm {
+    StaticAddress,
+    LinkOnly,
+    Dhcp,
+    DhcpClient,
+    Route,
+    Wait,
+}
+
+impl PipeworkForm {
+    pub const ALL: [PipeworkForm; 6] = [
+        PipeworkForm::StaticAddress,
+        PipeworkForm::LinkOnly,
+        PipeworkForm::Dhcp,
+        PipeworkForm::DhcpClient,
+        PipeworkForm::Route,
+        PipeworkForm::Wait,
+    ];
+
+    /// The form as the README and the usage messages write it, after `lanyard pipework`.
+    pub const fn usage(self) -> &'static str {
+        match self {
+            PipeworkForm::StaticAddress => {
+                "HOSTIF [-i GUESTIF] [-l HOSTSIDEIF] GUEST IP/PREFIX[@GATEWAY] [MAC]"
+            }
+            PipeworkForm::LinkOnly => {
+                "HOSTIF [-i GUESTIF] [-l HOSTSIDEIF] GUEST 0/0 [MAC]  (link only, no address)"
+            }
+            PipeworkForm::Dhcp => "HOSTIF [-i GUESTIF] [-l HOSTSIDEIF] GUEST dhcp[:CLIENTARGS] [MAC]",
+            PipeworkForm::DhcpClient => {
+                "HOSTIF [-i GUESTIF] [-l HOSTSIDEIF] GUEST udhcpc|udhcpc-f|dhclient|dhclient-f|dhcpcd[:CLIENTARGS] [MAC]"
+            }
+            PipeworkForm::Route => {
+                "route GUEST add|del|replace PREFIX|default [via GATEWAY] [dev IF] [metric N]"
+            }
+            PipeworkForm::Wait => "--wait [-i GUESTIF]",
+        }
+    }
+}
+
+/// Every form's usage, in the README's order.
+pub const SUPPORTED_FORMS: [&str; 6] = [
+    PipeworkForm::ALL[0].usage(),
+    PipeworkForm::ALL[1].usage(),
+    PipeworkForm::ALL[2].usage(),
+    PipeworkForm::ALL[3].usage(),
+    PipeworkForm::ALL[4].usage(),
+    PipeworkForm::ALL[5].usage(),
 ];
 
 /// pipework features lanyard refuses, with what to do instead. Each is matched by the parser
@@ -51,10 +95,6 @@ pub const UNSUPPORTED_FEATURES: &[(&str, &str)] = &[
     (
         "U:NAME MAC",
         "an MD5-derived MAC; leave the MAC out and lanyard derives a stable one per guest",
-    ),
-    (
-        "gateway outside the subnet",
-        "IP/PREFIX@GATEWAY with the gateway off the subnet (pipework added an on-link host route); give a prefix that contains the gateway",
     ),
     (
         "route commands other than add, del and replace",
@@ -94,7 +134,7 @@ const ROUTE_PREFIX_WORDS: &[&str] = &[
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PipeworkCommand {
     Attach {
-        host_if: String,
+        host_if: HostInterface,
         /// `-i`; None means pipework's default, `DEFAULT_GUEST_IFNAME`.
         guest_ifname: Option<String>,
         /// `-l`: the host end of the veth pair when attaching to a bridge.
@@ -116,6 +156,24 @@ pub enum PipeworkCommand {
     Wait {
         guest_ifname: String,
     },
+}
+
+/// pipework's HOSTIF: an interface name, or `mac:HOSTMAC` for the host interface that has that
+/// address (a NIC whose name is not stable). The parser touches no system, so the caller finds
+/// the interface ([`crate::host_interface::name_by_mac`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostInterface {
+    Name(String),
+    ByMac(MacAddr),
+}
+
+impl std::fmt::Display for HostInterface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostInterface::Name(name) => f.write_str(name),
+            HostInterface::ByMac(mac) => write!(f, "mac:{mac}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,8 +233,9 @@ fn parse_wait(args: &[String]) -> Result<PipeworkCommand> {
         [flag] if flag == "-i" => return Err(usage("-i needs a guest interface name")),
         _ => {
             return Err(usage(format!(
-                "unexpected arguments after --wait: {:?}; usage: --wait [-i GUESTIF]",
-                args.join(" ")
+                "unexpected arguments after --wait: {:?}; usage: {}",
+                args.join(" "),
+                PipeworkForm::Wait.usage()
             )))
         }
     };
@@ -184,9 +243,7 @@ fn parse_wait(args: &[String]) -> Result<PipeworkCommand> {
 }
 
 fn parse_attach(args: &[String]) -> Result<PipeworkCommand> {
-    let host_if = &args[0];
-    check_host_if_kind(host_if)?;
-    spec::validate_ifname(host_if, "host interface name")?;
+    let host_if = parse_host_interface(&args[0])?;
 
     let mut guest_ifname: Option<String> = None;
     let mut host_ifname: Option<String> = None;
@@ -216,8 +273,8 @@ fn parse_attach(args: &[String]) -> Result<PipeworkCommand> {
     let (guest, address_token, mac_token) = match rest {
         [] => {
             return Err(usage(format!(
-                "missing GUEST after {host_if:?}; usage: {}",
-                SUPPORTED_FORMS[0]
+                "missing GUEST after {host_if}; usage: {}",
+                PipeworkForm::StaticAddress.usage()
             )))
         }
         [guest] => {
@@ -240,7 +297,7 @@ fn parse_attach(args: &[String]) -> Result<PipeworkCommand> {
     let addressing = parse_addressing(address_token, &mut notices)?;
     let mac = mac_token.map(|token| parse_mac(token)).transpose()?;
     Ok(PipeworkCommand::Attach {
-        host_if: host_if.clone(),
+        host_if,
         guest_ifname,
         host_ifname,
         guest: guest.clone(),
@@ -248,6 +305,18 @@ fn parse_attach(args: &[String]) -> Result<PipeworkCommand> {
         mac,
         notices,
     })
+}
+
+fn parse_host_interface(token: &str) -> Result<HostInterface> {
+    if let Some(mac) = token.strip_prefix("mac:") {
+        let mac = mac
+            .parse()
+            .map_err(|e: Error| e.context(format!("pipework: host interface {token}")))?;
+        return Ok(HostInterface::ByMac(mac));
+    }
+    check_host_if_kind(token)?;
+    spec::validate_ifname(token, "host interface name")?;
+    Ok(HostInterface::Name(token.to_string()))
 }
 
 /// pipework decided by name what a missing host interface should become; these are the kinds
@@ -304,13 +373,8 @@ fn parse_addressing(token: &str, notices: &mut Vec<String>) -> Result<PipeworkAd
         return Ok(PipeworkAddressing::LinkOnly);
     }
 
-    let address = spec::parse_address(token)?;
-    if let Some(gateway) = address.gateway {
-        if !address.address.contains(&gateway) && !spec::is_link_local_gateway(gateway) {
-            return Err(unsupported_with("gateway outside the subnet", token));
-        }
-    }
-    Ok(PipeworkAddressing::Static(address))
+    // A gateway off the subnet is pipework's on-link case: attach adds the host route first.
+    Ok(PipeworkAddressing::Static(spec::parse_address(token)?))
 }
 
 fn parse_mac(token: &str) -> Result<MacAddr> {
@@ -325,10 +389,16 @@ fn parse_mac(token: &str) -> Result<MacAddr> {
 
 fn parse_route(args: &[String]) -> Result<PipeworkCommand> {
     let Some((guest, words)) = args.split_first() else {
-        return Err(usage(format!("missing GUEST after route; usage: {}", SUPPORTED_FORMS[3])));
+        return Err(usage(format!(
+            "missing GUEST after route; usage: {}",
+            PipeworkForm::Route.usage()
+        )));
     };
     let Some((command, words)) = words.split_first() else {
-        return Err(usage(format!("route {guest} needs a command; usage: {}", SUPPORTED_FORMS[3])));
+        return Err(usage(format!(
+            "route {guest} needs a command; usage: {}",
+            PipeworkForm::Route.usage()
+        )));
     };
     let action = match command.as_str() {
         "add" => RouteAction::Add,
@@ -393,7 +463,7 @@ fn parse_route(args: &[String]) -> Result<PipeworkCommand> {
                 "{subject}: via {gateway} is not in the destination's address family"
             )));
         }
-        if spec::is_link_local_gateway(gateway) && dev.is_none() {
+        if spec::is_ipv6_link_local(gateway) && dev.is_none() {
             return Err(usage(format!(
                 "{subject}: link-local gateway {gateway} needs dev IF to say which link"
             )));
@@ -405,9 +475,10 @@ fn parse_route(args: &[String]) -> Result<PipeworkCommand> {
     Ok(PipeworkCommand::Route { guest: guest.clone(), action, destination, via, dev, metric })
 }
 
-/// `default`, `ADDR/PREFIX` (normalised to its network, as RouteSpec does) or a bare address,
-/// which ip route reads as a host route. `default` follows the gateway's family and is IPv4
-/// without one, as in `ip route`.
+/// `default`, `NETWORK/PREFIX` or a bare address, which ip route reads as a host route.
+/// `default` follows the gateway's family and is IPv4 without one, as in `ip route`. A prefix
+/// with host bits set is refused as `ip route` (and so pipework) refuses it, rather than
+/// quietly widened to its network.
 fn parse_route_destination(text: &str, via: Option<IpAddr>) -> Result<IpNet> {
     if text == "default" {
         return Ok(match via {
@@ -416,7 +487,14 @@ fn parse_route_destination(text: &str, via: Option<IpAddr>) -> Result<IpNet> {
         });
     }
     if let Ok(net) = text.parse::<IpNet>() {
-        return Ok(net.trunc());
+        if net != net.trunc() {
+            return Err(usage(format!(
+                "bad route destination {text:?}: Invalid prefix for given prefix length \
+                 (host bits are set; the network is {})",
+                net.trunc()
+            )));
+        }
+        return Ok(net);
     }
     if let Ok(addr) = text.parse::<IpAddr>() {
         return Ok(IpNet::from(addr));
@@ -491,13 +569,17 @@ mod tests {
 
     /// The fields of an `Attach`, so tests can name what they check.
     struct Attached {
-        host_if: String,
+        host_if: HostInterface,
         guest_ifname: Option<String>,
         host_ifname: Option<String>,
         guest: String,
         addressing: PipeworkAddressing,
         mac: Option<MacAddr>,
         notices: Vec<String>,
+    }
+
+    fn named(name: &str) -> HostInterface {
+        HostInterface::Name(name.to_string())
     }
 
     fn attach(line: &str) -> Attached {
@@ -538,7 +620,7 @@ mod tests {
     #[test]
     fn static_address_minimal() {
         let attached = attach("br1 web 198.18.0.50/24");
-        assert_eq!(attached.host_if, "br1");
+        assert_eq!(attached.host_if, named("br1"));
         assert_eq!(attached.guest_ifname, None);
         assert_eq!(attached.host_ifname, None);
         assert_eq!(attached.guest, "web");
@@ -553,7 +635,7 @@ mod tests {
     fn static_address_with_everything() {
         let attached =
             attach("eth0 -i eth2 -l vethweb web 198.18.0.50/24@198.18.0.1 02:42:c6:12:00:32");
-        assert_eq!(attached.host_if, "eth0");
+        assert_eq!(attached.host_if, named("eth0"));
         assert_eq!(attached.guest_ifname.as_deref(), Some("eth2"));
         assert_eq!(attached.host_ifname.as_deref(), Some("vethweb"));
         assert_eq!(attached.guest, "web");
@@ -575,6 +657,16 @@ mod tests {
         assert_eq!(static_address(&attached.addressing).gateway, Some("fe80::1".parse().unwrap()));
         let attached = attach("br1 web 2001:db8::50/64@2001:db8::1");
         assert_eq!(static_address(&attached.addressing).address.to_string(), "2001:db8::50/64");
+    }
+
+    #[test]
+    fn a_gateway_off_the_subnet_is_accepted_as_pipework_does() {
+        // pipework added an on-link host route to such a gateway; attach does the same.
+        let attached = attach("eth0 web 198.18.0.50/24@198.19.0.1");
+        assert_eq!(
+            static_address(&attached.addressing).gateway,
+            Some("198.19.0.1".parse().unwrap())
+        );
     }
 
     #[test]
@@ -610,7 +702,7 @@ mod tests {
     #[test]
     fn route_forms() {
         assert_eq!(
-            parse("route web add 198.19.1.0/16 via 198.18.0.254").unwrap(),
+            parse("route web add 198.19.0.0/16 via 198.18.0.254").unwrap(),
             PipeworkCommand::Route {
                 guest: "web".into(),
                 action: RouteAction::Add,
@@ -670,6 +762,13 @@ mod tests {
             ("route web add 198.19.0.0/16 dev eth1 metric -1", "not a number"),
             ("route web add 198.19.0.0/16 dev a/b", "bad route device name"),
             ("route web add 198.19.0.300/16 dev eth1", "bad route destination"),
+            // Host bits set: ip route (and so pipework) refuses these; nothing is widened.
+            (
+                "route web add 198.19.5.6/24 via 198.18.0.1",
+                "Invalid prefix for given prefix length",
+            ),
+            ("route web add 198.19.1.0/16 dev eth1", "the network is 198.19.0.0/16"),
+            ("route web del 2001:db8:5::1/48 dev eth1", "Invalid prefix for given prefix length"),
         ];
         for (line, expected) in cases {
             let message = usage_message(line);
@@ -720,7 +819,6 @@ mod tests {
             ("--direct-phys eth2 web 198.18.0.50/24", "--direct-phys"),
             ("eth0 -a 6 web 2001:db8::5/64", "-a FAMILY"),
             ("eth0 web dhcp U:web", "U:NAME MAC"),
-            ("eth0 web 198.18.0.50/24@198.19.0.1", "gateway outside the subnet"),
             ("route web show", "route commands other than add, del and replace"),
             ("route web flush all", "route commands other than add, del and replace"),
             (
@@ -751,6 +849,49 @@ mod tests {
         for (feature, note) in UNSUPPORTED_FEATURES {
             assert!(!note.is_empty());
             assert!(cases.iter().any(|(_, f)| f == feature), "untested: {feature}");
+        }
+    }
+
+    #[test]
+    fn each_usage_message_quotes_its_own_form() {
+        let route = PipeworkForm::Route.usage();
+        for line in ["route", "route web"] {
+            let message = usage_message(line);
+            assert!(message.ends_with(&format!("usage: {route}")), "{line}: {message}");
+        }
+        let message = usage_message("br1");
+        assert!(message.ends_with(PipeworkForm::StaticAddress.usage()), "{message}");
+        let message = usage_message("--wait eth2");
+        assert!(message.ends_with(PipeworkForm::Wait.usage()), "{message}");
+        // Every form in the README's list, once, in the enum's order.
+        assert_eq!(SUPPORTED_FORMS.len(), PipeworkForm::ALL.len());
+        for (form, text) in PipeworkForm::ALL.iter().zip(SUPPORTED_FORMS) {
+            assert_eq!(form.usage(), text);
+        }
+        assert!(SUPPORTED_FORMS[4].starts_with("route "), "{:?}", SUPPORTED_FORMS);
+    }
+
+    #[test]
+    fn host_interface_by_mac() {
+        let attached = attach("mac:02:00:C6:12:15:01 -i eth2 web 198.18.0.50/24");
+        assert_eq!(
+            attached.host_if,
+            HostInterface::ByMac(MacAddr([0x02, 0, 0xc6, 0x12, 0x15, 0x01]))
+        );
+        assert_eq!(attached.host_if.to_string(), "mac:02:00:c6:12:15:01");
+        assert_eq!(attached.guest_ifname.as_deref(), Some("eth2"));
+        assert_eq!(
+            attach("mac:00-1b-21-3a-4f-10 web dhcp").host_if.to_string(),
+            "mac:00:1b:21:3a:4f:10"
+        );
+        for (line, expected) in [
+            ("mac:02:00:c6:12:15 web dhcp", "bad MAC address"),
+            ("mac: web dhcp", "bad MAC address"),
+            ("mac:01:00:5e:00:00:01 web dhcp", "multicast"),
+        ] {
+            let message = usage_message(line);
+            assert!(message.starts_with("pipework: host interface mac:"), "{line}: {message}");
+            assert!(message.contains(expected), "{line}: {message}");
         }
     }
 

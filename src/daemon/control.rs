@@ -167,7 +167,6 @@ fn ensure_daemon(host: &Host) -> Result<()> {
     let _ =
         std::fs::set_permissions(state_dir.join(LOG_NAME), std::fs::Permissions::from_mode(0o600));
     let log_err = log.try_clone().with_context(ErrorKind::Io, || "duplicate the log handle")?;
-    use std::os::unix::process::CommandExt;
     let mut command = Command::new(&exe);
     command
         .arg("--state-dir")
@@ -176,14 +175,9 @@ fn ensure_daemon(host: &Host) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
-    // SAFETY: setsid is async-signal-safe; the child leaves our session and process group so a
-    // terminal's or a test's signals to us do not reach it.
-    unsafe {
-        command.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // The child leaves our session and process group so a terminal's or a test's signals to us
+    // do not reach it.
+    crate::sys::start_in_new_session(&mut command);
     // A child inherits the network namespace of the thread that forks it.
     host.netns.run(move || {
         command

@@ -12,13 +12,14 @@ pub mod store;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use serde_json::json;
 
 use crate::dhcp::{Action, Client, ClientConfig, Destination, Event, Lease, Now};
@@ -124,7 +125,7 @@ pub struct Daemon {
     signals: nix::sys::signalfd::SignalFd,
     netns_watch: Option<nix::sys::inotify::Inotify>,
     slots: BTreeMap<String, Slot>,
-    epoll: OwnedFd,
+    epoll: Epoll,
     owners: std::collections::HashMap<RawFd, Owner>,
     _lock: crate::state::StateLock,
 }
@@ -136,17 +137,25 @@ fn log(line: impl std::fmt::Display) {
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
-fn random_seed() -> u64 {
-    use std::io::Read;
-    let mut bytes = [0u8; 8];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    u64::from_ne_bytes(bytes) ^ u64::from(std::process::id())
+/// The key of a new client's xid generator, from the kernel's random pool. There is no
+/// fallback: a predictable xid lets any host on the LAN forge replies (RFC 2131 §7), so a client
+/// that cannot get one is not started. getrandom(2) needs no descriptor, so running out of them
+/// cannot make this fail.
+fn random_seed() -> Result<u64> {
+    getrandom::u64().map_err(|e| {
+        Error::with_source(
+            ErrorKind::Io,
+            "get a random DHCP transaction-id key from the kernel (getrandom); refusing to start \
+             a DHCP client with a predictable one",
+            e,
+        )
+    })
 }
 
+/// A pidfd for the guest's process, or None when the kernel gives none (the process is already
+/// gone, or the kernel predates pidfds).
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    crate::sys::pidfd_open(pid).ok()
 }
 
 /// The client id sent as option 61: type 0 ("not a hardware type", RFC 2132 §9.14) and the
@@ -217,17 +226,8 @@ impl Daemon {
                     .is_ok()
             });
 
-        // SAFETY: epoll_create1 returns a new descriptor or -1.
-        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if epoll < 0 {
-            return Err(Error::with_source(
-                ErrorKind::Io,
-                "epoll_create1",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: just created and owned here.
-        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .with_context(ErrorKind::Io, || "create the daemon's epoll set")?;
         let mut daemon = Daemon {
             host,
             state_dir,
@@ -240,10 +240,10 @@ impl Daemon {
             owners: std::collections::HashMap::new(),
             _lock: lock,
         };
-        daemon.watch_fd(daemon.listener.as_raw_fd(), Owner::Listener);
-        daemon.watch_fd(daemon.signals.as_fd().as_raw_fd(), Owner::Signals);
-        if let Some(fd) = daemon.netns_watch.as_ref().map(|w| w.as_fd().as_raw_fd()) {
-            daemon.watch_fd(fd, Owner::NetnsWatch);
+        watch_fd(&daemon.epoll, &mut daemon.owners, daemon.listener.as_fd(), Owner::Listener)?;
+        watch_fd(&daemon.epoll, &mut daemon.owners, daemon.signals.as_fd(), Owner::Signals)?;
+        if let Some(netns_watch) = &daemon.netns_watch {
+            watch_fd(&daemon.epoll, &mut daemon.owners, netns_watch.as_fd(), Owner::NetnsWatch)?;
         }
         daemon.resume_all();
         log(format_args!(
@@ -293,15 +293,16 @@ impl Daemon {
             let now = self.now();
             let mut config = client_config(&record, stored.last_address);
             let client = match &stored.lease {
-                Some(lease) if live.is_some() => {
-                    Client::resume(config.clone(), lease.clone(), now, random_seed())
-                }
+                Some(lease) if live.is_some() => random_seed()
+                    .and_then(|seed| Client::resume(config.clone(), lease.clone(), now, seed)),
                 _ => {
                     config.requested_address = stored.last_address;
-                    Client::new(config.clone(), random_seed())
+                    random_seed().and_then(|seed| Client::new(config.clone(), seed))
                 }
             };
-            let client = match client.or_else(|_| Client::new(config, random_seed())) {
+            let client = match client
+                .or_else(|_| random_seed().and_then(|seed| Client::new(config, seed)))
+            {
                 Ok(client) => client,
                 Err(e) => {
                     log(format_args!("lease {}: {e}", stored.record));
@@ -358,13 +359,13 @@ impl Daemon {
                 let slot = self.slots.get_mut(key).expect("present");
                 let config = client_config(&slot.record, slot.stored.last_address);
                 let client = match &slot.stored.lease {
-                    Some(lease) => {
-                        Client::resume(config.clone(), lease.clone(), now, random_seed())
-                    }
-                    None => Client::new(config.clone(), random_seed()),
+                    Some(lease) => random_seed()
+                        .and_then(|seed| Client::resume(config.clone(), lease.clone(), now, seed)),
+                    None => random_seed().and_then(|seed| Client::new(config.clone(), seed)),
                 };
-                if let Ok(client) = client.or_else(|_| Client::new(config, random_seed())) {
-                    slot.client = client;
+                match client.or_else(|_| random_seed().and_then(|seed| Client::new(config, seed))) {
+                    Ok(client) => slot.client = client,
+                    Err(e) => log(format_args!("{key}: keeping the previous DHCP client: {e}")),
                 }
                 slot.live = Some(live);
                 slot.retry_at = None;
@@ -436,27 +437,15 @@ impl Daemon {
     /// Serve until SIGTERM, SIGINT or SIGHUP. Leases are on disk at every change, so a stop (or a kill)
     /// loses nothing: the next daemon resumes them.
     pub fn run(mut self) -> Result<()> {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        let mut events = vec![EpollEvent::empty(); 256];
         loop {
-            let timeout = self.poll_timeout();
-            // SAFETY: events is a valid buffer of its length for the kernel to fill.
-            let ready = unsafe {
-                libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    timeout,
-                )
+            let timeout = EpollTimeout::try_from(self.poll_timeout()).unwrap_or(EpollTimeout::NONE);
+            let ready = match self.epoll.wait(&mut events, timeout) {
+                Ok(ready) => ready,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::with_source(ErrorKind::Io, "epoll_wait", e)),
             };
-            if ready < 0 {
-                let error = std::io::Error::last_os_error();
-                if error.raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
-                return Err(Error::with_source(ErrorKind::Io, "epoll_wait", error));
-            }
-            let fired: Vec<RawFd> =
-                events[..ready as usize].iter().map(|e| e.u64 as RawFd).collect();
+            let fired: Vec<RawFd> = events[..ready].iter().map(|e| e.data() as RawFd).collect();
             for fd in fired {
                 let Some(owner) = self.owners.get(&fd).cloned() else { continue };
                 match owner {
@@ -484,33 +473,20 @@ impl Daemon {
         }
     }
 
-    /// Add a descriptor to the epoll set. Registered once, not rebuilt every turn: with a
-    /// thousand leases a poll(2) over every descriptor was most of the daemon's CPU. A closed
-    /// descriptor leaves the set by itself; a reused number is re-registered here.
-    fn watch_fd(&mut self, fd: RawFd, owner: Owner) {
-        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
-        // SAFETY: epoll_ctl on our epoll descriptor with a valid event.
-        let added =
-            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
-        if added != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
-            // SAFETY: as above.
-            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut event) };
-        }
-        self.owners.insert(fd, owner);
-    }
-
     /// Watch a lease's live descriptors: replies, the guest's exit, its link state.
     fn watch_live(&mut self, key: &str) {
         let Some(live) = self.slots.get(key).and_then(|slot| slot.live.as_ref()) else { return };
         let mut fds = vec![
             (live.socket.receive_fd(), Owner::Packets(key.to_string())),
-            (live.link_watch.fd(), Owner::LinkChange(key.to_string())),
+            (crate::sys::link_watch_fd(&live.link_watch), Owner::LinkChange(key.to_string())),
         ];
         if let Some(pidfd) = &live.pidfd {
-            fds.push((pidfd.as_raw_fd(), Owner::GuestExit(key.to_string())));
+            fds.push((pidfd.as_fd(), Owner::GuestExit(key.to_string())));
         }
         for (fd, owner) in fds {
-            self.watch_fd(fd, owner);
+            if let Err(e) = watch_fd(&self.epoll, &mut self.owners, fd, owner) {
+                log(format_args!("{key}: {e}; this lease will miss those events"));
+            }
         }
     }
 
@@ -798,7 +774,7 @@ impl Daemon {
         stored.lease = None;
         stored.replaced_default_routes.clear();
         let live = self.open_live(&record)?;
-        let client = Client::new(client_config(&record, stored.last_address), random_seed())?;
+        let client = Client::new(client_config(&record, stored.last_address), random_seed()?)?;
         store::save(&self.state_dir, &stored)?;
         self.slots.insert(
             record_file.to_string(),
@@ -893,6 +869,29 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Add a descriptor to the epoll set. Registered once, not rebuilt every turn: with a
+/// thousand leases a poll(2) over every descriptor was most of the daemon's CPU. A closed
+/// descriptor leaves the set by itself; a reused number is re-registered here. A free function
+/// over the two fields it needs, so a descriptor borrowed from another field can be passed.
+fn watch_fd(
+    epoll: &Epoll,
+    owners: &mut std::collections::HashMap<RawFd, Owner>,
+    fd: BorrowedFd<'_>,
+    owner: Owner,
+) -> Result<()> {
+    let number = fd.as_raw_fd();
+    let mut event = EpollEvent::new(EpollFlags::EPOLLIN, number as u64);
+    match epoll.add(fd, event) {
+        Err(nix::errno::Errno::EEXIST) => epoll.modify(fd, &mut event),
+        added => added,
+    }
+    .with_context(ErrorKind::Io, || {
+        format!("watch descriptor {number} in the daemon's epoll set")
+    })?;
+    owners.insert(number, owner);
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -1076,14 +1075,16 @@ fn restore_routes(slot: &mut Slot) -> Result<()> {
 /// Each lease holds four descriptors (packet and UDP sockets, a link watch, a pidfd): the usual
 /// soft limit of 1024 would stop at about 250 leases, so take the hard limit.
 fn raise_open_file_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit with a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let raised = getrlimit(Resource::RLIMIT_NOFILE).and_then(|(soft, hard)| {
+        if soft < hard {
+            setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
         }
+        Ok(())
+    });
+    // Not fatal: the daemon serves fewer leases, and says so.
+    if let Err(e) = raised {
+        log(format_args!("cannot raise the open-file limit: {e}; fewer leases fit"));
     }
 }
 
@@ -1159,5 +1160,55 @@ mod link_tests {
         let mut known = up_with(0);
         assert_eq!(link_transitions(&mut known, IF, &changes(&[seen(false, 1)], true)), [false]);
         assert!(link_transitions(&mut known, IF, &changes(&[seen(false, 1)], true)).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Set for the child run of `xid_keys_need_no_file_descriptor`.
+    const NO_FD_CHILD: &str = "LANYARD_TEST_NO_FD_CHILD";
+
+    /// The daemon raises its fd limit because it can run out; when it had, the old seed fell
+    /// back to the pid, the same key for every client. Descriptors are a per-process limit, so
+    /// they are exhausted in a child run of this test, not in the harness running other tests.
+    #[test]
+    fn xid_keys_need_no_file_descriptor() {
+        if std::env::var_os(NO_FD_CHILD).is_some() {
+            keys_with_every_descriptor_taken();
+            return;
+        }
+        let name = "daemon::tests::xid_keys_need_no_file_descriptor";
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1", "--nocapture"])
+            .env(NO_FD_CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "child run failed:\n{stdout}\n{stderr}");
+        assert!(stdout.contains("1 passed"), "the child ran the test:\n{stdout}");
+    }
+
+    fn keys_with_every_descriptor_taken() {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        const LIMIT: u64 = 256;
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        setrlimit(Resource::RLIMIT_NOFILE, LIMIT.min(hard), hard).unwrap();
+        let mut held = Vec::new();
+        for _ in 0..LIMIT {
+            match std::fs::File::open("/dev/null") {
+                Ok(file) => held.push(file),
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
+                    break;
+                }
+            }
+        }
+        assert!(std::fs::File::open("/dev/urandom").is_err(), "every descriptor is taken");
+        let first = super::random_seed();
+        let second = super::random_seed();
+        drop(held);
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert_ne!(first, second, "two keys from the kernel; equal keys mean a fixed fallback");
     }
 }

@@ -10,10 +10,15 @@
 //! - Send once bound (RENEWING, RELEASE): a UDP socket bound to port 68 on this interface, so
 //!   the kernel picks the leased source address and resolves the server's MAC.
 
+use std::ffi::OsStr;
 use std::io;
-use std::mem;
-use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::sys::socket::{
+    self as nix_socket, AddressFamily, MsgFlags, SockFlag, SockType, SockaddrIn,
+};
+use socket2::SockFilter;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -27,14 +32,16 @@ pub struct LeaseSocket {
     ifindex: u32,
 }
 
-fn last_error(what: &str, ifname: &str) -> Error {
-    Error::with_source(ErrorKind::Kernel, format!("{what} on {ifname}"), io::Error::last_os_error())
+/// For `map_err`: what failed on which interface, with the errno (from nix or socket2).
+fn socket_error<E: Into<io::Error>>(what: &str, ifname: &str) -> impl FnOnce(E) -> Error {
+    let message = format!("{what} on {ifname}");
+    move |error| Error::with_source(ErrorKind::Kernel, message, error.into())
 }
 
 /// Classic BPF over the IPv4 header (SOCK_DGRAM packet sockets start at the network header):
 /// accept unfragmented UDP whose destination port is 68.
-fn client_port_filter() -> [libc::sock_filter; 9] {
-    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+fn client_port_filter() -> [SockFilter; 9] {
+    let op = SockFilter::new;
     const LD_B_ABS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
     const LD_H_ABS: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
     const LDX_MSH: u16 = 0xb1; // BPF_LDX | BPF_B | BPF_MSH: X = 4 * (P[k] & 0xf)
@@ -59,169 +66,58 @@ impl LeaseSocket {
     /// Open the sockets for `ifname` (index `ifindex`). Must run on a thread inside the guest's
     /// namespace: sockets belong to the namespace they were created in.
     pub fn open_here(ifindex: u32, ifname: &str) -> Result<LeaseSocket> {
-        // SAFETY: plain socket(2) calls; every returned descriptor is owned at once.
-        let packet = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
-        };
-        if packet < 0 {
-            return Err(last_error("open a DHCP packet socket", ifname));
-        }
-        let packet = unsafe { OwnedFd::from_raw_fd(packet) };
-        let mut filter = client_port_filter();
-        let program = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_mut_ptr() };
-        // SAFETY: the program outlives the call; the kernel copies it.
-        let rc = unsafe {
-            libc::setsockopt(
-                packet.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_FILTER,
-                &program as *const _ as *const libc::c_void,
-                mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(last_error("attach the DHCP packet filter", ifname));
-        }
+        let nonblocking = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+        let packet =
+            nix_socket::socket(AddressFamily::Packet, SockType::Datagram, nonblocking, None)
+                .map_err(socket_error("open a DHCP packet socket", ifname))?;
+        socket2::SockRef::from(&packet)
+            .attach_filter(&client_port_filter())
+            .map_err(socket_error("attach the DHCP packet filter", ifname))?;
         // Opened with protocol 0 and bound with the protocol and ifindex: microseconds, where an
         // ETH_P_ALL bind costs ~16 ms on this kernel.
-        let mut address: libc::sockaddr_ll = unsafe { mem::zeroed() };
-        address.sll_family = libc::AF_PACKET as u16;
-        address.sll_protocol = ETH_P_IP.to_be();
-        address.sll_ifindex = ifindex as i32;
-        // SAFETY: a valid sockaddr_ll of the size given.
-        let rc = unsafe {
-            libc::bind(
-                packet.as_raw_fd(),
-                &address as *const _ as *const libc::sockaddr,
-                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(last_error("bind the DHCP packet socket", ifname));
-        }
+        nix_socket::bind(packet.as_raw_fd(), &crate::sys::packet_address(ifindex, ETH_P_IP, None))
+            .map_err(socket_error("bind the DHCP packet socket", ifname))?;
 
-        let udp = unsafe {
-            libc::socket(
-                libc::AF_INET,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
-        };
-        if udp < 0 {
-            return Err(last_error("open a DHCP UDP socket", ifname));
-        }
-        let udp = unsafe { OwnedFd::from_raw_fd(udp) };
-        let one: libc::c_int = 1;
-        let name = ifname.as_bytes();
-        // SAFETY: valid option buffers of the sizes given.
-        let ok = unsafe {
-            libc::setsockopt(
-                udp.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_REUSEADDR,
-                &one as *const _ as *const libc::c_void,
-                4,
-            ) == 0
-                && libc::setsockopt(
-                    udp.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_BINDTODEVICE,
-                    name.as_ptr() as *const libc::c_void,
-                    name.len() as libc::socklen_t,
-                ) == 0
-        };
-        if !ok {
-            return Err(last_error("bind a DHCP UDP socket to the interface", ifname));
-        }
-        let mut local: libc::sockaddr_in = unsafe { mem::zeroed() };
-        local.sin_family = libc::AF_INET as u16;
-        local.sin_port = DHCP_CLIENT_PORT.to_be();
-        // SAFETY: a valid sockaddr_in.
-        let rc = unsafe {
-            libc::bind(
-                udp.as_raw_fd(),
-                &local as *const _ as *const libc::sockaddr,
-                mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(last_error("bind UDP port 68", ifname));
-        }
+        let udp = nix_socket::socket(AddressFamily::Inet, SockType::Datagram, nonblocking, None)
+            .map_err(socket_error("open a DHCP UDP socket", ifname))?;
+        nix_socket::setsockopt(&udp, nix_socket::sockopt::ReuseAddr, &true)
+            .and_then(|()| {
+                nix_socket::setsockopt(
+                    &udp,
+                    nix_socket::sockopt::BindToDevice,
+                    &OsStr::new(ifname).to_os_string(),
+                )
+            })
+            .map_err(socket_error("bind a DHCP UDP socket to the interface", ifname))?;
+        let local = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, DHCP_CLIENT_PORT));
+        nix_socket::bind(udp.as_raw_fd(), &local)
+            .map_err(socket_error("bind UDP port 68", ifname))?;
         // The UDP socket only sends; replies are read from the packet socket. A drop-all filter
         // keeps unicast replies from queueing here (and the daemon from polling it).
-        let mut drop_all = [libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0 }];
-        let program = libc::sock_fprog { len: 1, filter: drop_all.as_mut_ptr() };
-        // SAFETY: the program outlives the call; the kernel copies it.
-        let rc = unsafe {
-            libc::setsockopt(
-                udp.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_FILTER,
-                &program as *const _ as *const libc::c_void,
-                mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(last_error("attach a drop-all filter to the DHCP UDP socket", ifname));
-        }
+        const BPF_RET_K: u16 = 0x06;
+        socket2::SockRef::from(&udp)
+            .attach_filter(&[SockFilter::new(BPF_RET_K, 0, 0, 0)])
+            .map_err(socket_error("attach a drop-all filter to the DHCP UDP socket", ifname))?;
         Ok(LeaseSocket { packet, udp, ifindex })
     }
 
     /// The descriptor to poll: every reply arrives on the packet socket.
-    pub fn receive_fd(&self) -> RawFd {
-        self.packet.as_raw_fd()
+    pub fn receive_fd(&self) -> BorrowedFd<'_> {
+        self.packet.as_fd()
     }
 
     /// Broadcast a DHCP message from 0.0.0.0:68 to 255.255.255.255:67.
     pub fn send_broadcast(&self, payload: &[u8]) -> io::Result<()> {
         let datagram = build_ipv4_udp(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, payload);
-        let mut address: libc::sockaddr_ll = unsafe { mem::zeroed() };
-        address.sll_family = libc::AF_PACKET as u16;
-        address.sll_protocol = ETH_P_IP.to_be();
-        address.sll_ifindex = self.ifindex as i32;
-        address.sll_halen = 6;
-        address.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-        // SAFETY: buffer and address are valid for the call.
-        let sent = unsafe {
-            libc::sendto(
-                self.packet.as_raw_fd(),
-                datagram.as_ptr() as *const libc::c_void,
-                datagram.len(),
-                0,
-                &address as *const _ as *const libc::sockaddr,
-                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let broadcast = crate::sys::packet_address(self.ifindex, ETH_P_IP, Some([0xff; 6]));
+        nix_socket::sendto(self.packet.as_raw_fd(), &datagram, &broadcast, MsgFlags::empty())?;
         Ok(())
     }
 
     /// Unicast to a server from the leased address (RENEWING, RELEASE).
     pub fn send_unicast(&self, server: Ipv4Addr, payload: &[u8]) -> io::Result<()> {
-        let mut address: libc::sockaddr_in = unsafe { mem::zeroed() };
-        address.sin_family = libc::AF_INET as u16;
-        address.sin_port = DHCP_SERVER_PORT.to_be();
-        address.sin_addr.s_addr = u32::from(server).to_be();
-        // SAFETY: buffer and address are valid for the call.
-        let sent = unsafe {
-            libc::sendto(
-                self.udp.as_raw_fd(),
-                payload.as_ptr() as *const libc::c_void,
-                payload.len(),
-                0,
-                &address as *const _ as *const libc::sockaddr,
-                mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let server = SockaddrIn::from(SocketAddrV4::new(server, DHCP_SERVER_PORT));
+        nix_socket::sendto(self.udp.as_raw_fd(), payload, &server, MsgFlags::empty())?;
         Ok(())
     }
 
@@ -231,19 +127,12 @@ impl LeaseSocket {
         // Allocated per call: a thousand idle leases keep no receive buffers.
         let mut buffer = vec![0u8; 4096];
         for _ in 0..64 {
-            // SAFETY: the buffer is valid for its length.
-            let n = unsafe {
-                libc::recv(
-                    self.packet.as_raw_fd(),
-                    buffer.as_mut_ptr() as *mut libc::c_void,
-                    buffer.len(),
-                    0,
-                )
+            let n = match nix_socket::recv(self.packet.as_raw_fd(), &mut buffer, MsgFlags::empty())
+            {
+                Ok(n) if n > 0 => n,
+                _ => break,
             };
-            if n <= 0 {
-                break;
-            }
-            if let Some(payload) = udp_payload(&buffer[..n as usize]) {
+            if let Some(payload) = udp_payload(&buffer[..n]) {
                 payloads.push(payload.to_vec());
             }
         }

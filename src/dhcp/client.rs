@@ -341,9 +341,7 @@ impl Rng {
     fn next(&mut self) -> u64 {
         use std::hash::Hasher;
         self.counter = self.counter.wrapping_add(1);
-        // `SipHasher` is deprecated only in favour of `DefaultHasher`, which cannot be keyed.
-        #[allow(deprecated)]
-        let mut h = std::hash::SipHasher::new_with_keys(self.key, 0x6c61_6e79_6172_6421);
+        let mut h = siphasher::sip::SipHasher24::new_with_keys(self.key, 0x6c61_6e79_6172_6421);
         h.write_u64(self.counter);
         h.finish()
     }

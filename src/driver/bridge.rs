@@ -154,16 +154,13 @@ pub fn remove_bridge_if_unused(host: &mut Netlink, name: &str) -> Result<bool> {
     if !host.bridge_ports(bridge.index)?.is_empty() {
         return Ok(false);
     }
-    if host.addresses()?.iter().any(|a| a.index == bridge.index && !is_link_local(&a.address)) {
+    if host
+        .addresses()?
+        .iter()
+        .any(|a| a.index == bridge.index && !crate::spec::is_ipv6_link_local(a.address.addr()))
+    {
         return Ok(false);
     }
     host.delete_link(bridge.index, name)?;
     Ok(true)
-}
-
-fn is_link_local(address: &ipnet::IpNet) -> bool {
-    match address.addr() {
-        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
-        std::net::IpAddr::V4(_) => false,
-    }
 }

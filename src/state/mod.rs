@@ -8,7 +8,6 @@ pub use record::{DhcpSettings, DriverKind, GuestRef, Record, RECORD_VERSION};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -167,20 +166,13 @@ fn flock(lock_path: &Path, wait: bool) -> Result<Option<StateLock>> {
         .mode(0o600)
         .open(lock_path)
         .with_context(ErrorKind::Io, || format!("open lock {}", lock_path.display()))?;
-    let operation = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
-        let error = std::io::Error::last_os_error();
-        if !wait && error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Ok(None);
+    match crate::sys::lock_exclusive(&file, wait) {
+        Ok(true) => Ok(Some(StateLock { _file: file })),
+        Ok(false) => Ok(None),
+        Err(error) => {
+            Err(Error::with_source(ErrorKind::Io, format!("lock {}", lock_path.display()), error))
         }
-        return Err(Error::with_source(
-            ErrorKind::Io,
-            format!("lock {}", lock_path.display()),
-            error,
-        ));
     }
-    Ok(Some(StateLock { _file: file }))
 }
 
 #[cfg(test)]
