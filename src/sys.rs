@@ -100,14 +100,6 @@ pub fn lock_exclusive(file: &std::fs::File, wait: bool) -> io::Result<bool> {
     Err(error)
 }
 
-/// The descriptor of a netlink link watch, borrowed for as long as the watch is.
-/// `LinkWatch` (netlink/watch.rs) owns its socket but exposes only the raw number.
-pub fn link_watch_fd(watch: &crate::netlink::LinkWatch) -> BorrowedFd<'_> {
-    // SAFETY: the LinkWatch owns this open descriptor for its whole life and the borrow cannot
-    // outlive `watch`.
-    unsafe { BorrowedFd::borrow_raw(watch.fd()) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

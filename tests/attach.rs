@@ -736,7 +736,7 @@ fn a_failure_inside_driver_setup_is_undone_or_names_what_it_left() {
 #[test]
 fn lost_link_notifications_are_reported_and_the_links_read_again() {
     use lanyard::netlink::{LinkWatch, Netlink};
-    use std::os::fd::BorrowedFd;
+    use std::os::fd::AsFd;
     lab::require_root();
     let ns = Netns::new("overflow");
     ns.ip_batch("link add flapa type veth peer name flapb\nlink set flapb up\nlink set flapa up");
@@ -744,10 +744,9 @@ fn lost_link_notifications_are_reported_and_the_links_read_again() {
     let mut netlink = Netlink::open(&handle, "the test namespace").expect("netlink");
     let index = netlink.link_by_name("flapa").unwrap().expect("flapa").index;
     let mut watch = LinkWatch::open(&handle).expect("watch");
-    // SAFETY: the watch (and so its descriptor) outlives this borrow.
-    let fd = unsafe { BorrowedFd::borrow_raw(watch.fd()) };
     // The smallest receive buffer the kernel allows: a notice or two fit, the rest are dropped.
-    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::RcvBuf, &1).expect("SO_RCVBUF");
+    nix::sys::socket::setsockopt(&watch.as_fd(), nix::sys::socket::sockopt::RcvBuf, &1)
+        .expect("SO_RCVBUF");
 
     // 100 carrier losses, ending down: the notices that fit are the oldest, so the end of the
     // story is among the lost ones.

@@ -478,7 +478,7 @@ impl Daemon {
         let Some(live) = self.slots.get(key).and_then(|slot| slot.live.as_ref()) else { return };
         let mut fds = vec![
             (live.socket.receive_fd(), Owner::Packets(key.to_string())),
-            (crate::sys::link_watch_fd(&live.link_watch), Owner::LinkChange(key.to_string())),
+            (live.link_watch.as_fd(), Owner::LinkChange(key.to_string())),
         ];
         if let Some(pidfd) = &live.pidfd {
             fds.push((pidfd.as_fd(), Owner::GuestExit(key.to_string())));

@@ -6,7 +6,7 @@
 //! unseen" and reads the state afresh, so no one waits for a state that already came.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP};
@@ -285,10 +285,6 @@ impl LinkWatch {
         Ok(Read::Messages { dump_done: done })
     }
 
-    pub fn fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
-    }
-
     /// Discard queued notifications, and the report of lost ones: their content is re-read by
     /// the caller's next query anyway.
     fn drain(&mut self) {
@@ -300,5 +296,11 @@ impl LinkWatch {
                 _ => break,
             }
         }
+    }
+}
+
+impl std::os::fd::AsFd for LinkWatch {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.socket.as_fd()
     }
 }
