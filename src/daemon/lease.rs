@@ -1,0 +1,660 @@
+//! The lease lifecycle: starting, resuming and driving each lease's sans-IO client, following
+//! its guest's life (exit, deleted namespace, link flaps) and forgetting it when it ends. No
+//! event-loop mechanics here: the loop (mod.rs) calls these when a descriptor or a timer fires.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use crate::dhcp::{Action, Client, ClientConfig, Destination, Event, Now};
+use crate::error::{Error, ErrorKind, Result};
+use crate::netlink::{LinkChanges, Netlink};
+use crate::netns::Netns;
+use crate::state::{GuestRef, Record};
+
+use super::guest_config::{configure, deconfigure, restore_routes, same_configuration};
+use super::requests::{lease_view, reply};
+use super::socket::LeaseSocket;
+use super::store::{self, StoredLease};
+use super::{log, Daemon, Live, Response, Slot, RETRY_INTERVAL};
+
+/// The key of a new client's xid generator, from the kernel's random pool. There is no
+/// fallback: a predictable xid lets any host on the LAN forge replies (RFC 2131 §7), so a client
+/// that cannot get one is not started. getrandom(2) needs no descriptor, so running out of them
+/// cannot make this fail.
+pub(super) fn random_seed() -> Result<u64> {
+    getrandom::u64().map_err(|e| {
+        Error::with_source(
+            ErrorKind::Io,
+            "get a random DHCP transaction-id key from the kernel (getrandom); refusing to start \
+             a DHCP client with a predictable one",
+            e,
+        )
+    })
+}
+
+/// The client id sent as option 61: type 0 ("not a hardware type", RFC 2132 §9.14) and the
+/// stable text lanyard recorded at attach.
+pub(super) fn client_id_bytes(text: &str) -> Vec<u8> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    let mut bytes = vec![0u8];
+    bytes.extend_from_slice(text.as_bytes());
+    bytes
+}
+
+pub(super) fn client_config(record: &Record, requested: Option<Ipv4Addr>) -> ClientConfig {
+    let settings = record.dhcp.clone().unwrap_or_default();
+    let mut config = ClientConfig::new(record.mac.0, client_id_bytes(&settings.client_id));
+    match settings.hostname {
+        Some(name) if settings.fqdn || name.contains('.') => config.fqdn = Some(name),
+        Some(name) => config.hostname = Some(name),
+        None => {}
+    }
+    config.requested_address = requested;
+    config.probe = settings.probe;
+    config.max_message_size = record.mtu.clamp(576, 65535) as u16;
+    config
+}
+
+/// What the daemon last knew of a lease's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LinkKnown {
+    running: bool,
+    carrier_down_count: Option<u32>,
+}
+
+/// The link transitions for the client (true: up, false: down), in order, from what the link
+/// notifications say about link `ifindex`; `known` is updated to the link's state now.
+///
+/// Every transition counts, not just the last state: a down and an up read in one wake-up are
+/// a flap (the cable was out, perhaps moved to another network), and the client must hear both
+/// to verify its lease with INIT-REBOOT. A carrier loss the kernel folded into a notification
+/// that shows the link running is found by its counter. When notifications were lost, a link
+/// running before and after is taken to have flapped: a needless verification costs one
+/// exchange, a missed one can keep a lease from another network (a link seen coming up is
+/// verified by that already).
+pub(super) fn link_transitions(
+    known: &mut LinkKnown,
+    ifindex: u32,
+    changes: &LinkChanges,
+) -> Vec<bool> {
+    let mut transitions = Vec::new();
+    for seen in changes.seen.iter().filter(|seen| seen.index == ifindex) {
+        // The counter only grows; a notice queued before the daemon's own read of the link can
+        // carry a smaller one, which is old news, not a loss.
+        let lost_carrier = match (known.carrier_down_count, seen.carrier_down_count) {
+            (Some(before), Some(now)) => now > before,
+            _ => false,
+        };
+        if lost_carrier && known.running && seen.running {
+            transitions.extend([false, true]);
+        } else if seen.running != known.running {
+            transitions.push(seen.running);
+        }
+        known.running = seen.running;
+        known.carrier_down_count = known.carrier_down_count.max(seen.carrier_down_count);
+    }
+    if changes.overflowed && known.running && transitions.is_empty() {
+        transitions.extend([false, true]);
+    }
+    transitions
+}
+
+impl Daemon {
+    /// The DHCP client of a stored lease. With the guest alive and a lease held, it goes on
+    /// where the lease's times say (renewing, rebinding); otherwise, or when the lease cannot
+    /// be resumed (expired, a clock gone backwards), a new client asks for the last address
+    /// (INIT-REBOOT). One place, for the daemon's start, a guest reached again, and acquire.
+    pub(super) fn client_for(
+        &self,
+        record: &Record,
+        stored: &StoredLease,
+        alive: bool,
+    ) -> Result<Client> {
+        let config = client_config(record, stored.last_address);
+        let seed = random_seed()?;
+        match &stored.lease {
+            Some(lease) if alive => Client::resume(config.clone(), lease.clone(), self.now(), seed)
+                .or_else(|_| Client::new(config, seed)),
+            _ => Client::new(config, seed),
+        }
+    }
+
+    /// Reload every persisted lease: a guest still alive keeps its address and the client goes
+    /// on where the lease's times say (renewing, rebinding, or INIT-REBOOT when unclear).
+    pub(super) fn resume_all(&mut self) {
+        let stored = match store::load_all(&self.state_dir) {
+            Ok(stored) => stored,
+            Err(e) => {
+                log(format_args!("cannot reload leases: {e}"));
+                return;
+            }
+        };
+        for stored in stored {
+            let record = match self.load_record(&stored.record) {
+                Some(record) => record,
+                None => {
+                    log(format_args!(
+                        "lease {} has no record any more: forgetting it",
+                        stored.record
+                    ));
+                    let _ = store::remove(&self.state_dir, &stored.record);
+                    continue;
+                }
+            };
+            if record.dhcp.is_none() {
+                // The record was replaced by a static attachment of the same guest and name.
+                log(format_args!(
+                    "lease {} belongs to an older attachment: forgetting it",
+                    stored.record
+                ));
+                let _ = store::remove(&self.state_dir, &stored.record);
+                continue;
+            }
+            let live = self.find_live(&record);
+            let client = match self.client_for(&record, &stored, live.is_some()) {
+                Ok(client) => client,
+                Err(e) => {
+                    log(format_args!("lease {}: {e}", stored.record));
+                    continue;
+                }
+            };
+            let key = stored.record.clone();
+            let alive = live.is_some();
+            let forget_at = if alive { None } else { self.lease_end(&stored) };
+            let retry_at = (!alive).then(|| self.epoch.elapsed() + RETRY_INTERVAL);
+            let slot = Slot {
+                record,
+                client,
+                live,
+                stored,
+                waiters: Vec::new(),
+                retry_at,
+                forget_at,
+                applied: true,
+            };
+            self.slots.insert(key.clone(), slot);
+            if alive {
+                self.watch_live(&key);
+                self.drive(&key, Event::Start);
+            } else {
+                // Not reachable is not dead: a guest that died while the daemon was down took its
+                // links along, and one that is only unreachable (Docker restarting) must keep
+                // them. Try again until the lease would have ended.
+                log(format_args!(
+                    "{key}: guest not reachable; trying again every {} s until its lease ends",
+                    RETRY_INTERVAL.as_secs()
+                ));
+            }
+        }
+    }
+
+    /// When a stored lease ends, on the loop's monotonic clock: now when there is none or it has
+    /// ended, `None` for an infinite lease (kept until detach).
+    pub(super) fn lease_end(&self, stored: &StoredLease) -> Option<Duration> {
+        let now = self.epoch.elapsed();
+        let Some(lease) = &stored.lease else { return Some(now) };
+        let end_ms = lease.expires_unix_ms()?;
+        let now_ms = crate::attach::now_unix().saturating_mul(1000);
+        Some(now + Duration::from_millis(end_ms.saturating_sub(now_ms)))
+    }
+
+    /// Try again to reach a guest that was not reachable at start.
+    pub(super) fn reconnect(&mut self, key: &str) {
+        let Some(slot) = self.slots.get(key) else { return };
+        match self.open_live(&slot.record) {
+            Ok(live) => {
+                let client = self.client_for(&slot.record, &slot.stored, true);
+                let Some(slot) = self.slots.get_mut(key) else { return };
+                match client {
+                    Ok(client) => slot.client = client,
+                    Err(e) => log(format_args!("{key}: keeping the previous DHCP client: {e}")),
+                }
+                slot.live = Some(live);
+                slot.retry_at = None;
+                slot.forget_at = None;
+                log(format_args!("{key}: guest reachable again; resuming its lease"));
+                self.watch_live(key);
+                self.drive(key, Event::Start);
+            }
+            Err(_) => {
+                if let Some(slot) = self.slots.get_mut(key) {
+                    slot.retry_at = Some(self.epoch.elapsed() + RETRY_INTERVAL);
+                }
+            }
+        }
+    }
+
+    pub(super) fn load_record(&self, file: &str) -> Option<Record> {
+        self.host.state.load(file).ok().flatten()
+    }
+
+    /// The guest's namespace, if it is still the recorded one, and the sockets inside it.
+    pub(super) fn find_live(&self, record: &Record) -> Option<Live> {
+        match self.open_live(record) {
+            Ok(live) => Some(live),
+            Err(e) => {
+                log(format_args!("{}: {e}", record.file_name()));
+                None
+            }
+        }
+    }
+
+    pub(super) fn open_live(&self, record: &Record) -> Result<Live> {
+        let gone = || {
+            Error::not_found(format!("the guest of {} is gone or was replaced", record.file_name()))
+        };
+        let (netns, pid) = crate::guest::locate(record, || self.host.docker()).ok_or_else(gone)?;
+        let netns_name = match &record.guest {
+            GuestRef::Netns { name } => Some(name.clone()),
+            _ => None,
+        };
+        let ifname = record.guest_ifname.clone();
+        let (ifindex, socket, link_watch, link_known) = netns.run(|| {
+            let link_watch = crate::netlink::LinkWatch::open_here()?;
+            let mut netlink = Netlink::open_here("the guest")?;
+            let link = netlink
+                .link_by_name(&ifname)?
+                .ok_or_else(|| Error::not_found(format!("{ifname} is gone from the guest")))?;
+            let socket = LeaseSocket::open_here(link.index, &ifname)?;
+            let link_known = LinkKnown {
+                running: link.up && link.lower_up,
+                carrier_down_count: link.carrier_down_count,
+            };
+            Ok((link.index, socket, link_watch, link_known))
+        })?;
+        // Without a pidfd (a kernel before 5.3) the guest's exit is noticed by its namespace only.
+        let pidfd = pid.and_then(|pid| crate::sys::pidfd_open(pid).ok());
+        Ok(Live {
+            netns,
+            socket,
+            ifindex,
+            pidfd,
+            netns_name,
+            pid,
+            link_watch,
+            link_up: link_known.running,
+            carrier_downs: link_known.carrier_down_count,
+        })
+    }
+
+    pub(super) fn link_changed(&mut self, key: &str) {
+        let Some(live) = self.slots.get_mut(key).and_then(|s| s.live.as_mut()) else { return };
+        let changes = match live.link_watch.link_changes() {
+            Ok(changes) => changes,
+            Err(e) => {
+                log(format_args!("{key}: link notifications: {e}"));
+                return;
+            }
+        };
+        let mut link = LinkKnown { running: live.link_up, carrier_down_count: live.carrier_downs };
+        let transitions = link_transitions(&mut link, live.ifindex, &changes);
+        live.link_up = link.running;
+        live.carrier_downs = link.carrier_down_count;
+        if changes.overflowed {
+            log(format_args!("{key}: link notifications were lost; re-read the link"));
+        }
+        for up in transitions {
+            log(format_args!("{key}: link {}", if up { "up" } else { "down" }));
+            self.drive(key, if up { Event::LinkUp } else { Event::LinkDown });
+        }
+    }
+
+    pub(super) fn receive(&mut self, key: &str) {
+        let payloads = match self.slots.get_mut(key).and_then(|s| s.live.as_mut()) {
+            Some(live) => live.socket.receive(),
+            None => return,
+        };
+        for payload in payloads {
+            self.drive(key, Event::Packet(&payload));
+        }
+    }
+
+    /// Feed an event to a lease's client and carry out what it asks.
+    pub(super) fn drive(&mut self, key: &str, event: Event<'_>) {
+        let now = self.now();
+        let Some(slot) = self.slots.get_mut(key) else { return };
+        let actions = slot.client.handle(event, now);
+        let mut queue: std::collections::VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            let Some(slot) = self.slots.get_mut(key) else { return };
+            match action {
+                Action::Send { packet, destination } => {
+                    let Some(live) = &slot.live else { continue };
+                    let sent = match destination {
+                        Destination::Broadcast => live.socket.send_broadcast(&packet),
+                        Destination::Unicast(server) => live
+                            .socket
+                            .send_unicast(server, &packet)
+                            .or_else(|_| live.socket.send_broadcast(&packet)),
+                    };
+                    if let Err(e) = sent {
+                        log(format_args!("{key}: send: {e}"));
+                    }
+                }
+                Action::Configure(lease) => {
+                    // A renewal that changes nothing but the times needs no netlink work (the
+                    // daemon's main cost with a thousand leases): only the new times are saved.
+                    let unchanged = slot.applied
+                        && slot
+                            .stored
+                            .lease
+                            .as_ref()
+                            .is_some_and(|held| same_configuration(held, &lease));
+                    let result = if unchanged { Ok(()) } else { configure(slot, &lease) };
+                    slot.applied = result.is_ok();
+                    slot.stored.lease = Some(lease.clone());
+                    slot.stored.last_address = Some(lease.address);
+                    slot.stored.state = slot.client.state().to_string();
+                    if let Err(e) = store::save(&self.state_dir, &slot.stored) {
+                        log(format_args!("{key}: {e}"));
+                    }
+                    match result {
+                        Ok(()) => {
+                            if !unchanged {
+                                log(format_args!(
+                                    "{key}: bound {}/{} from {}",
+                                    lease.address, lease.prefix_len, lease.server_id
+                                ));
+                            }
+                            let answer = Response::ok(lease_view(slot));
+                            for waiter in slot.waiters.drain(..) {
+                                reply(waiter.stream, &answer);
+                            }
+                        }
+                        Err(e) => {
+                            log(format_args!("{key}: configure {}: {e}", lease.address));
+                            // The CLI waiting for this lease hears why, not a timeout.
+                            let error = e.context(format!("configure the lease {}", lease.address));
+                            for waiter in slot.waiters.drain(..) {
+                                reply(waiter.stream, &Response::error(&error));
+                            }
+                        }
+                    }
+                }
+                Action::Deconfigure { lease, reason } => {
+                    log(format_args!("{key}: lost {} ({reason:?})", lease.address));
+                    if let Err(e) = deconfigure(slot, &lease) {
+                        log(format_args!("{key}: deconfigure {}: {e}", lease.address));
+                    }
+                    slot.stored.lease = None;
+                    slot.stored.state = slot.client.state().to_string();
+                    slot.stored.last_loss = Some(format!("{reason:?}"));
+                    if slot.live.is_none() {
+                        // A dead guest's lease ran out: nothing is left to keep.
+                        let record = slot.record.clone();
+                        self.forget(key, &record);
+                        return;
+                    }
+                    if let Err(e) = store::save(&self.state_dir, &slot.stored) {
+                        log(format_args!("{key}: {e}"));
+                    }
+                }
+                Action::Probe(address) => {
+                    let in_use = match &slot.live {
+                        Some(live) => {
+                            let (ifindex, mac) = (live.ifindex, slot.record.mac.0);
+                            live.netns
+                                .run(|| {
+                                    crate::announce::probe_ipv4(
+                                        ifindex,
+                                        mac,
+                                        address,
+                                        Duration::from_millis(200),
+                                    )
+                                })
+                                .map(|owner| owner.is_some())
+                                .unwrap_or(false)
+                        }
+                        None => false,
+                    };
+                    let now = Now::system(self.epoch);
+                    let more = slot.client.handle(Event::ProbeResult { in_use }, now);
+                    queue.extend(more);
+                }
+            }
+        }
+        // Pure state changes (BOUND -> RENEWING -> BOUND) are not written: the lease file changes
+        // when the lease does; `lanyard leases` asks the daemon for the live state.
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.stored.state = slot.client.state().to_string();
+        }
+    }
+
+    /// Take over a recorded attachment's DHCP. A slot already there (a restarted container
+    /// attached again) is replaced, asking for its last address.
+    pub(super) fn acquire(&mut self, record_file: &str) -> Result<()> {
+        let record = self.load_record(record_file).ok_or_else(|| {
+            Error::not_found(format!("no record {record_file} in {}", self.state_dir.display()))
+        })?;
+        let previous = self.slots.remove(record_file);
+        let mut stored = previous
+            .map(|slot| slot.stored)
+            .or_else(|| store::load(&self.state_dir, record_file).ok().flatten())
+            .unwrap_or_default();
+        stored.record = record_file.to_string();
+        stored.lease = None;
+        stored.replaced_default_routes.clear();
+        let live = self.open_live(&record)?;
+        let client = self.client_for(&record, &stored, true)?;
+        store::save(&self.state_dir, &stored)?;
+        self.slots.insert(
+            record_file.to_string(),
+            Slot {
+                record,
+                client,
+                live: Some(live),
+                stored,
+                waiters: Vec::new(),
+                retry_at: None,
+                forget_at: None,
+                applied: true,
+            },
+        );
+        self.watch_live(record_file);
+        self.drive(record_file, Event::Start);
+        Ok(())
+    }
+
+    /// DHCPRELEASE while the interface exists, then forget the lease (detach).
+    pub(super) fn release(&mut self, record_file: &str) -> Result<()> {
+        if self.slots.get(record_file).is_some_and(|slot| slot.live.is_some()) {
+            self.drive(record_file, Event::Release);
+        }
+        let restored = match self.slots.remove(record_file) {
+            Some(mut slot) => restore_routes(&mut slot),
+            None => Ok(()),
+        };
+        store::remove(&self.state_dir, record_file)?;
+        restored
+    }
+
+    /// The guest died: close every socket and namespace handle held there (a socket keeps a
+    /// namespace alive), remove the host side of the link, and keep the lease record until the
+    /// lease expires (no renewals: there is no interface to renew for).
+    pub(super) fn guest_gone(&mut self, key: &str) {
+        let forget_at = match self.slots.get(key) {
+            Some(slot) => self.lease_end(&slot.stored),
+            None => return,
+        };
+        let Some(slot) = self.slots.get_mut(key) else { return };
+        slot.live = None;
+        slot.retry_at = None;
+        slot.forget_at = forget_at;
+        for waiter in slot.waiters.drain(..) {
+            reply(waiter.stream, &Response::error(&Error::not_found("the guest went away")));
+        }
+        if let Some(name) = slot.record.host_ifname.clone() {
+            if let Ok(mut host) = Netlink::open(&self.host.netns, "the host namespace") {
+                let _ = host.delete_link_by_name(&name);
+            }
+        }
+        let now = self.epoch.elapsed();
+        if forget_at.is_some_and(|at| at <= now) {
+            let record = slot.record.clone();
+            self.forget(key, &record);
+        }
+    }
+
+    pub(super) fn netns_removed(&mut self) {
+        if let Some(watch) = &self.netns_watch {
+            let _ = watch.read_events();
+        }
+        let gone: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| {
+                // Gone, or deleted and made again under the same name: not our guest any more.
+                slot.live.as_ref().is_some_and(|live| {
+                    live.netns_name.as_ref().is_some_and(|name| {
+                        Netns::from_name(name)
+                            .map(|now| now.id() != live.netns.id())
+                            .unwrap_or(true)
+                    })
+                })
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in gone {
+            log(format_args!("{key}: its namespace was deleted"));
+            self.guest_gone(&key);
+        }
+    }
+
+    /// Drop a lease and its record: no record outlives its lease.
+    pub(super) fn forget(&mut self, key: &str, record: &Record) {
+        self.slots.remove(key);
+        let _ = store::remove(&self.state_dir, key);
+        if let Some(current) = self.load_record(key) {
+            if current.netns == record.netns {
+                let _ = self.host.state.remove(&current);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+    use crate::netlink::LinkSeen;
+
+    const IF: u32 = 7;
+
+    fn seen(running: bool, downs: u32) -> LinkSeen {
+        LinkSeen { index: IF, running, carrier_down_count: Some(downs) }
+    }
+
+    fn changes(seen: &[LinkSeen], overflowed: bool) -> LinkChanges {
+        LinkChanges { seen: seen.to_vec(), overflowed }
+    }
+
+    fn up_with(downs: u32) -> LinkKnown {
+        LinkKnown { running: true, carrier_down_count: Some(downs) }
+    }
+
+    #[test]
+    fn a_down_and_an_up_read_together_are_both_told() {
+        let mut known = up_with(0);
+        let flap = changes(&[seen(false, 1), seen(true, 1)], false);
+        assert_eq!(link_transitions(&mut known, IF, &flap), [false, true]);
+        assert_eq!(known, up_with(1));
+    }
+
+    #[test]
+    fn a_flap_folded_into_one_notice_is_found_by_the_carrier_counter() {
+        let mut known = up_with(3);
+        assert_eq!(
+            link_transitions(&mut known, IF, &changes(&[seen(true, 4)], false)),
+            [false, true]
+        );
+        assert_eq!(known, up_with(4));
+        // Nothing lost: a notice about something else (an MTU, a name) is no flap, nor is an
+        // older notice still queued from before the daemon read the link.
+        assert!(link_transitions(&mut known, IF, &changes(&[seen(true, 4)], false)).is_empty());
+        assert!(link_transitions(&mut known, IF, &changes(&[seen(true, 2)], false)).is_empty());
+        assert_eq!(known, up_with(4));
+    }
+
+    #[test]
+    fn other_links_and_plain_transitions() {
+        let mut known = up_with(0);
+        let other = LinkSeen { index: IF + 1, running: false, carrier_down_count: Some(9) };
+        assert!(link_transitions(&mut known, IF, &changes(&[other], false)).is_empty());
+        assert_eq!(link_transitions(&mut known, IF, &changes(&[seen(false, 1)], false)), [false]);
+        assert_eq!(link_transitions(&mut known, IF, &changes(&[seen(true, 1)], false)), [true]);
+        // A deleted link has no counter: down, and the last counter is kept.
+        let deleted = LinkSeen { index: IF, running: false, carrier_down_count: None };
+        assert_eq!(link_transitions(&mut known, IF, &changes(&[deleted], false)), [false]);
+        assert_eq!(known, LinkKnown { running: false, carrier_down_count: Some(1) });
+    }
+
+    #[test]
+    fn lost_notifications_count_as_a_flap_when_the_link_is_up() {
+        let mut known = up_with(0);
+        // The re-read shows it up with the same counter: verified anyway, since what was lost
+        // is unknown (an administrative down and up leaves the counter alone on some links).
+        assert_eq!(
+            link_transitions(&mut known, IF, &changes(&[seen(true, 0)], true)),
+            [false, true]
+        );
+        let mut known = up_with(0);
+        assert_eq!(link_transitions(&mut known, IF, &changes(&[seen(false, 1)], true)), [false]);
+        assert!(link_transitions(&mut known, IF, &changes(&[seen(false, 1)], true)).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Set for the child run of `xid_keys_need_no_file_descriptor`.
+    const NO_FD_CHILD: &str = "LANYARD_TEST_NO_FD_CHILD";
+
+    /// The daemon raises its fd limit because it can run out; when it had, the old seed fell
+    /// back to the pid, the same key for every client. Descriptors are a per-process limit, so
+    /// they are exhausted in a child run of this test, not in the harness running other tests.
+    #[test]
+    fn xid_keys_need_no_file_descriptor() {
+        if std::env::var_os(NO_FD_CHILD).is_some() {
+            keys_with_every_descriptor_taken();
+            return;
+        }
+        // The harness names tests by module path without the crate.
+        let path = module_path!();
+        let name = format!(
+            "{}::xid_keys_need_no_file_descriptor",
+            path.split_once("::").map_or(path, |(_, rest)| rest)
+        );
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", &name, "--test-threads=1", "--nocapture"])
+            .env(NO_FD_CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "child run failed:\n{stdout}\n{stderr}");
+        assert!(stdout.contains("1 passed"), "the child ran the test:\n{stdout}");
+    }
+
+    fn keys_with_every_descriptor_taken() {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        const LIMIT: u64 = 256;
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        setrlimit(Resource::RLIMIT_NOFILE, LIMIT.min(hard), hard).unwrap();
+        let mut held = Vec::new();
+        for _ in 0..LIMIT {
+            match std::fs::File::open("/dev/null") {
+                Ok(file) => held.push(file),
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
+                    break;
+                }
+            }
+        }
+        assert!(std::fs::File::open("/dev/urandom").is_err(), "every descriptor is taken");
+        let first = super::random_seed();
+        let second = super::random_seed();
+        drop(held);
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert_ne!(first, second, "two keys from the kernel; equal keys mean a fixed fallback");
+    }
+}
