@@ -259,3 +259,57 @@ fn a_state_directory_of_lanyard_0_1_keeps_working_after_the_upgrade() {
     );
     assert!(index_entries(&dir).is_empty(), "{:?}", index_entries(&dir));
 }
+
+fn library_host(lan: &Lan, dir: &TestDir) -> lanyard::Host {
+    let handle = lanyard::netns::Netns::open(&lan.host.path).expect("open host namespace");
+    lanyard::Host::new(handle, &dir.join("state"), format!("test-{}", lab::run_id())).expect("host")
+}
+
+fn attach_static(host: &lanyard::Host, guest: &Netns, address: &str) -> lanyard::state::Record {
+    let mut request =
+        lanyard::AttachRequest::new("br0", lanyard::guest::GuestSpec::Netns(guest.name.clone()));
+    request.addresses = vec![lanyard::spec::parse_address(address).unwrap()];
+    lanyard::attach(host, &request).unwrap().record
+}
+
+/// A MAC or host name held by any record is not handed out again, even when its link is gone,
+/// whether the index was kept by lanyard, lost, or the record was written or removed by hand.
+#[test]
+fn names_and_macs_held_by_records_stay_taken_whatever_happened_to_the_index() {
+    let lan = Lan::bridge(72);
+    let dir = TestDir::new("index");
+    let host = library_host(&lan, &dir);
+    let holder = lan.guest("holder");
+    let guest = lan.guest("g");
+    let identity = format!("netns:{}", guest.name);
+    let mac = |counter| lanyard::naming::stable_mac(&host.host_id, &identity, "eth1", counter);
+    let ifname = |counter| lanyard::naming::host_ifname(&host.host_id, &identity, "eth1", counter);
+
+    // A record claims the MAC and host name `guest` would get first; no link carries them.
+    let mut held = attach_static(&host, &holder, "198.18.72.2/24");
+    held.mac = mac(0);
+    held.host_ifname = Some(ifname(0));
+    host.state.save(&held).unwrap();
+    let held_path = dir.join("state").join(held.file_name());
+    let held_text = std::fs::read(&held_path).unwrap();
+
+    let check = |expected_counter: u32, what: &str| {
+        let record = attach_static(&host, &guest, "198.18.72.3/24");
+        assert_eq!(
+            (record.mac, record.host_ifname.clone()),
+            (mac(expected_counter), Some(ifname(expected_counter))),
+            "{what}"
+        );
+        lanyard::detach(&host, &format!("netns:{}", guest.name), None).unwrap();
+    };
+    check(1, "record saved by lanyard");
+    std::fs::remove_dir_all(dir.join("state/index")).unwrap();
+    check(1, "index lost");
+    std::fs::remove_file(&held_path).unwrap();
+    check(0, "record removed by hand");
+    std::fs::write(&held_path, &held_text).unwrap();
+    check(1, "record written back by hand");
+    host.state.remove(&held).unwrap();
+    check(0, "record removed by lanyard");
+    assert!(index_entries(&dir).is_empty(), "{:?}", index_entries(&dir));
+}
