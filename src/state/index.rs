@@ -29,6 +29,7 @@ use std::fs;
 use std::io::ErrorKind as IoKind;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::spec::MacAddr;
@@ -141,14 +142,24 @@ impl<'a> Index<'a> {
 
     /// Throw the index away and make it again from every record.
     fn rebuild(&self) -> Result<()> {
+        static DISCARDED: AtomicU64 = AtomicU64::new(0);
         let records = self.state.records()?;
-        match fs::remove_dir_all(&self.dir) {
-            Ok(()) => {}
+        // Moved aside in one step, so that a daemon removing a record meanwhile (it takes no
+        // lock) only ever sees a whole index or none.
+        let discarded = self.state.path().join(format!(
+            ".index-discarded-{}-{}",
+            std::process::id(),
+            DISCARDED.fetch_add(1, Ordering::Relaxed)
+        ));
+        match fs::rename(&self.dir, &discarded) {
+            Ok(()) => fs::remove_dir_all(&discarded).with_context(ErrorKind::Io, || {
+                format!("remove the outdated index {} (remove it by hand)", discarded.display())
+            })?,
             Err(e) if e.kind() == IoKind::NotFound => {}
             Err(e) => {
                 return Err(Error::with_source(
                     ErrorKind::Io,
-                    format!("remove the outdated index {} (remove it by hand)", self.dir.display()),
+                    format!("move the outdated index {} aside", self.dir.display()),
                     e,
                 ))
             }
