@@ -1,11 +1,13 @@
 //! Speed benchmark of a static attach and its detach, three ways that reach the same end state:
 //! the release `lanyard` binary, the in-process library, and the fastest scripted reference
-//! (`ip -batch`). Plus 200 sequential attaches into 200 namespaces, and a Docker container row
+//! (`ip -batch`). Plus 200 sequential attaches into 200 namespaces, 1000 sequential library
+//! attaches to see whether an attach slows as attachments grow, and a Docker container row
 //! when `LANYARD_BENCH_DOCKER_HOST=unix:///path/to/docker.sock` names a daemon.
 //!
 //! Run as root: `cargo bench --bench attach`. `LANYARD_BENCH_ROUNDS` (default 50) sets the
 //! attach/detach rounds per way, `LANYARD_BENCH_BATCH` (default 200) the sequential-attach
-//! count, `LANYARD_BENCH_DOCKER_IMAGE` (default lanyard-test/busybox:latest) the container
+//! count, `LANYARD_BENCH_SCALE` (default 1000) the growth pass's attachments,
+//! `LANYARD_BENCH_DOCKER_IMAGE` (default lanyard-test/busybox:latest) the container
 //! image. Without cargo bench's `--bench` argument (as under `cargo test --all-targets`) it makes
 //! a short smoke pass instead.
 //!
@@ -46,6 +48,11 @@ const TARGET_CLI_NETNS: Duration = Duration::from_millis(5);
 const TARGET_CLI_CONTAINER: Duration = Duration::from_millis(8);
 const TARGET_LIBRARY: Duration = Duration::from_millis(2);
 const TARGET_BATCH_200: Duration = Duration::from_millis(1500);
+/// The growth pass: the median of the last 10 attaches over the median of the first 10.
+const TARGET_GROWTH_RATIO: f64 = 1.5;
+/// A Linux bridge takes at most 1023 ports; the growth pass spreads its guests over bridges of
+/// this many.
+const PORTS_PER_BRIDGE: usize = 250;
 
 fn main() {
     let bench_mode = std::env::args().any(|a| a == "--bench");
@@ -70,6 +77,7 @@ struct Config {
     bench_mode: bool,
     rounds: usize,
     batch: usize,
+    scale: usize,
     docker: Option<DockerConfig>,
     cli: PathBuf,
 }
@@ -88,7 +96,7 @@ impl Config {
                 Err(_) => default,
             }
         };
-        let (rounds, batch) = if bench_mode { (50, 200) } else { (3, 5) };
+        let (rounds, batch, scale) = if bench_mode { (50, 200, 1000) } else { (3, 5, 20) };
         let docker =
             std::env::var("LANYARD_BENCH_DOCKER_HOST").ok().filter(|v| !v.is_empty()).map(|url| {
                 let socket = url.strip_prefix("unix://").unwrap_or_else(|| {
@@ -105,6 +113,7 @@ impl Config {
             bench_mode,
             rounds: number("LANYARD_BENCH_ROUNDS", rounds).max(1),
             batch: number("LANYARD_BENCH_BATCH", batch),
+            scale: number("LANYARD_BENCH_SCALE", scale),
             docker,
             cli: PathBuf::from(env!("CARGO_BIN_EXE_lanyard")),
         }
@@ -829,6 +838,17 @@ fn run(config: &Config, lab: &mut Lab) {
         batch_pass(config, lab, &host_path, &host_ns, tmpfs_base, true);
         batch_pass(config, lab, &host_path, &host_ns, tmpfs_base, false);
     }
+    if config.scale > 0 {
+        println!();
+        println!(
+            "{n} sequential in-process library attaches into {n} distinct guest namespaces over \
+             {b} bridge(s) (a bridge takes at most 1023 ports; created beforehand, untimed; state \
+             {tmpfs_label}):",
+            n = config.scale,
+            b = config.scale.div_ceil(PORTS_PER_BRIDGE)
+        );
+        growth_pass(config, lab, &host_path, tmpfs_base);
+    }
     println!();
     println!("total bench time {:.1} s", total.elapsed().as_secs_f64());
 }
@@ -894,9 +914,102 @@ fn batch_pass(
     }
 }
 
-/// Untimed diagnosis after the library pass: what two reads every attach makes cost once many
-/// guests are attached (every record is read and parsed; the MAC is looked up in the FDB).
+/// Attach `config.scale` guests one after the other through the library, round robin over
+/// enough bridges; print how much slower the last 10 attaches are than the first 10.
+fn growth_pass(config: &Config, lab: &mut Lab, host_path: &Path, tmpfs_base: &str) {
+    let n = config.scale;
+    let host_name = host_path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let bridges: Vec<String> =
+        (0..n.div_ceil(PORTS_PER_BRIDGE)).map(|b| format!("brs{b}")).collect();
+    let lines: String =
+        bridges.iter().map(|b| format!("link add {b} type bridge\nlink set {b} up\n")).collect();
+    let (ok, err) = ip_batch_quiet(&["-n", &host_name], &lines);
+    assert!(ok, "create the growth pass's bridges: {err}");
+    let names: Vec<String> = (0..n).map(|i| lab.name(&format!("grow{i}"))).collect();
+    lab.add_namespaces(&names);
+    disable_ipv6(std::iter::once(&host_name).chain(&names));
+    let state = lab.dir(Path::new(tmpfs_base), "state-grow");
+    let host = library_host(host_path, &state);
+    let mut each = Vec::with_capacity(n);
+    let start = Instant::now();
+    for (i, name) in names.iter().enumerate() {
+        let mut request = request(
+            GuestSpec::Netns(name.clone()),
+            &format!("198.18.{}.{}/16", 1 + i / 250, 1 + i % 250),
+        );
+        request.host_interface = bridges[i % bridges.len()].clone();
+        each.push(lib_attach(&host, &request));
+    }
+    let total = start.elapsed();
+    let k = each.len().min(10);
+    let (first, last) = (median(&each[..k]), median(&each[each.len() - k..]));
+    let ratio = last.as_secs_f64() / first.as_secs_f64().max(1e-9);
+    let verdict = if ratio <= TARGET_GROWTH_RATIO { "met" } else { "MISSED" };
+    println!(
+        "  {:<20} total {:>7.3} s   {:.2} ms/attach   median first {k} {} ms, last {k} {} ms   \
+         last/first {ratio:.2}x   target <= {TARGET_GROWTH_RATIO:.1}x {verdict}",
+        "in-process library",
+        total.as_secs_f64(),
+        total.as_secs_f64() * 1e3 / n.max(1) as f64,
+        ms(first),
+        ms(last),
+    );
+    println!("    {}", per_attach_reads(&host));
+    if !config.bench_mode && ratio > TARGET_GROWTH_RATIO {
+        println!("    (smoke mode: {n} attaches say little about growth; `cargo bench` runs 1000)");
+    }
+    // Teardown (untimed): the namespaces take their veths along; then the bridges.
+    lab.remove_namespaces(&names);
+    lab.remove_dir(&state);
+    let lines: String = bridges.iter().map(|b| format!("link del {b}\n")).collect();
+    let (ok, err) = ip_batch_quiet(&["-n", &host_name, "-force"], &lines);
+    assert!(ok, "remove the growth pass's bridges: {err}");
+}
+
+/// Turn IPv6 off (all and default) in these namespaces. With it on, every new interface sends
+/// router solicitations, DAD probes and MLD reports for seconds, and a bridge floods each to
+/// all its ports: background work that grows with the guests already attached and would
+/// swamp what the growth pass measures (lanyard's own cost per attach).
+fn disable_ipv6<'a>(namespaces: impl Iterator<Item = &'a String>) {
+    let paths: Vec<PathBuf> = namespaces.map(|n| Path::new("/run/netns").join(n)).collect();
+    std::thread::spawn(move || {
+        for path in paths {
+            let netns =
+                File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            // SAFETY: setns on a descriptor we own, on this short-lived thread only.
+            if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                panic!("setns {}: {}", path.display(), io::Error::last_os_error());
+            }
+            // /proc/sys/net is the opening thread's namespace's.
+            for which in ["all", "default"] {
+                let key = format!("/proc/sys/net/ipv6/conf/{which}/disable_ipv6");
+                fs::write(&key, "1").unwrap_or_else(|e| panic!("{key} in {}: {e}", path.display()));
+            }
+        }
+    })
+    .join()
+    .expect("disable IPv6 in the growth pass's namespaces");
+}
+
+/// Untimed diagnosis after a library pass: the state lookups an attach makes (the lock, its
+/// slot's own files, the index for a MAC, a host name and a created bridge), what reading every
+/// record would cost instead (attach no longer does), and one lookup of a MAC in the bridge's
+/// forwarding table (which every attach makes).
 fn per_attach_reads(host: &Host) -> String {
+    let start = Instant::now();
+    let lookups = host.state.lock().and_then(|lock| {
+        let guest = lanyard::state::GuestRef::Netns { name: "lybench-not-attached".into() };
+        host.state.slot_records(&guest, "eth1")?;
+        let index = host.state.index(&lock)?;
+        index.mac_taken(spec::MacAddr([0x02, 0, 0, 0, 0, 1]))?;
+        index.host_ifname_taken("lynotattached00")?;
+        index.created_bridge_port(BRIDGE)?;
+        Ok(())
+    });
+    let lookups = match lookups {
+        Ok(()) => format!("state lookups of one attach {} ms", ms(start.elapsed())),
+        Err(e) => format!("state lookups failed: {e}"),
+    };
     let start = Instant::now();
     let records = host.state.records().map(|r| r.len()).unwrap_or(0);
     let records_time = start.elapsed();
@@ -911,7 +1024,8 @@ fn per_attach_reads(host: &Host) -> String {
         Err(e) => format!("bridge FDB lookup failed: {e}"),
     };
     format!(
-        "(cost that grows with attachments: reading {records} records {} ms; {fdb})",
+        "(at {records} records: {lookups}; reading them all {} ms, which attach no longer \
+         does; {fdb})",
         ms(records_time)
     )
 }

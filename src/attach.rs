@@ -16,7 +16,7 @@ use crate::netlink::{DefaultRoute, LinkKind, Netlink};
 use crate::netns::Netns;
 use crate::routes;
 use crate::spec::{AddressSpec, MacAddr, MacScheme, MacvlanMode, RouteSpec};
-use crate::state::{DhcpSettings, DriverKind, Record, RECORD_VERSION};
+use crate::state::{DhcpSettings, DriverKind, Index, Record, RECORD_VERSION};
 use crate::{naming, spec, sysctl};
 
 /// The guest interface name when `-i` is not given, as pipework does.
@@ -269,22 +269,16 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
             guest.reference.display()
         )));
     }
-    let _lock = host.state.lock()?;
-    let records = host.state.records()?;
+    let lock = host.state.lock()?;
     let mut host_netlink = Netlink::open(&host.netns, "the host namespace")?;
     let mut guest_netlink =
         Netlink::open(&guest.netns, format!("guest {}", guest.reference.display()))?;
 
-    // A record for this guest and interface: live means attached already; stale (the guest's
-    // namespace was replaced, as when a container restarts) is cleaned up and replaced.
-    let key = guest.reference.key();
-    let mut others = Vec::new();
-    for record in records {
-        let same_slot = record.guest.key() == key && record.guest_ifname == request.guest_ifname;
-        if !same_slot {
-            others.push(record);
-            continue;
-        }
+    // A record of this guest's interface, found by the guest's identity (two guests never
+    // share one): live means attached already; stale (the guest's namespace was replaced, as
+    // when a container restarts) is cleaned up and replaced. Only this slot's own files are
+    // read, not every record.
+    for record in host.state.slot_records(&guest.reference, &request.guest_ifname)? {
         if record.netns == guest.netns.id() {
             return Err(Error::conflict(format!(
                 "{} already has {} from lanyard: detach it first",
@@ -294,6 +288,12 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
         }
         remove_stale(host, &mut host_netlink, &record)?;
     }
+    // MACs and host names stay unique among all records through the index, which answers
+    // without reading every record.
+    let index = host.state.index(&lock)?;
+    // All wire() needs of the other records: a recorded port of this bridge, if lanyard made it.
+    let others: Vec<Record> =
+        index.created_bridge_port(&request.host_interface)?.into_iter().collect();
 
     // Validate against the kernel before changing anything.
     if guest_netlink.link_by_name(&request.guest_ifname)?.is_some() {
@@ -309,7 +309,7 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
     let host_ifname = match driver_kind {
         DriverKind::Bridge => Some(match &request.host_ifname {
             Some(name) => name.clone(),
-            None => free_host_ifname(host, &mut host_netlink, &others, &identity, request)?,
+            None => free_host_ifname(host, &mut host_netlink, &index, &identity, request)?,
         }),
         DriverKind::HostOnly => Some(request.host_interface.clone()),
         DriverKind::Macvlan => None,
@@ -320,7 +320,7 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
     };
     let mac = match request.mac {
         Some(mac) => mac,
-        None => choose_mac(host, &mut host_netlink, &others, bridge_index, &identity, request)?,
+        None => choose_mac(host, &mut host_netlink, &index, bridge_index, &identity, request)?,
     };
     let host_mac = host_end_mac(&host.host_id, &identity, &request.guest_ifname);
     let link_request = LinkRequest {
@@ -540,14 +540,15 @@ fn choose_driver(host: &mut Netlink, request: &AttachRequest) -> Result<DriverKi
 fn free_host_ifname(
     host: &Host,
     netlink: &mut Netlink,
-    records: &[Record],
+    index: &Index,
     identity: &str,
     request: &AttachRequest,
 ) -> Result<String> {
     for counter in 0..64 {
         let name = naming::host_ifname(&host.host_id, identity, &request.guest_ifname, counter);
-        let recorded = records.iter().any(|r| r.host_ifname.as_deref() == Some(name.as_str()));
-        if !recorded && netlink.link_by_name(&name)?.is_none() {
+        // A recorded name whose link is gone (its guest died) stays taken: detaching that
+        // record deletes the link by this name.
+        if !index.host_ifname_taken(&name)? && netlink.link_by_name(&name)?.is_none() {
             return Ok(name);
         }
     }
@@ -557,13 +558,13 @@ fn free_host_ifname(
 fn choose_mac(
     host: &Host,
     netlink: &mut Netlink,
-    records: &[Record],
+    index: &Index,
     bridge_index: Option<u32>,
     identity: &str,
     request: &AttachRequest,
 ) -> Result<MacAddr> {
     let taken = |netlink: &mut Netlink, mac: &MacAddr| -> Result<bool> {
-        if records.iter().any(|r| r.mac == *mac) {
+        if index.mac_taken(*mac)? {
             return Ok(true);
         }
         match bridge_index {

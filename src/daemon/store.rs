@@ -2,8 +2,7 @@
 //! atomically whenever the lease changes, so a daemon killed even with SIGKILL resumes exactly.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -11,9 +10,17 @@ use serde::{Deserialize, Serialize};
 use crate::dhcp::Lease;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::netlink::DefaultRoute;
+use crate::state::{check_format, write_atomically};
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The lease format this lanyard writes; it reads every format up to this one. Leases written
+/// before formats were numbered carry no version: they are format 1, this one.
+pub const LEASE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredLease {
+    /// The format, checked before anything else is read (see [`LEASE_VERSION`]).
+    #[serde(default = "first_format")]
+    pub version: u32,
     /// The attachment record this lease belongs to (its file name in the state directory).
     pub record: String,
     /// The lease configured in the guest; `None` while acquiring.
@@ -31,6 +38,24 @@ pub struct StoredLease {
     pub last_loss: Option<String>,
 }
 
+fn first_format() -> u32 {
+    1
+}
+
+impl Default for StoredLease {
+    fn default() -> StoredLease {
+        StoredLease {
+            version: LEASE_VERSION,
+            record: String::new(),
+            lease: None,
+            last_address: None,
+            replaced_default_routes: Vec::new(),
+            state: String::new(),
+            last_loss: None,
+        }
+    }
+}
+
 pub fn leases_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("leases")
 }
@@ -42,9 +67,12 @@ fn path_of(state_dir: &Path, record: &str) -> PathBuf {
 pub fn load(state_dir: &Path, record: &str) -> Result<Option<StoredLease>> {
     let path = path_of(state_dir, record);
     match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .with_context(ErrorKind::Io, || format!("parse lease {}", path.display())),
+        Ok(bytes) => {
+            check_format("lease", &path, &bytes, LEASE_VERSION)?;
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .with_context(ErrorKind::Io, || format!("parse lease {}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => {
             Err(Error::with_source(ErrorKind::Io, format!("read lease {}", path.display()), e))
@@ -77,7 +105,7 @@ pub fn load_all(state_dir: &Path) -> Result<Vec<StoredLease>> {
     Ok(leases)
 }
 
-/// Write atomically: temporary file, fsync, rename, fsync of the directory.
+/// Write atomically ([`write_atomically`]), in this lanyard's format.
 pub fn save(state_dir: &Path, stored: &StoredLease) -> Result<()> {
     let dir = leases_dir(state_dir);
     if !dir.is_dir() {
@@ -87,23 +115,11 @@ pub fn save(state_dir: &Path, stored: &StoredLease) -> Result<()> {
             .create(&dir)
             .with_context(ErrorKind::Io, || format!("create {}", dir.display()))?;
     }
-    let path = path_of(state_dir, &stored.record);
-    let temporary = dir.join(format!(".{}.tmp", stored.record));
+    // A lease read in an older format is written back in this one.
+    let stored = StoredLease { version: LEASE_VERSION, ..stored.clone() };
     let bytes =
-        serde_json::to_vec_pretty(stored).with_context(ErrorKind::Io, || "serialize lease")?;
-    let write = || -> std::io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&temporary)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        fs::rename(&temporary, &path)?;
-        fs::File::open(&dir)?.sync_all()
-    };
-    write().with_context(ErrorKind::Io, || format!("write lease {}", path.display()))
+        serde_json::to_vec_pretty(&stored).with_context(ErrorKind::Io, || "serialize lease")?;
+    write_atomically(&dir, &stored.record, &bytes)
 }
 
 pub fn remove(state_dir: &Path, record: &str) -> Result<()> {
@@ -114,5 +130,72 @@ pub fn remove(state_dir: &Path, record: &str) -> Result<()> {
         Err(e) => {
             Err(Error::with_source(ErrorKind::Io, format!("remove lease {}", path.display()), e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lanyard-store-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(leases_dir(&dir)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn leases_are_versioned_and_a_newer_format_is_refused() {
+        let dir = scratch("version");
+        let stored = StoredLease { record: "netns-a@eth1.json".into(), ..StoredLease::default() };
+        save(&dir, &stored).unwrap();
+        let text = fs::read_to_string(leases_dir(&dir).join("netns-a@eth1.json")).unwrap();
+        assert!(text.contains("\"version\": 1"), "{text}");
+        assert_eq!(load(&dir, "netns-a@eth1.json").unwrap().unwrap().version, LEASE_VERSION);
+
+        // Written before leases had a version: format 1, read as before.
+        fs::write(
+            leases_dir(&dir).join("old.json"),
+            r#"{"record": "old.json", "lease": null, "last_address": "198.18.0.9"}"#,
+        )
+        .unwrap();
+        let old = load(&dir, "old.json").unwrap().unwrap();
+        assert_eq!((old.version, old.last_address), (1, Some("198.18.0.9".parse().unwrap())));
+
+        // A newer format is refused by name, even where its fields would parse.
+        fs::write(
+            leases_dir(&dir).join("new.json"),
+            r#"{"version": 2, "record": "new.json", "lease": null, "last_address": null}"#,
+        )
+        .unwrap();
+        let err = load(&dir, "new.json").unwrap_err().to_string();
+        assert!(
+            err.contains("new.json")
+                && err.contains("written by a newer lanyard (format 2, this one reads up to 1)")
+                && err.contains("upgrade lanyard"),
+            "{err}"
+        );
+        // The daemon's scan skips it and keeps the rest.
+        let mut all: Vec<String> = load_all(&dir).unwrap().into_iter().map(|s| s.record).collect();
+        all.sort();
+        assert_eq!(all, ["netns-a@eth1.json", "old.json"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_save_leaves_no_temporary_file() {
+        let dir = scratch("fail");
+        // A directory where the lease file should go makes the rename fail.
+        fs::create_dir(leases_dir(&dir).join("busy.json")).unwrap();
+        fs::write(leases_dir(&dir).join("busy.json").join("keep"), b"x").unwrap();
+        let stored = StoredLease { record: "busy.json".into(), ..StoredLease::default() };
+        let err = save(&dir, &stored).unwrap_err().to_string();
+        assert!(err.contains("busy.json"), "{err}");
+        let names: Vec<String> = fs::read_dir(leases_dir(&dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["busy.json"]);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,7 +9,17 @@ use crate::netlink::DefaultRoute;
 use crate::netns::NetnsId;
 use crate::spec::{AddressSpec, MacAddr, MacScheme, MacvlanMode, RouteSpec};
 
-pub const RECORD_VERSION: u32 = 1;
+/// The record format this lanyard writes; it reads every format up to this one.
+/// 1: the file name folds the guest's name (see `GuestRef::legacy_key`), so two guests could
+///    share a file. 2: the file name is injective ([`slot_file_name`]).
+pub const RECORD_VERSION: u32 = 2;
+
+/// Longest record file name [`slot_file_name`] makes: leaves room under the 255-byte limit of
+/// file names for the temporary name it is written under.
+const MAX_FILE_NAME: usize = 200;
+
+/// Hex digits of SHA-256 appended to a file name that had to be shortened.
+const SHORTENED_HASH_HEX: usize = 32;
 
 /// How to find the guest again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,9 +43,29 @@ impl GuestRef {
         }
     }
 
-    /// A file-name-safe key; containers use their name, so a container re-created under the
-    /// same name finds (and replaces) its stale record.
+    /// The guest's kind and the exact fields its identity is made of: what a record file name
+    /// is derived from. Containers are known by name (not id), so a container re-created under
+    /// the same name finds (and replaces) its stale record.
+    fn identity_fields(&self) -> (&'static str, Vec<String>) {
+        match self {
+            GuestRef::Container { name, .. } => ("container", vec![name.clone()]),
+            GuestRef::Netns { name } => ("netns", vec![name.clone()]),
+            GuestRef::Pid { pid } => ("pid", vec![pid.to_string()]),
+            GuestRef::Path { path } => ("path", vec![path.clone()]),
+        }
+    }
+
+    /// A key that names this guest and no other (see [`slot_file_name`]), readable where the
+    /// guest's name is.
     pub fn key(&self) -> String {
+        let (kind, fields) = self.identity_fields();
+        escaped_key(kind, &fields.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The key format-1 records were stored under. It folds every character outside
+    /// `[A-Za-z0-9._-]` to `_`, so two guests can share it (`netns:a:1` and `netns:a_1`): it
+    /// is only used to find records written in that format.
+    fn legacy_key(&self) -> String {
         let safe = |s: &str| {
             s.chars()
                 .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
@@ -155,9 +185,81 @@ pub struct DhcpSettings {
 }
 
 impl Record {
+    /// The file this record is stored under. Format-1 records keep the name they were written
+    /// under, so an upgrade renames nothing: the daemon knows a lease by its record's file name
+    /// (and names the lease file after it), and a running daemon would lose track of a renamed
+    /// one. New records get the injective name.
     pub fn file_name(&self) -> String {
-        format!("{}.{}.json", self.guest.key(), self.guest_ifname)
+        if self.version <= 1 {
+            format!("{}.{}.json", self.guest.legacy_key(), self.guest_ifname)
+        } else {
+            Self::file_name_for(&self.guest, &self.guest_ifname)
+        }
     }
+
+    /// The file name a record of `guest`'s `guest_ifname` gets in the current format.
+    pub fn file_name_for(guest: &GuestRef, guest_ifname: &str) -> String {
+        let (kind, fields) = guest.identity_fields();
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        slot_file_name(kind, &fields, guest_ifname)
+    }
+
+    /// Where a format-1 record of `guest`'s `guest_ifname` would be. Another guest whose name
+    /// folds alike may be stored there: compare identities before taking it for this guest's.
+    pub fn legacy_file_name_for(guest: &GuestRef, guest_ifname: &str) -> String {
+        format!("{}.{}.json", guest.legacy_key(), guest_ifname)
+    }
+
+    /// Is this a record of exactly this guest's interface? A record names its guest by identity
+    /// (containers by name, so a re-created container's stale record counts), never by file name.
+    pub fn is_slot_of(&self, guest: &GuestRef, guest_ifname: &str) -> bool {
+        self.guest.identity() == guest.identity() && self.guest_ifname == guest_ifname
+    }
+}
+
+/// The record file name of one attachment slot: a guest of `kind` identified by `fields` (a
+/// container name; later a CNI container id and network name) and its interface `ifname`.
+///
+/// Injective, so two slots never share a file: every field is escaped reversibly (bytes outside
+/// `[A-Za-z0-9._-]` become `%XX`), which leaves `+` (between fields), `@` (before the interface)
+/// and `~` free as separators, and kinds contain no `-`; so the name can be parsed back into
+/// exactly one (kind, fields, ifname). Escaping rather than hashing keeps the common names
+/// readable (`netns-lab@eth1.json`). A name longer than [`MAX_FILE_NAME`] keeps a readable
+/// prefix and ends in `~` and 128 bits of SHA-256 over the exact, length-prefixed inputs: no
+/// longer strictly injective, but a collision would take a SHA-256 collision. Format-1 names
+/// never contain `@`, so a current name never lands on a format-1 record.
+pub fn slot_file_name(kind: &str, fields: &[&str], ifname: &str) -> String {
+    let name = format!("{}@{}.json", escaped_key(kind, fields), escape(ifname));
+    if name.len() <= MAX_FILE_NAME {
+        return name;
+    }
+    let mut hasher = Sha256::new();
+    for part in std::iter::once(kind).chain(fields.iter().copied()).chain([ifname]) {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let hash: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let keep = MAX_FILE_NAME - ".json".len() - 1 - SHORTENED_HASH_HEX;
+    // Escaped text is ASCII, so any byte offset is a character boundary.
+    format!("{}~{}.json", &name[..keep], &hash[..SHORTENED_HASH_HEX])
+}
+
+fn escaped_key(kind: &str, fields: &[&str]) -> String {
+    let escaped: Vec<String> = fields.iter().map(|f| escape(f)).collect();
+    format!("{kind}-{}", escaped.join("+"))
+}
+
+/// Bytes outside `[A-Za-z0-9._-]` as `%XX`: reversible, and never a `/`, `+`, `@` or `~`.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"._-".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -175,10 +277,81 @@ mod tests {
         assert!(netns.matches("lab") && netns.matches("netns:lab"));
         let pid = GuestRef::Pid { pid: 42 };
         assert!(pid.matches("42") && pid.matches("pid:42") && !pid.matches("4"));
+    }
+
+    fn netns(name: &str) -> GuestRef {
+        GuestRef::Netns { name: name.into() }
+    }
+
+    #[test]
+    fn file_names_are_injective_where_the_old_ones_collided() {
+        let name = |guest: &GuestRef, ifname: &str| Record::file_name_for(guest, ifname);
+        // Each pair shared one format-1 file.
+        let pairs = [
+            ((netns("kc:1"), "eth1"), (netns("kc_1"), "eth1")),
+            ((netns("a b"), "eth1"), (netns("a_b"), "eth1")),
+            ((netns("a.b"), "eth1"), (netns("a"), "b.eth1")),
+            (
+                (GuestRef::Container { id: "1".into(), name: "a/b".into() }, "eth1"),
+                (GuestRef::Container { id: "2".into(), name: "a_b".into() }, "eth1"),
+            ),
+        ];
+        for ((guest_a, if_a), (guest_b, if_b)) in pairs {
+            assert_eq!(
+                Record::legacy_file_name_for(&guest_a, if_a),
+                Record::legacy_file_name_for(&guest_b, if_b),
+                "the format-1 names of {guest_a:?} and {guest_b:?} should collide"
+            );
+            assert_ne!(name(&guest_a, if_a), name(&guest_b, if_b));
+        }
+        assert_eq!(name(&netns("lab"), "eth1"), "netns-lab@eth1.json");
+        assert_eq!(name(&netns("kc:1"), "eth1"), "netns-kc%3A1@eth1.json");
         assert_eq!(
-            GuestRef::Container { id: "x".into(), name: "a/b c".into() }.key(),
-            "container-a_b_c"
+            name(&GuestRef::Path { path: "/proc/7/ns/net".into() }, "eth1"),
+            "path-%2Fproc%2F7%2Fns%2Fnet@eth1.json"
         );
-        assert!(GuestRef::Path { path: "/proc/1/ns/net".into() }.key().starts_with("path-"));
+        // The separators cannot be forged from inside a field.
+        assert_ne!(
+            slot_file_name("cni", &["a+b", "c"], "eth0"),
+            slot_file_name("cni", &["a", "b+c"], "eth0")
+        );
+        assert_ne!(slot_file_name("cni", &["a@b"], "c"), slot_file_name("cni", &["a"], "b@c"));
+        // A container's key is its name, so its re-creation (a new id) finds the old record.
+        let old = GuestRef::Container { id: "old".into(), name: "web".into() };
+        let new = GuestRef::Container { id: "new".into(), name: "web".into() };
+        assert_eq!(name(&old, "eth1"), name(&new, "eth1"));
+    }
+
+    #[test]
+    fn long_names_are_shortened_to_a_valid_distinct_file_name() {
+        let long_a = "a".repeat(255);
+        let mut long_b = "a".repeat(254);
+        long_b.push('b');
+        let (a, b) = (
+            Record::file_name_for(&netns(&long_a), "eth1"),
+            Record::file_name_for(&netns(&long_b), "eth1"),
+        );
+        assert_ne!(a, b);
+        for name in [&a, &b] {
+            assert!(name.len() <= MAX_FILE_NAME, "{} bytes", name.len());
+            assert!(
+                name.starts_with("netns-aaaa") && name.ends_with(".json") && name.contains('~')
+            );
+            assert!(!name.contains('/'));
+        }
+        // Escaping multiplies the length by three: still shortened, still valid.
+        let wide = Record::file_name_for(&netns(&":".repeat(255)), "eth1");
+        assert!(wide.len() <= MAX_FILE_NAME && wide.contains('~'));
+        // A name just under the limit is kept whole.
+        let fits = "f".repeat(MAX_FILE_NAME - "netns-@eth1.json".len());
+        assert_eq!(Record::file_name_for(&netns(&fits), "eth1").len(), MAX_FILE_NAME);
+    }
+
+    #[test]
+    fn format_1_records_keep_their_file_name() {
+        let guest = netns("kc:1");
+        assert_eq!(Record::legacy_file_name_for(&guest, "eth1"), "netns-kc_1.eth1.json");
+        assert!(Record::legacy_file_name_for(&GuestRef::Path { path: "/x".into() }, "eth1")
+            .starts_with("path-"));
     }
 }

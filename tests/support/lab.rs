@@ -177,6 +177,18 @@ impl Netns {
             clean_tag(tag),
             next_counter()
         );
+        Netns::create(name)
+    }
+
+    /// `ly-<runid>-<pid>-<tag>` with `tag` kept exactly (no counter): for tests of names that
+    /// differ only in characters [`Netns::new`] would clean. The caller keeps tags unique.
+    pub fn new_verbatim(tag: &str) -> Netns {
+        init();
+        assert!(!tag.contains('/') && !tag.is_empty(), "bad namespace tag {tag:?}");
+        Netns::create(format!("{NETNS_PREFIX}{}-{}-{tag}", run_id(), std::process::id()))
+    }
+
+    fn create(name: String) -> Netns {
         // The first `ip netns add` of a machine turns /run/netns into a shared mount; two racing
         // first calls would stack two such mounts. Serialise this process's first one.
         static FIRST_DONE: AtomicBool = AtomicBool::new(false);
@@ -773,8 +785,9 @@ impl MacvlanLan {
 // ---------------------------------------------------------------------------------------------
 // Scratch directories
 
-/// The files in `dir`/state (lanyard's state directory in a test) but its lock, sorted: tests
-/// compare them before and after to prove nothing was left.
+/// The files in `dir`/state (lanyard's state directory in a test) but its lock and its index
+/// (a cache of what the records claim, see tests/state.rs), sorted: tests compare them before
+/// and after to prove nothing was left.
 pub fn state_files(dir: &TestDir) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir.join("state"))
         .map(|entries| {
@@ -784,7 +797,7 @@ pub fn state_files(dir: &TestDir) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
-    names.retain(|n| n != "lock");
+    names.retain(|n| n != "lock" && n != "index");
     names.sort();
     names
 }
