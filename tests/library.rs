@@ -310,3 +310,30 @@ fn an_ipv4_only_interface_accepts_no_router_advertisement() {
     // Only lanyard's interface: the guest's defaults are untouched.
     assert_eq!(g.sysctl_get("net.ipv6.conf.default.accept_ra"), "1");
 }
+
+#[test]
+fn a_lease_file_from_a_newer_lanyard_is_refused_never_overwritten() {
+    let lan = Lan::bridge(77);
+    let dir = TestDir::new("lease-newer");
+    let _daemon = DaemonGuard::new(&dir);
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("g");
+    let _dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.77.100", "198.18.77.150"), "2m", &[]);
+    let record = lanyard::state::Record::file_name_for(
+        &lanyard::state::GuestRef::Netns { name: g.name.clone() },
+        "eth1",
+    );
+    let leases = dir.join("state/leases");
+    std::fs::create_dir_all(&leases).unwrap();
+    let newer = format!(r#"{{"version": 99, "record": "{record}", "meaning": "changed"}}"#);
+    std::fs::write(leases.join(&record), &newer).unwrap();
+    let guest_before = g.snapshot();
+
+    let mut req = request("br0", &g, &[]);
+    req.dhcp = Some(DhcpSettings::default());
+    req.dhcp_wait = DhcpWait { timeout: Duration::from_secs(5), wait: true };
+    let err = lanyard::attach(&host, &req).unwrap_err();
+    assert!(err.to_string().contains("written by a newer lanyard (format 99"), "{err}");
+    assert_eq!(std::fs::read_to_string(leases.join(&record)).unwrap(), newer, "untouched");
+    assert_eq!(g.snapshot(), guest_before, "the attach was undone");
+}

@@ -428,11 +428,13 @@ impl Daemon {
         let record = self.load_record(record_file).ok_or_else(|| {
             Error::not_found(format!("no record {record_file} in {}", self.state_dir.display()))
         })?;
-        let previous = self.slots.remove(record_file);
-        let mut stored = previous
-            .map(|slot| slot.stored)
-            .or_else(|| store::load(&self.state_dir, record_file).ok().flatten())
-            .unwrap_or_default();
+        // A lease file this lanyard cannot read (damaged, or from a newer lanyard) is reported,
+        // never overwritten.
+        let mut stored = match self.slots.get(record_file) {
+            Some(slot) => slot.stored.clone(),
+            None => store::load(&self.state_dir, record_file)?.unwrap_or_default(),
+        };
+        self.slots.remove(record_file);
         stored.record = record_file.to_string();
         stored.lease = None;
         stored.replaced_default_routes.clear();
@@ -459,6 +461,11 @@ impl Daemon {
 
     /// DHCPRELEASE while the interface exists, then forget the lease (detach).
     pub(super) fn release(&mut self, record_file: &str) -> Result<()> {
+        if !self.slots.contains_key(record_file) {
+            // A lease file this lanyard cannot read (damaged, or a newer lanyard's) is reported
+            // and left as it is, never removed unread.
+            store::load(&self.state_dir, record_file)?;
+        }
         if self.slots.get(record_file).is_some_and(|slot| slot.live.is_some()) {
             self.drive(record_file, Event::Release);
         }

@@ -69,9 +69,9 @@ pub fn load(state_dir: &Path, record: &str) -> Result<Option<StoredLease>> {
     match fs::read(&path) {
         Ok(bytes) => {
             check_format("lease", &path, &bytes, LEASE_VERSION)?;
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .with_context(ErrorKind::Io, || format!("parse lease {}", path.display()))
+            serde_json::from_slice(&bytes).map(Some).with_context(ErrorKind::Io, || {
+                format!("parse lease {} (move it away if it is damaged)", path.display())
+            })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => {
