@@ -79,22 +79,31 @@ pub fn remove_gateway_route(
     Ok(())
 }
 
-/// Make `gateway` the guest's default route (of its family) through `ifindex`. Returns the
-/// default routes it replaced, for [`restore_default_routes`]; routes already on `ifindex`
-/// are lanyard's own and are not counted as replaced.
-pub fn take_over_default_route(
+/// The guest's default routes of one family that are not on `ifindex` (lanyard's own
+/// interface): what taking over the default route replaces.
+pub fn other_default_routes(
     guest: &mut Netlink,
+    ipv6: bool,
+    ifindex: u32,
+) -> Result<Vec<DefaultRoute>> {
+    Ok(guest
+        .default_routes(ipv6)?
+        .into_iter()
+        .filter(|route| route.device_index != Some(ifindex))
+        .collect())
+}
+
+/// Replace `previous` (from [`other_default_routes`]) by a default route via `gateway` on
+/// `ifindex`.
+pub fn replace_default_routes(
+    guest: &mut Netlink,
+    previous: &[DefaultRoute],
     gateway: IpAddr,
     ifindex: u32,
     subnets: &[IpNet],
-) -> Result<Vec<DefaultRoute>> {
+) -> Result<()> {
     let destination = spec::default_route_for(gateway);
-    let previous: Vec<DefaultRoute> = guest
-        .default_routes(gateway.is_ipv6())?
-        .into_iter()
-        .filter(|route| route.device_index != Some(ifindex))
-        .collect();
-    for route in &previous {
+    for route in previous {
         if let Some(device_index) = route.device_index {
             guest.delete_route(&NewRoute {
                 destination,
@@ -104,7 +113,20 @@ pub fn take_over_default_route(
             })?;
         }
     }
-    add_gateway_route(guest, destination, gateway, ifindex, subnets, true)?;
+    add_gateway_route(guest, destination, gateway, ifindex, subnets, true)
+}
+
+/// Make `gateway` the guest's default route (of its family) through `ifindex`. Returns the
+/// default routes it replaced, for [`restore_default_routes`]; routes already on `ifindex`
+/// are lanyard's own and are not counted as replaced.
+pub fn take_over_default_route(
+    guest: &mut Netlink,
+    gateway: IpAddr,
+    ifindex: u32,
+    subnets: &[IpNet],
+) -> Result<Vec<DefaultRoute>> {
+    let previous = other_default_routes(guest, gateway.is_ipv6(), ifindex)?;
+    replace_default_routes(guest, &previous, gateway, ifindex, subnets)?;
     Ok(previous)
 }
 
