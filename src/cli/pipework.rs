@@ -9,11 +9,9 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
+use crate::attach::DEFAULT_GUEST_IFNAME;
 use crate::error::{Error, Result};
 use crate::spec::{self, AddressSpec, MacAddr};
-
-/// pipework's default name for the interface inside the guest.
-pub const DEFAULT_GUEST_IFNAME: &str = "eth1";
 
 /// A command line `lanyard pipework` accepts. Each usage message quotes its own form by name,
 /// so reordering or adding forms cannot make one command print another's usage.
