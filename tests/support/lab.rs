@@ -1299,6 +1299,30 @@ impl Capture {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Decodes what was captured so far verbosely (`tcpdump -r FILE -n -e -v`), one string per
+    /// packet (its first line and the indented lines that follow), e.g. to see a DHCP packet's
+    /// `Client-IP` and message type.
+    pub fn packets_verbose(&self) -> Vec<String> {
+        let out = Command::new("tcpdump")
+            .args(["-r"])
+            .arg(&self.file)
+            .args(["-n", "-e", "-v"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn tcpdump -r");
+        let mut packets: Vec<String> = Vec::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            match packets.last_mut() {
+                Some(packet) if line.starts_with(char::is_whitespace) => {
+                    packet.push('\n');
+                    packet.push_str(line);
+                }
+                _ => packets.push(line.to_string()),
+            }
+        }
+        packets
+    }
+
     /// Whether some captured line contains `needle`.
     pub fn seen(&self, needle: &str) -> bool {
         self.text().contains(needle)

@@ -8,5 +8,6 @@ pub mod daemon;
 pub mod dhcp;
 pub mod docker;
 pub mod lab;
+pub mod monitor;
 
 pub use lab::*;
