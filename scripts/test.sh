@@ -71,7 +71,7 @@ read -r passed failed ignored < <(awk '
         }
     }
     END { printf "%d %d %d\n", p, f, s }' "$log")
-echo "total: ${passed} passed, ${failed} failed, ${ignored} skipped"
+echo "total: ${passed} passed, ${failed} failed, ${ignored} ignored"
 
 if [ "$status" -ne 0 ]; then
     echo "test.sh: cargo test failed (exit $status)" >&2
@@ -79,6 +79,12 @@ if [ "$status" -ne 0 ]; then
 fi
 if [ "$passed" -eq 0 ]; then
     echo "test.sh: no test ran" >&2
+    exit 1
+fi
+# A test that does not run proves nothing: no test may be #[ignore]d.
+if [ "$ignored" -ne 0 ]; then
+    echo "test.sh: ${ignored} test(s) ignored; every test must run:" >&2
+    grep -E '^test .* \.\.\. ignored' "$log" >&2 || true
     exit 1
 fi
 echo "test.sh: all checks passed"
