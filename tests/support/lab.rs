@@ -1323,6 +1323,25 @@ impl Capture {
         packets
     }
 
+    /// When each captured packet whose line contains `needle` was seen, as a Unix time (the
+    /// capture's own timestamps, `tcpdump -tt`): for bounds on when something happened that do
+    /// not depend on how often the test looked.
+    pub fn times_of(&self, needle: &str) -> Vec<SystemTime> {
+        let out = Command::new("tcpdump")
+            .args(["-r"])
+            .arg(&self.file)
+            .args(["-n", "-e", "-tt"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn tcpdump -r");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|line| line.contains(needle))
+            .filter_map(|line| line.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs))
+            .collect()
+    }
+
     /// Whether some captured line contains `needle`.
     pub fn seen(&self, needle: &str) -> bool {
         self.text().contains(needle)
