@@ -63,23 +63,21 @@ const TARGET_CPU_PERCENT: f64 = 1.0;
 
 fn main() {
     let bench_mode = std::env::args().any(|a| a == "--bench");
+    // Never skipped quietly, not even as `cargo test`'s smoke run: a bench that did not run
+    // proves nothing, and the integration tests fail the same way without root.
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("dhcp bench: needs root (network namespaces, veths, DHCP servers); skipped");
-        if bench_mode {
-            std::process::exit(1);
-        }
-        return;
+        eprintln!(
+            "dhcp bench: needs root (network namespaces, veths, DHCP servers): run it as root"
+        );
+        std::process::exit(1);
     }
     for tool in ["ip", "dnsmasq", "tcpdump", "busybox"] {
         if !program_exists(tool) {
             eprintln!(
                 "dhcp bench: `{tool}` not found (apt-get install iproute2 dnsmasq-base tcpdump \
-                 busybox-static); skipped"
+                 busybox-static, or ./scripts/setup.sh)"
             );
-            if bench_mode {
-                std::process::exit(1);
-            }
-            return;
+            std::process::exit(1);
         }
     }
     let config = Config::from_env(bench_mode);
@@ -601,6 +599,15 @@ fn port_state(host: &str, port: &str) -> String {
     v[0]["linkinfo"]["info_slave_data"]["state"].as_str().unwrap_or("").to_string()
 }
 
+/// The IPv4 default route's gateway and device in namespace `ns`, if it has one.
+fn default_route(ns: &str) -> Option<String> {
+    let out = ip(&["-n", ns, "-4", "route", "show", "default"]);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let via = words.iter().position(|w| *w == "via").and_then(|i| words.get(i + 1))?;
+    let dev = words.iter().position(|w| *w == "dev").and_then(|i| words.get(i + 1))?;
+    Some(format!("{via} dev {dev}"))
+}
+
 /// The script udhcpc runs: it configures the lease on its own interface, as lanyard does
 /// (address, default route), and touches no file.
 const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
@@ -984,10 +991,23 @@ fn part_attach(
     let guest_mac = mac[0]["address"].as_str().unwrap_or_default().to_string();
     let guest_addr = link[0]["addr_info"][0]["local"].as_str().unwrap_or("none").to_string();
     let guest_prefix = link[0]["addr_info"][0]["prefixlen"].as_u64().unwrap_or(0);
+    let guest_default = default_route(&guest);
     detach();
     udhcpc();
     let ref_addr = ip(&["-n", &reference, "-4", "-o", "addr", "show", "dev", GUEST_IFNAME]);
     let ref_addr = ref_addr.split_whitespace().nth(3).unwrap_or("none").to_string();
+    // The two ways are compared only if they reach the same end state: an address from the
+    // server with the same prefix, and the server's router as the default route.
+    let ref_prefix = ref_addr.split('/').nth(1).and_then(|p| p.parse::<u64>().ok());
+    assert!(
+        guest_addr != "none" && ref_prefix == Some(guest_prefix),
+        "lanyard configured {guest_addr}/{guest_prefix}, udhcpc {ref_addr}: not the same end state"
+    );
+    assert!(
+        guest_default.is_some() && guest_default == default_route(&reference),
+        "default routes differ: lanyard {guest_default:?}, udhcpc {:?}",
+        default_route(&reference)
+    );
     println!(
         "1. attach until the guest has its lease: {} rounds, daemon already running, interleaved",
         config.rounds
@@ -1178,6 +1198,9 @@ fn part_udhcpc_memory(
     }
     lab.stop(dnsmasq.pid, Duration::from_secs(2));
     lab.remove_namespaces(&names);
+    // The reference's memory is compared with the daemon's per lease: only when every udhcpc
+    // holds one, as every lease of the daemon does.
+    assert!(bound, "memory reference: only {leased} of {n} udhcpc processes bound within 20 s");
     wait_no_ports(host_name);
     (n, pss)
 }
@@ -1323,6 +1346,13 @@ fn part_many(
         leases.len(),
         states.join(", ")
     );
+    // Memory and CPU per lease are compared with the udhcpc reference: only meaningful when the
+    // daemon really holds all of them.
+    let holding = leases
+        .iter()
+        .filter(|l| matches!(l["State"].as_str(), Some("BOUND" | "RENEWING" | "REBINDING")))
+        .count();
+    assert_eq!(holding, n, "the daemon holds {holding} of {n} leases ({})", states.join(", "));
     println!(
         "{:<58} {:>12} {:>14}  target",
         format!("   daemon (pid {daemon})"),
