@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use support::daemon::DaemonGuard;
 use support::dhcp::{Dnsmasq, HostResolvConf, Kea, KeaConfig, Radvd};
 use support::lab::{self, wait_until, Lan, Netns, TestDir};
 
@@ -29,37 +30,6 @@ fn ok(out: Output) -> String {
     stdout
 }
 
-/// Stops the daemon a test's CLI started (it runs in its own session, so nothing else would).
-struct DaemonGuard {
-    state: PathBuf,
-}
-
-impl DaemonGuard {
-    fn new(dir: &TestDir) -> DaemonGuard {
-        DaemonGuard { state: dir.join("state") }
-    }
-
-    fn pid(&self) -> Option<i32> {
-        let response = lanyard::daemon::control::try_request(
-            &self.state,
-            &lanyard::daemon::control::Request::Ping,
-            Duration::from_secs(2),
-        )
-        .ok()??;
-        response.data["pid"].as_i64().map(|pid| pid as i32)
-    }
-
-    fn kill(&self, signal: libc::c_int) -> bool {
-        let Some(pid) = self.pid() else { return false };
-        // SAFETY: kill(2) on a pid the daemon itself reported.
-        unsafe { libc::kill(pid, signal) };
-        wait_until(Duration::from_secs(5), || {
-            !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        });
-        true
-    }
-}
-
 /// A process stopped (SIGSTOP) until this is dropped, even when the test fails.
 struct Stopped(i32);
 
@@ -75,12 +45,6 @@ impl Drop for Stopped {
     fn drop(&mut self) {
         // SAFETY: kill(2) on the pid stopped above.
         unsafe { libc::kill(self.0, libc::SIGCONT) };
-    }
-}
-
-impl Drop for DaemonGuard {
-    fn drop(&mut self) {
-        self.kill(libc::SIGTERM);
     }
 }
 
@@ -257,14 +221,10 @@ fn a_silent_server_means_rebinding_then_expiry_and_the_address_returns_with_it()
     ok(cli(&lan.host, &dir, &["attach", "br0", &format!("netns:{}", g.name), "dhcp"]));
     let ip = address_on(&g, "eth1").expect("leased");
     kea.stop();
-    let stopped = Instant::now();
+    // When it goes (at the lease's end, not later) is bounded by the kernel's own event time
+    // against Kea's expire time in tests/dhcp_promises.rs, not by a stopwatch here.
     let gone = wait_address(&g, "eth1", Duration::from_secs(10), |a| a.is_none());
     assert_eq!(gone, None, "the address must go when the lease expires");
-    assert!(
-        stopped.elapsed() <= Duration::from_secs(7),
-        "removed at expiry, not later: {:?}",
-        stopped.elapsed()
-    );
     assert!(!g.routes().iter().any(|r| r.contains("default via 198.18.53.1")), "routes go with it");
     let leases = ok(cli(&lan.host, &dir, &["leases"]));
     assert!(leases.contains("SELECTING") || leases.contains("INIT"), "{leases}");
