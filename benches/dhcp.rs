@@ -599,6 +599,14 @@ fn port_state(host: &str, port: &str) -> String {
     v[0]["linkinfo"]["info_slave_data"]["state"].as_str().unwrap_or("").to_string()
 }
 
+/// Whether process `pid` has a live child (any of its threads' `children` lists).
+fn has_children(pid: u32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().any(|task| {
+        fs::read_to_string(task.path().join("children")).is_ok_and(|c| !c.trim().is_empty())
+    })
+}
+
 /// The IPv4 default route's gateway and device in namespace `ns`, if it has one.
 fn default_route(ns: &str) -> Option<String> {
     let out = ip(&["-n", ns, "-4", "route", "show", "default"]);
@@ -1031,11 +1039,18 @@ fn part_attach(
             detaches.push(detach());
         }
     }
-    // The last frames are written (-U) by now; give the kernel a moment, then stop.
-    std::thread::sleep(Duration::from_millis(200));
+    // Both clients exit only after their ACK crossed the bridge, but tcpdump may not have
+    // written it yet: wait (bounded) until the capture holds the last exchange of each, then
+    // stop it. Rounds whose exchange never shows are counted as unmatched below.
+    let guest_mac = parse_mac(&guest_mac);
+    let last = (attaches.last().copied(), references.last().copied());
+    wait_until(Duration::from_secs(2), || {
+        let wire = read_capture(&pcap);
+        last.0.is_none_or(|span| exchange_in(&wire, guest_mac, span).is_some())
+            && last.1.is_none_or(|span| exchange_in(&wire, parse_mac(REF_MAC), span).is_some())
+    });
     lab.stop(tcpdump, Duration::from_secs(2));
     let wire = read_capture(&pcap);
-    let guest_mac = parse_mac(&guest_mac);
     let lanyard_x: Vec<Exchange> =
         attaches.iter().filter_map(|s| exchange_in(&wire, guest_mac, *s)).collect();
     let reference_x: Vec<Exchange> =
@@ -1181,8 +1196,9 @@ fn part_udhcpc_memory(
         dnsmasq.leases().iter().filter(|(m, _)| macs.contains(m)).count() == n
     });
     let leased = dnsmasq.leases().iter().filter(|(m, _)| macs.contains(m)).count();
-    // Their scripts may still be running `ip`: let them settle before measuring.
-    std::thread::sleep(Duration::from_millis(300));
+    // Their scripts may still be running `ip`: measure once none of them has a child left.
+    let settled = wait_until(Duration::from_secs(5), || pids.iter().all(|&pid| !has_children(pid)));
+    assert!(settled, "memory reference: udhcpc scripts still running after 5 s");
     let pss: u64 = pids.iter().map(|&pid| memory(pid).pss_kb).sum();
     let rss: u64 = pids.iter().map(|&pid| memory(pid).rss_kb).sum();
     println!(
