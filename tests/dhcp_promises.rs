@@ -212,6 +212,8 @@ fn a_daemon_killed_with_sigkill_and_restarted_leaves_no_address_event_gap() {
     });
     monitor.assert_never_deleted(ip, "SIGKILL and restart");
     assert_eq!(address_on(&g, "eth1"), Some(ip));
+    let leases = ok(cli::run(&lan.host, &dir, &["leases"]));
+    assert!(leases.contains(&format!("BOUND {ip}/24")), "the restarted daemon holds it: {leases}");
     resolv.assert_unchanged();
 }
 
