@@ -265,9 +265,9 @@ fn a_lost_lease_gives_back_the_guests_own_default_route_at_expiry_and_so_does_de
         wait_until(Duration::from_secs(10), || !monitor.deletions_of(ip).is_empty()),
         "the address must go when the lease expires"
     );
-    // Removed at the lease's end (Kea's expire time), by the event's own timestamp: not later
-    // than a second and a half after (the client counts from when it got the ACK, Kea from
-    // when it sent it, in whole seconds), never before.
+    // Removed at the lease's end (Kea's expire time), by the event's own timestamp: within a
+    // second and a half after it (the client counts from when it got the ACK, Kea from when it
+    // sent it, in whole seconds), and not before it (half a second of slack for that rounding).
     let deleted = event_time(&monitor.deletions_of(ip)[0]).expect("a timestamped event");
     let deleted = deleted.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64();
     let late = deleted - expiry as f64;
