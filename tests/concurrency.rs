@@ -291,3 +291,8 @@ pub fn forced_onto_guest_zeros_derived_values(lan_index: u8, forced: Forced) {
         );
     }
 }
+
+#[test]
+fn processes_forced_onto_anothers_derived_mac_end_with_distinct_macs_or_refusals() {
+    forced_onto_guest_zeros_derived_values(218, Forced::Mac);
+}

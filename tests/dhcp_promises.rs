@@ -110,9 +110,11 @@ fn a_server_that_ignores_unicast_renewals_is_rebound_by_broadcast_at_t2_and_the_
     let client_ip = format!("Client-IP {ip}");
     let is_request = |p: &String| p.contains("DHCP-Message (53), length 1: Request");
     let first_unicast = packets.iter().position(|p| p.contains(&unicast) && is_request(p));
-    let rebinding = packets.iter().position(|p| {
-        p.contains("> 255.255.255.255.67:") && p.contains(&client_ip) && is_request(p)
-    });
+    // From the leased address, not 0.0.0.0: the client holds it while rebinding (§4.1).
+    let rebinding_from = format!("{ip}.68 > 255.255.255.255.67:");
+    let rebinding = packets
+        .iter()
+        .position(|p| p.contains(&rebinding_from) && p.contains(&client_ip) && is_request(p));
     let (Some(first_unicast), Some(rebinding)) = (first_unicast, rebinding) else {
         panic!(
             "expected unicast RENEWING and broadcast REBINDING REQUESTs:\n{}",

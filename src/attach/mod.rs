@@ -19,7 +19,7 @@ use crate::host::Host;
 use crate::netlink::{LinkKind, Netlink};
 use crate::spec::{self, AddressSpec, MacAddr, MacScheme, MacvlanMode, RouteSpec};
 use crate::state::{DhcpSettings, DriverKind, Record};
-use identity::{choose_mac, free_host_ifname, host_end_mac};
+use identity::{check_given_mac, choose_mac, free_host_ifname, host_end_mac};
 use rollback::Rollback;
 use wire::{wire, Plan, Sockets};
 
@@ -247,7 +247,10 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
         _ => None,
     };
     let mac = match request.mac {
-        Some(mac) => mac,
+        Some(mac) => {
+            check_given_mac(&mut host_netlink, &index, bridge_index, &request.host_interface, mac)?;
+            mac
+        }
         None => choose_mac(host, &mut host_netlink, &index, bridge_index, &identity, request)?,
     };
     let host_mac = host_end_mac(&host.host_id, &identity, &request.guest_ifname);

@@ -108,7 +108,7 @@ impl LeaseSocket {
 
     /// Broadcast a DHCP message from 0.0.0.0:68 to 255.255.255.255:67.
     pub fn send_broadcast(&self, payload: &[u8]) -> io::Result<()> {
-        let datagram = build_ipv4_udp(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, payload);
+        let datagram = build_ipv4_udp(broadcast_source(payload), Ipv4Addr::BROADCAST, payload);
         let broadcast = crate::sys::packet_address(self.ifindex, ETH_P_IP, Some([0xff; 6]));
         nix_socket::sendto(self.packet.as_raw_fd(), &datagram, &broadcast, MsgFlags::empty())?;
         Ok(())
@@ -193,6 +193,16 @@ pub fn build_ipv4_udp(source: Ipv4Addr, destination: Ipv4Addr, payload: &[u8]) -
 }
 
 /// The UDP payload of an IPv4 datagram to port 68, or None for anything else or anything short.
+/// The IP source of a broadcast DHCP message: the message's own `ciaddr`, which the client fills
+/// in only while it holds an address it answers ARP for (BOUND, RENEWING, REBINDING: a
+/// rebinding REQUEST); 0.0.0.0 before it has one (RFC 2131 §4.1), as for DISCOVER and DECLINE.
+fn broadcast_source(payload: &[u8]) -> Ipv4Addr {
+    match payload.get(12..16) {
+        Some(&[a, b, c, d]) => Ipv4Addr::new(a, b, c, d),
+        _ => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
 pub fn udp_payload(packet: &[u8]) -> Option<&[u8]> {
     let first = *packet.first()?;
     if first >> 4 != 4 {
@@ -216,6 +226,17 @@ pub fn udp_payload(packet: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broadcast_comes_from_ciaddr_once_the_client_has_an_address() {
+        let mut message = vec![0u8; 240];
+        assert_eq!(broadcast_source(&message), Ipv4Addr::UNSPECIFIED);
+        message[12..16].copy_from_slice(&[198, 18, 0, 57]);
+        assert_eq!(broadcast_source(&message), Ipv4Addr::new(198, 18, 0, 57));
+        let datagram = build_ipv4_udp(broadcast_source(&message), Ipv4Addr::BROADCAST, &message);
+        assert_eq!(&datagram[12..16], &[198, 18, 0, 57], "the IP header's source");
+        assert_eq!(broadcast_source(&[0u8; 8]), Ipv4Addr::UNSPECIFIED, "a runt");
+    }
 
     #[test]
     fn built_datagrams_parse_back_and_checksums_verify() {
