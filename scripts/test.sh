@@ -45,6 +45,11 @@ cargo fmt --check
 step cargo clippy --all-targets -- -D warnings
 cargo clippy --all-targets -- -D warnings
 
+# The fuzz target is its own workspace (cargo-fuzz runs it with nightly and libFuzzer); build it
+# here so it cannot rot unseen. tests/fuzz_corpus.rs runs its logic on the corpus.
+step cargo build --manifest-path fuzz/Cargo.toml
+cargo build --manifest-path fuzz/Cargo.toml
+
 log=$(mktemp /tmp/lanyard-test.sh.XXXXXX.log)
 trap 'rm -f "$log"' EXIT
 
