@@ -212,15 +212,17 @@ pub fn udp_payload(packet: &[u8]) -> Option<&[u8]> {
     if header < 20 || packet.get(9) != Some(&(libc::IPPROTO_UDP as u8)) {
         return None;
     }
+    // The lengths the headers claim must be there: a datagram cut short (a frame bigger than
+    // the receive buffer) is dropped, not read as a shorter message.
     let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
-    let packet = packet.get(..total.min(packet.len()))?;
+    let packet = packet.get(..total)?;
     let udp = packet.get(header..)?;
     let port = u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]);
     let length = usize::from(u16::from_be_bytes([*udp.get(4)?, *udp.get(5)?]));
     if port != DHCP_CLIENT_PORT || length < 8 {
         return None;
     }
-    udp.get(8..length.min(udp.len()))
+    udp.get(8..length)
 }
 
 #[cfg(test)]
@@ -259,7 +261,8 @@ mod tests {
         assert_eq!(udp_payload(&reply), Some(&payload[..]));
         assert_eq!(udp_payload(&packet), None, "to port 67: not ours");
         for cut in 0..reply.len() {
-            let _ = udp_payload(&reply[..cut]);
+            // A cut datagram is never taken for a whole one.
+            assert_eq!(udp_payload(&reply[..cut]), None, "cut at {cut}");
         }
     }
 }
