@@ -393,3 +393,28 @@ fn macvlan_and_host_only_attaches_roll_back_at_every_step() {
         assert_eq!(lab::state_files(&dir), state_before, "host-only {point:?}: state");
     }
 }
+
+#[test]
+fn a_record_whose_interface_is_gone_is_stale_even_in_a_namespace_with_the_same_identity() {
+    // The kernel reuses a freed namespace's inode number, so a restarted container's new
+    // namespace can carry the old one's identity (seen with `docker restart` here). What makes
+    // a record live is its interface, with its MAC, in that namespace; this test keeps the
+    // namespace and removes the interface behind lanyard's back.
+    let lan = Lan::bridge(80);
+    let dir = TestDir::new("stale-same-ns");
+    let g = lan.guest("g");
+    let token = format!("netns:{}", g.name);
+    let out = cli(&lan.host, &dir, &["attach", "br0", &token, "198.18.80.2/24"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let again = cli(&lan.host, &dir, &["attach", "br0", &token, "198.18.80.2/24"]);
+    assert!(text(&again).contains("already has eth1 from lanyard"), "{}", text(&again));
+    g.ip(&["link", "del", "eth1"]);
+    let out = cli(&lan.host, &dir, &["attach", "br0", &token, "198.18.80.3/24"]);
+    assert!(out.status.success(), "a stale record is replaced: {}", text(&out));
+    assert!(g.addresses().iter().any(|a| a.contains("198.18.80.3/24")), "{:?}", g.addresses());
+    let records: Vec<String> =
+        lab::state_files(&dir).into_iter().filter(|f| f.ends_with(".json")).collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let out = cli(&lan.host, &dir, &["detach", &token]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -201,10 +201,16 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
 
     // A record of this guest's interface, found by the guest's identity (two guests never
     // share one): live means attached already; stale (the guest's namespace was replaced, as
-    // when a container restarts) is cleaned up and replaced. Only this slot's own files are
-    // read, not every record.
+    // when a container restarts) is cleaned up and replaced. Live takes the same namespace AND
+    // the recorded interface with its MAC in it: the kernel reuses a freed namespace's inode
+    // number, so a restarted container's new namespace can carry the old one's identity. Only
+    // this slot's own files are read, not every record.
     for record in host.state.slot_records(&guest.reference, &request.guest_ifname)? {
-        if record.netns == guest.netns.id() {
+        let live = record.netns == guest.netns.id()
+            && guest_netlink
+                .link_by_name(&record.guest_ifname)?
+                .is_some_and(|link| link.mac == Some(record.mac.0));
+        if live {
             return Err(Error::conflict(format!(
                 "{} already has {} from lanyard: detach it first",
                 guest.reference.display(),
