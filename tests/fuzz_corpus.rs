@@ -24,7 +24,9 @@ fn run(what: &str, data: &[u8]) {
 }
 
 fn corpus_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/dhcp_packet");
+    // Committed seeds, apart from fuzz/corpus (cargo-fuzz's working corpus, not committed):
+    // `cargo fuzz run dhcp_packet fuzz/corpus/dhcp_packet fuzz/seeds/dhcp_packet` starts from them.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/dhcp_packet");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("read the fuzz corpus {}: {e}", dir.display()))
         .map(|e| e.expect("corpus entry").path())

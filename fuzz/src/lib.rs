@@ -1,6 +1,6 @@
 //! Fuzz target bodies. cargo-fuzz builds them with nightly and libFuzzer (this directory is its
 //! own workspace); the main crate's `tests/fuzz_corpus.rs` includes this file as a module and
-//! runs the corpus (`corpus/dhcp_packet/`) and [`seed_inputs`] through the same functions on
+//! runs the committed seeds (`seeds/dhcp_packet/`) and [`seed_inputs`] through the same functions on
 //! every `cargo test`, so the target cannot rot unseen.
 
 use std::net::Ipv4Addr;
