@@ -27,6 +27,8 @@
 //! the namespace it runs in as the host. Everything made is removed by the lab's `Drop` guards,
 //! even on panic; leftovers of a killed run are swept by the next one.
 
+#[path = "../tests/support/bench.rs"]
+mod bench;
 #[path = "../tests/support/docker.rs"]
 mod docker;
 #[allow(dead_code)]
@@ -41,6 +43,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bench::{env_count, fs_type, load_average, median, ms, percentile};
 use lanyard::docker::DockerHost;
 use lanyard::guest::GuestSpec;
 use lanyard::netlink::Netlink;
@@ -103,12 +106,6 @@ struct Config {
 
 impl Config {
     fn from_env(bench_mode: bool) -> Config {
-        let number = |name: &str, default: usize| -> usize {
-            match std::env::var(name) {
-                Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?}: not a number")),
-                Err(_) => default,
-            }
-        };
         let (rounds, batch, scale) = if bench_mode { (50, 200, 1000) } else { (3, 5, 20) };
         let external_docker =
             std::env::var("LANYARD_BENCH_DOCKER_HOST").ok().filter(|v| !v.is_empty()).map(|url| {
@@ -118,9 +115,9 @@ impl Config {
             });
         Config {
             bench_mode,
-            rounds: number("LANYARD_BENCH_ROUNDS", rounds).max(1),
-            batch: number("LANYARD_BENCH_BATCH", batch),
-            scale: number("LANYARD_BENCH_SCALE", scale),
+            rounds: env_count("LANYARD_BENCH_ROUNDS", rounds).max(1),
+            batch: env_count("LANYARD_BENCH_BATCH", batch),
+            scale: env_count("LANYARD_BENCH_SCALE", scale),
             external_docker,
             cli: PathBuf::from(env!("CARGO_BIN_EXE_lanyard")),
         }
@@ -332,23 +329,6 @@ fn tmpfs_dir(tag: &str) -> lab::TestDir {
     dir
 }
 
-fn fs_type(path: &Path) -> &'static str {
-    match nix::sys::statfs::statfs(path).map(|s| s.filesystem_type()) {
-        Ok(t) if t == nix::sys::statfs::TMPFS_MAGIC => "tmpfs",
-        Ok(t) if t == nix::sys::statfs::EXT4_SUPER_MAGIC => "ext4",
-        Ok(t) if t == nix::sys::statfs::XFS_SUPER_MAGIC => "xfs",
-        Ok(t) if t == nix::sys::statfs::BTRFS_SUPER_MAGIC => "btrfs",
-        Ok(t) if t == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC => "overlay",
-        Ok(_) => "other fs",
-        Err(_) => "unknown fs",
-    }
-}
-
-fn load_average() -> String {
-    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
 // ---------------------------------------------------------------------------------------------
 // The ways
 
@@ -490,31 +470,6 @@ fn library_host(host_path: &Path, state: &lab::TestDir) -> Host {
 /// looks.
 fn state_dir(dir: &lab::TestDir) -> PathBuf {
     dir.join("state")
-}
-
-// ---------------------------------------------------------------------------------------------
-// Statistics
-
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn median(samples: &[Duration]) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let n = sorted.len();
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
 // ---------------------------------------------------------------------------------------------
