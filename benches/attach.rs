@@ -897,6 +897,10 @@ fn run(config: &Config) {
         Netlink::open(&lib_host.netns, "the bench host").expect("netlink in the bench host");
     let rows = measure_interleaved(&mut ways, &host_ifnames, &mut host_netlink, config.rounds);
     drop(ways);
+    // The container and its dockerd are done with: gone before the passes below, so that an
+    // idle dockerd and containerd are no background load there.
+    drop(container_netns);
+    drop(containers);
     print_attach_table(&rows);
     println!(
         "attach ratios are medians over the [REF] row; the CLI also spawns its detached announce \
