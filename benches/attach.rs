@@ -1040,6 +1040,37 @@ fn growth_pass(config: &Config, host: &lab::Netns) {
     if !config.bench_mode && ratio > TARGET_GROWTH_RATIO {
         println!("    (smoke mode: {n} attaches say little about growth; `cargo bench` runs 1000)");
     }
+    // What a detach costs once the state directory is full: the library detaches the first
+    // guests while `ip link del` removes the host ends of the last ones, in turns.
+    let k = k.min(n / 2);
+    let (mut by_library, mut by_ip) = (Vec::with_capacity(k), Vec::with_capacity(k));
+    for j in 0..k {
+        let library = || lib_detach(&lib, &format!("netns:{}", guests[j].name));
+        let ip = || {
+            let host_end = derived(&format!("netns:{}", guests[n - 1 - j].name)).host_ifname;
+            let mut cmd = host.command("ip");
+            cmd.args(["link", "del", &host_end]);
+            timed(cmd, None)
+        };
+        if j % 2 == 0 {
+            by_library.push(library());
+            by_ip.push(ip());
+        } else {
+            by_ip.push(ip());
+            by_library.push(library());
+        }
+    }
+    if k > 0 {
+        let (library, ip) = (median(&by_library), median(&by_ip));
+        println!(
+            "  detach at {n} records ({k} each, in turns): library median {} ms, ip link del \
+             median {} ms, difference {:+.2} ms, {:.2}x",
+            ms(library),
+            ms(ip),
+            signed_ms(library, ip),
+            library.as_secs_f64() / ip.as_secs_f64()
+        );
+    }
     // Teardown (untimed): the namespaces take their veths along; then the bridges.
     drop(guests);
     host.ip_batch(&bridges.iter().map(|b| format!("link del {b}\n")).collect::<String>());
