@@ -3,7 +3,7 @@
 //! scripted reference (`ip -batch` to attach, `ip link del` to detach), plus the same attach and
 //! detach of a Docker container (`--net none`) through the Engine API. Then 200 sequential
 //! attaches into 200 namespaces, and 1000 sequential library attaches to see whether an attach
-//! slows as attachments grow.
+//! slows as attachments grow, followed by library detaches at that size against `ip link del`.
 //!
 //! Run as root: `cargo bench --bench attach`. `LANYARD_BENCH_ROUNDS` (default 50) sets the
 //! attach/detach rounds per way, `LANYARD_BENCH_BATCH` (default 200) the sequential-attach
@@ -24,8 +24,10 @@
 //! The world is the test lab's (tests/support/lab.rs): a "host" namespace H with bridge br0
 //! (198.18.0.1/24) and guest namespaces, all fresh. Nothing here touches the root network
 //! namespace; the CLI and the `ip` reference run inside H (setns before exec), as lanyard treats
-//! the namespace it runs in as the host. Everything made is removed by the lab's `Drop` guards,
-//! even on panic; leftovers of a killed run are swept by the next one.
+//! the namespace it runs in as the host; the private dockerd has no bridge and no iptables. Every
+//! namespace, directory, mount, container and daemon made here is removed by `Drop` guards, even
+//! on panic; leftovers of a killed run are swept by the next one (the lab's and docker.rs's
+//! sweeps).
 
 #[path = "../tests/support/bench.rs"]
 mod bench;
