@@ -63,23 +63,21 @@ const TARGET_CPU_PERCENT: f64 = 1.0;
 
 fn main() {
     let bench_mode = std::env::args().any(|a| a == "--bench");
+    // Never skipped quietly, not even as `cargo test`'s smoke run: a bench that did not run
+    // proves nothing, and the integration tests fail the same way without root.
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("dhcp bench: needs root (network namespaces, veths, DHCP servers); skipped");
-        if bench_mode {
-            std::process::exit(1);
-        }
-        return;
+        eprintln!(
+            "dhcp bench: needs root (network namespaces, veths, DHCP servers): run it as root"
+        );
+        std::process::exit(1);
     }
     for tool in ["ip", "dnsmasq", "tcpdump", "busybox"] {
         if !program_exists(tool) {
             eprintln!(
                 "dhcp bench: `{tool}` not found (apt-get install iproute2 dnsmasq-base tcpdump \
-                 busybox-static); skipped"
+                 busybox-static, or ./scripts/setup.sh)"
             );
-            if bench_mode {
-                std::process::exit(1);
-            }
-            return;
+            std::process::exit(1);
         }
     }
     let config = Config::from_env(bench_mode);
@@ -601,6 +599,23 @@ fn port_state(host: &str, port: &str) -> String {
     v[0]["linkinfo"]["info_slave_data"]["state"].as_str().unwrap_or("").to_string()
 }
 
+/// Whether process `pid` has a live child (any of its threads' `children` lists).
+fn has_children(pid: u32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().any(|task| {
+        fs::read_to_string(task.path().join("children")).is_ok_and(|c| !c.trim().is_empty())
+    })
+}
+
+/// The IPv4 default route's gateway and device in namespace `ns`, if it has one.
+fn default_route(ns: &str) -> Option<String> {
+    let out = ip(&["-n", ns, "-4", "route", "show", "default"]);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let via = words.iter().position(|w| *w == "via").and_then(|i| words.get(i + 1))?;
+    let dev = words.iter().position(|w| *w == "dev").and_then(|i| words.get(i + 1))?;
+    Some(format!("{via} dev {dev}"))
+}
+
 /// The script udhcpc runs: it configures the lease on its own interface, as lanyard does
 /// (address, default route), and touches no file.
 const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
@@ -984,10 +999,23 @@ fn part_attach(
     let guest_mac = mac[0]["address"].as_str().unwrap_or_default().to_string();
     let guest_addr = link[0]["addr_info"][0]["local"].as_str().unwrap_or("none").to_string();
     let guest_prefix = link[0]["addr_info"][0]["prefixlen"].as_u64().unwrap_or(0);
+    let guest_default = default_route(&guest);
     detach();
     udhcpc();
     let ref_addr = ip(&["-n", &reference, "-4", "-o", "addr", "show", "dev", GUEST_IFNAME]);
     let ref_addr = ref_addr.split_whitespace().nth(3).unwrap_or("none").to_string();
+    // The two ways are compared only if they reach the same end state: an address from the
+    // server with the same prefix, and the server's router as the default route.
+    let ref_prefix = ref_addr.split('/').nth(1).and_then(|p| p.parse::<u64>().ok());
+    assert!(
+        guest_addr != "none" && ref_prefix == Some(guest_prefix),
+        "lanyard configured {guest_addr}/{guest_prefix}, udhcpc {ref_addr}: not the same end state"
+    );
+    assert!(
+        guest_default.is_some() && guest_default == default_route(&reference),
+        "default routes differ: lanyard {guest_default:?}, udhcpc {:?}",
+        default_route(&reference)
+    );
     println!(
         "1. attach until the guest has its lease: {} rounds, daemon already running, interleaved",
         config.rounds
@@ -1011,11 +1039,18 @@ fn part_attach(
             detaches.push(detach());
         }
     }
-    // The last frames are written (-U) by now; give the kernel a moment, then stop.
-    std::thread::sleep(Duration::from_millis(200));
+    // Both clients exit only after their ACK crossed the bridge, but tcpdump may not have
+    // written it yet: wait (bounded) until the capture holds the last exchange of each, then
+    // stop it. Rounds whose exchange never shows are counted as unmatched below.
+    let guest_mac = parse_mac(&guest_mac);
+    let last = (attaches.last().copied(), references.last().copied());
+    wait_until(Duration::from_secs(2), || {
+        let wire = read_capture(&pcap);
+        last.0.is_none_or(|span| exchange_in(&wire, guest_mac, span).is_some())
+            && last.1.is_none_or(|span| exchange_in(&wire, parse_mac(REF_MAC), span).is_some())
+    });
     lab.stop(tcpdump, Duration::from_secs(2));
     let wire = read_capture(&pcap);
-    let guest_mac = parse_mac(&guest_mac);
     let lanyard_x: Vec<Exchange> =
         attaches.iter().filter_map(|s| exchange_in(&wire, guest_mac, *s)).collect();
     let reference_x: Vec<Exchange> =
@@ -1161,8 +1196,9 @@ fn part_udhcpc_memory(
         dnsmasq.leases().iter().filter(|(m, _)| macs.contains(m)).count() == n
     });
     let leased = dnsmasq.leases().iter().filter(|(m, _)| macs.contains(m)).count();
-    // Their scripts may still be running `ip`: let them settle before measuring.
-    std::thread::sleep(Duration::from_millis(300));
+    // Their scripts may still be running `ip`: measure once none of them has a child left.
+    let settled = wait_until(Duration::from_secs(5), || pids.iter().all(|&pid| !has_children(pid)));
+    assert!(settled, "memory reference: udhcpc scripts still running after 5 s");
     let pss: u64 = pids.iter().map(|&pid| memory(pid).pss_kb).sum();
     let rss: u64 = pids.iter().map(|&pid| memory(pid).rss_kb).sum();
     println!(
@@ -1178,6 +1214,9 @@ fn part_udhcpc_memory(
     }
     lab.stop(dnsmasq.pid, Duration::from_secs(2));
     lab.remove_namespaces(&names);
+    // The reference's memory is compared with the daemon's per lease: only when every udhcpc
+    // holds one, as every lease of the daemon does.
+    assert!(bound, "memory reference: only {leased} of {n} udhcpc processes bound within 20 s");
     wait_no_ports(host_name);
     (n, pss)
 }
@@ -1323,6 +1362,13 @@ fn part_many(
         leases.len(),
         states.join(", ")
     );
+    // Memory and CPU per lease are compared with the udhcpc reference: only meaningful when the
+    // daemon really holds all of them.
+    let holding = leases
+        .iter()
+        .filter(|l| matches!(l["State"].as_str(), Some("BOUND" | "RENEWING" | "REBINDING")))
+        .count();
+    assert_eq!(holding, n, "the daemon holds {holding} of {n} leases ({})", states.join(", "));
     println!(
         "{:<58} {:>12} {:>14}  target",
         format!("   daemon (pid {daemon})"),

@@ -805,9 +805,18 @@ mod tests {
                 f[20] = 58;
                 f[21] = 255;
             }
-            let _ = parse_arp_conflict(f, V4);
-            let _ = parse_ndp_conflict(f, V6);
-            let _ = target_ll_addr(f);
+            // What is found must come from the frame itself, of the right kind.
+            if let Some(owner) = parse_arp_conflict(f, V4) {
+                assert_eq!(&f[12..14], &[0x08, 0x06], "round {round}: ARP from a non-ARP frame");
+                assert_eq!(&f[22..28], &owner, "round {round}: the sender hardware address");
+            }
+            if let Some(owner) = parse_ndp_conflict(f, V6) {
+                assert_eq!(&f[12..14], &[0x86, 0xdd], "round {round}: NDP from a non-IPv6 frame");
+                assert!(f.windows(6).any(|w| w == owner), "round {round}: a MAC from nowhere");
+            }
+            if let Some(mac) = target_ll_addr(f) {
+                assert!(f.windows(6).any(|w| w == mac), "round {round}: a MAC from nowhere");
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! DHCP against real servers in test namespaces: dnsmasq, and Kea with leases of a few seconds
-//! for renewal, rebinding, expiry and NAK; the daemon killed and restarted; radvd for SLAAC.
+//! for renewal, rebinding, expiry and NAK; radvd for SLAAC. Holding a lease without a gap
+//! (five lifetimes, a daemon SIGKILLed and restarted) is watched as address events in
+//! tests/dhcp_promises.rs.
 //! Every test checks that the host's /etc/resolv.conf is byte for byte unchanged.
 
 mod support;
@@ -9,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use support::daemon::DaemonGuard;
 use support::dhcp::{Dnsmasq, HostResolvConf, Kea, KeaConfig, Radvd};
 use support::lab::{self, wait_until, Lan, Netns, TestDir};
 
@@ -29,37 +32,6 @@ fn ok(out: Output) -> String {
     stdout
 }
 
-/// Stops the daemon a test's CLI started (it runs in its own session, so nothing else would).
-struct DaemonGuard {
-    state: PathBuf,
-}
-
-impl DaemonGuard {
-    fn new(dir: &TestDir) -> DaemonGuard {
-        DaemonGuard { state: dir.join("state") }
-    }
-
-    fn pid(&self) -> Option<i32> {
-        let response = lanyard::daemon::control::try_request(
-            &self.state,
-            &lanyard::daemon::control::Request::Ping,
-            Duration::from_secs(2),
-        )
-        .ok()??;
-        response.data["pid"].as_i64().map(|pid| pid as i32)
-    }
-
-    fn kill(&self, signal: libc::c_int) -> bool {
-        let Some(pid) = self.pid() else { return false };
-        // SAFETY: kill(2) on a pid the daemon itself reported.
-        unsafe { libc::kill(pid, signal) };
-        wait_until(Duration::from_secs(5), || {
-            !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        });
-        true
-    }
-}
-
 /// A process stopped (SIGSTOP) until this is dropped, even when the test fails.
 struct Stopped(i32);
 
@@ -75,12 +47,6 @@ impl Drop for Stopped {
     fn drop(&mut self) {
         // SAFETY: kill(2) on the pid stopped above.
         unsafe { libc::kill(self.0, libc::SIGCONT) };
-    }
-}
-
-impl Drop for DaemonGuard {
-    fn drop(&mut self) {
-        self.kill(libc::SIGTERM);
     }
 }
 
@@ -219,33 +185,6 @@ fn short_kea(index: u8, valid: u32, renew: u32, rebind: u32) -> KeaConfig {
 }
 
 #[test]
-fn a_short_lease_is_renewed_for_five_lifetimes_without_a_gap() {
-    lab::require_root();
-    let mut resolv = HostResolvConf::snapshot();
-    let (lan, _neighbour) = kea_lan(52);
-    let dir = TestDir::new("dhcp-renew");
-    let _daemon = DaemonGuard::new(&dir);
-    let kea = Kea::start(&lan.host, "br0", short_kea(52, 4, 1, 3));
-    let g = lan.guest("g");
-    ok(cli(&lan.host, &dir, &["attach", "br0", &format!("netns:{}", g.name), "dhcp"]));
-    let ip = address_on(&g, "eth1").expect("leased");
-    let end = Instant::now() + Duration::from_secs(20);
-    let mut checks = 0;
-    while Instant::now() < end {
-        assert_eq!(
-            address_on(&g, "eth1"),
-            Some(ip),
-            "the address went missing after {checks} checks"
-        );
-        checks += 1;
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let renewals = kea.renewals_of(ip);
-    assert!(renewals >= 8, "expected a renewal about every second for 20 s, Kea saw {renewals}");
-    resolv.assert_unchanged();
-}
-
-#[test]
 fn a_silent_server_means_rebinding_then_expiry_and_the_address_returns_with_it() {
     lab::require_root();
     let mut resolv = HostResolvConf::snapshot();
@@ -257,14 +196,10 @@ fn a_silent_server_means_rebinding_then_expiry_and_the_address_returns_with_it()
     ok(cli(&lan.host, &dir, &["attach", "br0", &format!("netns:{}", g.name), "dhcp"]));
     let ip = address_on(&g, "eth1").expect("leased");
     kea.stop();
-    let stopped = Instant::now();
+    // When it goes (at the lease's end, not later) is bounded by the kernel's own event time
+    // against Kea's expire time in tests/dhcp_promises.rs, not by a stopwatch here.
     let gone = wait_address(&g, "eth1", Duration::from_secs(10), |a| a.is_none());
     assert_eq!(gone, None, "the address must go when the lease expires");
-    assert!(
-        stopped.elapsed() <= Duration::from_secs(7),
-        "removed at expiry, not later: {:?}",
-        stopped.elapsed()
-    );
     assert!(!g.routes().iter().any(|r| r.contains("default via 198.18.53.1")), "routes go with it");
     let leases = ok(cli(&lan.host, &dir, &["leases"]));
     assert!(leases.contains("SELECTING") || leases.contains("INIT"), "{leases}");
@@ -306,40 +241,6 @@ fn a_nak_removes_the_address_and_a_new_one_is_acquired() {
         view["Lanyard"]["Interfaces"][0]["DHCP"]["LastLoss"].to_string().contains("Nak"),
         "{view}"
     );
-    resolv.assert_unchanged();
-}
-
-#[test]
-fn a_daemon_killed_with_sigkill_resumes_the_lease_without_a_gap() {
-    lab::require_root();
-    let mut resolv = HostResolvConf::snapshot();
-    let (lan, _neighbour) = kea_lan(55);
-    let dir = TestDir::new("dhcp-kill");
-    let daemon = DaemonGuard::new(&dir);
-    let kea = Kea::start(&lan.host, "br0", short_kea(55, 6, 2, 4));
-    let g = lan.guest("g");
-    ok(cli(&lan.host, &dir, &["attach", "br0", &format!("netns:{}", g.name), "dhcp"]));
-    let ip = address_on(&g, "eth1").expect("leased");
-    assert!(daemon.kill(libc::SIGKILL), "the daemon was running");
-    // Dead for a while: the address stays (the kernel keeps it), the lease is on disk.
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(address_on(&g, "eth1"), Some(ip));
-    let renewals_before = kea.renewals_of(ip);
-    // `lanyard leases` does not start a daemon; an explicit one resumes what is on disk.
-    let mut command = lan.host.command(env!("CARGO_BIN_EXE_lanyard"));
-    command
-        .args(["daemon"])
-        .env("LANYARD_STATE_DIR", dir.join("state"))
-        .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()));
-    let _restarted = support::lab::Server::spawn(command, "lanyard-daemon");
-    let end = Instant::now() + Duration::from_secs(14);
-    while Instant::now() < end {
-        assert_eq!(address_on(&g, "eth1"), Some(ip), "the address went missing after the restart");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(kea.renewals_of(ip) > renewals_before + 2, "the resumed daemon renews the same lease");
-    let leases = ok(cli(&lan.host, &dir, &["leases"]));
-    assert!(leases.contains(&ip.to_string()), "{leases}");
     resolv.assert_unchanged();
 }
 

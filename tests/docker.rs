@@ -256,3 +256,68 @@ fn containers_get_leases_and_dns_and_the_same_address_after_a_restart() {
     ok(cli(&lan.host, &dir, &docker, &["detach", "linked"]));
     resolv.assert_unchanged();
 }
+
+/// The host end lanyard recorded for `guest_ifname` of the container named `name`.
+fn recorded_host_end(dir: &TestDir, name: &str) -> String {
+    std::fs::read_dir(dir.join("state"))
+        .expect("state dir")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| {
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).ok()?).ok()
+        })
+        .find(|r| r["guest"]["name"] == name)
+        .and_then(|r| r["host_ifname"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no record for container {name}"))
+}
+
+#[test]
+fn detach_succeeds_when_the_container_was_removed_or_dockerd_is_down() {
+    lab::require_root();
+    let lan = Lan::bridge(217);
+    let dir = TestDir::new("docker-gone");
+    let mut docker = DockerLab::start();
+    docker.run("web", &["--net", "none"]);
+    docker.run("db", &["--net", "none"]);
+    let host_before = lan.host.snapshot();
+    // `@GW` makes detach look for the container's namespace (to give routes back): it must
+    // cope with a container Docker no longer knows, and with no Docker at all.
+    for (name, address) in
+        [("web", "198.18.217.10/24@198.18.217.1"), ("db", "198.18.217.11/24@198.18.217.1")]
+    {
+        ok(cli(&lan.host, &dir, &docker, &["attach", "br0", name, address]));
+    }
+    let (web_end, db_end) = (recorded_host_end(&dir, "web"), recorded_host_end(&dir, "db"));
+    let gone = |end: &str| {
+        lab::wait_until(std::time::Duration::from_secs(10), || {
+            !lan.host.links().iter().any(|l| l == end)
+        })
+    };
+
+    // Removed for good: the namespace and its veth go with the container; the record stays.
+    docker.docker_ok(&["rm", "-f", "web"]);
+    assert!(gone(&web_end), "{web_end} outlived its container");
+    let out = cli(&lan.host, &dir, &docker, &["detach", "web"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("detached eth1"));
+
+    // dockerd stopped (its containers stop with it): detach by the recorded name, no Docker.
+    docker.stop_dockerd();
+    assert!(gone(&db_end), "{db_end} outlived its stopped container");
+    let out = cli(&lan.host, &dir, &docker, &["detach", "db"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("detached eth1"));
+
+    assert!(lab::state_files(&dir).is_empty(), "{:?}", lab::state_files(&dir));
+    assert_eq!(lan.host.snapshot(), host_before);
+}

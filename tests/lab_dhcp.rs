@@ -1,7 +1,13 @@
 //! The lab's DHCP and RA servers (tests/support/dhcp.rs) proven with plain clients, without
 //! lanyard: busybox udhcpc (always with our own script), a hand-made DHCPREQUEST, and the
-//! kernel's own SLAAC. Each test builds its own LAN (subnets 40..49) and checks that the host's
-//! /etc/resolv.conf is byte for byte unchanged.
+//! kernel's own SLAAC; and the resolv.conf guard the DHCP tests rely on. Each test builds its
+//! own LAN (subnets 40..49) and checks that the host's /etc/resolv.conf is byte for byte
+//! unchanged.
+//!
+//! NOT lanyard coverage: nothing here runs lanyard's code. These tests prove the test servers
+//! and guards behave as the lanyard tests (tests/dhcp.rs, tests/dhcp_promises.rs, ...) assume,
+//! so that a failure there points at lanyard and not at the lab. Do not count them when saying
+//! what lanyard's tests cover.
 
 mod support;
 
@@ -266,4 +272,33 @@ fn radvd_gives_a_guest_a_slaac_address() {
     eprintln!("SLAAC address {:?} after {:?}", addresses, plugged.elapsed());
     radvd.stop();
     resolv.assert_unchanged();
+}
+
+#[test]
+fn the_resolv_conf_guard_writes_back_what_a_failing_test_changed() {
+    // A file of our own stands in for the host's /etc/resolv.conf, which is never written here.
+    let dir = support::lab::TestDir::new("resolv-guard");
+    let file = dir.join("resolv.conf");
+    std::fs::write(&file, b"nameserver 192.0.2.1\n").unwrap();
+    // The guard trips in its own assertion...
+    let caught = std::panic::catch_unwind(|| {
+        let mut guard = HostResolvConf::snapshot_of(&file);
+        std::fs::write(&file, b"nameserver 203.0.113.66\n").unwrap();
+        guard.assert_unchanged();
+    });
+    let message = caught
+        .expect_err("a changed file fails the test")
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(message.contains("its old bytes were written back"), "{message}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"nameserver 192.0.2.1\n");
+    // ...and on drop while the test fails for another reason.
+    let caught = std::panic::catch_unwind(|| {
+        let _guard = HostResolvConf::snapshot_of(&file);
+        std::fs::write(&file, b"nameserver 203.0.113.67\n").unwrap();
+        panic!("the test failed for another reason");
+    });
+    assert!(caught.is_err());
+    assert_eq!(std::fs::read(&file).unwrap(), b"nameserver 192.0.2.1\n");
 }

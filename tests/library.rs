@@ -337,3 +337,84 @@ fn a_lease_file_from_a_newer_lanyard_is_refused_never_overwritten() {
     assert_eq!(std::fs::read_to_string(leases.join(&record)).unwrap(), newer, "untouched");
     assert_eq!(g.snapshot(), guest_before, "the attach was undone");
 }
+
+#[test]
+fn macvlan_and_host_only_attaches_roll_back_at_every_step() {
+    let points = [
+        FailPoint::AfterLink,
+        FailPoint::AfterAddresses,
+        FailPoint::AfterRoutes,
+        FailPoint::AfterRecord,
+    ];
+    // A guest with a default route of its own, which each failed attach must leave in place.
+    let with_default_route = |g: &Netns| {
+        g.ip_batch(
+            "link add eth0 type veth peer name eth0peer\nlink set eth0 up\nlink set eth0peer up\n\
+             addr add 198.19.252.2/24 dev eth0\nroute add default via 198.19.252.1 dev eth0",
+        )
+    };
+
+    let wire = Lan::with_uplink(78);
+    let dir = TestDir::new("rollback-macvlan");
+    let host = host_for(&wire.host, &dir);
+    let g = wire.guest("mv");
+    with_default_route(&g);
+    for point in points {
+        let (host_before, guest_before) = (wire.host.snapshot(), g.snapshot());
+        let state_before = lab::state_files(&dir);
+        let mut req = request("uplink0", &g, &["198.18.78.2/24@198.18.78.1", "2001:db8:78::2/64"]);
+        req.routes = vec![lanyard::spec::parse_route("198.19.0.0/16@198.18.78.254").unwrap()];
+        req.fail_at = Some(point);
+        let err = lanyard::attach(&host, &req).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Injected, "macvlan {point:?}: {err}");
+        assert!(!err.to_string().contains("left behind"), "macvlan {point:?}: {err}");
+        assert_eq!(wire.host.snapshot(), host_before, "macvlan {point:?}: host side");
+        assert_eq!(g.snapshot(), guest_before, "macvlan {point:?}: guest side");
+        assert_eq!(lab::state_files(&dir), state_before, "macvlan {point:?}: state");
+    }
+
+    let lan = Lan::bridge(79);
+    let dir = TestDir::new("rollback-hostonly");
+    let host = host_for(&lan.host, &dir);
+    let g = lan.guest("ho");
+    with_default_route(&g);
+    for point in points {
+        let (host_before, guest_before) = (lan.host.snapshot(), g.snapshot());
+        let state_before = lab::state_files(&dir);
+        let mut req = request("vho79", &g, &["198.18.79.2/24@198.18.79.1"]);
+        req.host_only = true;
+        req.host_addresses = vec!["198.18.79.1/24".parse().unwrap()];
+        req.fail_at = Some(point);
+        let err = lanyard::attach(&host, &req).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Injected, "host-only {point:?}: {err}");
+        assert!(!err.to_string().contains("left behind"), "host-only {point:?}: {err}");
+        assert_eq!(lan.host.snapshot(), host_before, "host-only {point:?}: host side");
+        assert_eq!(g.snapshot(), guest_before, "host-only {point:?}: guest side");
+        assert_eq!(lab::state_files(&dir), state_before, "host-only {point:?}: state");
+    }
+}
+
+#[test]
+fn a_record_whose_interface_is_gone_is_stale_even_in_a_namespace_with_the_same_identity() {
+    // The kernel reuses a freed namespace's inode number, so a restarted container's new
+    // namespace can carry the old one's identity (seen with `docker restart` here). What makes
+    // a record live is its interface, with its MAC, in that namespace; this test keeps the
+    // namespace and removes the interface behind lanyard's back.
+    let lan = Lan::bridge(80);
+    let dir = TestDir::new("stale-same-ns");
+    let g = lan.guest("g");
+    let token = format!("netns:{}", g.name);
+    let out = cli(&lan.host, &dir, &["attach", "br0", &token, "198.18.80.2/24"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let again = cli(&lan.host, &dir, &["attach", "br0", &token, "198.18.80.2/24"]);
+    assert!(text(&again).contains("already has eth1 from lanyard"), "{}", text(&again));
+    g.ip(&["link", "del", "eth1"]);
+    let out = cli(&lan.host, &dir, &["attach", "br0", &token, "198.18.80.3/24"]);
+    assert!(out.status.success(), "a stale record is replaced: {}", text(&out));
+    assert!(g.addresses().iter().any(|a| a.contains("198.18.80.3/24")), "{:?}", g.addresses());
+    let records: Vec<String> =
+        lab::state_files(&dir).into_iter().filter(|f| f.ends_with(".json")).collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let out = cli(&lan.host, &dir, &["detach", &token]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -25,22 +25,62 @@ fn require_root() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "these tests need root (chroot, mount namespaces)");
 }
 
-/// Bytes, identity and mtime of the host's file: a rewrite with the same bytes shows too.
-fn host_snapshot() -> (Vec<u8>, u64, u64, i64, i64) {
-    let bytes = fs::read(HOST_RESOLV).expect("read the host's /etc/resolv.conf");
-    let meta = fs::metadata(HOST_RESOLV).expect("stat the host's /etc/resolv.conf");
+/// Bytes, identity and mtime of a file: a rewrite with the same bytes shows too.
+fn file_snapshot(path: &Path) -> (Vec<u8>, u64, u64, i64, i64) {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let meta = fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
     (bytes, meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec())
 }
 
 /// Run a test body, then assert the host's /etc/resolv.conf is unchanged, even when it failed.
+/// If it did change, its bytes are put back before the test fails (see [`guarded_file`]).
 fn guarded(body: impl FnOnce()) {
     require_root();
-    let before = host_snapshot();
+    guarded_file(Path::new(HOST_RESOLV), body);
+}
+
+/// Run `body`; if `path` changed meanwhile, write its old bytes back (in place, through any
+/// symlink, as the file was found), then fail saying so: a broken writer under test must not
+/// leave the machine with a damaged resolver configuration. A body's own panic comes after.
+fn guarded_file(path: &Path, body: impl FnOnce()) {
+    let before = file_snapshot(path);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
-    assert!(before == host_snapshot(), "the host's /etc/resolv.conf changed");
+    let after = file_snapshot(path);
+    if before != after {
+        let restored = if before.0 != after.0 {
+            match fs::write(path, &before.0) {
+                Ok(()) => "its bytes were written back".to_string(),
+                Err(e) => format!("writing its bytes back FAILED ({e}): restore it by hand"),
+            }
+        } else {
+            "its bytes are the same (rewritten in place or replaced)".to_string()
+        };
+        panic!("{} changed during the test; {restored}", path.display());
+    }
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+}
+
+#[test]
+fn the_guard_puts_back_a_file_the_test_changed_and_fails() {
+    // A file of our own stands in for the host's: the guard's restore is proven without ever
+    // writing the real /etc/resolv.conf.
+    let dir = TempDir::new("guard");
+    let file = dir.0.join("resolv.conf");
+    fs::write(&file, b"nameserver 192.0.2.1\n").unwrap();
+    let caught = std::panic::catch_unwind(|| {
+        guarded_file(&file, || {
+            fs::write(&file, b"nameserver 203.0.113.66\n").unwrap();
+            panic!("the writer under test went wrong");
+        })
+    });
+    let panic = caught.expect_err("a changed file fails the test");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("changed during the test; its bytes were written back"), "{message}");
+    assert_eq!(fs::read(&file).unwrap(), b"nameserver 192.0.2.1\n", "the old bytes are back");
+    // An unchanged file lets the body's own outcome through.
+    guarded_file(&file, || {});
 }
 
 fn dns() -> ResolvConf {

@@ -1,5 +1,7 @@
-//! Fuzz target bodies, kept in a library so they also build (and run on a few inputs) as
-//! ordinary tests without nightly.
+//! Fuzz target bodies. cargo-fuzz builds them with nightly and libFuzzer (this directory is its
+//! own workspace); the main crate's `tests/fuzz_corpus.rs` includes this file as a module and
+//! runs the corpus (`corpus/dhcp_packet/`) and [`seed_inputs`] through the same functions on
+//! every `cargo test`, so the target cannot rot unseen.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -94,11 +96,31 @@ fn client_in(which: u8) -> (Client, [u8; 4], u64) {
     (c, xid, now)
 }
 
+/// Invariants after every event: what the client sends is a BOOTREQUEST for our MAC with the
+/// DHCP cookie, padded to the BOOTP minimum; it holds a lease exactly in the states that have
+/// one; a Configure is for a lease it holds; nothing is configured after a Deconfigure in the
+/// same batch without a new lease in between.
 fn check(c: &Client, actions: &[Action]) {
+    let mut configured = None;
     for a in actions {
-        if let Action::Send { packet, .. } = a {
-            assert!(packet.len() >= 300 && packet[0] == 1, "malformed outgoing packet");
+        match a {
+            Action::Send { packet, .. } => {
+                assert!(packet.len() >= 300 && packet[0] == 1, "malformed outgoing packet");
+                assert_eq!(&packet[28..34], &MAC, "outgoing chaddr is not our MAC");
+                assert_eq!(&packet[236..240], &[99, 130, 83, 99], "no DHCP magic cookie");
+            }
+            Action::Configure(lease) => configured = Some(lease.address),
+            Action::Deconfigure { .. } => configured = None,
+            _ => {}
         }
+    }
+    if let Some(address) = configured {
+        assert_eq!(
+            c.lease().map(|l| l.address),
+            Some(address),
+            "configured {address} but holds {:?}",
+            c.lease().map(|l| l.address)
+        );
     }
     let holds = c.lease().is_some();
     match c.state() {
@@ -136,4 +158,26 @@ pub fn dhcp_packet(data: &[u8]) {
     check(&c, &a);
     let a = c.handle(Event::Release, at(later + 2));
     check(&c, &a);
+    assert_eq!(c.state(), State::Released, "a release always ends RELEASED");
+    assert!(c.lease().is_none(), "nothing held after a release");
+    assert!(!a.iter().any(|a| matches!(a, Action::Configure(_))), "a release configures nothing");
+}
+
+/// Inputs that reach every state with well-formed OFFER, ACK and NAK replies (patched and not),
+/// each cut at a few lengths: the seeds of the corpus, and a floor for the ordinary test run.
+pub fn seed_inputs() -> Vec<Vec<u8>> {
+    let mut inputs = vec![Vec::new(), vec![0x80]];
+    for which in 0u8..10 {
+        for kind in [2u8, 5, 6] {
+            let packet = reply([0; 4], kind);
+            for patch in [0u8, 0x80] {
+                for cut in [packet.len(), 240, 241, 250, packet.len() - 1] {
+                    let mut input = vec![which | patch];
+                    input.extend(&packet[..cut]);
+                    inputs.push(input);
+                }
+            }
+        }
+    }
+    inputs
 }

@@ -31,6 +31,32 @@ pub(super) fn free_host_ifname(
     Err(Error::conflict("no free host interface name after 64 tries: give one with -l"))
 }
 
+/// A MAC given with `--mac` must be free as well: claimed by no other record and not seen in the
+/// bridge's forwarding table. Two guests with one MAC on a LAN would steal each other's frames.
+pub(super) fn check_given_mac(
+    netlink: &mut Netlink,
+    index: &Index,
+    bridge_index: Option<u32>,
+    bridge: &str,
+    mac: MacAddr,
+) -> Result<()> {
+    if index.mac_taken(mac)? {
+        return Err(Error::conflict(format!(
+            "--mac {mac} is already the MAC of another lanyard attachment (lanyard inspect --all \
+             shows which): give another MAC, or leave --mac out for a stable derived one"
+        )));
+    }
+    if let Some(bridge_index) = bridge_index {
+        if netlink.bridge_fdb_has(bridge_index, mac.0)? {
+            return Err(Error::conflict(format!(
+                "--mac {mac} is already in use on bridge {bridge} (in its forwarding table): give \
+                 another MAC, or leave --mac out for a stable derived one"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn choose_mac(
     host: &Host,
     netlink: &mut Netlink,

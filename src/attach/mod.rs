@@ -19,7 +19,7 @@ use crate::host::Host;
 use crate::netlink::{LinkKind, Netlink};
 use crate::spec::{self, AddressSpec, MacAddr, MacScheme, MacvlanMode, RouteSpec};
 use crate::state::{DhcpSettings, DriverKind, Record};
-use identity::{choose_mac, free_host_ifname, host_end_mac};
+use identity::{check_given_mac, choose_mac, free_host_ifname, host_end_mac};
 use rollback::Rollback;
 use wire::{wire, Plan, Sockets};
 
@@ -201,10 +201,16 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
 
     // A record of this guest's interface, found by the guest's identity (two guests never
     // share one): live means attached already; stale (the guest's namespace was replaced, as
-    // when a container restarts) is cleaned up and replaced. Only this slot's own files are
-    // read, not every record.
+    // when a container restarts) is cleaned up and replaced. Live takes the same namespace AND
+    // the recorded interface with its MAC in it: the kernel reuses a freed namespace's inode
+    // number, so a restarted container's new namespace can carry the old one's identity. Only
+    // this slot's own files are read, not every record.
     for record in host.state.slot_records(&guest.reference, &request.guest_ifname)? {
-        if record.netns == guest.netns.id() {
+        let live = record.netns == guest.netns.id()
+            && guest_netlink
+                .link_by_name(&record.guest_ifname)?
+                .is_some_and(|link| link.mac == Some(record.mac.0));
+        if live {
             return Err(Error::conflict(format!(
                 "{} already has {} from lanyard: detach it first",
                 guest.reference.display(),
@@ -247,7 +253,10 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
         _ => None,
     };
     let mac = match request.mac {
-        Some(mac) => mac,
+        Some(mac) => {
+            check_given_mac(&mut host_netlink, &index, bridge_index, &request.host_interface, mac)?;
+            mac
+        }
         None => choose_mac(host, &mut host_netlink, &index, bridge_index, &identity, request)?,
     };
     let host_mac = host_end_mac(&host.host_id, &identity, &request.guest_ifname);

@@ -108,7 +108,7 @@ impl LeaseSocket {
 
     /// Broadcast a DHCP message from 0.0.0.0:68 to 255.255.255.255:67.
     pub fn send_broadcast(&self, payload: &[u8]) -> io::Result<()> {
-        let datagram = build_ipv4_udp(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, payload);
+        let datagram = build_ipv4_udp(broadcast_source(payload), Ipv4Addr::BROADCAST, payload);
         let broadcast = crate::sys::packet_address(self.ifindex, ETH_P_IP, Some([0xff; 6]));
         nix_socket::sendto(self.packet.as_raw_fd(), &datagram, &broadcast, MsgFlags::empty())?;
         Ok(())
@@ -193,6 +193,16 @@ pub fn build_ipv4_udp(source: Ipv4Addr, destination: Ipv4Addr, payload: &[u8]) -
 }
 
 /// The UDP payload of an IPv4 datagram to port 68, or None for anything else or anything short.
+/// The IP source of a broadcast DHCP message: the message's own `ciaddr`, which the client fills
+/// in only while it holds an address it answers ARP for (BOUND, RENEWING, REBINDING: a
+/// rebinding REQUEST); 0.0.0.0 before it has one (RFC 2131 §4.1), as for DISCOVER and DECLINE.
+fn broadcast_source(payload: &[u8]) -> Ipv4Addr {
+    match payload.get(12..16) {
+        Some(&[a, b, c, d]) => Ipv4Addr::new(a, b, c, d),
+        _ => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
 pub fn udp_payload(packet: &[u8]) -> Option<&[u8]> {
     let first = *packet.first()?;
     if first >> 4 != 4 {
@@ -202,20 +212,33 @@ pub fn udp_payload(packet: &[u8]) -> Option<&[u8]> {
     if header < 20 || packet.get(9) != Some(&(libc::IPPROTO_UDP as u8)) {
         return None;
     }
+    // The lengths the headers claim must be there: a datagram cut short (a frame bigger than
+    // the receive buffer) is dropped, not read as a shorter message.
     let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
-    let packet = packet.get(..total.min(packet.len()))?;
+    let packet = packet.get(..total)?;
     let udp = packet.get(header..)?;
     let port = u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]);
     let length = usize::from(u16::from_be_bytes([*udp.get(4)?, *udp.get(5)?]));
     if port != DHCP_CLIENT_PORT || length < 8 {
         return None;
     }
-    udp.get(8..length.min(udp.len()))
+    udp.get(8..length)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broadcast_comes_from_ciaddr_once_the_client_has_an_address() {
+        let mut message = vec![0u8; 240];
+        assert_eq!(broadcast_source(&message), Ipv4Addr::UNSPECIFIED);
+        message[12..16].copy_from_slice(&[198, 18, 0, 57]);
+        assert_eq!(broadcast_source(&message), Ipv4Addr::new(198, 18, 0, 57));
+        let datagram = build_ipv4_udp(broadcast_source(&message), Ipv4Addr::BROADCAST, &message);
+        assert_eq!(&datagram[12..16], &[198, 18, 0, 57], "the IP header's source");
+        assert_eq!(broadcast_source(&[0u8; 8]), Ipv4Addr::UNSPECIFIED, "a runt");
+    }
 
     #[test]
     fn built_datagrams_parse_back_and_checksums_verify() {
@@ -238,7 +261,8 @@ mod tests {
         assert_eq!(udp_payload(&reply), Some(&payload[..]));
         assert_eq!(udp_payload(&packet), None, "to port 67: not ours");
         for cut in 0..reply.len() {
-            let _ = udp_payload(&reply[..cut]);
+            // A cut datagram is never taken for a whole one.
+            assert_eq!(udp_payload(&reply[..cut]), None, "cut at {cut}");
         }
     }
 }

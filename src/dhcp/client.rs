@@ -233,7 +233,8 @@ pub enum Event<'a> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Destination {
-    /// 255.255.255.255, from 0.0.0.0 (or from the leased address when it is configured).
+    /// 255.255.255.255, from the message's `ciaddr`: 0.0.0.0 until the client holds an
+    /// address, the leased address while rebinding.
     Broadcast,
     /// The server, from the leased address (RENEWING and RELEASE).
     Unicast(Ipv4Addr),

@@ -279,7 +279,17 @@ mod tests {
             for &b in &alphabet {
                 for &c in &alphabet {
                     let _ = decode_domain_search(&[a, b, c]);
-                    let _ = decode_classless_routes(&[a, b, c]);
+                    // Whatever decodes is a route the kernel could take.
+                    for route in decode_classless_routes(&[a, b, c]).unwrap_or_default() {
+                        assert!(route.prefix_len <= 32, "{a} {b} {c}: {route:?}");
+                        assert_eq!(
+                            u32::from(route.destination)
+                                .checked_shl(u32::from(route.prefix_len))
+                                .unwrap_or(0),
+                            0,
+                            "{a} {b} {c}: host bits set in {route:?}"
+                        );
+                    }
                 }
             }
         }

@@ -439,7 +439,11 @@ mod tests {
         b[FIXED_LEN] = 0;
         assert_eq!(parse_reply(&b, &mac, 7).unwrap_err(), Reject::BadCookie);
         for len in 0..good.len() {
-            let _ = parse_reply(&good[..len], &mac, 7);
+            // Every cut ends in a clean refusal; one short of the fixed part is always Truncated.
+            let cut = parse_reply(&good[..len], &mac, 7);
+            if len < FIXED_LEN + MAGIC_COOKIE.len() {
+                assert_eq!(cut.unwrap_err(), Reject::Truncated, "len {len}");
+            }
         }
         assert_eq!(parse_reply(&good[..239], &mac, 7).unwrap_err(), Reject::Truncated);
     }

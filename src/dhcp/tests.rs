@@ -850,7 +850,19 @@ fn mutated_replies_in_every_state_never_panic() {
                     _ => bytes.truncate(at.max(240)),
                 }
             }
-            t.reply(bytes);
+            // Mutations start past the fixed header, so whatever is configured is the yiaddr
+            // the seeds carry, with timers in their order (T1 <= T2 <= lease).
+            for action in t.reply(bytes) {
+                if let Action::Configure(lease) = action {
+                    assert_eq!(lease.address, ADDR, "round {i}");
+                    if let Some(timers) = lease.timers {
+                        assert!(
+                            timers.t1_ms <= timers.t2_ms && timers.t2_ms <= timers.lease_ms,
+                            "round {i}: {timers:?}"
+                        );
+                    }
+                }
+            }
             t.now += 10_000_000;
             t.ev(Event::Timer);
         }

@@ -708,8 +708,11 @@ pub fn udhcpc(
 
 /// The host's /etc/resolv.conf at one moment: its bytes, and its symlink target if it is one.
 /// [`HostResolvConf::assert_unchanged`] (also run on drop unless the test is already
-/// panicking) fails the test if either changed.
+/// panicking) fails the test if either changed. Changed bytes are written back first (in
+/// place, through the symlink), also when the test fails for another reason: a broken test must
+/// not leave the machine with a damaged resolver configuration.
 pub struct HostResolvConf {
+    path: PathBuf,
     link: Option<PathBuf>,
     bytes: Option<Vec<u8>>,
     checked: bool,
@@ -719,25 +722,47 @@ const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 
 impl HostResolvConf {
     pub fn snapshot() -> HostResolvConf {
+        HostResolvConf::snapshot_of(Path::new(HOST_RESOLV_CONF))
+    }
+
+    /// The same guard over another file (to test the guard without touching the host's).
+    pub fn snapshot_of(path: &Path) -> HostResolvConf {
         HostResolvConf {
-            link: fs::read_link(HOST_RESOLV_CONF).ok(),
-            bytes: fs::read(HOST_RESOLV_CONF).ok(),
+            path: path.to_path_buf(),
+            link: fs::read_link(path).ok(),
+            bytes: fs::read(path).ok(),
             checked: false,
         }
     }
 
+    /// Writes the old bytes back if they changed; says what it did, `None` if nothing changed.
+    fn restore(&self) -> Option<String> {
+        let now = fs::read(&self.path).ok();
+        if now == self.bytes {
+            return None;
+        }
+        let what = match &self.bytes {
+            Some(bytes) => match fs::write(&self.path, bytes) {
+                Ok(()) => "its old bytes were written back".to_string(),
+                Err(e) => format!("writing its old bytes back FAILED ({e}): restore it by hand"),
+            },
+            None => "it did not exist before: remove it by hand".to_string(),
+        };
+        Some(format!(
+            "{} changed!\nbefore:\n{}\nnow:\n{}\n({what})",
+            self.path.display(),
+            String::from_utf8_lossy(self.bytes.as_deref().unwrap_or(b"<missing>")),
+            String::from_utf8_lossy(now.as_deref().unwrap_or(b"<missing>"))
+        ))
+    }
+
     pub fn assert_unchanged(&mut self) {
         self.checked = true;
-        let link = fs::read_link(HOST_RESOLV_CONF).ok();
-        let bytes = fs::read(HOST_RESOLV_CONF).ok();
-        assert_eq!(link, self.link, "the host's /etc/resolv.conf symlink changed");
-        if bytes != self.bytes {
-            panic!(
-                "the host's /etc/resolv.conf changed!\nbefore:\n{}\nnow:\n{}",
-                String::from_utf8_lossy(self.bytes.as_deref().unwrap_or(b"<missing>")),
-                String::from_utf8_lossy(bytes.as_deref().unwrap_or(b"<missing>"))
-            );
+        if let Some(report) = self.restore() {
+            panic!("{report}");
         }
+        let link = fs::read_link(&self.path).ok();
+        assert_eq!(link, self.link, "the symlink {} changed", self.path.display());
     }
 }
 
@@ -745,12 +770,9 @@ impl Drop for HostResolvConf {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             self.assert_unchanged();
-        } else if !self.checked {
-            // Still say so when the test failed for another reason.
-            let bytes = fs::read(HOST_RESOLV_CONF).ok();
-            if bytes != self.bytes {
-                eprintln!("ALSO: the host's /etc/resolv.conf changed during this test");
-            }
+        } else if let Some(report) = self.restore() {
+            // Still restore and say so when the test failed for another reason.
+            eprintln!("ALSO: {report}");
         }
     }
 }

@@ -1299,6 +1299,49 @@ impl Capture {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Decodes what was captured so far verbosely (`tcpdump -r FILE -n -e -v`), one string per
+    /// packet (its first line and the indented lines that follow), e.g. to see a DHCP packet's
+    /// `Client-IP` and message type.
+    pub fn packets_verbose(&self) -> Vec<String> {
+        let out = Command::new("tcpdump")
+            .args(["-r"])
+            .arg(&self.file)
+            .args(["-n", "-e", "-v"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn tcpdump -r");
+        let mut packets: Vec<String> = Vec::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            match packets.last_mut() {
+                Some(packet) if line.starts_with(char::is_whitespace) => {
+                    packet.push('\n');
+                    packet.push_str(line);
+                }
+                _ => packets.push(line.to_string()),
+            }
+        }
+        packets
+    }
+
+    /// When each captured packet whose line contains `needle` was seen, as a Unix time (the
+    /// capture's own timestamps, `tcpdump -tt`): for bounds on when something happened that do
+    /// not depend on how often the test looked.
+    pub fn times_of(&self, needle: &str) -> Vec<SystemTime> {
+        let out = Command::new("tcpdump")
+            .args(["-r"])
+            .arg(&self.file)
+            .args(["-n", "-e", "-tt"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn tcpdump -r");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|line| line.contains(needle))
+            .filter_map(|line| line.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs))
+            .collect()
+    }
+
     /// Whether some captured line contains `needle`.
     pub fn seen(&self, needle: &str) -> bool {
         self.text().contains(needle)

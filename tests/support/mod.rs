@@ -3,9 +3,11 @@
 //! `mod support;` and uses what it needs, so unused helpers are expected.
 #![allow(dead_code, unused_imports)]
 
+pub mod cli;
 pub mod daemon;
 pub mod dhcp;
 pub mod docker;
 pub mod lab;
+pub mod monitor;
 
 pub use lab::*;
