@@ -1,52 +1,82 @@
-//! Speed benchmark of a static attach and its detach, three ways that reach the same end state:
-//! the release `lanyard` binary, the in-process library, and the fastest scripted reference
-//! (`ip -batch`). Plus 200 sequential attaches into 200 namespaces, 1000 sequential library
-//! attaches to see whether an attach slows as attachments grow, and a Docker container row
-//! when `LANYARD_BENCH_DOCKER_HOST=unix:///path/to/docker.sock` names a daemon.
+//! Speed benchmark of a static attach and its detach, ways that reach the same end state: the
+//! `lanyard` binary (state on tmpfs and on disk), the in-process library, and the fastest
+//! scripted reference (`ip -batch` to attach, `ip link del` to detach), plus the same attach and
+//! detach of a Docker container (`--net none`) through the Engine API. Then 200 sequential
+//! attaches into 200 namespaces, and 1000 sequential library attaches to see whether an attach
+//! slows as attachments grow, followed by library detaches at that size against `ip link del`.
 //!
 //! Run as root: `cargo bench --bench attach`. `LANYARD_BENCH_ROUNDS` (default 50) sets the
 //! attach/detach rounds per way, `LANYARD_BENCH_BATCH` (default 200) the sequential-attach
-//! count, `LANYARD_BENCH_SCALE` (default 1000) the growth pass's attachments,
-//! `LANYARD_BENCH_DOCKER_IMAGE` (default lanyard-test/busybox:latest) the container
-//! image. Without cargo bench's `--bench` argument (as under `cargo test --all-targets`) it makes
-//! a short smoke pass instead.
+//! count, `LANYARD_BENCH_SCALE` (default 1000) the growth pass's attachments. The container rows
+//! use a private dockerd this run starts and removes (tests/support/docker.rs: its own data
+//! root, exec root and socket under a scratch directory, no bridge, no iptables, a busybox image
+//! imported locally), or the daemon `LANYARD_BENCH_DOCKER_HOST=unix:///path/to/docker.sock`
+//! names (image `LANYARD_BENCH_DOCKER_IMAGE`, default lanyard-test/busybox:latest). Without cargo
+//! bench's `--bench` argument (as under `cargo test --all-targets`) it makes a short smoke pass
+//! of 3 rounds, container rows included.
 //!
-//! The world: a "host" namespace H with bridge br0 (198.18.0.1/24) and a guest namespace G,
-//! both fresh (`lybench-<pid>-*`). Nothing here touches the root network namespace; the CLI and
-//! the `ip` reference run inside H (setns before exec), as lanyard treats the namespace it runs
-//! in as the host. Everything made is removed by `Drop` guards, even on panic; leftovers of a
-//! killed run (dead pid) are swept at start.
+//! Every way must reach exactly the same end state: after attach, the host and guest namespaces
+//! look the same (links, MACs, addresses, routes) and a lanyard way has its record; after detach
+//! both namespaces are as before and the record is gone. This is compared in full for every way
+//! before timing, and checked again (host end present, then gone; no record left) in every timed
+//! round; a difference fails the run, in smoke and bench mode alike.
+//!
+//! The world is the test lab's (tests/support/lab.rs): a "host" namespace H with bridge br0
+//! (198.18.0.1/24) and guest namespaces, all fresh. Nothing here touches the root network
+//! namespace; the CLI and the `ip` reference run inside H (setns before exec), as lanyard treats
+//! the namespace it runs in as the host; the private dockerd has no bridge and no iptables. Every
+//! namespace, directory, mount, container and daemon made here is removed by `Drop` guards, even
+//! on panic; leftovers of a killed run are swept by the next one (the lab's and docker.rs's
+//! sweeps).
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
+#[path = "../tests/support/bench.rs"]
+mod bench;
+#[path = "../tests/support/docker.rs"]
+mod docker;
+#[allow(dead_code)]
+#[path = "../tests/support/lab.rs"]
+mod lab;
+
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bench::{env_count, fs_type, load_average, median, ms, percentile};
 use lanyard::docker::DockerHost;
 use lanyard::guest::GuestSpec;
 use lanyard::netlink::Netlink;
 use lanyard::netns::Netns;
 use lanyard::{naming, spec, AttachRequest, Host};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
 
-const PREFIX: &str = "lybench-";
 const HOST_ID: &str = "bench";
 const BRIDGE: &str = "br0";
-const BRIDGE_ADDRESS: &str = "198.18.0.1/24";
+/// The lab's LAN number 0: br0 carries 198.18.0.1/24.
+const LAN_INDEX: u8 = 0;
 const GATEWAY: &str = "198.18.0.1";
 const GUEST_ADDRESS: &str = "198.18.0.50/24";
 const GUEST_IFNAME: &str = "eth1";
 const MTU: u32 = 1500;
 const DEFAULT_IMAGE: &str = "lanyard-test/busybox:latest";
-const DOCKER_API: &str = "/v1.41";
+/// Containers made in an external daemon are named `lybench-<pid>-c`, so that a later run can
+/// remove those of a run that was killed.
+const CONTAINER_PREFIX: &str = "lybench-";
+/// The CLI's detached announce helper (two rounds of announcements 200 ms apart) is waited for
+/// after each attach, for at most this long.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(5);
 
 // Targets (printed, not asserted).
 const TARGET_CLI_NETNS: Duration = Duration::from_millis(5);
 const TARGET_CLI_CONTAINER: Duration = Duration::from_millis(8);
 const TARGET_LIBRARY: Duration = Duration::from_millis(2);
+/// lanyard's detach median minus `ip link del`'s median, same rounds.
+const TARGET_DETACH_DIFFERENCE: Duration = Duration::from_micros(500);
 const TARGET_BATCH_200: Duration = Duration::from_millis(1500);
 /// The growth pass: the median of the last 10 attaches over the median of the first 10.
 const TARGET_GROWTH_RATIO: f64 = 1.5;
@@ -56,21 +86,14 @@ const PORTS_PER_BRIDGE: usize = 250;
 
 fn main() {
     let bench_mode = std::env::args().any(|a| a == "--bench");
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("attach bench: needs root (network namespaces, veths); skipped");
-        if bench_mode {
-            std::process::exit(1);
-        }
-        return;
-    }
+    // As the integration tests: never skipped quietly; CI runs as root.
+    lab::require_root();
     let config = Config::from_env(bench_mode);
-    // Orphaned `lanyard announce-helper` processes (the CLI spawns them detached) are reparented
-    // to us, so we can wait for them before tearing the world down.
+    // The CLI spawns its announce helper detached; as a subreaper this process inherits the
+    // orphan, so it can wait for it to finish before the next timed step and before teardown.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    sweep_leftovers(config.docker.as_ref());
-    let mut lab = Lab::new();
-    run(&config, &mut lab);
+    run(&config);
 }
 
 struct Config {
@@ -78,235 +101,163 @@ struct Config {
     rounds: usize,
     batch: usize,
     scale: usize,
-    docker: Option<DockerConfig>,
+    /// `LANYARD_BENCH_DOCKER_HOST` and the image to use there; `None`: a private dockerd.
+    external_docker: Option<(String, String)>,
     cli: PathBuf,
-}
-
-struct DockerConfig {
-    url: String,
-    socket: PathBuf,
-    image: String,
 }
 
 impl Config {
     fn from_env(bench_mode: bool) -> Config {
-        let number = |name: &str, default: usize| -> usize {
-            match std::env::var(name) {
-                Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?}: not a number")),
-                Err(_) => default,
-            }
-        };
         let (rounds, batch, scale) = if bench_mode { (50, 200, 1000) } else { (3, 5, 20) };
-        let docker =
+        let external_docker =
             std::env::var("LANYARD_BENCH_DOCKER_HOST").ok().filter(|v| !v.is_empty()).map(|url| {
-                let socket = url.strip_prefix("unix://").unwrap_or_else(|| {
-                    panic!("LANYARD_BENCH_DOCKER_HOST={url:?}: only unix:// sockets")
-                });
-                DockerConfig {
-                    socket: PathBuf::from(socket),
-                    url: url.clone(),
-                    image: std::env::var("LANYARD_BENCH_DOCKER_IMAGE")
-                        .unwrap_or_else(|_| DEFAULT_IMAGE.to_string()),
-                }
+                let image = std::env::var("LANYARD_BENCH_DOCKER_IMAGE")
+                    .unwrap_or_else(|_| DEFAULT_IMAGE.to_string());
+                (url, image)
             });
         Config {
             bench_mode,
-            rounds: number("LANYARD_BENCH_ROUNDS", rounds).max(1),
-            batch: number("LANYARD_BENCH_BATCH", batch),
-            scale: number("LANYARD_BENCH_SCALE", scale),
-            docker,
+            rounds: env_count("LANYARD_BENCH_ROUNDS", rounds).max(1),
+            batch: env_count("LANYARD_BENCH_BATCH", batch),
+            scale: env_count("LANYARD_BENCH_SCALE", scale),
+            external_docker,
             cli: PathBuf::from(env!("CARGO_BIN_EXE_lanyard")),
         }
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// The world and its teardown
+// Docker: where the container rows' container lives
 
-/// Owns every namespace, directory and container this run makes; `Drop` removes them all.
-struct Lab {
-    pid: u32,
-    namespaces: Vec<String>,
-    dirs: Vec<PathBuf>,
-    containers: Vec<(PathBuf, String)>,
+enum ContainerHost {
+    /// A dockerd of this run's own; its `Drop` removes its containers, the daemon and its files.
+    Private(docker::DockerLab),
+    /// The daemon `LANYARD_BENCH_DOCKER_HOST` names; `Drop` removes the containers made here.
+    External { url: String, image: String, made: Vec<String> },
 }
 
-impl Lab {
-    fn new() -> Lab {
-        Lab {
-            pid: std::process::id(),
-            namespaces: Vec::new(),
-            dirs: Vec::new(),
-            containers: Vec::new(),
+impl ContainerHost {
+    fn start(config: &Config) -> ContainerHost {
+        match &config.external_docker {
+            None => ContainerHost::Private(docker::DockerLab::start()),
+            Some((url, image)) => {
+                let host = ContainerHost::External {
+                    url: url.clone(),
+                    image: image.clone(),
+                    made: vec![],
+                };
+                host.remove_containers_of_dead_runs();
+                host
+            }
         }
     }
 
-    fn name(&self, tag: &str) -> String {
-        format!("{PREFIX}{}-{tag}", self.pid)
+    fn url(&self) -> String {
+        match self {
+            ContainerHost::Private(lab) => lab.env().1,
+            ContainerHost::External { url, .. } => url.clone(),
+        }
     }
 
-    /// Create namespaces (one `ip -batch`), recorded first so a half-done batch is cleaned too.
-    fn add_namespaces(&mut self, names: &[String]) {
-        self.namespaces.extend(names.iter().cloned());
-        let lines: String = names.iter().map(|n| format!("netns add {n}\n")).collect();
-        let (ok, err) = ip_batch_quiet(&[], &lines);
-        assert!(ok, "ip netns add failed: {err}");
+    /// The docker CLI against this daemon; panics unless it succeeds; trimmed stdout.
+    fn docker(&self, args: &[&str]) -> String {
+        match self {
+            ContainerHost::Private(lab) => lab.docker_ok(args),
+            ContainerHost::External { url, .. } => {
+                let out = Command::new("docker")
+                    .arg("-H")
+                    .arg(url)
+                    .args(args)
+                    .stdin(Stdio::null())
+                    .output()
+                    .unwrap_or_else(|e| panic!("run docker (apt-get install docker.io): {e}"));
+                assert!(
+                    out.status.success(),
+                    "docker -H {url} {} failed ({}): {}",
+                    args.join(" "),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            }
+        }
     }
 
-    fn remove_namespaces(&mut self, names: &[String]) {
-        let lines: String = names.iter().map(|n| format!("netns del {n}\n")).collect();
-        let _ = ip_batch_quiet(&["-force"], &lines);
-        self.namespaces.retain(|n| !names.contains(n));
+    /// A running `--net none` busybox container named `name`; its init's pid.
+    fn run_container(&mut self, name: &str) -> u32 {
+        match self {
+            ContainerHost::Private(lab) => {
+                lab.run(name, &["--net", "none"]);
+            }
+            ContainerHost::External { image, made, .. } => {
+                let image = image.clone();
+                made.push(name.to_string());
+                let args = ["run", "-d", "--stop-timeout", "1", "--net", "none", "--name", name];
+                self.docker(&[&args[..], &[&image, "sleep", "3600"]].concat());
+            }
+        }
+        let pid = self.docker(&["inspect", "-f", "{{.State.Pid}}", name]);
+        pid.parse().unwrap_or_else(|_| panic!("docker inspect {name}: pid {pid:?}"))
     }
 
-    fn dir(&mut self, base: &Path, tag: &str) -> PathBuf {
-        let dir = base.join(self.name(tag));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        self.dirs.push(dir.clone());
-        dir
-    }
-
-    fn remove_dir(&mut self, dir: &Path) {
-        let _ = fs::remove_dir_all(dir);
-        self.dirs.retain(|d| d != dir);
+    fn remove_containers_of_dead_runs(&self) {
+        let names =
+            self.docker(&["ps", "-a", "--filter", "name=lybench-", "--format", "{{.Names}}"]);
+        for name in names.lines() {
+            let owner = name.strip_prefix(CONTAINER_PREFIX).and_then(|r| r.split('-').next());
+            if owner.and_then(|p| p.parse::<u32>().ok()).is_some_and(|pid| !pid_alive(pid)) {
+                self.docker(&["rm", "-f", name]);
+            }
+        }
     }
 }
 
-impl Drop for Lab {
+impl Drop for ContainerHost {
     fn drop(&mut self) {
-        // Nothing here may panic: this also runs while unwinding.
-        reap_orphans(Duration::from_secs(5));
-        for (socket, name) in self.containers.drain(..) {
-            let _ =
-                docker_request(&socket, "DELETE", &format!("/containers/{name}?force=true"), None);
-        }
-        let names = std::mem::take(&mut self.namespaces);
-        if !names.is_empty() {
-            let lines: String = names.iter().map(|n| format!("netns del {n}\n")).collect();
-            let _ = ip_batch_quiet(&["-force"], &lines);
-        }
-        for dir in self.dirs.drain(..) {
-            let _ = fs::remove_dir_all(dir);
+        // Never panics: this also runs while unwinding.
+        if let ContainerHost::External { url, made, .. } = self {
+            for name in made.drain(..) {
+                let _ = Command::new("docker").args(["-H", url, "rm", "-f", &name]).output();
+            }
         }
     }
-}
-
-/// The pid in `lybench-<pid>-...`, if the name is one of ours.
-fn owner_pid(name: &str) -> Option<u32> {
-    name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
 }
 
 fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Remove namespaces, directories and containers left by runs whose process is gone.
-fn sweep_leftovers(docker: Option<&DockerConfig>) {
-    let dead = |name: &str| owner_pid(name).is_some_and(|pid| !pid_alive(pid));
-    let mut lines = String::new();
-    if let Ok(entries) = fs::read_dir("/run/netns") {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if dead(&name) {
-                lines.push_str(&format!("netns del {name}\n"));
-            }
-        }
-    }
-    if !lines.is_empty() {
-        eprintln!("attach bench: sweeping leftover namespaces:\n{lines}");
-        let _ = ip_batch_quiet(&["-force"], &lines);
-    }
-    for base in ["/run", "/dev/shm", "/var/tmp"] {
-        if let Ok(entries) = fs::read_dir(base) {
-            for entry in entries.flatten() {
-                if dead(&entry.file_name().to_string_lossy()) {
-                    let _ = fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-    }
-    if let Some(docker) = docker {
-        let Ok((200, body)) = docker_request(&docker.socket, "GET", "/containers/json?all=1", None)
-        else {
-            return;
-        };
-        let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        for container in list.as_array().into_iter().flatten() {
-            for name in container["Names"].as_array().into_iter().flatten() {
-                let name = name.as_str().unwrap_or("").trim_start_matches('/');
-                if dead(name) {
-                    let path = format!("/containers/{name}?force=true");
-                    let _ = docker_request(&docker.socket, "DELETE", &path, None);
-                }
-            }
-        }
+/// Gives a namespace that is not the lab's (a container's) a name under /run/netns for `ip -n`,
+/// the way `ip netns attach` does; the name goes on drop (the namespace stays its owner's). The
+/// name has the lab's form, so the lab's sweep removes it if this run is killed.
+struct NamedNetns {
+    name: String,
+}
+
+impl NamedNetns {
+    fn attach(tag: &str, pid: u32) -> NamedNetns {
+        let name = format!("ly-{}-{}-{tag}", lab::run_id(), std::process::id());
+        let out = Command::new("ip")
+            .args(["netns", "attach", &name, &pid.to_string()])
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip netns attach {name} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        NamedNetns { name }
     }
 }
 
-/// Wait (bounded) for orphaned helpers that were reparented to this process.
-fn reap_orphans(timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid on any child; no std::process::Child is outstanding when this runs.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid > 0 {
-            continue;
-        }
-        if pid < 0 || Instant::now() >= deadline {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
 }
 
-/// Make `cmd` enter the network namespace `netns` between fork and exec.
-fn enter_netns(cmd: &mut Command, netns: &File) {
-    let fd = netns.as_raw_fd();
-    // SAFETY: setns and errno reads are async-signal-safe and the closure allocates nothing; the
-    // descriptor is borrowed from a File the caller keeps open until the child has been spawned.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            }
-        });
-    }
-}
-
-/// `ip` with arguments; panics on failure, returns stdout.
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip (apt-get install iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `ip [global] -batch -` fed `lines`, never panicking (for setup checks and teardown).
-fn ip_batch_quiet(global: &[&str], lines: &str) -> (bool, String) {
-    let child = Command::new("ip")
-        .args(global)
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
-    let Ok(mut child) = child else { return (false, "cannot run ip".into()) };
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(lines.as_bytes());
-    }
-    match child.wait_with_output() {
-        Ok(out) => (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()),
-        Err(e) => (false, e.to_string()),
-    }
-}
+// ---------------------------------------------------------------------------------------------
+// Processes and directories
 
 /// A timed process: spawn to exit, wall clock. Panics if it fails.
 fn timed(mut cmd: Command, input: Option<&str>) -> Duration {
@@ -329,20 +280,59 @@ fn timed(mut cmd: Command, input: Option<&str>) -> Duration {
     elapsed
 }
 
-fn fs_type(path: &Path) -> &'static str {
-    match nix::sys::statfs::statfs(path).map(|s| s.filesystem_type()) {
-        Ok(t) if t == nix::sys::statfs::TMPFS_MAGIC => "tmpfs",
-        Ok(t) if t == nix::sys::statfs::EXT4_SUPER_MAGIC => "ext4",
-        Ok(t) if t == nix::sys::statfs::XFS_SUPER_MAGIC => "xfs",
-        Ok(t) if t == nix::sys::statfs::BTRFS_SUPER_MAGIC => "btrfs",
-        Ok(t) if t == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC => "overlay",
-        Ok(_) => "other fs",
-        Err(_) => "unknown fs",
+/// Waits until every `lanyard` child of this process (the CLI's announce helpers, inherited as
+/// orphans) has exited, and reaps it. By the time a CLI process has been waited for, its
+/// helper is already this process's child. Panics after `timeout`.
+fn wait_for_announce_helpers(timeout: Duration) {
+    let me = std::process::id().to_string();
+    let deadline = Instant::now() + timeout;
+    let Ok(entries) = fs::read_dir("/proc") else { return };
+    let helpers = entries.flatten().filter_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+        let (comm, rest) = stat.rsplit_once(')')?;
+        let parent = rest.split_whitespace().nth(1)?;
+        (comm.ends_with("(lanyard") && parent == me).then_some(pid)
+    });
+    for pid in helpers {
+        // SAFETY: pidfd_open takes a pid and a flags word and returns a new descriptor or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if raw >= 0 {
+            // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            let ready = poll(&mut fds, timeout).unwrap_or(0);
+            assert!(ready > 0, "lanyard announce helper {pid} still runs after {timeout:?}");
+        }
+        // Gone before pidfd_open or exited now: reap it (a zombie until then).
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
     }
 }
 
+/// A scratch directory with a tmpfs of its own mounted on it (the lab's `TestDir` unmounts it
+/// on drop, and the lab's sweep does for a killed run): lanyard's state on tmpfs, where fsync
+/// costs nothing, whatever file system /tmp is.
+fn tmpfs_dir(tag: &str) -> lab::TestDir {
+    let dir = lab::TestDir::new(tag);
+    let target = CString::new(dir.path().as_os_str().as_encoded_bytes()).expect("no NUL in path");
+    let (source, fstype, data) = (c"tmpfs", c"tmpfs", c"mode=0700,size=256m");
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, data.as_ptr().cast())
+    };
+    assert!(
+        rc == 0,
+        "mount tmpfs on {}: {}",
+        dir.path().display(),
+        std::io::Error::last_os_error()
+    );
+    dir
+}
+
 // ---------------------------------------------------------------------------------------------
-// The three ways
+// The ways
 
 /// What lanyard derives for a guest, so the `ip` reference builds exactly the same link.
 struct Derived {
@@ -366,23 +356,22 @@ fn derived(guest_identity: &str) -> Derived {
 /// The scripted reference: one `ip -batch` in the host namespace creates the veth with its peer
 /// born in G, one `ip -n G -batch` configures the guest end; detach is one `ip link del`.
 struct IpReference<'a> {
-    host_ns: &'a File,
-    host_name: &'a str,
+    host: &'a lab::Netns,
     /// Spell the host side `ip -n H` instead of running ip inside H.
     dash_n: bool,
-    guest: String,
+    guest: &'a str,
     derived: Derived,
 }
 
 impl IpReference<'_> {
     fn host_cmd(&self) -> Command {
-        let mut cmd = Command::new("ip");
         if self.dash_n {
-            cmd.args(["-n", self.host_name]);
+            let mut cmd = Command::new("ip");
+            cmd.args(["-n", &self.host.name]);
+            cmd
         } else {
-            enter_netns(&mut cmd, self.host_ns);
+            self.host.command("ip")
         }
-        cmd
     }
 
     fn attach(&self) -> Duration {
@@ -399,7 +388,7 @@ impl IpReference<'_> {
         let mut host = self.host_cmd();
         host.args(["-batch", "-"]);
         let mut guest = Command::new("ip");
-        guest.args(["-n", &self.guest, "-batch", "-"]);
+        guest.args(["-n", self.guest, "-batch", "-"]);
         timed(host, Some(&host_lines)) + timed(guest, Some(&guest_lines))
     }
 
@@ -413,26 +402,25 @@ impl IpReference<'_> {
 /// The release binary, run inside H.
 struct Cli<'a> {
     exe: &'a Path,
-    host_ns: &'a File,
-    state: &'a Path,
+    host: &'a lab::Netns,
+    state: PathBuf,
     docker_url: Option<&'a str>,
 }
 
 impl<'a> Cli<'a> {
-    fn new(exe: &'a Path, host_ns: &'a File, state: &'a Path) -> Cli<'a> {
-        Cli { exe, host_ns, state, docker_url: None }
+    fn new(exe: &'a Path, host: &'a lab::Netns, state: &'a lab::TestDir) -> Cli<'a> {
+        Cli { exe, host, state: state_dir(state), docker_url: None }
     }
 
     fn run(&self, args: &[&str]) -> Duration {
-        let mut cmd = Command::new(self.exe);
+        let mut cmd = self.host.command(self.exe);
         cmd.args(args)
-            .env("LANYARD_STATE_DIR", self.state)
+            .env("LANYARD_STATE_DIR", &self.state)
             .env("LANYARD_HOST_ID", HOST_ID)
             .env_remove("DOCKER_HOST");
         if let Some(url) = self.docker_url {
             cmd.env("DOCKER_HOST", url);
         }
-        enter_netns(&mut cmd, self.host_ns);
         timed(cmd, None)
     }
 
@@ -475,129 +463,49 @@ fn lib_detach(host: &Host, token: &str) -> Duration {
     elapsed
 }
 
-fn library_host(host_path: &Path, state: &Path) -> Host {
+fn library_host(host_path: &Path, state: &lab::TestDir) -> Host {
     let netns = Netns::open(host_path).expect("open host namespace");
-    Host::new(netns, state, HOST_ID).expect("open state directory")
+    Host::new(netns, &state_dir(state), HOST_ID).expect("open state directory")
+}
+
+/// lanyard's state directory in a scratch directory: `state`, where the lab's `state_files`
+/// looks.
+fn state_dir(dir: &lab::TestDir) -> PathBuf {
+    dir.join("state")
 }
 
 // ---------------------------------------------------------------------------------------------
-// Measurement and the table
+// End states
 
-struct Row {
-    label: String,
-    attach: Vec<Duration>,
-    detach: Vec<Duration>,
-    target: Option<Duration>,
+/// A guest some ways attach: ways with the same guest must reach the same end state.
+struct Guest<'a> {
+    /// Its name under /run/netns, for `ip -n`.
+    netns_name: &'a str,
+    /// The lab namespace itself, when the guest is one: then its full snapshot is compared.
+    lab_netns: Option<&'a lab::Netns>,
 }
 
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn median(samples: &[Duration]) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let n = sorted.len();
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1e3)
-}
-
-/// One way of doing the attach and the detach, each call timed by the closure itself.
-struct Way<'a> {
-    label: String,
-    target: Option<Duration>,
-    attach: Box<dyn FnMut() -> Duration + 'a>,
-    detach: Box<dyn FnMut() -> Duration + 'a>,
-}
-
-impl<'a> Way<'a> {
-    fn new(
-        label: impl Into<String>,
-        target: Option<Duration>,
-        attach: impl FnMut() -> Duration + 'a,
-        detach: impl FnMut() -> Duration + 'a,
-    ) -> Way<'a> {
-        Way { label: label.into(), target, attach: Box::new(attach), detach: Box::new(detach) }
-    }
-}
-
-/// One untimed warm-up round per way, then `rounds` rounds in which every way attaches and
-/// detaches once. Interleaving (with a rotating start) spreads the noise of a shared machine
-/// over all ways instead of letting one burst land on one way's block.
-fn measure_interleaved(mut ways: Vec<Way>, rounds: usize) -> Vec<Row> {
-    for way in &mut ways {
-        (way.attach)();
-        (way.detach)();
-    }
-    let mut rows: Vec<Row> = ways
-        .iter()
-        .map(|way| Row {
-            label: way.label.clone(),
-            attach: Vec::with_capacity(rounds),
-            detach: Vec::with_capacity(rounds),
-            target: way.target,
-        })
-        .collect();
-    for round in 0..rounds {
-        for k in 0..ways.len() {
-            let i = (round + k) % ways.len();
-            rows[i].attach.push((ways[i].attach)());
-            rows[i].detach.push((ways[i].detach)());
+fn snapshot_text(title: &str, snapshot: &lab::Snapshot) -> String {
+    let mut text = String::new();
+    for (what, lines) in
+        [("link", &snapshot.links), ("address", &snapshot.addresses), ("route", &snapshot.routes)]
+    {
+        for line in lines {
+            text.push_str(&format!("{title} {what} {line}\n"));
         }
     }
-    rows
+    text
 }
 
-fn print_table(rows: &[Row], reference: &Row) {
-    let ref_attach = median(&reference.attach);
-    let ref_detach = median(&reference.detach);
-    println!(
-        "{:<54} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}  targets (attach median; detach <= REF)",
-        "way (times in ms)", "att med", "att p90", "det med", "det p90", "att/REF", "det/REF",
-    );
-    println!("{}", "-".repeat(154));
-    for row in rows {
-        let (a, d) = (median(&row.attach), median(&row.detach));
-        let mut targets = Vec::new();
-        if let Some(target) = row.target {
-            let verdict = if a < target { "met" } else { "MISSED" };
-            targets.push(format!("< {} ms {verdict}", target.as_millis()));
-        }
-        if !std::ptr::eq(row, reference) {
-            targets.push(if d <= ref_detach {
-                "detach met".to_string()
-            } else {
-                format!("detach MISSED (+{} ms)", ms(d - ref_detach))
-            });
-        }
-        println!(
-            "{:<54} {:>8} {:>8} {:>8} {:>8} {:>8.2}x {:>8.2}x  {}",
-            row.label,
-            ms(a),
-            ms(percentile(&row.attach, 0.9)),
-            ms(d),
-            ms(percentile(&row.detach, 0.9)),
-            a.as_secs_f64() / ref_attach.as_secs_f64(),
-            d.as_secs_f64() / ref_detach.as_secs_f64(),
-            targets.join("; ")
-        );
-    }
-}
-
-/// The end state of an attachment, as `ip -j` shows it, without ifindexes: compared across ways.
-fn end_state(host: &str, guest: &str, host_ifname: &str) -> String {
+/// A namespace the lab does not own (a container's), as `ip -j` shows it: every link but `lo`
+/// (MAC, MTU, up), its addresses but IPv6 link-local ones, and the main table's routes but the
+/// kernel's `fe80::/64`.
+fn guest_view(netns_name: &str) -> String {
     let json = |args: &[&str]| -> serde_json::Value {
-        serde_json::from_str(&ip(args)).expect("parse ip -j output")
+        let out = Command::new("ip").args(["-n", netns_name, "-j"]).args(args).output();
+        let out = out.expect("run ip");
+        assert!(out.status.success(), "ip -n {netns_name} -j {}", args.join(" "));
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     };
     // Strings without their JSON quotes, absent fields as "-".
     let text = |v: &serde_json::Value| match v {
@@ -605,228 +513,409 @@ fn end_state(host: &str, guest: &str, host_ifname: &str) -> String {
         serde_json::Value::Null => "-".to_string(),
         other => other.to_string(),
     };
-    let link = |v: &serde_json::Value| {
-        let v = &v[0];
-        let up = v["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP"));
-        format!(
-            "{} {} mtu {} master {} up {up}",
-            text(&v["ifname"]),
-            text(&v["address"]),
-            text(&v["mtu"]),
-            text(&v["master"])
-        )
+    let list = |v: &serde_json::Value| v.as_array().cloned().unwrap_or_default();
+    let mut lines = Vec::new();
+    for link in list(&json(&["addr", "show"])) {
+        if link["ifname"] == "lo" {
+            continue;
+        }
+        let up = list(&link["flags"]).iter().any(|f| f == "UP");
+        lines.push(format!(
+            "guest link {} {} mtu {} up {up}",
+            text(&link["ifname"]),
+            text(&link["address"]),
+            text(&link["mtu"])
+        ));
+        for a in list(&link["addr_info"]) {
+            if !text(&a["local"]).starts_with("fe80:") {
+                lines.push(format!(
+                    "guest address {} {}/{}",
+                    text(&link["ifname"]),
+                    text(&a["local"]),
+                    text(&a["prefixlen"])
+                ));
+            }
+        }
+    }
+    for family in ["-4", "-6"] {
+        for r in list(&json(&[family, "route", "show", "table", "main"])) {
+            if !text(&r["dst"]).starts_with("fe80:") {
+                lines.push(format!(
+                    "guest route {} via {} dev {} proto {}",
+                    text(&r["dst"]),
+                    text(&r["gateway"]),
+                    text(&r["dev"]),
+                    text(&r["protocol"])
+                ));
+            }
+        }
+    }
+    lines.sort();
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+/// Both namespaces of a way: the host's and the guest's.
+fn world_state(host: &lab::Netns, guest: &Guest) -> String {
+    let guest_text = match guest.lab_netns {
+        Some(netns) => snapshot_text("guest", &netns.snapshot()),
+        None => guest_view(guest.netns_name),
     };
-    let host_end = json(&["-n", host, "-j", "link", "show", "dev", host_ifname]);
-    let guest_end = json(&["-n", guest, "-j", "link", "show", "dev", GUEST_IFNAME]);
-    let addrs = json(&["-n", guest, "-j", "-4", "addr", "show", "dev", GUEST_IFNAME]);
-    let routes = json(&["-n", guest, "-j", "-4", "route", "show", "table", "main"]);
-    let addrs: Vec<String> = addrs[0]["addr_info"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| format!("{}/{}", text(&a["local"]), text(&a["prefixlen"])))
-        .collect();
-    let routes: Vec<String> = routes
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            format!(
-                "{} via {} dev {} proto {}",
-                text(&r["dst"]),
-                text(&r["gateway"]),
-                text(&r["dev"]),
-                text(&r["protocol"])
-            )
+    format!("{}{guest_text}", snapshot_text("host", &host.snapshot()))
+}
+
+/// The lines only in `a` (`-`) and only in `b` (`+`).
+fn diff(a: &str, b: &str) -> String {
+    let only = |x: &str, y: &str, mark: char| -> Vec<String> {
+        let y: Vec<&str> = y.lines().collect();
+        x.lines().filter(|l| !y.contains(l)).map(|l| format!("{mark} {l}")).collect()
+    };
+    [only(a, b, '-'), only(b, a, '+')].concat().join("\n")
+}
+
+/// One attach and detach per way, untimed, each compared in full: after attach, every way with
+/// the same guest leaves the same namespaces and a lanyard way exactly one record; after detach
+/// both namespaces are as before and no record is left. Panics with the difference. Returns
+/// each way's host end name (the one link its attach added to the host namespace).
+fn check_end_states(ways: &mut [Way], host: &lab::Netns) -> Vec<String> {
+    let mut host_ifnames = Vec::new();
+    // (guest, the first way's label, what its attach changed, the whole attached state)
+    let mut attached_by_guest: Vec<(&str, String, String, String)> = Vec::new();
+    for way in ways.iter_mut() {
+        let before = world_state(host, way.guest);
+        let links_before = host.links();
+        (way.attach)();
+        wait_for_announce_helpers(HELPER_TIMEOUT);
+        let attached = world_state(host, way.guest);
+        let added: Vec<String> =
+            host.links().into_iter().filter(|l| !links_before.contains(l)).collect();
+        assert!(
+            added.len() == 1,
+            "[{}] attach added {added:?} to the host namespace, not one host end",
+            way.label
+        );
+        let records_attached = way.state.map(lab::state_files);
+        (way.detach)();
+        wait_for_announce_helpers(HELPER_TIMEOUT);
+        let detached = world_state(host, way.guest);
+        assert!(
+            detached == before,
+            "[{}] detach does not restore the namespaces as they were before attach:\n{}",
+            way.label,
+            diff(&before, &detached)
+        );
+        if let Some(dir) = way.state {
+            let left = lab::state_files(dir);
+            let records = records_attached.unwrap_or_default();
+            assert!(records.len() == 1, "[{}] attach left records {records:?}", way.label);
+            assert!(left.is_empty(), "[{}] detach left records {left:?}", way.label);
+        }
+        match attached_by_guest.iter().find(|(guest, ..)| *guest == way.guest.netns_name) {
+            None => attached_by_guest.push((
+                way.guest.netns_name,
+                way.label.clone(),
+                diff(&before, &attached),
+                attached,
+            )),
+            Some((_, model, _, state)) => assert!(
+                *state == attached,
+                "the ways reach different end states after attach ([{model}] -, [{}] +):\n{}",
+                way.label,
+                diff(state, &attached)
+            ),
+        }
+        host_ifnames.extend(added);
+    }
+    for (_, model, added, _) in &attached_by_guest {
+        println!("end state after attach, the same for every way with this guest ([{model}]):");
+        println!("{added}");
+    }
+    println!("end state after detach: both namespaces as before attach, no record (every way)");
+    host_ifnames
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement and the tables
+
+/// One way of doing the attach and the detach, each call timed by the closure itself.
+struct Way<'a> {
+    label: String,
+    guest: &'a Guest<'a>,
+    /// A lanyard way's state directory (its record is part of the end state).
+    state: Option<&'a lab::TestDir>,
+    attach_target: Option<Duration>,
+    attach: Box<dyn FnMut() -> Duration + 'a>,
+    detach: Box<dyn FnMut() -> Duration + 'a>,
+}
+
+struct Row {
+    label: String,
+    lanyard: bool,
+    attach_target: Option<Duration>,
+    /// In round order, so that row[i] and the reference's row[i] come from the same round.
+    attach: Vec<Duration>,
+    detach: Vec<Duration>,
+}
+
+/// `rounds` rounds in which every way attaches and detaches once, round i starting at way i
+/// (rotating), so a burst of noise on this shared machine spreads over all ways instead of
+/// landing on one way's block. Between a way's attach and its detach the CLI's announce helper
+/// is waited for (untimed), so nothing of one step runs in the background of the next. Every
+/// round checks the end state: the host end exists after attach, and after detach it is gone
+/// and a lanyard way has no record left.
+fn measure_interleaved(
+    ways: &mut [Way],
+    host_ifnames: &[String],
+    host_netlink: &mut Netlink,
+    rounds: usize,
+) -> Vec<Row> {
+    let mut rows: Vec<Row> = ways
+        .iter()
+        .map(|way| Row {
+            label: way.label.clone(),
+            lanyard: way.state.is_some(),
+            attach_target: way.attach_target,
+            attach: Vec::with_capacity(rounds),
+            detach: Vec::with_capacity(rounds),
         })
         .collect();
-    format!(
-        "host end: {}\nguest end: {}\naddresses: {}\nroutes: {}",
-        link(&host_end),
-        link(&guest_end),
-        addrs.join(", "),
-        routes.join("; ")
-    )
+    let mut host_end_exists = |name: &str| {
+        host_netlink.link_by_name(name).expect("look up the host end in the bench host").is_some()
+    };
+    for round in 0..rounds {
+        for k in 0..ways.len() {
+            let i = (round + k) % ways.len();
+            let (way, host_ifname) = (&mut ways[i], &host_ifnames[i]);
+            let attach = (way.attach)();
+            wait_for_announce_helpers(HELPER_TIMEOUT);
+            assert!(host_end_exists(host_ifname), "[{}] round {round}: no host end", way.label);
+            let detach = (way.detach)();
+            assert!(
+                !host_end_exists(host_ifname),
+                "[{}] round {round}: host end {host_ifname} still there after detach",
+                way.label
+            );
+            if let Some(left) = way.state.map(lab::state_files).filter(|l| !l.is_empty()) {
+                panic!("[{}] round {round}: detach left records {left:?}", way.label);
+            }
+            rows[i].attach.push(attach);
+            rows[i].detach.push(detach);
+        }
+    }
+    rows
+}
+
+fn signed_ms(later: Duration, earlier: Duration) -> f64 {
+    (later.as_secs_f64() - earlier.as_secs_f64()) * 1e3
+}
+
+fn print_attach_table(rows: &[Row]) {
+    let reference = median(&rows[0].attach);
+    println!(
+        "{:<58} {:>8} {:>8} {:>8}  target (median)",
+        "attach: way (times in ms)", "median", "p90", "/REF"
+    );
+    println!("{}", "-".repeat(104));
+    for row in rows {
+        let a = median(&row.attach);
+        let target = row.attach_target.map(|target| {
+            let verdict = if a < target { "met" } else { "MISSED" };
+            format!("< {} ms {verdict}", target.as_millis())
+        });
+        println!(
+            "{:<58} {:>8} {:>8} {:>7.2}x  {}",
+            row.label,
+            ms(a),
+            ms(percentile(&row.attach, 0.9)),
+            a.as_secs_f64() / reference.as_secs_f64(),
+            target.unwrap_or_default()
+        );
+    }
+}
+
+/// The detach table: each way against `ip link del` in H (`rows[0]`): the difference of the
+/// medians, the median of the per-round differences, and the ratio of the medians.
+fn print_detach_table(rows: &[Row]) {
+    let reference = &rows[0];
+    let ref_median = median(&reference.detach);
+    println!(
+        "{:<58} {:>8} {:>8} {:>10} {:>10} {:>8}  target (lanyard - ip <= {} ms)",
+        "detach: way (times in ms)",
+        "median",
+        "p90",
+        "med - REF",
+        "per-round",
+        "/REF",
+        ms(TARGET_DETACH_DIFFERENCE)
+    );
+    println!("{}", "-".repeat(138));
+    for row in rows {
+        let d = median(&row.detach);
+        let mut per_round: Vec<f64> =
+            row.detach.iter().zip(&reference.detach).map(|(&x, &r)| signed_ms(x, r)).collect();
+        per_round.sort_by(f64::total_cmp);
+        let per_round = per_round[per_round.len() / 2];
+        let difference = signed_ms(d, ref_median);
+        let verdict = if !row.lanyard {
+            String::new()
+        } else if difference <= TARGET_DETACH_DIFFERENCE.as_secs_f64() * 1e3 {
+            "met".to_string()
+        } else {
+            "MISSED".to_string()
+        };
+        println!(
+            "{:<58} {:>8} {:>8} {:>+10.2} {:>+10.2} {:>7.2}x  {verdict}",
+            row.label,
+            ms(d),
+            ms(percentile(&row.detach, 0.9)),
+            difference,
+            per_round,
+            d.as_secs_f64() / ref_median.as_secs_f64(),
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The run
 
-fn run(config: &Config, lab: &mut Lab) {
+fn run(config: &Config) {
     let total = Instant::now();
-    let host_name = lab.name("h");
-    let guest_name = lab.name("g");
-    lab.add_namespaces(&[host_name.clone(), guest_name.clone()]);
-    for args in [
-        vec!["-n", &host_name, "link", "set", "lo", "up"],
-        vec!["-n", &host_name, "link", "add", BRIDGE, "type", "bridge"],
-        vec!["-n", &host_name, "addr", "add", BRIDGE_ADDRESS, "dev", BRIDGE],
-        vec!["-n", &host_name, "link", "set", BRIDGE, "up"],
-        vec!["-n", &guest_name, "link", "set", "lo", "up"],
-    ] {
-        ip(&args);
-    }
-    let host_path = PathBuf::from(format!("/run/netns/{host_name}"));
-    let host_ns = File::open(&host_path).expect("open host namespace");
-
-    // State directories: tmpfs (/run if it is tmpfs here, else /dev/shm) and disk (/var/tmp).
-    let tmpfs_base = if fs_type(Path::new("/run")) == "tmpfs" { "/run" } else { "/dev/shm" };
-    let state_tmpfs = lab.dir(Path::new(tmpfs_base), "state");
-    let state_disk = lab.dir(Path::new("/var/tmp"), "state");
-    let tmpfs_label = format!("{tmpfs_base}, {}", fs_type(&state_tmpfs));
-    let disk_label = format!("/var/tmp, {}", fs_type(&state_disk));
+    let load_at_start = load_average();
+    let lan = lab::Lan::bridge(LAN_INDEX);
+    let host = &lan.host;
+    let guest = lan.guest("g");
+    let state_tmpfs = tmpfs_dir("state-tmpfs");
+    let state_disk = lab::TestDir::new("state-disk");
+    let tmpfs_label = format!("tmpfs, {}", fs_type(state_tmpfs.path()));
+    let disk_label = format!("{}, {}", std::env::temp_dir().display(), fs_type(state_disk.path()));
+    let mut containers = ContainerHost::start(config);
+    let docker_url = containers.url();
+    let container_name = format!("{CONTAINER_PREFIX}{}-c", std::process::id());
+    let container_pid = containers.run_container(&container_name);
+    let container_netns = NamedNetns::attach("container", container_pid);
 
     println!();
     println!(
-        "lanyard attach/detach benchmark ({} mode): {} rounds per way, kernel {}, {} CPUs",
+        "lanyard attach/detach benchmark ({} mode): {} rounds per way, kernel {}, {} CPUs, load \
+         average {load_at_start}",
         if config.bench_mode { "bench" } else { "smoke" },
         config.rounds,
         fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    println!("CLI: {}", config.cli.display());
-    println!("world: host netns {host_name} ({BRIDGE} {BRIDGE_ADDRESS}), guest netns {guest_name}");
+    println!("CLI: {}; containers: {docker_url}", config.cli.display());
     println!(
-        "attach: veth, host end on {BRIDGE}, guest {GUEST_IFNAME} mtu {MTU}, \
-         {GUEST_ADDRESS}, default via {GATEWAY}; detach: delete the veth"
+        "world: host netns {} ({BRIDGE} {GATEWAY}/24), guest netns {}, container {container_name}",
+        host.name, guest.name
     );
-    if tmpfs_base != "/run" {
-        println!(
-            "note: /run is not tmpfs on this machine ({}); tmpfs state dir is under /dev/shm",
-            fs_type(Path::new("/run"))
-        );
-    }
+    println!(
+        "attach: veth, host end on {BRIDGE}, guest {GUEST_IFNAME} mtu {MTU}, {GUEST_ADDRESS}, \
+         default via {GATEWAY}; detach: delete the veth (and lanyard's record)"
+    );
 
-    let guest_token = format!("netns:{guest_name}");
-    let cli = |state| Cli::new(&config.cli, &host_ns, state);
+    let guest_token = format!("netns:{}", guest.name);
+    let netns_guest = Guest { netns_name: &guest.name, lab_netns: Some(&guest) };
+    let container_guest = Guest { netns_name: &container_netns.name, lab_netns: None };
     let reference = |dash_n: bool| IpReference {
-        host_ns: &host_ns,
-        host_name: &host_name,
+        host,
         dash_n,
-        guest: guest_name.clone(),
+        guest: &guest.name,
         derived: derived(&guest_token),
     };
-
-    // Same end state, checked once before timing.
-    let mut states = Vec::new();
-    {
-        let r = reference(false);
-        r.attach();
-        states.push(("ip -batch", end_state(&host_name, &guest_name, &r.derived.host_ifname)));
-        r.detach();
-        let c = cli(state_tmpfs.as_path());
-        c.attach(&guest_token, GUEST_ADDRESS);
-        states.push(("CLI", end_state(&host_name, &guest_name, &r.derived.host_ifname)));
-        c.detach(&guest_token);
-        let host = library_host(&host_path, &state_tmpfs);
-        lib_attach(&host, &request(GuestSpec::Netns(guest_name.clone()), GUEST_ADDRESS));
-        states.push(("library", end_state(&host_name, &guest_name, &r.derived.host_ifname)));
-        lib_detach(&host, &guest_token);
-        reap_orphans(Duration::from_secs(5));
-    }
-    if states.iter().all(|(_, s)| *s == states[0].1) {
-        println!("end state: identical for all three ways:");
-        for line in states[0].1.lines() {
-            println!("  {line}");
-        }
-    } else {
-        println!("WARNING: the ways reach different end states:");
-        for (way, state) in &states {
-            println!("  [{way}]\n    {}", state.replace('\n', "\n    "));
-        }
-    }
-    println!();
-
     // Everything the ways borrow lives here, before the ways themselves.
-    let ref_in_h = reference(false);
-    let ref_dash_n = reference(true);
-    let lib_host = library_host(&host_path, &state_tmpfs);
-    let lib_request = request(GuestSpec::Netns(guest_name.clone()), GUEST_ADDRESS);
-    let cli_tmpfs = cli(state_tmpfs.as_path());
-    let cli_disk = cli(state_disk.as_path());
-    let mut notes = Vec::new();
-    let container = match &config.docker {
-        None => {
-            notes.push(
-                "container rows skipped: set LANYARD_BENCH_DOCKER_HOST=unix:///path/docker.sock \
-                 (image LANYARD_BENCH_DOCKER_IMAGE, default lanyard-test/busybox:latest)"
-                    .to_string(),
-            );
-            None
-        }
-        Some(docker) => match start_container(lab, docker) {
-            Err(why) => {
-                notes.push(format!("container rows skipped: {why}"));
-                None
-            }
-            Ok(name) => {
-                let cli = Cli { docker_url: Some(&docker.url), ..cli(state_tmpfs.as_path()) };
-                let host = library_host(&host_path, &state_tmpfs).with_docker(
-                    DockerHost::parse(&docker.url).expect("parse LANYARD_BENCH_DOCKER_HOST"),
-                );
-                let req = request(GuestSpec::Bare(name.clone()), GUEST_ADDRESS);
-                Some((name, cli, host, req))
-            }
-        },
-    };
+    let (ref_in_h, ref_dash_n) = (reference(false), reference(true));
+    let cli_tmpfs = Cli::new(&config.cli, host, &state_tmpfs);
+    let cli_disk = Cli::new(&config.cli, host, &state_disk);
+    let cli_container =
+        Cli { docker_url: Some(&docker_url), ..Cli::new(&config.cli, host, &state_tmpfs) };
+    let lib_host = library_host(&host.path, &state_tmpfs);
+    let lib_request = request(GuestSpec::Netns(guest.name.clone()), GUEST_ADDRESS);
+    let lib_host_docker = library_host(&host.path, &state_tmpfs)
+        .with_docker(DockerHost::parse(&docker_url).expect("parse the Docker URL"));
+    let container_request = request(GuestSpec::Bare(container_name.clone()), GUEST_ADDRESS);
 
     let mut ways = vec![
-        Way::new(
-            "ip -batch (in H) + ip -n G -batch  [REF]",
-            None,
-            || ref_in_h.attach(),
-            || ref_in_h.detach(),
-        ),
-        Way::new(
-            "ip -n H -batch + ip -n G -batch",
-            None,
-            || ref_dash_n.attach(),
-            || ref_dash_n.detach(),
-        ),
-        Way::new(
-            format!("in-process library (state {tmpfs_label})"),
-            Some(TARGET_LIBRARY),
-            || lib_attach(&lib_host, &lib_request),
-            || lib_detach(&lib_host, &guest_token),
-        ),
-        Way::new(
-            format!("CLI (state {tmpfs_label})"),
-            Some(TARGET_CLI_NETNS),
-            || cli_tmpfs.attach(&guest_token, GUEST_ADDRESS),
-            || cli_tmpfs.detach(&guest_token),
-        ),
-        Way::new(
-            format!("CLI (state {disk_label})"),
-            Some(TARGET_CLI_NETNS),
-            || cli_disk.attach(&guest_token, GUEST_ADDRESS),
-            || cli_disk.detach(&guest_token),
-        ),
+        Way {
+            label: "ip -batch (in H) + ip -n G -batch; ip link del (in H)  [REF]".into(),
+            guest: &netns_guest,
+            state: None,
+            attach_target: None,
+            attach: Box::new(|| ref_in_h.attach()),
+            detach: Box::new(|| ref_in_h.detach()),
+        },
+        Way {
+            label: "ip -n H -batch + ip -n G -batch; ip -n H link del".into(),
+            guest: &netns_guest,
+            state: None,
+            attach_target: None,
+            attach: Box::new(|| ref_dash_n.attach()),
+            detach: Box::new(|| ref_dash_n.detach()),
+        },
+        Way {
+            label: format!("in-process library (state {tmpfs_label})"),
+            guest: &netns_guest,
+            state: Some(&state_tmpfs),
+            attach_target: Some(TARGET_LIBRARY),
+            attach: Box::new(|| lib_attach(&lib_host, &lib_request)),
+            detach: Box::new(|| lib_detach(&lib_host, &guest_token)),
+        },
+        Way {
+            label: format!("CLI (state {tmpfs_label})"),
+            guest: &netns_guest,
+            state: Some(&state_tmpfs),
+            attach_target: Some(TARGET_CLI_NETNS),
+            attach: Box::new(|| cli_tmpfs.attach(&guest_token, GUEST_ADDRESS)),
+            detach: Box::new(|| cli_tmpfs.detach(&guest_token)),
+        },
+        Way {
+            label: format!("CLI (state {disk_label})"),
+            guest: &netns_guest,
+            state: Some(&state_disk),
+            attach_target: Some(TARGET_CLI_NETNS),
+            attach: Box::new(|| cli_disk.attach(&guest_token, GUEST_ADDRESS)),
+            detach: Box::new(|| cli_disk.detach(&guest_token)),
+        },
+        Way {
+            label: format!("CLI, container via Engine API (state {tmpfs_label})"),
+            guest: &container_guest,
+            state: Some(&state_tmpfs),
+            attach_target: Some(TARGET_CLI_CONTAINER),
+            attach: Box::new(|| cli_container.attach(&container_name, GUEST_ADDRESS)),
+            detach: Box::new(|| cli_container.detach(&container_name)),
+        },
+        Way {
+            label: format!("library, container via Engine API (state {tmpfs_label})"),
+            guest: &container_guest,
+            state: Some(&state_tmpfs),
+            attach_target: None,
+            attach: Box::new(|| lib_attach(&lib_host_docker, &container_request)),
+            detach: Box::new(|| lib_detach(&lib_host_docker, &container_name)),
+        },
     ];
-    if let Some((name, cli, host, req)) = &container {
-        ways.push(Way::new(
-            format!("CLI, container via Engine API (state {tmpfs_label})"),
-            Some(TARGET_CLI_CONTAINER),
-            || cli.attach(name, GUEST_ADDRESS),
-            || cli.detach(name),
-        ));
-        ways.push(Way::new(
-            format!("library, container via Engine API (state {tmpfs_label})"),
-            None,
-            || lib_attach(host, req),
-            || lib_detach(host, name),
-        ));
-    }
-    let rows = measure_interleaved(ways, config.rounds);
-    reap_orphans(Duration::from_secs(5));
+    println!();
+    let host_ifnames = check_end_states(&mut ways, host);
+    println!();
 
-    print_table(&rows, &rows[0]);
+    let mut host_netlink =
+        Netlink::open(&lib_host.netns, "the bench host").expect("netlink in the bench host");
+    let rows = measure_interleaved(&mut ways, &host_ifnames, &mut host_netlink, config.rounds);
+    drop(ways);
+    // The container and its dockerd are done with: gone before the passes below, so that an
+    // idle dockerd and containerd are no background load there.
+    drop(container_netns);
+    drop(containers);
+    print_attach_table(&rows);
     println!(
-        "ratios are medians over the [REF] row; the CLI also spawns its detached announce helper \
-         (ARP), the library and ip do not announce"
+        "attach ratios are medians over the [REF] row; the CLI also spawns its detached announce \
+         helper (ARP), the library and ip do not announce"
     );
-    for note in &notes {
-        println!("note: {note}");
-    }
+    println!();
+    print_detach_table(&rows);
+    println!(
+        "detach: {} rounds, interleaved (round i: every way attaches and detaches once, from way \
+         i on); med - REF = difference of the medians, per-round = median of the same-round \
+         differences; the CLI's announce helper is waited for (untimed) before each detach",
+        config.rounds
+    );
 
     if config.batch > 0 {
         println!();
@@ -835,8 +924,8 @@ fn run(config: &Config, lab: &mut Lab) {
              untimed; state {tmpfs_label}):",
             n = config.batch
         );
-        batch_pass(config, lab, &host_path, &host_ns, tmpfs_base, true);
-        batch_pass(config, lab, &host_path, &host_ns, tmpfs_base, false);
+        batch_pass(config, host, true);
+        batch_pass(config, host, false);
     }
     if config.scale > 0 {
         println!();
@@ -847,39 +936,39 @@ fn run(config: &Config, lab: &mut Lab) {
             n = config.scale,
             b = config.scale.div_ceil(PORTS_PER_BRIDGE)
         );
-        growth_pass(config, lab, &host_path, tmpfs_base);
+        growth_pass(config, host);
     }
     println!();
-    println!("total bench time {:.1} s", total.elapsed().as_secs_f64());
+    println!(
+        "total bench time {:.1} s; load average at start {load_at_start}, at end {}",
+        total.elapsed().as_secs_f64(),
+        load_average()
+    );
 }
 
 /// Attach `config.batch` fresh namespaces one after the other; print the total.
-fn batch_pass(
-    config: &Config,
-    lab: &mut Lab,
-    host_path: &Path,
-    host_ns: &File,
-    tmpfs_base: &str,
-    library: bool,
-) {
+fn batch_pass(config: &Config, host: &lab::Netns, library: bool) {
     let tag = if library { "lib" } else { "cli" };
-    let names: Vec<String> = (0..config.batch).map(|i| lab.name(&format!("{tag}{i}"))).collect();
-    lab.add_namespaces(&names);
-    let state = lab.dir(Path::new(tmpfs_base), &format!("state-{tag}"));
+    let guests: Vec<lab::Netns> =
+        (0..config.batch).map(|i| lab::Netns::new(&format!("{tag}{i}"))).collect();
+    let state = tmpfs_dir(&format!("state-{tag}"));
     let address = |i: usize| format!("198.18.{}.{}/16", 1 + i / 250, 1 + i % 250);
-    let mut each = Vec::with_capacity(names.len());
+    let mut each = Vec::with_capacity(guests.len());
     let mut diagnosis = None;
     let start = Instant::now();
     if library {
-        let host = library_host(host_path, &state);
-        for (i, name) in names.iter().enumerate() {
-            each.push(lib_attach(&host, &request(GuestSpec::Netns(name.clone()), &address(i))));
+        let lib = library_host(&host.path, &state);
+        for (i, guest) in guests.iter().enumerate() {
+            each.push(lib_attach(
+                &lib,
+                &request(GuestSpec::Netns(guest.name.clone()), &address(i)),
+            ));
         }
-        diagnosis = Some(per_attach_reads(&host));
+        diagnosis = Some(per_attach_reads(&lib));
     } else {
-        let c = Cli { exe: &config.cli, host_ns, state: &state, docker_url: None };
-        for (i, name) in names.iter().enumerate() {
-            each.push(c.attach(&format!("netns:{name}"), &address(i)));
+        let c = Cli::new(&config.cli, host, &state);
+        for (i, guest) in guests.iter().enumerate() {
+            each.push(c.attach(&format!("netns:{}", guest.name), &address(i)));
         }
     }
     let total = start.elapsed();
@@ -903,42 +992,37 @@ fn batch_pass(
     }
     // Teardown (untimed): helpers first, then the namespaces (their veths go with them), then
     // wait until the bridge has no ports left so the next pass starts from the same bridge.
-    reap_orphans(Duration::from_secs(10));
-    lab.remove_namespaces(&names);
-    lab.remove_dir(&state);
-    let host_name = host_path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ip(&["-n", &host_name, "-o", "link", "show", "master", BRIDGE]).trim().is_empty() {
-        assert!(Instant::now() < deadline, "bridge ports did not go away within 30 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_announce_helpers(HELPER_TIMEOUT);
+    drop(guests);
+    let no_ports = || host.ip(&["-o", "link", "show", "master", BRIDGE]).trim().is_empty();
+    assert!(lab::wait_until(Duration::from_secs(30), no_ports), "br0 kept ports for 30 s");
 }
 
 /// Attach `config.scale` guests one after the other through the library, round robin over
 /// enough bridges; print how much slower the last 10 attaches are than the first 10.
-fn growth_pass(config: &Config, lab: &mut Lab, host_path: &Path, tmpfs_base: &str) {
+fn growth_pass(config: &Config, host: &lab::Netns) {
     let n = config.scale;
-    let host_name = host_path.file_name().unwrap_or_default().to_string_lossy().into_owned();
     let bridges: Vec<String> =
         (0..n.div_ceil(PORTS_PER_BRIDGE)).map(|b| format!("brs{b}")).collect();
-    let lines: String =
-        bridges.iter().map(|b| format!("link add {b} type bridge\nlink set {b} up\n")).collect();
-    let (ok, err) = ip_batch_quiet(&["-n", &host_name], &lines);
-    assert!(ok, "create the growth pass's bridges: {err}");
-    let names: Vec<String> = (0..n).map(|i| lab.name(&format!("grow{i}"))).collect();
-    lab.add_namespaces(&names);
-    disable_ipv6(std::iter::once(&host_name).chain(&names));
-    let state = lab.dir(Path::new(tmpfs_base), "state-grow");
-    let host = library_host(host_path, &state);
+    host.ip_batch(
+        &bridges
+            .iter()
+            .map(|b| format!("link add {b} type bridge\nlink set {b} up\n"))
+            .collect::<String>(),
+    );
+    let guests: Vec<lab::Netns> = (0..n).map(|i| lab::Netns::new(&format!("grow{i}"))).collect();
+    disable_ipv6(std::iter::once(host).chain(&guests));
+    let state = tmpfs_dir("state-grow");
+    let lib = library_host(&host.path, &state);
     let mut each = Vec::with_capacity(n);
     let start = Instant::now();
-    for (i, name) in names.iter().enumerate() {
+    for (i, guest) in guests.iter().enumerate() {
         let mut request = request(
-            GuestSpec::Netns(name.clone()),
+            GuestSpec::Netns(guest.name.clone()),
             &format!("198.18.{}.{}/16", 1 + i / 250, 1 + i % 250),
         );
         request.host_interface = bridges[i % bridges.len()].clone();
-        each.push(lib_attach(&host, &request));
+        each.push(lib_attach(&lib, &request));
     }
     let total = start.elapsed();
     let k = each.len().min(10);
@@ -954,41 +1038,55 @@ fn growth_pass(config: &Config, lab: &mut Lab, host_path: &Path, tmpfs_base: &st
         ms(first),
         ms(last),
     );
-    println!("    {}", per_attach_reads(&host));
+    println!("    {}", per_attach_reads(&lib));
     if !config.bench_mode && ratio > TARGET_GROWTH_RATIO {
         println!("    (smoke mode: {n} attaches say little about growth; `cargo bench` runs 1000)");
     }
+    // What a detach costs once the state directory is full: the library detaches the first
+    // guests while `ip link del` removes the host ends of the last ones, in turns.
+    let k = k.min(n / 2);
+    let (mut by_library, mut by_ip) = (Vec::with_capacity(k), Vec::with_capacity(k));
+    for j in 0..k {
+        let library = || lib_detach(&lib, &format!("netns:{}", guests[j].name));
+        let ip = || {
+            let host_end = derived(&format!("netns:{}", guests[n - 1 - j].name)).host_ifname;
+            let mut cmd = host.command("ip");
+            cmd.args(["link", "del", &host_end]);
+            timed(cmd, None)
+        };
+        if j % 2 == 0 {
+            by_library.push(library());
+            by_ip.push(ip());
+        } else {
+            by_ip.push(ip());
+            by_library.push(library());
+        }
+    }
+    if k > 0 {
+        let (library, ip) = (median(&by_library), median(&by_ip));
+        println!(
+            "  detach at {n} records ({k} each, in turns): library median {} ms, ip link del \
+             median {} ms, difference {:+.2} ms, {:.2}x",
+            ms(library),
+            ms(ip),
+            signed_ms(library, ip),
+            library.as_secs_f64() / ip.as_secs_f64()
+        );
+    }
     // Teardown (untimed): the namespaces take their veths along; then the bridges.
-    lab.remove_namespaces(&names);
-    lab.remove_dir(&state);
-    let lines: String = bridges.iter().map(|b| format!("link del {b}\n")).collect();
-    let (ok, err) = ip_batch_quiet(&["-n", &host_name, "-force"], &lines);
-    assert!(ok, "remove the growth pass's bridges: {err}");
+    drop(guests);
+    host.ip_batch(&bridges.iter().map(|b| format!("link del {b}\n")).collect::<String>());
 }
 
 /// Turn IPv6 off (all and default) in these namespaces. With it on, every new interface sends
 /// router solicitations, DAD probes and MLD reports for seconds, and a bridge floods each to
 /// all its ports: background work that grows with the guests already attached and would
 /// swamp what the growth pass measures (lanyard's own cost per attach).
-fn disable_ipv6<'a>(namespaces: impl Iterator<Item = &'a String>) {
-    let paths: Vec<PathBuf> = namespaces.map(|n| Path::new("/run/netns").join(n)).collect();
-    std::thread::spawn(move || {
-        for path in paths {
-            let netns =
-                File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-            // SAFETY: setns on a descriptor we own, on this short-lived thread only.
-            if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                panic!("setns {}: {}", path.display(), io::Error::last_os_error());
-            }
-            // /proc/sys/net is the opening thread's namespace's.
-            for which in ["all", "default"] {
-                let key = format!("/proc/sys/net/ipv6/conf/{which}/disable_ipv6");
-                fs::write(&key, "1").unwrap_or_else(|e| panic!("{key} in {}: {e}", path.display()));
-            }
-        }
-    })
-    .join()
-    .expect("disable IPv6 in the growth pass's namespaces");
+fn disable_ipv6<'a>(namespaces: impl Iterator<Item = &'a lab::Netns>) {
+    for netns in namespaces {
+        netns.sysctl("net/ipv6/conf/all/disable_ipv6", "1");
+        netns.sysctl("net/ipv6/conf/default/disable_ipv6", "1");
+    }
 }
 
 /// Untimed diagnosis after a library pass: the state lookups an attach makes (the lock, its
@@ -1028,68 +1126,4 @@ fn per_attach_reads(host: &Host) -> String {
          does; {fdb})",
         ms(records_time)
     )
-}
-
-// ---------------------------------------------------------------------------------------------
-// Docker: a `--net none` container made through the Engine API, removed by the Lab guard
-
-fn start_container(lab: &mut Lab, docker: &DockerConfig) -> Result<String, String> {
-    let name = lab.name("c");
-    let _ =
-        docker_request(&docker.socket, "DELETE", &format!("/containers/{name}?force=true"), None);
-    let body = serde_json::json!({
-        "Image": docker.image,
-        "Cmd": ["sleep", "3600"],
-        "HostConfig": {"NetworkMode": "none"},
-    })
-    .to_string();
-    let (status, text) = docker_request(
-        &docker.socket,
-        "POST",
-        &format!("/containers/create?name={name}"),
-        Some(&body),
-    )
-    .map_err(|e| format!("{}: {e}", docker.url))?;
-    if status != 201 {
-        return Err(format!(
-            "create container from {}: HTTP {status} {}",
-            docker.image,
-            text.trim()
-        ));
-    }
-    lab.containers.push((docker.socket.clone(), name.clone()));
-    let (status, text) =
-        docker_request(&docker.socket, "POST", &format!("/containers/{name}/start"), None)
-            .map_err(|e| e.to_string())?;
-    if status != 204 {
-        return Err(format!("start container: HTTP {status} {}", text.trim()));
-    }
-    Ok(name)
-}
-
-/// One HTTP/1.0 request over the daemon's unix socket: (status, body).
-fn docker_request(
-    socket: &Path,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> io::Result<(u16, String)> {
-    let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let body = body.unwrap_or("");
-    write!(
-        stream,
-        "{method} {DOCKER_API}{path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("bad HTTP response {response:?}")))?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((status, body))
 }
