@@ -2,7 +2,7 @@
 //! gone counts as detached, and every step runs even when an earlier one fails.
 
 use crate::driver::{driver_for, remove_bridge_if_unused};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::host::Host;
 use crate::netlink::Netlink;
 use crate::netns::Netns;
@@ -25,24 +25,8 @@ pub(crate) fn live_guest_netns(host: &Host, record: &Record) -> Option<Netns> {
 
 /// Detach every lanyard interface of the guest named `token` (or only `guest_ifname`).
 pub fn detach(host: &Host, token: &str, guest_ifname: Option<&str>) -> Result<Detached> {
-    let _lock = host.state.lock()?;
-    let records = host.state.records()?;
-    let mut chosen: Vec<Record> = records
-        .iter()
-        .filter(|r| r.guest.matches(token) && guest_ifname.is_none_or(|i| i == r.guest_ifname))
-        .cloned()
-        .collect();
-    if chosen.is_empty() && !token.starts_with("pid:") && !token.starts_with("netns:") {
-        // A container may have been renamed; match by its current ID.
-        if let Ok(Some(info)) = host.docker().and_then(|d| d.inspect(token)) {
-            chosen = records
-                .iter()
-                .filter(|r| matches!(&r.guest, GuestRef::Container { id, .. } if *id == info.id))
-                .filter(|r| guest_ifname.is_none_or(|i| i == r.guest_ifname))
-                .cloned()
-                .collect();
-        }
-    }
+    let lock = host.state.lock()?;
+    let chosen = chosen_records(host, token, guest_ifname)?;
     let mut done = Detached::default();
     if chosen.is_empty() {
         return Ok(done);
@@ -50,7 +34,7 @@ pub fn detach(host: &Host, token: &str, guest_ifname: Option<&str>) -> Result<De
     let mut host_netlink = Netlink::open(&host.netns, "the host namespace")?;
     let mut errors = Vec::new();
     for record in &chosen {
-        match detach_record(host, &mut host_netlink, record, &records, &mut done) {
+        match detach_record(host, &lock, &mut host_netlink, record, &mut done) {
             Ok(()) => done.interfaces.push(record.guest_ifname.clone()),
             Err(e) => errors.push(format!("{}: {e}", record.guest_ifname)),
         }
@@ -58,10 +42,7 @@ pub fn detach(host: &Host, token: &str, guest_ifname: Option<&str>) -> Result<De
     if errors.is_empty() {
         Ok(done)
     } else {
-        Err(Error::new(
-            crate::error::ErrorKind::Kernel,
-            format!("detach {token}: {}", errors.join("; ")),
-        ))
+        Err(Error::new(ErrorKind::Kernel, format!("detach {token}: {}", errors.join("; "))))
     }
 }
 
@@ -70,10 +51,9 @@ pub fn detach(host: &Host, token: &str, guest_ifname: Option<&str>) -> Result<De
 /// [`crate::error::Error::with_leftovers`].
 pub(crate) fn undo_attachment(host: &Host, record: &Record) -> Vec<String> {
     let undo = || -> Result<()> {
-        let _lock = host.state.lock()?;
-        let records = host.state.records()?;
+        let lock = host.state.lock()?;
         let mut host_netlink = Netlink::open(&host.netns, "the host namespace")?;
-        detach_record(host, &mut host_netlink, record, &records, &mut Detached::default())
+        detach_record(host, &lock, &mut host_netlink, record, &mut Detached::default())
     };
     match undo() {
         Ok(()) => Vec::new(),
@@ -88,11 +68,41 @@ pub(crate) fn undo_attachment(host: &Host, record: &Record) -> Vec<String> {
     }
 }
 
+/// The records `token` names. `netns:NAME` and `pid:N` name exactly one guest, whose records are
+/// found by their file names; any other token may be a container's name or ID (prefix), a
+/// namespace name or a pid, so every record is read.
+fn chosen_records(host: &Host, token: &str, guest_ifname: Option<&str>) -> Result<Vec<Record>> {
+    let wanted = |r: &Record| guest_ifname.is_none_or(|i| i == r.guest_ifname);
+    let exact = match (token.strip_prefix("netns:"), token.strip_prefix("pid:")) {
+        (Some(name), _) => Some(GuestRef::Netns { name: name.to_string() }),
+        (_, Some(pid)) => pid.parse().ok().map(|pid| GuestRef::Pid { pid }),
+        _ => None,
+    };
+    if let Some(guest) = exact {
+        return Ok(host.state.guest_records(&guest)?.into_iter().filter(wanted).collect());
+    }
+    let records = host.state.records()?;
+    let chosen: Vec<Record> =
+        records.iter().filter(|r| r.guest.matches(token) && wanted(r)).cloned().collect();
+    if !chosen.is_empty() {
+        return Ok(chosen);
+    }
+    // A container may have been renamed; match by its current ID.
+    match host.docker().and_then(|d| d.inspect(token)) {
+        Ok(Some(info)) => Ok(records
+            .into_iter()
+            .filter(|r| matches!(&r.guest, GuestRef::Container { id, .. } if *id == info.id))
+            .filter(wanted)
+            .collect()),
+        _ => Ok(Vec::new()),
+    }
+}
+
 fn detach_record(
     host: &Host,
+    lock: &crate::state::StateLock,
     host_netlink: &mut Netlink,
     record: &Record,
-    all: &[Record],
     done: &mut Detached,
 ) -> Result<()> {
     let guest_netns =
@@ -112,21 +122,61 @@ fn detach_record(
         Some(netns) => Some(Netlink::open(netns, format!("guest {}", record.guest.display()))?),
         None => None,
     };
-    driver_for(record.driver).teardown(host_netlink, guest_netlink.as_mut(), record)?;
-    if let Some(guest) = guest_netlink.as_mut() {
+    // The record's removal (a few journalled file operations on a disk state directory) runs
+    // beside the kernel's link deletion (~20 ms for a veth) instead of after it. The state lock
+    // is held, so nobody sees the record gone before the link; if the kernel part fails, the
+    // record is written back, so the detach can be retried.
+    // Another record on a bridge lanyard made keeps it, even when that guest's link is gone for
+    // now. Asked before the removal starts, so the index is read while nothing changes it.
+    let bridge_still_used = record.created_bridge
+        && host
+            .state
+            .index(lock)?
+            .created_bridge_ports(&record.host_interface)?
+            .iter()
+            .any(|other| other.file_name() != record.file_name());
+    let (changes, removal) = std::thread::scope(|scope| {
+        let removal = scope.spawn(|| host.state.remove(record));
+        let changes =
+            undo_in_kernel(host_netlink, guest_netlink.as_mut(), record, bridge_still_used, done);
+        let removal = removal
+            .join()
+            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Io, "removing the record panicked")));
+        (changes, removal)
+    });
+    match (changes, removal) {
+        (Ok(()), removal) => removal,
+        (Err(e), Ok(())) => match host.state.save(record) {
+            Ok(_) => Err(e),
+            Err(kept) => Err(e.with_leftovers(&[format!(
+                "the record {} could not be written back: {kept} (lanyard forgot this attachment)",
+                record.file_name()
+            )])),
+        },
+        (Err(e), Err(_)) => Err(e),
+    }
+}
+
+/// The kernel side of a detach: the link, the guest's default routes, and a bridge lanyard made
+/// once nothing uses it.
+fn undo_in_kernel(
+    host_netlink: &mut Netlink,
+    mut guest_netlink: Option<&mut Netlink>,
+    record: &Record,
+    bridge_still_used: bool,
+    done: &mut Detached,
+) -> Result<()> {
+    driver_for(record.driver).teardown(host_netlink, guest_netlink.as_deref_mut(), record)?;
+    if let Some(guest) = guest_netlink {
         // The interface, and lanyard's default route with it, is gone now.
         done.restored_routes +=
             crate::routes::restore_default_routes(guest, &record.replaced_default_routes, None)?;
     }
-    if record.created_bridge {
-        let still_used = all.iter().any(|other| {
-            other.file_name() != record.file_name()
-                && other.driver == DriverKind::Bridge
-                && other.host_interface == record.host_interface
-        });
-        if !still_used && remove_bridge_if_unused(host_netlink, &record.host_interface)? {
-            done.removed_bridges.push(record.host_interface.clone());
-        }
+    if record.created_bridge
+        && !bridge_still_used
+        && remove_bridge_if_unused(host_netlink, &record.host_interface)?
+    {
+        done.removed_bridges.push(record.host_interface.clone());
     }
-    host.state.remove(record)
+    Ok(())
 }

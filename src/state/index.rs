@@ -111,33 +111,51 @@ impl<'a> Index<'a> {
 
     /// A recorded port of `bridge`, when lanyard created that bridge.
     pub fn created_bridge_port(&self, bridge: &str) -> Result<Option<Record>> {
-        self.holder(&Claim::CreatedBridge(bridge.to_string()))
+        Ok(self.holders(&Claim::CreatedBridge(bridge.to_string()), true)?.pop())
     }
 
-    /// A record that holds `claim`, read and checked; entries that turn out stale are dropped.
+    /// Every recorded port of `bridge`, when lanyard created that bridge.
+    pub fn created_bridge_ports(&self, bridge: &str) -> Result<Vec<Record>> {
+        self.holders(&Claim::CreatedBridge(bridge.to_string()), false)
+    }
+
     fn holder(&self, claim: &Claim) -> Result<Option<Record>> {
+        Ok(self.holders(claim, true)?.pop())
+    }
+
+    /// The records that hold `claim` (with `first_only`, at most one), each read and checked;
+    /// entries that turn out stale are dropped.
+    fn holders(&self, claim: &Claim, first_only: bool) -> Result<Vec<Record>> {
         let dir = self.dir.join(claim.dir_name());
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == IoKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == IoKind::NotFound => return Ok(Vec::new()),
             Err(e) => {
                 return Err(Error::with_source(ErrorKind::Io, format!("read {}", dir.display()), e))
             }
         };
+        let mut found = Vec::new();
         for entry in entries {
             let entry = entry.with_context(ErrorKind::Io, || format!("read {}", dir.display()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             match self.state.load(&name)? {
-                Some(record) if claim.held_by(&record) => return Ok(Some(record)),
+                Some(record) if claim.held_by(&record) => {
+                    found.push(record);
+                    if first_only {
+                        return Ok(found);
+                    }
+                }
                 // Stale: dropping it is tidying only (the answer does not depend on it).
                 _ => {
                     let _ = fs::remove_file(entry.path());
                 }
             }
         }
-        // Empty now, unless someone added an entry meanwhile (then this fails, as it should).
-        let _ = fs::remove_dir(&dir);
-        Ok(None)
+        if found.is_empty() {
+            // Empty now, unless someone added an entry meanwhile (then this fails, as it should).
+            let _ = fs::remove_dir(&dir);
+        }
+        Ok(found)
     }
 
     /// Throw the index away and make it again from every record.
@@ -200,18 +218,15 @@ pub(super) fn is_fresh(state: &StateDir) -> bool {
     fs::read_to_string(index_dir(state).join(STAMP)).is_ok_and(|stamp| stamp == current)
 }
 
-/// Record the state directory's present state as the one the index describes. Not fsynced: a
-/// crash changes the boot id, which invalidates the stamp anyway.
+/// Record the state directory's present state as the one the index describes. Written in
+/// place, neither renamed nor fsynced: every reader and writer holds the state lock, and a
+/// stamp torn by a crash, like one from another boot, only fails to match, which rebuilds the
+/// index. A rename would cost every attach and detach a journalled metadata change.
 fn write_stamp(state: &StateDir) -> std::io::Result<()> {
     let Some(stamp) = current_stamp(state) else {
         return Err(std::io::Error::other(format!("cannot read {BOOT_ID_PATH}")));
     };
-    let dir = index_dir(state);
-    let temporary = dir.join(format!(".{STAMP}.tmp-{}", std::process::id()));
-    fs::write(&temporary, stamp)?;
-    fs::rename(&temporary, dir.join(STAMP)).inspect_err(|_| {
-        let _ = fs::remove_file(&temporary);
-    })
+    fs::write(index_dir(state).join(STAMP), stamp)
 }
 
 fn add_entries(index: &Path, record: &Record, file_name: &str) -> std::io::Result<()> {

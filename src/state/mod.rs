@@ -127,6 +127,30 @@ impl StateDir {
         Ok(found)
     }
 
+    /// Every record of `guest` (all its interfaces), reading only the files whose names can be
+    /// its own: a detach of one guest costs the same with ten records or a thousand.
+    pub fn guest_records(&self, guest: &GuestRef) -> Result<Vec<Record>> {
+        let mut found = Vec::new();
+        let entries = fs::read_dir(&self.path)
+            .with_context(ErrorKind::Io, || format!("read {}", self.path.display()))?;
+        for entry in entries {
+            let entry =
+                entry.with_context(ErrorKind::Io, || format!("read {}", self.path.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".json") || name.starts_with('.') {
+                continue;
+            }
+            if Record::may_belong_to(&name, guest) {
+                let record = read_record(&entry.path())?;
+                if record.guest.identity() == guest.identity() {
+                    found.push(record);
+                }
+            }
+        }
+        found.sort_by_key(Record::file_name);
+        Ok(found)
+    }
+
     /// Write a record atomically: a reader sees the old record or the new one, never half.
     pub fn save(&self, record: &Record) -> Result<PathBuf> {
         let name = record.file_name();

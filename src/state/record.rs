@@ -215,6 +215,20 @@ impl Record {
     pub fn is_slot_of(&self, guest: &GuestRef, guest_ifname: &str) -> bool {
         self.guest.identity() == guest.identity() && self.guest_ifname == guest_ifname
     }
+
+    /// Could the record file `file_name` be one of `guest`'s? Judged from the name alone, to
+    /// spare reading other guests' records; never false for one of its records (a shortened
+    /// name is kept when its readable part could be), so the caller still compares identities.
+    pub fn may_belong_to(file_name: &str, guest: &GuestRef) -> bool {
+        let current = format!("{}@", guest.key());
+        let readable = match file_name.split_once('~') {
+            Some((readable, _)) => readable,
+            None => file_name,
+        };
+        file_name.starts_with(&current)
+            || (readable.len() < file_name.len() && current.starts_with(readable))
+            || file_name.starts_with(&format!("{}.", guest.legacy_key()))
+    }
 }
 
 /// The record file name of one attachment slot: a guest of `kind` identified by `fields` (a
@@ -265,6 +279,38 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guests_own_file_names_always_may_belong_to_it() {
+        let long = "n".repeat(300);
+        let guests = [
+            GuestRef::Netns { name: "web".into() },
+            GuestRef::Netns { name: "kc:1".into() },
+            GuestRef::Netns { name: long.clone() },
+            GuestRef::Pid { pid: 42 },
+            GuestRef::Container { id: "abc".into(), name: "db".into() },
+            GuestRef::Path { path: "/proc/7/ns/net".into() },
+        ];
+        for guest in &guests {
+            for ifname in ["eth1", "lan 0"] {
+                let current = Record::file_name_for(guest, ifname);
+                let legacy = Record::legacy_file_name_for(guest, ifname);
+                assert!(Record::may_belong_to(&current, guest), "{current}");
+                assert!(Record::may_belong_to(&legacy, guest), "{legacy}");
+            }
+        }
+        // Other guests' files are passed over by name, without being read.
+        let web = GuestRef::Netns { name: "web".into() };
+        for other in ["webserver", "we", "kc:1"] {
+            let name = Record::file_name_for(&GuestRef::Netns { name: other.into() }, "eth1");
+            assert!(!Record::may_belong_to(&name, &web), "{name}");
+        }
+        let pid4 = GuestRef::Pid { pid: 4 };
+        assert!(!Record::may_belong_to(
+            &Record::file_name_for(&GuestRef::Pid { pid: 42 }, "eth1"),
+            &pid4
+        ));
+    }
 
     #[test]
     fn guest_refs_match_what_users_type() {
