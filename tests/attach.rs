@@ -4,7 +4,7 @@ mod support;
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use lanyard::attach::DEFAULT_GUEST_IFNAME;
@@ -13,6 +13,7 @@ use lanyard::guest::GuestSpec;
 use lanyard::netns::Netns as NsHandle;
 use lanyard::spec::{parse_address, parse_route, MacAddr};
 use lanyard::{AttachRequest, FailPoint, Host};
+use support::cli::{run as cli, text, token as guest_token};
 use support::lab::{self, Lan, Netns, TestDir};
 
 fn host_for(ns: &Netns, dir: &TestDir) -> Host {
@@ -25,33 +26,6 @@ fn request(host_if: &str, guest: &Netns, addresses: &[&str]) -> AttachRequest {
     let mut request = AttachRequest::new(host_if, GuestSpec::Netns(guest.name.clone()));
     request.addresses = addresses.iter().map(|a| parse_address(a).expect("address")).collect();
     request
-}
-
-fn guest_token(guest: &Netns) -> String {
-    format!("netns:{}", guest.name)
-}
-
-/// The lanyard binary, run inside `ns` (which it then treats as the host).
-fn cli(ns: &Netns, dir: &TestDir, args: &[&str]) -> Output {
-    cli_env(ns, dir, args, &[])
-}
-
-fn cli_env(ns: &Netns, dir: &TestDir, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = ns.command(env!("CARGO_BIN_EXE_lanyard"));
-    command
-        .args(args)
-        .env("LANYARD_STATE_DIR", dir.join("state"))
-        .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()))
-        .env("DOCKER_HOST", format!("unix://{}", dir.join("no-docker.sock").display()))
-        .stdin(Stdio::null());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.output().expect("run lanyard")
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// Whether `to` answers: up to three single pings, since one echo can be lost (a neighbour

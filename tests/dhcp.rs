@@ -8,29 +8,13 @@ mod support;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
+
 use std::time::{Duration, Instant};
 
+use support::cli::{ok, record_and_lease_files, run as cli};
 use support::daemon::DaemonGuard;
-use support::dhcp::{Dnsmasq, HostResolvConf, Kea, KeaConfig, Radvd};
+use support::dhcp::{kea_lan, Dnsmasq, HostResolvConf, Kea, KeaConfig, Radvd};
 use support::lab::{self, wait_until, Lan, Netns, TestDir};
-
-fn cli(ns: &Netns, dir: &TestDir, args: &[&str]) -> Output {
-    ns.command(env!("CARGO_BIN_EXE_lanyard"))
-        .args(args)
-        .env("LANYARD_STATE_DIR", dir.join("state"))
-        .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()))
-        .env("DOCKER_HOST", format!("unix://{}", dir.join("no-docker.sock").display()))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run lanyard")
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
 
 /// A process stopped (SIGSTOP) until this is dropped, even when the test fails.
 struct Stopped(i32);
@@ -50,16 +34,6 @@ impl Drop for Stopped {
     }
 }
 
-fn address_on(guest: &Netns, ifname: &str) -> Option<Ipv4Addr> {
-    let out = guest.exec(&["ip", "-4", "-o", "addr", "show", "dev", ifname]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .skip_while(|word| *word != "inet")
-        .nth(1)
-        .and_then(|cidr| cidr.split('/').next())
-        .and_then(|ip| ip.parse().ok())
-}
-
 fn wait_address(
     guest: &Netns,
     ifname: &str,
@@ -68,26 +42,10 @@ fn wait_address(
 ) -> Option<Ipv4Addr> {
     let mut last = None;
     wait_until(timeout, || {
-        last = address_on(guest, ifname);
+        last = guest.ipv4_on(ifname);
         wanted(last)
     });
     last
-}
-
-fn state_files(dir: &TestDir) -> Vec<String> {
-    let mut files = Vec::new();
-    for sub in ["state", "state/leases"] {
-        if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".json") {
-                    files.push(format!("{sub}/{name}"));
-                }
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 #[test]
@@ -106,7 +64,7 @@ fn dnsmasq_lease_is_configured_inspected_and_released_on_detach() {
         ok(cli(&lan.host, &dir, &["attach", "br0", &token, "dhcp", "--hostname", "web1"]));
     eprintln!("attach with dhcp (daemon started on demand): {} ms", started.elapsed().as_millis());
     assert!(printed.contains("lease 198.18.50."), "{printed}");
-    let ip = address_on(&g, "eth1").expect("leased address configured when attach returns");
+    let ip = g.ipv4_on("eth1").expect("leased address configured when attach returns");
     assert!(
         g.routes().iter().any(|r| r.contains("default via 198.18.50.1 dev eth1")),
         "{:?}",
@@ -124,7 +82,7 @@ fn dnsmasq_lease_is_configured_inspected_and_released_on_detach() {
         "static IPv6 beside DHCPv4"
     );
     eprintln!("attach with dhcp (daemon running): {} ms", started.elapsed().as_millis());
-    let ip2 = address_on(&g, "eth2").expect("second lease");
+    let ip2 = g.ipv4_on("eth2").expect("second lease");
     assert_ne!(ip, ip2);
 
     let leases = ok(cli(&lan.host, &dir, &["leases"]));
@@ -143,7 +101,7 @@ fn dnsmasq_lease_is_configured_inspected_and_released_on_detach() {
         "dnsmasq saw no RELEASE:\n{}",
         dnsmasq.log_text()
     );
-    assert!(state_files(&dir).is_empty(), "{:?}", state_files(&dir));
+    assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
     resolv.assert_unchanged();
 }
 
@@ -166,22 +124,8 @@ fn no_server_times_out_and_leaves_nothing() {
     assert!(stderr.contains("no DHCP offer on br0 within 2 s"), "{stderr}");
     assert_eq!(lan.host.snapshot(), host_before);
     assert_eq!(g.snapshot(), guest_before);
-    assert!(state_files(&dir).is_empty(), "{:?}", state_files(&dir));
+    assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
     resolv.assert_unchanged();
-}
-
-/// A LAN whose bridge already has a port (and so carrier): Kea skips an interface that is not
-/// running when it starts.
-fn kea_lan(index: u8) -> (Lan, Netns) {
-    let lan = Lan::bridge(index);
-    let neighbour = lan.guest("neighbour");
-    lan.plug(&neighbour, "neighbour0", "eth0");
-    assert!(lan.wait_forwarding("neighbour0", Duration::from_secs(3)));
-    (lan, neighbour)
-}
-
-fn short_kea(index: u8, valid: u32, renew: u32, rebind: u32) -> KeaConfig {
-    KeaConfig { valid, renew, rebind, ..KeaConfig::short(index) }
 }
 
 #[test]
@@ -191,10 +135,10 @@ fn a_silent_server_means_rebinding_then_expiry_and_the_address_returns_with_it()
     let (lan, _neighbour) = kea_lan(53);
     let dir = TestDir::new("dhcp-expiry");
     let _daemon = DaemonGuard::new(&dir);
-    let mut kea = Kea::start(&lan.host, "br0", short_kea(53, 6, 2, 4));
+    let mut kea = Kea::start(&lan.host, "br0", KeaConfig::timed(53, 6, 2, 4));
     let g = lan.guest("g");
     ok(cli(&lan.host, &dir, &["attach", "br0", &format!("netns:{}", g.name), "dhcp"]));
-    let ip = address_on(&g, "eth1").expect("leased");
+    let ip = g.ipv4_on("eth1").expect("leased");
     kea.stop();
     // When it goes (at the lease's end, not later) is bounded by the kernel's own event time
     // against Kea's expire time in tests/dhcp_promises.rs, not by a stopwatch here.
@@ -203,7 +147,7 @@ fn a_silent_server_means_rebinding_then_expiry_and_the_address_returns_with_it()
     assert!(!g.routes().iter().any(|r| r.contains("default via 198.18.53.1")), "routes go with it");
     let leases = ok(cli(&lan.host, &dir, &["leases"]));
     assert!(leases.contains("SELECTING") || leases.contains("INIT"), "{leases}");
-    kea.restart(short_kea(53, 6, 2, 4));
+    kea.restart(KeaConfig::timed(53, 6, 2, 4));
     let back = wait_address(&g, "eth1", Duration::from_secs(15), |a| a.is_some());
     assert_eq!(back, Some(ip), "the server is back: the same address again");
     resolv.assert_unchanged();
@@ -216,15 +160,15 @@ fn a_nak_removes_the_address_and_a_new_one_is_acquired() {
     let (lan, _neighbour) = kea_lan(54);
     let dir = TestDir::new("dhcp-nak");
     let _daemon = DaemonGuard::new(&dir);
-    let mut first = short_kea(54, 6, 2, 4);
+    let mut first = KeaConfig::timed(54, 6, 2, 4);
     first.pool = ("198.18.54.150".parse().unwrap(), "198.18.54.199".parse().unwrap());
     let mut kea = Kea::start(&lan.host, "br0", first);
     let g = lan.guest("g");
     ok(cli(&lan.host, &dir, &["attach", "br0", &format!("netns:{}", g.name), "dhcp"]));
-    let ip = address_on(&g, "eth1").expect("leased");
+    let ip = g.ipv4_on("eth1").expect("leased");
     assert!(ip.octets()[3] >= 150, "{ip}");
     // The server now says that address is not on this network any more.
-    let mut second = short_kea(54, 6, 2, 4);
+    let mut second = KeaConfig::timed(54, 6, 2, 4);
     second.subnet = "198.18.54.0/25".into();
     second.pool = ("198.18.54.50".parse().unwrap(), "198.18.54.99".parse().unwrap());
     second.authoritative = true;
@@ -278,7 +222,7 @@ fn slaac_gives_a_stable_eui64_address_beside_the_dhcp_lease() {
     );
     let view = ok(cli(&lan.host, &dir, &["inspect", &token]));
     assert!(view.contains(&eui64), "inspect shows the SLAAC address: {view}");
-    assert!(address_on(&g, "eth1").is_some(), "and the DHCPv4 lease");
+    assert!(g.ipv4_on("eth1").is_some(), "and the DHCPv4 lease");
     resolv.assert_unchanged();
 }
 
@@ -332,13 +276,13 @@ fn pipeworks_dhcp_forms_reach_lanyards_own_client() {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     ok(out);
     assert!(stderr.contains("notice"), "client arguments are ignored with a notice: {stderr}");
-    assert!(address_on(&g, "eth1").is_some());
+    assert!(g.ipv4_on("eth1").is_some());
     ok(cli(
         &lan.host,
         &dir,
         &["pipework", "br0", "-i", "eth2", &token, "dhclient", "02:42:c6:12:3a:02"],
     ));
-    assert!(address_on(&g, "eth2").is_some());
+    assert!(g.ipv4_on("eth2").is_some());
     assert!(g.ip(&["link", "show", "eth2"]).contains("02:42:c6:12:3a:02"));
     ok(cli(&lan.host, &dir, &["detach", &token]));
     resolv.assert_unchanged();
@@ -369,12 +313,12 @@ fn a_deleted_namespace_releases_its_host_end_and_its_record_dies_with_the_lease(
     let (lan, _neighbour) = kea_lan(60);
     let dir = TestDir::new("dhcp-netns-gone");
     let _daemon = DaemonGuard::new(&dir);
-    let _kea = Kea::start(&lan.host, "br0", short_kea(60, 4, 1, 3));
+    let _kea = Kea::start(&lan.host, "br0", KeaConfig::timed(60, 4, 1, 3));
     let g = lan.guest("g");
     ok(cli(&lan.host, &dir, &["attach", "br0", &format!("netns:{}", g.name), "dhcp"]));
     let ports = || lan.host.ip(&["-o", "link", "show", "master", "br0"]).lines().count();
     let before = ports();
-    assert_eq!(state_files(&dir).len(), 2, "a record and a lease");
+    assert_eq!(record_and_lease_files(&dir).len(), 2, "a record and a lease");
     // The daemon holds sockets in the namespace, which would keep it (and the veth) alive: it
     // must notice the name going and let go.
     drop(g);
@@ -383,9 +327,9 @@ fn a_deleted_namespace_releases_its_host_end_and_its_record_dies_with_the_lease(
         "the host end goes with the guest"
     );
     assert!(
-        wait_until(Duration::from_secs(8), || state_files(&dir).is_empty()),
+        wait_until(Duration::from_secs(8), || record_and_lease_files(&dir).is_empty()),
         "no record outlives its lease: {:?}",
-        state_files(&dir)
+        record_and_lease_files(&dir)
     );
     resolv.assert_unchanged();
 }
@@ -399,7 +343,7 @@ fn probe_declines_an_offered_address_someone_already_uses() {
     neighbour.ip(&["addr", "add", "198.18.61.50/24", "dev", "eth0"]);
     let dir = TestDir::new("dhcp-decline");
     let _daemon = DaemonGuard::new(&dir);
-    let mut config = short_kea(61, 30, 10, 20);
+    let mut config = KeaConfig::timed(61, 30, 10, 20);
     config.pool = ("198.18.61.50".parse().unwrap(), "198.18.61.60".parse().unwrap());
     let _kea = Kea::start(&lan.host, "br0", config);
     let g = lan.guest("g");
@@ -408,7 +352,7 @@ fn probe_declines_an_offered_address_someone_already_uses() {
         &dir,
         &["attach", "br0", &format!("netns:{}", g.name), "dhcp", "--probe", "--timeout", "20"],
     ));
-    let address = address_on(&g, "eth1").expect("a lease");
+    let address = g.ipv4_on("eth1").expect("a lease");
     assert_ne!(
         address,
         "198.18.61.50".parse::<Ipv4Addr>().unwrap(),
@@ -424,13 +368,13 @@ fn a_link_flap_is_verified_with_init_reboot_and_option_26_sets_the_mtu() {
     let (lan, _neighbour) = kea_lan(62);
     let dir = TestDir::new("dhcp-flap");
     let _daemon = DaemonGuard::new(&dir);
-    let mut config = short_kea(62, 30, 10, 20);
+    let mut config = KeaConfig::timed(62, 30, 10, 20);
     config.options = vec![serde_json::json!({"name": "interface-mtu", "data": "1400"})];
     let kea = Kea::start(&lan.host, "br0", config);
     let g = lan.guest("g");
     let token = format!("netns:{}", g.name);
     ok(cli(&lan.host, &dir, &["attach", "br0", &token, "dhcp", "--client-id", "flap-eth1"]));
-    let ip = address_on(&g, "eth1").expect("leased");
+    let ip = g.ipv4_on("eth1").expect("leased");
     let daemon_log = std::fs::read_to_string(dir.join("state/daemon.log")).unwrap_or_default();
     assert!(
         g.ip(&["link", "show", "eth1"]).contains("mtu 1400"),
@@ -474,7 +418,7 @@ fn a_link_flap_is_verified_with_init_reboot_and_option_26_sets_the_mtu() {
             "a REQUEST after the flap (back to back: {back_to_back}): {}",
             log()
         );
-        assert_eq!(address_on(&g, "eth1"), Some(ip), "the same address, verified");
+        assert_eq!(g.ipv4_on("eth1"), Some(ip), "the same address, verified");
         let log = log();
         assert!(log.contains("link down") && log.contains("link up"), "{log}");
     }
@@ -503,7 +447,7 @@ fn concurrent_dhcp_attaches_start_exactly_one_daemon() {
         }
     });
     for guest in &guests {
-        assert!(address_on(guest, "eth1").is_some(), "{} has a lease", guest.name);
+        assert!(guest.ipv4_on("eth1").is_some(), "{} has a lease", guest.name);
     }
     let state = dir.join("state").display().to_string();
     let daemons = std::fs::read_dir("/proc")
@@ -527,10 +471,10 @@ fn a_guest_that_died_while_the_daemon_was_down_is_forgotten_when_its_lease_ends(
     let (lan, _neighbour) = kea_lan(64);
     let dir = TestDir::new("dhcp-died-offline");
     let daemon = DaemonGuard::new(&dir);
-    let _kea = Kea::start(&lan.host, "br0", short_kea(64, 6, 2, 4));
+    let _kea = Kea::start(&lan.host, "br0", KeaConfig::timed(64, 6, 2, 4));
     let g = lan.guest("g");
     ok(cli(&lan.host, &dir, &["attach", "br0", &format!("netns:{}", g.name), "dhcp"]));
-    assert_eq!(state_files(&dir).len(), 2);
+    assert_eq!(record_and_lease_files(&dir).len(), 2);
     assert!(daemon.kill(libc::SIGKILL));
     drop(g);
     let mut command = lan.host.command(env!("CARGO_BIN_EXE_lanyard"));
@@ -540,9 +484,9 @@ fn a_guest_that_died_while_the_daemon_was_down_is_forgotten_when_its_lease_ends(
         .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()));
     let _restarted = support::lab::Server::spawn(command, "lanyard-daemon");
     assert!(
-        wait_until(Duration::from_secs(10), || state_files(&dir).is_empty()),
+        wait_until(Duration::from_secs(10), || record_and_lease_files(&dir).is_empty()),
         "the lease and record of a guest gone while the daemon was down end with the lease: {:?}",
-        state_files(&dir)
+        record_and_lease_files(&dir)
     );
     resolv.assert_unchanged();
 }

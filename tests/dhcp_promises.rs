@@ -10,39 +10,12 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
+use support::cli::token;
 use support::cli::{self, ok, record_and_lease_files, text};
 use support::daemon::DaemonGuard;
-use support::dhcp::{HostResolvConf, Kea, KeaConfig};
+use support::dhcp::{kea_lan, HostResolvConf, Kea, KeaConfig};
 use support::lab::{self, wait_until, Lan, Netns, Server, TestDir};
 use support::monitor::{event_time, AddressMonitor};
-
-fn token(guest: &Netns) -> String {
-    format!("netns:{}", guest.name)
-}
-
-/// A LAN whose bridge already has a port (and so carrier): Kea skips an interface that is not
-/// running when it starts.
-fn kea_lan(index: u8) -> (Lan, Netns) {
-    let lan = Lan::bridge(index);
-    let neighbour = lan.guest("neighbour");
-    lan.plug(&neighbour, "neighbour0", "eth0");
-    assert!(lan.wait_forwarding("neighbour0", Duration::from_secs(3)));
-    (lan, neighbour)
-}
-
-fn kea_config(index: u8, valid: u32, renew: u32, rebind: u32) -> KeaConfig {
-    KeaConfig { valid, renew, rebind, ..KeaConfig::short(index) }
-}
-
-fn address_on(guest: &Netns, ifname: &str) -> Option<Ipv4Addr> {
-    let out = guest.exec(&["ip", "-4", "-o", "addr", "show", "dev", ifname]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .skip_while(|word| *word != "inet")
-        .nth(1)
-        .and_then(|cidr| cidr.split('/').next())
-        .and_then(|ip| ip.parse().ok())
-}
 
 /// The host end of the guest's `eth1`, from `lanyard inspect`.
 fn host_end(lan: &Lan, dir: &TestDir, guest: &Netns) -> String {
@@ -79,10 +52,10 @@ fn a_server_that_ignores_unicast_renewals_is_rebound_by_broadcast_at_t2_and_the_
     let (lan, _neighbour) = kea_lan(210);
     let dir = TestDir::new("dhcp-rebind");
     let _daemon = DaemonGuard::new(&dir);
-    let kea = Kea::start(&lan.host, "br0", kea_config(210, 8, 2, 5));
+    let kea = Kea::start(&lan.host, "br0", KeaConfig::timed(210, 8, 2, 5));
     let g = lan.guest("g");
     ok(cli::run(&lan.host, &dir, &["attach", "br0", &token(&g), "dhcp"]));
-    let ip = address_on(&g, "eth1").expect("leased");
+    let ip = g.ipv4_on("eth1").expect("leased");
     let port = host_end(&lan, &dir, &g);
     let monitor = AddressMonitor::start(&g);
     let capture = lab::capture_filtered(&lan.host, &port, &["udp", "port", "67"]);
@@ -131,7 +104,7 @@ fn a_server_that_ignores_unicast_renewals_is_rebound_by_broadcast_at_t2_and_the_
         .unwrap_or(0);
     assert!(dropped > 0, "the unicast renewals were dropped: {counters}");
     monitor.assert_never_deleted(ip, "rebinding");
-    assert_eq!(address_on(&g, "eth1"), Some(ip));
+    assert_eq!(g.ipv4_on("eth1"), Some(ip));
     let leases = ok(cli::run(&lan.host, &dir, &["leases"]));
     assert!(leases.contains(&ip.to_string()), "{leases}");
     resolv.assert_unchanged();
@@ -146,7 +119,7 @@ fn a_declined_address_is_declined_in_keas_lease_file() {
     neighbour.ip(&["addr", "add", "198.18.211.50/24", "dev", "eth0"]);
     let dir = TestDir::new("dhcp-decline-kea");
     let _daemon = DaemonGuard::new(&dir);
-    let mut config = kea_config(211, 30, 10, 20);
+    let mut config = KeaConfig::timed(211, 30, 10, 20);
     config.pool = (taken, "198.18.211.60".parse().unwrap());
     let kea = Kea::start(&lan.host, "br0", config);
     let g = lan.guest("g");
@@ -155,7 +128,7 @@ fn a_declined_address_is_declined_in_keas_lease_file() {
         &dir,
         &["attach", "br0", &token(&g), "dhcp", "--probe", "--timeout", "20"],
     ));
-    let address = address_on(&g, "eth1").expect("a lease");
+    let address = g.ipv4_on("eth1").expect("a lease");
     assert_ne!(address, taken, "the address in use is not used");
     // Kea marks a DHCPDECLINEd address "declined" (state 1) for its probation period.
     kea.wait_lines("the taken address declined (state 1)", Duration::from_secs(3), |lines| {
@@ -174,10 +147,10 @@ fn a_short_lease_is_held_five_lifetimes_with_no_address_event_lost() {
     let (lan, _neighbour) = kea_lan(212);
     let dir = TestDir::new("dhcp-hold-events");
     let _daemon = DaemonGuard::new(&dir);
-    let kea = Kea::start(&lan.host, "br0", kea_config(212, 4, 1, 3));
+    let kea = Kea::start(&lan.host, "br0", KeaConfig::timed(212, 4, 1, 3));
     let g = lan.guest("g");
     ok(cli::run(&lan.host, &dir, &["attach", "br0", &token(&g), "dhcp"]));
-    let ip = address_on(&g, "eth1").expect("leased");
+    let ip = g.ipv4_on("eth1").expect("leased");
     let monitor = AddressMonitor::start(&g);
     let renewals = kea.renewals_of(ip);
     // The observation window itself (five 4 s lifetimes), not a wait for an event: every
@@ -186,7 +159,7 @@ fn a_short_lease_is_held_five_lifetimes_with_no_address_event_lost() {
     monitor.assert_never_deleted(ip, "five lifetimes");
     let renewed = kea.renewals_of(ip) - renewals;
     assert!(renewed >= 8, "a renewal about every second for 20 s, Kea saw {renewed}");
-    assert_eq!(address_on(&g, "eth1"), Some(ip));
+    assert_eq!(g.ipv4_on("eth1"), Some(ip));
     resolv.assert_unchanged();
 }
 
@@ -196,10 +169,10 @@ fn a_daemon_killed_with_sigkill_and_restarted_leaves_no_address_event_gap() {
     let (lan, _neighbour) = kea_lan(213);
     let dir = TestDir::new("dhcp-kill-events");
     let daemon = DaemonGuard::new(&dir);
-    let kea = Kea::start(&lan.host, "br0", kea_config(213, 6, 2, 4));
+    let kea = Kea::start(&lan.host, "br0", KeaConfig::timed(213, 6, 2, 4));
     let g = lan.guest("g");
     ok(cli::run(&lan.host, &dir, &["attach", "br0", &token(&g), "dhcp"]));
-    let ip = address_on(&g, "eth1").expect("leased");
+    let ip = g.ipv4_on("eth1").expect("leased");
     let monitor = AddressMonitor::start(&g);
     assert!(daemon.kill(libc::SIGKILL), "the daemon was running");
     // Down for a second (a crash and a restart), then resumed from the lease on disk.
@@ -213,7 +186,7 @@ fn a_daemon_killed_with_sigkill_and_restarted_leaves_no_address_event_gap() {
             >= grants + 4
     });
     monitor.assert_never_deleted(ip, "SIGKILL and restart");
-    assert_eq!(address_on(&g, "eth1"), Some(ip));
+    assert_eq!(g.ipv4_on("eth1"), Some(ip));
     let leases = ok(cli::run(&lan.host, &dir, &["leases"]));
     assert!(leases.contains(&format!("BOUND {ip}/24")), "the restarted daemon holds it: {leases}");
     resolv.assert_unchanged();
@@ -240,13 +213,13 @@ fn a_lost_lease_gives_back_the_guests_own_default_route_at_expiry_and_so_does_de
     let (lan, _neighbour) = kea_lan(214);
     let dir = TestDir::new("dhcp-route-back");
     let _daemon = DaemonGuard::new(&dir);
-    let mut kea = Kea::start(&lan.host, "br0", kea_config(214, 6, 2, 4));
+    let mut kea = Kea::start(&lan.host, "br0", KeaConfig::timed(214, 6, 2, 4));
     let g = guest_with_own_default_route(&lan);
     let guest_before = g.snapshot();
     let own = default_routes(&g);
     assert_eq!(own, vec!["default via 198.19.250.1 dev eth0".to_string()]);
     ok(cli::run(&lan.host, &dir, &["attach", "br0", &token(&g), "dhcp"]));
-    let ip = address_on(&g, "eth1").expect("leased");
+    let ip = g.ipv4_on("eth1").expect("leased");
     assert!(
         default_routes(&g).iter().any(|r| r.starts_with("default via 198.18.214.1 dev eth1")),
         "the lease's router replaced the guest's route: {:?}",
@@ -281,9 +254,9 @@ fn a_lost_lease_gives_back_the_guests_own_default_route_at_expiry_and_so_does_de
     );
 
     // The server is back, the lease too, and its router again.
-    kea.restart(kea_config(214, 6, 2, 4));
+    kea.restart(KeaConfig::timed(214, 6, 2, 4));
     assert!(
-        wait_until(Duration::from_secs(15), || address_on(&g, "eth1") == Some(ip)),
+        wait_until(Duration::from_secs(15), || g.ipv4_on("eth1") == Some(ip)),
         "the lease returns"
     );
     assert!(
@@ -305,10 +278,10 @@ fn a_damaged_lease_file_is_skipped_said_in_daemon_log_and_the_rest_served() {
     let (lan, _neighbour) = kea_lan(215);
     let dir = TestDir::new("dhcp-damaged");
     let daemon = DaemonGuard::new(&dir);
-    let kea = Kea::start(&lan.host, "br0", kea_config(215, 6, 2, 4));
+    let kea = Kea::start(&lan.host, "br0", KeaConfig::timed(215, 6, 2, 4));
     let (g, h) = (lan.guest("g"), lan.guest("h"));
     ok(cli::run(&lan.host, &dir, &["attach", "br0", &token(&g), "dhcp"]));
-    let ip = address_on(&g, "eth1").expect("leased");
+    let ip = g.ipv4_on("eth1").expect("leased");
     assert!(daemon.kill(libc::SIGKILL));
     let monitor = AddressMonitor::start(&g);
     let damaged = dir.join("state/leases/netns-damaged.eth1.json");
@@ -319,7 +292,7 @@ fn a_damaged_lease_file_is_skipped_said_in_daemon_log_and_the_rest_served() {
     // the damaged file, resume g's lease and serve h.
     let out = cli::run(&lan.host, &dir, &["attach", "br0", &token(&h), "dhcp"]);
     assert!(out.status.success(), "{}\n--- daemon.log:\n{}", text(&out), daemon_log(&dir));
-    assert!(address_on(&h, "eth1").is_some(), "the new guest is served");
+    assert!(h.ipv4_on("eth1").is_some(), "the new guest is served");
     let log = daemon_log(&dir);
     assert!(
         log.lines().any(|l| l.contains("netns-damaged.eth1.json") && l.contains("skipping")),

@@ -5,25 +5,13 @@ mod support;
 
 use std::process::{Output, Stdio};
 
+use support::cli::ok;
 use support::docker::DockerLab;
 use support::lab::{self, Lan, Netns, TestDir};
 
 fn cli(ns: &Netns, dir: &TestDir, docker: &DockerLab, args: &[&str]) -> Output {
     let (key, value) = docker.env();
-    ns.command(env!("CARGO_BIN_EXE_lanyard"))
-        .args(args)
-        .env("LANYARD_STATE_DIR", dir.join("state"))
-        .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()))
-        .env(key, value)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run lanyard")
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    stdout
+    support::cli::command(ns, dir, args).env(key, value).output().expect("run lanyard")
 }
 
 fn fails(out: Output, needle: &str) {

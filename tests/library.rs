@@ -5,7 +5,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Output, Stdio};
+
 use std::time::Duration;
 
 use lanyard::daemon::control::{self, Request};
@@ -15,6 +15,7 @@ use lanyard::netns::Netns as NsHandle;
 use lanyard::spec::parse_address;
 use lanyard::state::DhcpSettings;
 use lanyard::{AttachRequest, DhcpWait, FailPoint, Host};
+use support::cli::{run as cli, text};
 use support::daemon::DaemonGuard;
 use support::dhcp::Dnsmasq;
 use support::lab::{self, wait_until, Lan, Netns, TestDir};
@@ -31,21 +32,6 @@ fn request(host_if: &str, guest: &Netns, addresses: &[&str]) -> AttachRequest {
     let mut request = AttachRequest::new(host_if, GuestSpec::Netns(guest.name.clone()));
     request.addresses = addresses.iter().map(|a| parse_address(a).expect("address")).collect();
     request
-}
-
-fn cli(ns: &Netns, dir: &TestDir, args: &[&str]) -> Output {
-    ns.command(env!("CARGO_BIN_EXE_lanyard"))
-        .args(args)
-        .env("LANYARD_STATE_DIR", dir.join("state"))
-        .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()))
-        .env("DOCKER_HOST", format!("unix://{}", dir.join("no-docker.sock").display()))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run lanyard")
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 fn ping(from: &Netns, to: &str) -> bool {

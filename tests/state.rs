@@ -6,32 +6,12 @@ mod support;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
+use support::cli::{ok, run as cli, token};
 use support::dhcp::Dnsmasq;
 use support::lab::{self, wait_until, Lan, Netns, Server, TestDir};
-
-fn cli(ns: &Netns, dir: &TestDir, args: &[&str]) -> Output {
-    ns.command(env!("CARGO_BIN_EXE_lanyard"))
-        .args(args)
-        .env("LANYARD_STATE_DIR", dir.join("state"))
-        .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()))
-        .env("DOCKER_HOST", format!("unix://{}", dir.join("no-docker.sock").display()))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run lanyard")
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
-
-fn token(guest: &Netns) -> String {
-    format!("netns:{}", guest.name)
-}
 
 /// The record files in the state directory.
 fn records(dir: &TestDir) -> Vec<String> {
@@ -59,16 +39,6 @@ fn index_entries(dir: &TestDir) -> Vec<String> {
     entries
 }
 
-fn ipv4_of(guest: &Netns, ifname: &str) -> Option<Ipv4Addr> {
-    let out = guest.exec(&["ip", "-4", "-o", "addr", "show", "dev", ifname]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .skip_while(|word| *word != "inet")
-        .nth(1)
-        .and_then(|cidr| cidr.split('/').next())
-        .and_then(|ip| ip.parse().ok())
-}
-
 fn bridge_ports(lan: &Lan) -> usize {
     lan.host.ip(&["-o", "link", "show", "master", "br0"]).lines().count()
 }
@@ -84,8 +54,8 @@ fn guests_whose_names_lanyard_0_1_folded_alike_are_attached_side_by_side() {
 
     ok(cli(&lan.host, &dir, &["attach", "br0", &token(&colon), "198.18.70.2/24"]));
     ok(cli(&lan.host, &dir, &["attach", "br0", &token(&underscore), "198.18.70.3/24"]));
-    assert_eq!(ipv4_of(&colon, "eth1"), Some(Ipv4Addr::new(198, 18, 70, 2)), "first guest intact");
-    assert_eq!(ipv4_of(&underscore, "eth1"), Some(Ipv4Addr::new(198, 18, 70, 3)));
+    assert_eq!(colon.ipv4_on("eth1"), Some(Ipv4Addr::new(198, 18, 70, 2)), "first guest intact");
+    assert_eq!(underscore.ipv4_on("eth1"), Some(Ipv4Addr::new(198, 18, 70, 3)));
     assert_eq!(bridge_ports(&lan), 2);
     let names = records(&dir);
     assert_eq!(names.len(), 2, "{names:?}");
@@ -102,12 +72,12 @@ fn guests_whose_names_lanyard_0_1_folded_alike_are_attached_side_by_side() {
     let again = cli(&lan.host, &dir, &["attach", "br0", &token(&colon), "198.18.70.4/24"]);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already has eth1"));
-    assert_eq!(ipv4_of(&underscore, "eth1"), Some(Ipv4Addr::new(198, 18, 70, 3)));
+    assert_eq!(underscore.ipv4_on("eth1"), Some(Ipv4Addr::new(198, 18, 70, 3)));
 
     // Detaching one leaves the other.
     ok(cli(&lan.host, &dir, &["detach", &token(&colon)]));
-    assert_eq!(ipv4_of(&colon, "eth1"), None);
-    assert_eq!(ipv4_of(&underscore, "eth1"), Some(Ipv4Addr::new(198, 18, 70, 3)));
+    assert_eq!(colon.ipv4_on("eth1"), None);
+    assert_eq!(underscore.ipv4_on("eth1"), Some(Ipv4Addr::new(198, 18, 70, 3)));
     assert_eq!(bridge_ports(&lan), 1);
     assert_eq!(records(&dir).len(), 1);
     ok(cli(&lan.host, &dir, &["detach", &token(&underscore)]));
@@ -191,7 +161,7 @@ fn a_state_directory_of_lanyard_0_1_keeps_working_after_the_upgrade() {
 
     // Made with this lanyard, then turned into what lanyard 0.1 would have left.
     ok(cli(&lan.host, &dir, &["attach", "br0", &token(&leased), "dhcp"]));
-    let ip = ipv4_of(&leased, "eth1").expect("leased address");
+    let ip = leased.ipv4_on("eth1").expect("leased address");
     ok(cli(&lan.host, &dir, &["attach", "br0", &token(&plain), "198.18.71.5/24"]));
     assert!(daemon.stop(), "the daemon was running");
     downgrade_to_format_1(&dir.join("state"));
@@ -217,7 +187,7 @@ fn a_state_directory_of_lanyard_0_1_keeps_working_after_the_upgrade() {
         }),
         "the resumed lease is not listed: {leases:?}"
     );
-    assert_eq!(ipv4_of(&leased, "eth1"), Some(ip));
+    assert_eq!(leased.ipv4_on("eth1"), Some(ip));
 
     // inspect sees both old records, and the lease by the old name.
     let all: serde_json::Value =
@@ -231,7 +201,7 @@ fn a_state_directory_of_lanyard_0_1_keeps_working_after_the_upgrade() {
     // leaves the old one alone.
     let newcomer = Netns::new_verbatim("up_1");
     ok(cli(&lan.host, &dir, &["attach", "br0", &token(&newcomer), "198.18.71.6/24"]));
-    assert_eq!(ipv4_of(&leased, "eth1"), Some(ip), "the old guest keeps its link and address");
+    assert_eq!(leased.ipv4_on("eth1"), Some(ip), "the old guest keeps its link and address");
     assert_eq!(records(&dir).len(), 3, "{:?}", records(&dir));
     assert!(records(&dir).contains(&old_leased));
     // Re-attaching an old guest's interface is refused as attached (its old record is found).
@@ -248,7 +218,7 @@ fn a_state_directory_of_lanyard_0_1_keeps_working_after_the_upgrade() {
         dnsmasq.log_text()
     );
     assert!(!dir.join("state/leases").join(&old_leased).exists());
-    assert_eq!(ipv4_of(&newcomer, "eth1"), Some(Ipv4Addr::new(198, 18, 71, 6)));
+    assert_eq!(newcomer.ipv4_on("eth1"), Some(Ipv4Addr::new(198, 18, 71, 6)));
     ok(cli(&lan.host, &dir, &["detach", &token(&plain)]));
     ok(cli(&lan.host, &dir, &["detach", &token(&newcomer)]));
     assert_eq!(bridge_ports(&lan), 0);

@@ -472,7 +472,7 @@ fn log_helper_failure(state_dir: &std::path::Path, line: &str) {
 
 fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
     match pipework::parse_pipework(args)? {
-        PipeworkCommand::Attach {
+        PipeworkCommand::Attach(pipework::PipeworkAttach {
             host_if,
             guest_ifname,
             host_ifname,
@@ -480,7 +480,7 @@ fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
             addressing,
             mac,
             notices,
-        } => {
+        }) => {
             for notice in notices {
                 eprintln!("lanyard: notice: {notice}");
             }

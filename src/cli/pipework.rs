@@ -129,20 +129,24 @@ const ROUTE_PREFIX_WORDS: &[&str] = &[
     "anycast",
 ];
 
+/// `pipework HOSTIF [-i GUESTIF] [-l HOSTSIDEIF] GUEST ADDRESSING [MAC]`, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipeworkAttach {
+    pub host_if: HostInterface,
+    /// `-i`; None means pipework's default, `DEFAULT_GUEST_IFNAME`.
+    pub guest_ifname: Option<String>,
+    /// `-l`: the host end of the veth pair when attaching to a bridge.
+    pub host_ifname: Option<String>,
+    pub guest: String,
+    pub addressing: PipeworkAddressing,
+    pub mac: Option<MacAddr>,
+    /// Things accepted but not honoured, for the caller to print.
+    pub notices: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PipeworkCommand {
-    Attach {
-        host_if: HostInterface,
-        /// `-i`; None means pipework's default, `DEFAULT_GUEST_IFNAME`.
-        guest_ifname: Option<String>,
-        /// `-l`: the host end of the veth pair when attaching to a bridge.
-        host_ifname: Option<String>,
-        guest: String,
-        addressing: PipeworkAddressing,
-        mac: Option<MacAddr>,
-        /// Things accepted but not honoured, for the caller to print.
-        notices: Vec<String>,
-    },
+    Attach(PipeworkAttach),
     Route {
         guest: String,
         action: RouteAction,
@@ -294,7 +298,7 @@ fn parse_attach(args: &[String]) -> Result<PipeworkCommand> {
     let mut notices = Vec::new();
     let addressing = parse_addressing(address_token, &mut notices)?;
     let mac = mac_token.map(|token| parse_mac(token)).transpose()?;
-    Ok(PipeworkCommand::Attach {
+    Ok(PipeworkCommand::Attach(PipeworkAttach {
         host_if,
         guest_ifname,
         host_ifname,
@@ -302,7 +306,7 @@ fn parse_attach(args: &[String]) -> Result<PipeworkCommand> {
         addressing,
         mac,
         notices,
-    })
+    }))
 }
 
 fn parse_host_interface(token: &str) -> Result<HostInterface> {
@@ -565,32 +569,13 @@ mod tests {
         err.to_string()
     }
 
-    /// The fields of an `Attach`, so tests can name what they check.
-    struct Attached {
-        host_if: HostInterface,
-        guest_ifname: Option<String>,
-        host_ifname: Option<String>,
-        guest: String,
-        addressing: PipeworkAddressing,
-        mac: Option<MacAddr>,
-        notices: Vec<String>,
-    }
-
     fn named(name: &str) -> HostInterface {
         HostInterface::Name(name.to_string())
     }
 
-    fn attach(line: &str) -> Attached {
+    fn attach(line: &str) -> PipeworkAttach {
         match parse(line).unwrap_or_else(|e| panic!("{line}: {e}")) {
-            PipeworkCommand::Attach {
-                host_if,
-                guest_ifname,
-                host_ifname,
-                guest,
-                addressing,
-                mac,
-                notices,
-            } => Attached { host_if, guest_ifname, host_ifname, guest, addressing, mac, notices },
+            PipeworkCommand::Attach(attach) => attach,
             other => panic!("{line}: expected Attach, got {other:?}"),
         }
     }
@@ -600,8 +585,8 @@ mod tests {
         for token in ["0/0", "0.0.0.0/0", "::/0"] {
             let args: Vec<String> = ["eth0", "web", token].iter().map(|s| s.to_string()).collect();
             match parse_pipework(&args).unwrap() {
-                PipeworkCommand::Attach { addressing, .. } => {
-                    assert_eq!(addressing, PipeworkAddressing::LinkOnly, "{token}")
+                PipeworkCommand::Attach(attach) => {
+                    assert_eq!(attach.addressing, PipeworkAddressing::LinkOnly, "{token}")
                 }
                 other => panic!("{other:?}"),
             }

@@ -60,3 +60,8 @@ pub fn record_and_lease_files(dir: &TestDir) -> Vec<String> {
     files.sort();
     files
 }
+
+/// How a test names a lab namespace to lanyard: `netns:NAME`.
+pub fn token(guest: &Netns) -> String {
+    format!("netns:{}", guest.name)
+}

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::lab::{wait_until, Netns, Server, TestDir};
+use super::lab::{wait_until, Lan, Netns, Server, TestDir};
 
 /// How long a server may take to say it is ready before the test fails.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -259,6 +259,11 @@ pub struct KeaConfig {
 impl KeaConfig {
     /// LAN N's /24 with pool .50 - .250, routers and DNS = 198.18.N.1, lease 10 s, T1 3 s,
     /// T2 7 s, not authoritative.
+    /// [`KeaConfig::short`] with these lease times (seconds): valid, T1, T2.
+    pub fn timed(index: u8, valid: u32, renew: u32, rebind: u32) -> KeaConfig {
+        KeaConfig { valid, renew, rebind, ..KeaConfig::short(index) }
+    }
+
     pub fn short(index: u8) -> KeaConfig {
         let gw = Ipv4Addr::new(198, 18, index, 1);
         KeaConfig {
@@ -775,4 +780,14 @@ impl Drop for HostResolvConf {
             eprintln!("ALSO: {report}");
         }
     }
+}
+
+/// A LAN whose bridge already has a port (and so carrier): Kea skips an interface that is not
+/// running when it starts. The neighbour namespace must live as long as the LAN is used.
+pub fn kea_lan(index: u8) -> (Lan, Netns) {
+    let lan = Lan::bridge(index);
+    let neighbour = lan.guest("neighbour");
+    lan.plug(&neighbour, "neighbour0", "eth0");
+    assert!(lan.wait_forwarding("neighbour0", Duration::from_secs(3)));
+    (lan, neighbour)
 }

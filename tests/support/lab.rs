@@ -422,6 +422,17 @@ impl Netns {
     }
 
     /// Reads a sysctl of this namespace (trimmed).
+    /// The first IPv4 address on `ifname`, if any.
+    pub fn ipv4_on(&self, ifname: &str) -> Option<Ipv4Addr> {
+        let out = self.exec(&["ip", "-4", "-o", "addr", "show", "dev", ifname]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .skip_while(|word| *word != "inet")
+            .nth(1)
+            .and_then(|cidr| cidr.split('/').next())
+            .and_then(|ip| ip.parse().ok())
+    }
+
     pub fn sysctl_get(&self, key: &str) -> String {
         let path = Path::new("/proc/sys").join(key.replace('.', "/"));
         match self.run_in(|| fs::read_to_string(&path)) {
