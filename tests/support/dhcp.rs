@@ -3,7 +3,8 @@
 //! Every server runs inside a test namespace as a [`Server`] (own process group, SIGKILL when
 //! the test's thread ends, killed on drop), keeps its config, log, lease and pid files in a
 //! [`TestDir`] named after the run id and pid, and is waited for with bounded polls of its log.
-//! Recipes and traps: `../shared/LAB.md`.
+//! The recipes were checked on Debian 12 (dnsmasq 2.90, Kea 2.2); the traps they avoid are
+//! noted where they matter.
 //!
 //! - [`Dnsmasq`]: leases of two minutes and more, DNS options with [`Dnsmasq::start_with_dns`].
 //! - [`Kea`]: leases of a few seconds (renewal, rebinding, expiry), RELEASE records, and NAKs by
@@ -383,7 +384,7 @@ impl Kea {
         fs::write(&config, serde_json::to_string_pretty(&json).expect("kea json"))
             .expect("write kea config");
         // Own pid and lock directories: instances whose configs share a file name would
-        // otherwise collide on one pid file (LAB.md).
+        // otherwise collide on one pid file and the second would exit.
         let run = self.dir.join(format!("run-{}", self.starts));
         fs::create_dir(&run).expect("create kea run dir");
         let mut command = command_in(&self.ns_file, "kea-dhcp4");
@@ -507,8 +508,8 @@ impl Kea {
     }
 
     /// Stops (if running) and starts again with `config` and the same lease CSV. For a NAK:
-    /// `authoritative: true` and a subnet that no longer holds the client's address (LAB.md:
-    /// an empty lease file with another pool is not enough, Kea 2.2 drops that RENEW).
+    /// `authoritative: true` and a subnet that no longer holds the client's address (an empty
+    /// lease file with another pool is not enough: Kea 2.2 silently drops that RENEW).
     pub fn restart(&mut self, config: KeaConfig) {
         self.stop();
         self.config = config;
