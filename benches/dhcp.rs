@@ -499,7 +499,9 @@ fn run(config: &Config) {
     let script = scratch.join("udhcpc.sh");
     fs::write(&script, UDHCPC_SCRIPT).expect("write the udhcpc script");
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod the script");
+    // lanyard's state on tmpfs, whatever /tmp is: the attach times are not fsync's.
     let state = lab::TestDir::on_tmpfs("dhcp-state");
+    assert_eq!(fs_type(state.path()), "tmpfs", "the state directory is not on a tmpfs");
     fs::DirBuilder::new()
         .mode(0o700)
         .create(state.join("state"))
