@@ -25,8 +25,8 @@
 //! /etc/resolv.conf is checked byte for byte at the end. lanyard's state directory is a tmpfs of
 //! its own. Everything made is removed by the lab's `Drop` guards, even on panic (the daemon and
 //! the servers, then namespaces, then directories), and what a killed run left is swept by the
-//! next one (the lab's sweep, which also finds the daemon by the state directory in its command
-//! line or its pid file).
+//! next one (the lab's sweep: processes by their pid files, or a daemon a CLI started by the
+//! state directory in its command line; then namespaces, mounts and directories).
 
 #[path = "../tests/support/bench.rs"]
 mod bench;
