@@ -115,9 +115,24 @@ impl Dnsmasq {
         lease: &str,
         extra: &[&str],
     ) -> Self {
+        Dnsmasq::start_in(TestDir::new("dnsmasq"), ns, iface, range, lease, extra)
+    }
+
+    /// [`Dnsmasq::start`] with its files (leases, log, pid) in `dir`, which it then owns. For
+    /// timings, a [`TestDir::on_tmpfs`]: dnsmasq rewrites its lease file for every new lease, and
+    /// with the file on ext4 its DISCOVER->OFFER plus REQUEST->ACK for a new lease took 1.65 ms
+    /// instead of 0.30 ms on tmpfs (median of 20, this VM).
+    pub fn start_in(
+        dir: TestDir,
+        ns: &Netns,
+        iface: &str,
+        range: (&str, &str),
+        lease: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut args = vec!["--port=0".to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Dnsmasq::start_args(ns, iface, range, lease, &args)
+        Dnsmasq::start_args(dir, ns, iface, range, lease, &args)
     }
 
     /// DHCP and DNS: dnsmasq answers DNS on `iface`'s address (never reading the host's
@@ -140,17 +155,17 @@ impl Dnsmasq {
         ]
         .to_vec();
         args.extend(extra.iter().map(|s| s.to_string()));
-        Dnsmasq::start_args(ns, iface, range, lease, &args)
+        Dnsmasq::start_args(TestDir::new("dnsmasq"), ns, iface, range, lease, &args)
     }
 
     fn start_args(
+        dir: TestDir,
         ns: &Netns,
         iface: &str,
         range: (&str, &str),
         lease: &str,
         extra: &[String],
     ) -> Self {
-        let dir = TestDir::new("dnsmasq");
         let leases_file = dir.join("dnsmasq.leases");
         let log = dir.join("dnsmasq.log");
         let pid_file = dir.join("dnsmasq.pid");

@@ -611,8 +611,8 @@ pub struct Snapshot {
 // LANs
 
 /// A LAN: a "host" namespace with bridge `br0` carrying the gateway addresses
-/// 198.18.N.1/24 and 2001:db8:N::1/64 (N = the subnet index, written in decimal in both).
-/// STP is off (the default) and multicast snooping off, so the bridge floods like a plain switch;
+/// 198.18.N.1/24 (or the prefix [`Lan::bridge_with_prefix`] was given) and 2001:db8:N::1/64
+/// (N = the subnet index, written in decimal in both). STP is off (the default) and multicast snooping off, so the bridge floods like a plain switch;
 /// br0 has the fixed MAC 02:00:c6:12:NN:01 (so it does not follow its ports).
 pub struct Lan {
     pub host: Netns,
@@ -620,7 +620,7 @@ pub struct Lan {
     pub index: u8,
     pub gateway4: Ipv4Addr,
     pub gateway6: Ipv6Addr,
-    /// `"198.18.N.0/24"`
+    /// `"198.18.N.0/24"` (or `/prefix4`)
     pub subnet4: &'static str,
     /// `"2001:db8:N::/64"`
     pub subnet6: &'static str,
@@ -628,20 +628,21 @@ pub struct Lan {
     pub prefix6: u8,
 }
 
-/// The addressing of LAN number `index`, shared by [`Lan`] and [`MacvlanLan`].
-fn lan_addressing(index: u8) -> (Ipv4Addr, Ipv6Addr, &'static str, &'static str) {
+/// The addressing of LAN number `index` with an IPv4 prefix of `prefix4` bits, shared by [`Lan`]
+/// and [`MacvlanLan`].
+fn lan_addressing(index: u8, prefix4: u8) -> (Ipv4Addr, Ipv6Addr, &'static str, &'static str) {
     let gateway4 = Ipv4Addr::new(198, 18, index, 1);
     let gateway6: Ipv6Addr = format!("2001:db8:{index}::1").parse().expect("valid IPv6");
-    let subnet4: &'static str = Box::leak(format!("198.18.{index}.0/24").into_boxed_str());
+    let subnet4: &'static str = Box::leak(format!("198.18.{index}.0/{prefix4}").into_boxed_str());
     let subnet6: &'static str = Box::leak(format!("2001:db8:{index}::/64").into_boxed_str());
     (gateway4, gateway6, subnet4, subnet6)
 }
 
 /// ip batch lines that make br0 with the gateway addresses (br0 left down).
-fn bridge_commands(index: u8) -> String {
+fn bridge_commands(index: u8, prefix4: u8) -> String {
     format!(
         "link add br0 address 02:00:c6:12:{index:02x}:01 type bridge mcast_snooping 0\n\
-         addr add 198.18.{index}.1/24 dev br0\n\
+         addr add 198.18.{index}.1/{prefix4} dev br0\n\
          addr add 2001:db8:{index}::1/64 dev br0 nodad\n"
     )
 }
@@ -649,9 +650,21 @@ fn bridge_commands(index: u8) -> String {
 impl Lan {
     /// Builds the host namespace with br0 up and its gateway addresses (3 ip invocations).
     pub fn bridge(subnet_index: u8) -> Lan {
+        Lan::bridge_with_prefix(subnet_index, 24)
+    }
+
+    /// [`Lan::bridge`] with a wider IPv4 subnet, 198.18.N.0/`prefix4` (16 to 24 bits), for more
+    /// guests than a /24 holds: br0 carries 198.18.N.1/`prefix4`. N must start such a subnet (a
+    /// multiple of 4 for a /22); the subnet covers the LAN numbers after N, which other lab LANs
+    /// may use too, each in its own namespaces.
+    pub fn bridge_with_prefix(subnet_index: u8, prefix4: u8) -> Lan {
+        assert!(
+            (16..=24).contains(&prefix4) && u32::from(subnet_index) % (1 << (24 - prefix4)) == 0,
+            "198.18.{subnet_index}.0/{prefix4} is not a subnet of 198.18.0.0/16"
+        );
         let host = Netns::new("host");
-        host.ip_batch(&format!("{}link set br0 up", bridge_commands(subnet_index)));
-        let (gateway4, gateway6, subnet4, subnet6) = lan_addressing(subnet_index);
+        host.ip_batch(&format!("{}link set br0 up", bridge_commands(subnet_index, prefix4)));
+        let (gateway4, gateway6, subnet4, subnet6) = lan_addressing(subnet_index, prefix4);
         Lan {
             host,
             bridge: "br0".to_string(),
@@ -660,7 +673,7 @@ impl Lan {
             gateway6,
             subnet4,
             subnet6,
-            prefix4: 24,
+            prefix4,
             prefix6: 64,
         }
     }
@@ -751,11 +764,11 @@ impl MacvlanLan {
             "{}link add lanport0 type veth peer name uplink0 address 02:00:c6:12:{subnet_index:02x}:02 netns {}\n\
              link set lanport0 master br0 up\n\
              link set br0 up",
-            bridge_commands(subnet_index),
+            bridge_commands(subnet_index, 24),
             host.name
         ));
         host.ip(&["link", "set", "uplink0", "up"]);
-        let (gateway4, gateway6, subnet4, subnet6) = lan_addressing(subnet_index);
+        let (gateway4, gateway6, subnet4, subnet6) = lan_addressing(subnet_index, 24);
         MacvlanLan {
             host,
             lan,
@@ -833,6 +846,24 @@ impl TestDir {
         ));
         fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
         TestDir { path }
+    }
+
+    /// [`TestDir::new`] with a tmpfs of its own mounted on it (unmounted on drop, and by the sweep
+    /// after a killed run), whatever file system the temporary directory is on: for lanyard state
+    /// where fsync costs nothing, as in a bench that times something else.
+    pub fn on_tmpfs(tag: &str) -> TestDir {
+        let dir = TestDir::new(tag);
+        let target = std::ffi::CString::new(dir.path.as_os_str().as_encoded_bytes())
+            .expect("no NUL in a scratch directory's path");
+        let (source, fstype, data) = (c"tmpfs", c"tmpfs", c"mode=0700,size=256m");
+        // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, data.as_ptr().cast())
+        };
+        if rc != 0 {
+            panic!("mount a tmpfs on {}: {}", dir.path.display(), io::Error::last_os_error());
+        }
+        dir
     }
 
     pub fn path(&self) -> &Path {
@@ -969,7 +1000,8 @@ fn dir_owner_alive(pid: u32, dir: &Path) -> bool {
     started <= created + Duration::from_secs(2)
 }
 
-fn clock_ticks() -> u64 {
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of the times in `/proc/PID/stat`.
+pub fn clock_ticks() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 {
@@ -1297,6 +1329,11 @@ pub fn capture_filtered(ns: &Netns, ifname: &str, filter: &[&str]) -> Capture {
 }
 
 impl Capture {
+    /// The pcap file tcpdump writes (removed with the capture), for a reader of its own.
+    pub fn pcap(&self) -> &Path {
+        &self.file
+    }
+
     /// Decodes what was captured so far (`tcpdump -r FILE -n -e`); a half-written last packet
     /// is tolerated.
     pub fn text(&self) -> String {
