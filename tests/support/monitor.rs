@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
-use super::lab::{Netns, Server};
+use super::lab::{wait_until, Netns, Server};
 
 /// A running `ip monitor address` inside one namespace; killed on drop.
 pub struct AddressMonitor {
@@ -24,8 +24,18 @@ impl AddressMonitor {
         // UTC, so that the timestamps read back as Unix times (see [`event_time`]).
         command.env("TZ", "UTC").args(["-ts", "-o", "monitor", "address"]);
         let mut server = Server::spawn(command, "ip-monitor");
-        ns.ip(&["addr", "add", PROBE, "dev", "lo"]);
-        server.wait_for_log("127.0.0.77/8", Duration::from_secs(5));
+        // `ip` subscribes some time after it starts, and a change made before that is never
+        // printed: add the probe until the monitor reports it (bounded: 20 tries, ~5 s).
+        let mut heard = false;
+        for _ in 0..20 {
+            ns.ip(&["addr", "add", PROBE, "dev", "lo"]);
+            heard = wait_until(Duration::from_millis(250), || server.log().contains(PROBE));
+            if heard {
+                break;
+            }
+            ns.ip(&["addr", "del", PROBE, "dev", "lo"]);
+        }
+        assert!(heard, "ip-monitor never reported the probe address:\n{}", server.log());
         ns.ip(&["addr", "del", PROBE, "dev", "lo"]);
         server.wait_for_log("Deleted", Duration::from_secs(5));
         AddressMonitor { server }
