@@ -56,7 +56,8 @@ pub enum Commands {
     /// ADDRESS: CIDR[@GATEWAY], IPv4 and IPv6 together, or "none" for a link without addresses,
     /// or "dhcp" (optionally with static IPv6 addresses): the lanyard daemon acquires a DHCPv4
     /// lease and keeps it renewed for the guest's life (see `lanyard daemon --help`).
-    /// @GATEWAY replaces the guest's default route for that family (restored on detach).
+    /// @GATEWAY replaces the guest's default route for that family (restored on detach); a
+    /// gateway outside the address's subnet is reached through an on-link host route.
     #[command(
         after_help = "Examples:\n  lanyard attach br0 web 198.18.0.50/24@198.18.0.1\n  lanyard attach br0 web 198.18.0.51/24 2001:db8::51/64@fe80::1 -i lan0 --mtu 1400 --route 198.19.0.0/16@198.18.0.254\n  lanyard attach uplink0 pid:4242 198.18.0.60/24@198.18.0.1\n  lanyard attach --host-only vhost0 netns:lab 198.18.5.2/24 --host-address 198.18.5.1/24\n  lanyard attach br0 web none"
     )]
@@ -131,7 +132,8 @@ pub struct AttachArgs {
     /// Guest interface MTU (default: the host interface's; never above it).
     #[arg(long)]
     pub mtu: Option<u32>,
-    /// Guest MAC (default: stable, derived from host id, guest and interface name).
+    /// Guest MAC (default: stable, derived from host id, guest and interface name); refused
+    /// when another lanyard attachment or the bridge's forwarding table already has it.
     #[arg(long)]
     pub mac: Option<MacAddr>,
     /// How to derive the MAC: stable (default) or network-wrapper (IPv4 octets + 16 random bits;
