@@ -219,9 +219,10 @@ pub(super) fn is_fresh(state: &StateDir) -> bool {
 }
 
 /// Record the state directory's present state as the one the index describes. Written in
-/// place, neither renamed nor fsynced: every reader and writer holds the state lock, and a
-/// stamp torn by a crash, like one from another boot, only fails to match, which rebuilds the
-/// index. A rename would cost every attach and detach a journalled metadata change.
+/// place, neither renamed nor fsynced: a stamp torn by a crash or by two writers at once (the
+/// daemon forgets a dead guest's record without the state lock), like one from another boot,
+/// only fails to match, which rebuilds the index; and a stamp is written only after the
+/// entries it vouches for. A rename would cost every attach and detach a journalled change.
 fn write_stamp(state: &StateDir) -> std::io::Result<()> {
     let Some(stamp) = current_stamp(state) else {
         return Err(std::io::Error::other(format!("cannot read {BOOT_ID_PATH}")));
