@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use std::time::Duration;
@@ -403,4 +404,60 @@ fn a_record_whose_interface_is_gone_is_stale_even_in_a_namespace_with_the_same_i
     assert_eq!(records.len(), 1, "{records:?}");
     let out = cli(&lan.host, &dir, &["detach", &token]);
     assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Set for the child run of `the_control_socket_answers_only_root_or_its_owner`: the socket
+/// to ask, as an unprivileged user.
+const PEER_CHILD_SOCKET: &str = "LANYARD_TEST_PEER_CHILD_SOCKET";
+
+#[test]
+fn the_control_socket_answers_only_root_or_its_owner() {
+    use std::io::{BufRead, BufReader, Write};
+    if let Some(socket) = std::env::var_os(PEER_CHILD_SOCKET) {
+        // The child: uid nobody, asking the daemon for a ping; prints the answer.
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        // The daemon may answer (and close) before reading: a refused send is no failure.
+        let _ = stream.write_all(b"{\"op\":\"ping\"}\n");
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).expect("read");
+        println!("ANSWER {answer}");
+        return;
+    }
+    let lan = Lan::bridge(81);
+    let dir = TestDir::new("peercred");
+    let daemon = DaemonGuard::new(&dir);
+    let host = host_for(&lan.host, &dir);
+    let pong = control::request(&host, &Request::Ping, Duration::from_secs(5)).unwrap();
+    assert!(pong.ok, "root is answered");
+    assert!(daemon.pid().is_some());
+    // Loosen the locks the files give (socket 0600 in a 0700 directory), as a mistaken chmod
+    // would, so that only the daemon's own check is left between nobody and the daemon.
+    use std::os::unix::fs::PermissionsExt;
+    let socket = lanyard::daemon::control::socket_path(&dir.join("state"));
+    std::fs::set_permissions(dir.join("state"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let name = format!(
+        "{}::the_control_socket_answers_only_root_or_its_owner",
+        module_path!().split_once("::").map_or("", |(_, rest)| rest)
+    );
+    let name = name.trim_start_matches("::").to_string();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", &name, "--test-threads=1", "--nocapture"])
+        .env(PEER_CHILD_SOCKET, &socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "child failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let answer = stdout
+        .lines()
+        .find_map(|l| l.split_once("ANSWER ").map(|(_, answer)| answer))
+        .unwrap_or_else(|| panic!("no answer from the child: {stdout}"));
+    let response: lanyard::daemon::control::Response = serde_json::from_str(answer).unwrap();
+    assert!(!response.ok, "nobody is refused: {answer}");
+    let error = response.into_error();
+    assert_eq!(error.kind(), ErrorKind::Permission, "{error}");
+    assert!(error.to_string().contains("uid 65534"), "{error}");
+    std::fs::set_permissions(dir.join("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
 }

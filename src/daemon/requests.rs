@@ -7,10 +7,29 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind, Result, ResultExt};
 
 use super::control::{self, Request, Response};
 use super::{Daemon, Slot, Waiter};
+
+fn peer_allowed(stream: &UnixStream) -> Result<()> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let peer = getsockopt(stream, PeerCredentials)
+        .with_context(ErrorKind::Permission, || "read the control client's credentials")?;
+    let owner = nix::unistd::geteuid().as_raw();
+    if peer.uid() == 0 || peer.uid() == owner {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Permission,
+        format!(
+            "uid {} (pid {}) may not use the lanyard daemon's control socket: only root or uid \
+             {owner} may; run lanyard with sudo",
+            peer.uid(),
+            peer.pid()
+        ),
+    ))
+}
 
 pub(super) fn reply(mut stream: UnixStream, response: &Response) {
     // A client that does not read must not stall every lease.
@@ -61,6 +80,12 @@ impl Daemon {
     }
 
     pub(super) fn serve(&mut self, stream: UnixStream) {
+        // A second lock behind the socket's 0600 mode: only root or the user the daemon runs
+        // as (the socket's owner) may ask it anything.
+        if let Err(e) = peer_allowed(&stream) {
+            reply(stream, &Response::error(&e));
+            return;
+        }
         let _ = stream.set_nonblocking(false);
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
         let mut line = String::new();
