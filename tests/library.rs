@@ -461,3 +461,68 @@ fn the_control_socket_answers_only_root_or_its_owner() {
     assert!(error.to_string().contains("uid 65534"), "{error}");
     std::fs::set_permissions(dir.join("state"), std::fs::Permissions::from_mode(0o700)).unwrap();
 }
+
+#[test]
+fn a_dead_guests_host_end_is_removed_by_identity_not_by_a_name_reused_meanwhile() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let lan = Lan::bridge(82);
+    let dir = TestDir::new("gone-by-identity");
+    let daemon = DaemonGuard::new(&dir);
+    let _dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.82.100", "198.18.82.150"), "2m", &[]);
+    let tag = format!("reborn{}", std::process::id());
+    let first = Netns::new_verbatim(&tag);
+    let token = format!("netns:{}", first.name);
+    let out = cli(&lan.host, &dir, &["attach", "br0", &token, "dhcp"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = Pid::from_raw(daemon.pid().expect("the daemon runs"));
+
+    // The daemon is held still while the guest dies and the same guest is attached again: the
+    // new host end gets the same (derived) name before the daemon hears of the death.
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let resumed = scopeguard(pid);
+    drop(first);
+    let second = Netns::new_verbatim(&tag);
+    let out = cli(&lan.host, &dir, &["attach", "br0", &token, "198.18.82.20/24"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let host_end = lab::state_files(&dir)
+        .into_iter()
+        .find(|f| f.ends_with(".json"))
+        .map(|f| std::fs::read_to_string(dir.join("state").join(f)).unwrap())
+        .map(|text| serde_json::from_str::<serde_json::Value>(&text).unwrap())
+        .and_then(|record| record["host_ifname"].as_str().map(str::to_string))
+        .expect("the new record's host end");
+    let index_of = |name: &str| {
+        let links = lan.host.ip_json(&["link", "show"]);
+        let links = links.as_array().cloned().unwrap_or_default();
+        links.iter().find(|l| l["ifname"] == name).and_then(|l| l["ifindex"].as_u64())
+    };
+    let index = index_of(&host_end).expect("the new host end exists");
+    drop(resumed);
+
+    // The daemon now handles the old guest's death; the new link must survive it.
+    let log = dir.join("state/daemon.log");
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log)
+            .is_ok_and(|text| text.contains("its namespace was deleted"))),
+        "the daemon noticed the death: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // One more round trip: the turn that handled the death is over.
+    control::request(&host_for(&lan.host, &dir), &Request::Ping, Duration::from_secs(5)).unwrap();
+    assert_eq!(index_of(&host_end), Some(index), "the re-attached guest keeps its host end");
+    assert!(second.addresses().iter().any(|a| a.contains("198.18.82.20/24")));
+    let out = cli(&lan.host, &dir, &["detach", &token]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// SIGCONT to `pid` when dropped, so a failing assertion never leaves the daemon stopped.
+fn scopeguard(pid: nix::unistd::Pid) -> impl Drop {
+    struct Resume(nix::unistd::Pid);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+    Resume(pid)
+}

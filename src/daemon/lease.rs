@@ -266,12 +266,22 @@ impl Daemon {
         })?;
         // Without a pidfd (a kernel before 5.3) the guest's exit is noticed by its namespace only.
         let pidfd = pid.and_then(|pid| crate::sys::pidfd_open(pid).ok());
+        // Not found (or not readable): nothing is removed by the daemon when the guest dies,
+        // and the kernel still deletes the veth with the guest's namespace.
+        let host_end_index = record.host_ifname.as_ref().and_then(|name| {
+            Netlink::open(&self.host.netns, "the host namespace")
+                .and_then(|mut host| host.link_by_name(name))
+                .ok()
+                .flatten()
+                .map(|link| link.index)
+        });
         Ok(Live {
             netns,
             socket,
             ifindex,
             pidfd,
             netns_name,
+            host_end_index,
             pid,
             link_watch,
             link_up: link_known.running,
@@ -486,15 +496,21 @@ impl Daemon {
             None => return,
         };
         let Some(slot) = self.slots.get_mut(key) else { return };
-        slot.live = None;
+        let live = slot.live.take();
         slot.retry_at = None;
         slot.forget_at = forget_at;
         for waiter in slot.waiters.drain(..) {
             reply(waiter.stream, &Response::error(&Error::not_found("the guest went away")));
         }
-        if let Some(name) = slot.record.host_ifname.clone() {
-            if let Ok(mut host) = Netlink::open(&self.host.netns, "the host namespace") {
-                let _ = host.delete_link_by_name(&name);
+        // By identity: the index the host end had while this guest lived. Its name may already
+        // be the host end of the same guest attached again (a restarted container).
+        let host_end = live.as_ref().and_then(|live| live.host_end_index);
+        drop(live);
+        if let (Some(index), Some(name)) = (host_end, slot.record.host_ifname.clone()) {
+            let deleted = Netlink::open(&self.host.netns, "the host namespace")
+                .and_then(|mut host| host.delete_link(index, &name));
+            if let Err(e) = deleted {
+                log(format_args!("{key}: remove the host end {name}: {e}"));
             }
         }
         let now = self.epoch.elapsed();

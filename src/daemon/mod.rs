@@ -43,6 +43,9 @@ struct Live {
     netns_name: Option<String>,
     /// For set-resolv: where the guest's files are.
     pid: Option<u32>,
+    /// The veth's host end as found when the guest was reached: removed by this index when the
+    /// guest dies, never by its name, which a re-attach of the same guest may already reuse.
+    host_end_index: Option<u32>,
     /// Link notifications of the guest's namespace: carrier loss and return reach the client
     /// as LinkDown / LinkUp (RFC 2131 §3.2: a lease is verified again after the link returns).
     link_watch: crate::netlink::LinkWatch,
