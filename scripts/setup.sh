@@ -16,10 +16,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Test lab: iproute2 (ip, bridge), DHCP servers, dockerd, busybox for the test image, tcpdump,
-# radvd, ping, ebtables (iptables: the rebinding test drops unicast in its own namespace).
+# radvd, ping, ebtables (iptables: the rebinding test drops unicast in its own namespace),
+# systemd-analyze (package systemd: checks the shipped unit).
 # Build: a C toolchain for -sys crates.
 PACKAGES=(
-    iproute2 iputils-ping dnsmasq-base kea-dhcp4-server docker.io busybox-static tcpdump radvd
+    iproute2 iputils-ping dnsmasq-base kea-dhcp4-server docker.io busybox-static tcpdump radvd systemd
     iptables
     ca-certificates gcc libc6-dev pkg-config
 )
