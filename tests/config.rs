@@ -1,0 +1,187 @@
+//! The config file as the CLI reads it: `--config` (a global option) and LANYARD_CONFIG name
+//! it, its state_dir applies below `--state-dir` / LANYARD_STATE_DIR, and a missing or broken
+//! file stops every command, the daemon included, with one line naming the file and line.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::cli::{command, ok, text, token};
+use support::lab::{self, Lan, Netns, TestDir};
+
+/// `lanyard ARGS` in `ns` without the lab's LANYARD_STATE_DIR, so the config decides, plus `env`.
+fn lanyard(ns: &Netns, dir: &TestDir, args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut command: Command = command(ns, dir, args);
+    command.env_remove("LANYARD_STATE_DIR").env_remove("LANYARD_CONFIG");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("run lanyard")
+}
+
+fn write_config(dir: &TestDir, name: &str, body: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("write config");
+    path
+}
+
+/// The record files (`*.json`) directly in `state_dir`.
+fn records_in(state_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(state_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The guests `inspect --all` lists.
+fn inspected_guests(out: Output) -> Vec<String> {
+    let listed: serde_json::Value = serde_json::from_str(&ok(out)).expect("inspect prints JSON");
+    listed
+        .as_array()
+        .expect("inspect --all prints a list")
+        .iter()
+        .map(|view| view["Container"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// Refused with exit 2 and one line on stderr containing every piece.
+fn refused(out: &Output, pieces: &[&str]) {
+    assert_eq!(out.status.code(), Some(2), "{}", text(out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    for piece in pieces {
+        assert!(stderr.contains(piece), "{stderr} lacks {piece:?}");
+    }
+}
+
+#[test]
+fn the_config_state_dir_is_used_below_the_flag_and_the_environment() {
+    lab::require_root();
+    let lan = Lan::bridge(90);
+    let dir = TestDir::new("config");
+    let g = lan.guest("g");
+    let guest = token(&g);
+    let config_state = dir.join("from-config");
+    let file = write_config(
+        &dir,
+        "lanyard.toml",
+        &format!(
+            "state_dir = {:?}\nallowed_host_interfaces = [\"br0\"]\n[network.lan]\nhost_interface = \"br0\"\naddressing = \"dhcp\"\n",
+            config_state.display().to_string()
+        ),
+    );
+    let file_arg = file.to_str().unwrap();
+    let address = format!("{}/24", lan.addr4(2));
+
+    // --config before the subcommand: the record goes to the config's state_dir.
+    ok(lanyard(&lan.host, &dir, &["--config", file_arg, "attach", "br0", &guest, &address], &[]));
+    assert_eq!(records_in(&config_state).len(), 1, "one record under the config's state_dir");
+    assert!(!dir.join("state").exists(), "the lab's default state dir was used");
+    // --config after the subcommand (a global option) and LANYARD_CONFIG find the same record.
+    let by_flag = lanyard(&lan.host, &dir, &["inspect", "--all", "--config", file_arg], &[]);
+    assert_eq!(inspected_guests(by_flag), vec![guest.clone()]);
+    let by_env = lanyard(&lan.host, &dir, &["inspect", "--all"], &[("LANYARD_CONFIG", &file)]);
+    assert_eq!(inspected_guests(by_env), vec![guest.clone()]);
+    // The flag and LANYARD_STATE_DIR still win over the config.
+    let other = dir.join("other");
+    let flag_wins = lanyard(
+        &lan.host,
+        &dir,
+        &["--config", file_arg, "--state-dir", other.to_str().unwrap(), "inspect", "--all"],
+        &[],
+    );
+    assert_eq!(inspected_guests(flag_wins), Vec::<String>::new());
+    let env_wins = lanyard(
+        &lan.host,
+        &dir,
+        &["--config", file_arg, "inspect", "--all"],
+        &[("LANYARD_STATE_DIR", &other)],
+    );
+    assert_eq!(inspected_guests(env_wins), Vec::<String>::new());
+
+    ok(lanyard(&lan.host, &dir, &["--config", file_arg, "detach", &guest], &[]));
+    assert_eq!(records_in(&config_state), Vec::<String>::new());
+}
+
+#[test]
+fn pipework_reads_lanyard_config_from_the_environment() {
+    lab::require_root();
+    let lan = Lan::bridge(91);
+    let dir = TestDir::new("config-pw");
+    let g = lan.guest("g");
+    let guest = token(&g);
+    let config_state = dir.join("from-config");
+    let file = write_config(
+        &dir,
+        "lanyard.toml",
+        &format!("state_dir = {:?}\n", config_state.display().to_string()),
+    );
+    // The binary invoked by the name pipework takes no lanyard options, only the environment.
+    let pipework = dir.join("pipework");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_lanyard"), &pipework).expect("link pipework");
+    let run_pipework = |args: &[&str], config: &Path| {
+        let mut command = lan.host.command(&pipework);
+        command
+            .args(args)
+            .env_remove("LANYARD_STATE_DIR")
+            .env("LANYARD_CONFIG", config)
+            .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()))
+            .env("DOCKER_HOST", format!("unix://{}", dir.join("no-docker.sock").display()));
+        command.output().expect("run pipework")
+    };
+    let address = format!("{}/24", lan.addr4(3));
+    ok(run_pipework(&["br0", &guest, &address], &file));
+    assert_eq!(records_in(&config_state).len(), 1, "one record under the config's state_dir");
+    assert!(!dir.join("state").exists(), "the lab's default state dir was used");
+    let broken = write_config(&dir, "broken.toml", "state_dir = \"/x\"\nhost_routes = 3\n");
+    refused(&run_pipework(&["br0", &guest, &address], &broken), &["broken.toml line 2"]);
+    ok(lanyard(&lan.host, &dir, &["--config", file.to_str().unwrap(), "detach", &guest], &[]));
+}
+
+#[test]
+fn a_missing_or_broken_config_stops_every_command_with_the_line() {
+    lab::require_root();
+    let ns = Netns::new("cfg");
+    let dir = TestDir::new("config-bad");
+    let missing = dir.join("nope.toml");
+    let missing_arg = missing.to_str().unwrap();
+    refused(
+        &lanyard(&ns, &dir, &["--config", missing_arg, "inspect", "--all"], &[]),
+        &[missing_arg, "does not exist"],
+    );
+    refused(
+        &lanyard(&ns, &dir, &["inspect", "--all"], &[("LANYARD_CONFIG", &missing)]),
+        &[missing_arg, "does not exist"],
+    );
+    let broken = write_config(
+        &dir,
+        "broken.toml",
+        "state_dir = \"/var/lib/lanyard\"\n[network.office]\nhost_interface = \"eth1\"\naddressing = \"static\"\nsubnet = \"198.18.8.0/24\"\ngateway = \"198.18.9.1\"\n",
+    );
+    let broken_arg = broken.to_str().unwrap();
+    let line = format!("{broken_arg} line 6");
+    for args in [
+        vec!["--config", broken_arg, "inspect", "--all"],
+        vec!["--config", broken_arg, "leases"],
+        vec!["--config", broken_arg, "detach", "netns:nothing"],
+        vec!["--config", broken_arg, "attach", "br0", "netns:nothing", "198.18.8.5/24"],
+        vec!["daemon", "--config", broken_arg],
+    ] {
+        refused(&lanyard(&ns, &dir, &args, &[]), &[&line, "outside subnet"]);
+    }
+    let unknown = write_config(&dir, "unknown.toml", "\nstate_dri = \"/x\"\n");
+    refused(
+        &lanyard(&ns, &dir, &["inspect", "--all"], &[("LANYARD_CONFIG", &unknown)]),
+        &["unknown.toml line 2", "state_dri"],
+    );
+    // Nothing was started or written: the daemon refused before binding its socket.
+    assert!(!dir.join("state").exists(), "a state directory was made");
+}
