@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use support::cli::{command, ok, text, token};
+use support::daemon::DaemonGuard;
 use support::lab::{self, Lan, Netns, TestDir};
 
 /// `lanyard ARGS` in `ns` without the lab's LANYARD_STATE_DIR, so the config decides, plus `env`.
@@ -184,4 +185,35 @@ fn a_missing_or_broken_config_stops_every_command_with_the_line() {
     );
     // Nothing was started or written: the daemon refused before binding its socket.
     assert!(!dir.join("state").exists(), "a state directory was made");
+}
+
+#[test]
+fn a_daemon_started_on_demand_reads_the_callers_config_file() {
+    lab::require_root();
+    let lan = Lan::bridge(92);
+    let dir = TestDir::new("config-daemon");
+    let daemon = DaemonGuard::new(&dir);
+    let g = lan.guest("g");
+    let guest = token(&g);
+    // An empty file: the lab's LANYARD_STATE_DIR (dir/state) stays in force.
+    let file = write_config(&dir, "lanyard.toml", "");
+    let file_arg = file.to_str().unwrap();
+    ok(command(
+        &lan.host,
+        &dir,
+        &["--config", file_arg, "attach", "br0", &guest, "dhcp", "--no-wait"],
+    )
+    .output()
+    .expect("run lanyard"));
+    let pid = daemon.pid().expect("attach dhcp started the daemon");
+    let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .expect("the daemon's command line")
+        .split(|b| *b == 0)
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect();
+    assert!(
+        argv.windows(2).any(|pair| pair[0] == "--config" && pair[1] == file_arg),
+        "the daemon was not given --config {file_arg}: {argv:?}"
+    );
+    ok(command(&lan.host, &dir, &["detach", &guest]).output().expect("run lanyard"));
 }
