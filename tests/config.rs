@@ -11,10 +11,51 @@ use support::cli::{command, ok, text, token};
 use support::daemon::DaemonGuard;
 use support::lab::{self, Lan, Netns, TestDir};
 
+/// Runs `command` in a mount namespace of its own with an empty tmpfs over /var/lib: these
+/// tests take LANYARD_STATE_DIR away, so a build that ignored the config would otherwise
+/// write the machine's /var/lib/lanyard.
+fn hide_var_lib(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure only makes system calls (unshare, mount) with
+    // static C strings; it allocates nothing and takes no lock. The mounts live in the child's
+    // new mount namespace only.
+    unsafe {
+        command.pre_exec(|| {
+            let fail = || Err(std::io::Error::last_os_error());
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return fail();
+            }
+            let private = libc::MS_REC | libc::MS_PRIVATE;
+            if libc::mount(
+                c"none".as_ptr(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                private,
+                std::ptr::null(),
+            ) != 0
+            {
+                return fail();
+            }
+            if libc::mount(
+                c"tmpfs".as_ptr(),
+                c"/var/lib".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            ) != 0
+            {
+                return fail();
+            }
+            Ok(())
+        });
+    }
+}
+
 /// `lanyard ARGS` in `ns` without the lab's LANYARD_STATE_DIR, so the config decides, plus `env`.
 fn lanyard(ns: &Netns, dir: &TestDir, args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut command: Command = command(ns, dir, args);
     command.env_remove("LANYARD_STATE_DIR").env_remove("LANYARD_CONFIG");
+    hide_var_lib(&mut command);
     for (name, value) in env {
         command.env(name, value);
     }
@@ -136,6 +177,7 @@ fn pipework_reads_lanyard_config_from_the_environment() {
             .env("LANYARD_CONFIG", config)
             .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()))
             .env("DOCKER_HOST", format!("unix://{}", dir.join("no-docker.sock").display()));
+        hide_var_lib(&mut command);
         command.output().expect("run pipework")
     };
     let address = format!("{}/24", lan.addr4(3));
