@@ -33,7 +33,9 @@ GUEST is a Docker container name or ID (DOCKER_HOST, default /var/run/docker.soc
 process's network namespace), netns:NAME (/run/netns/NAME) or a path to a namespace file. A bare \
 number is a pid only when Docker has no such container.\n\n\
 The namespace lanyard runs in is the host: bridges and macvlan parents are looked up there.\n\
-State: one JSON record per attachment in the state directory (default /var/lib/lanyard)."
+State: one JSON record per attachment in the state directory (default: the config's state_dir, \
+else /var/lib/lanyard).\n\
+Config: /etc/lanyard/lanyard.toml when present, or the file --config / LANYARD_CONFIG names."
 )]
 pub struct Cli {
     /// Config file (lanyard.toml). Named here or in LANYARD_CONFIG, it must exist; without
