@@ -5,7 +5,8 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use support::cli::{command, ok, text, token};
 use support::daemon::DaemonGuard;
@@ -51,6 +52,28 @@ fn hide_var_lib(command: &mut Command) {
     }
 }
 
+/// Runs `command` to the end, killing it after `limit`: a build that ignored a broken config
+/// would start `lanyard daemon` serving forever instead of refusing.
+fn output_within(mut command: Command, limit: Duration) -> Output {
+    let child =
+        command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start lanyard");
+    let pid = child.id() as i32;
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match finished.recv_timeout(limit) {
+        Ok(output) => output.expect("wait for lanyard"),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child, which has not been reaped (its waiter is blocked).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = finished.recv_timeout(Duration::from_secs(5));
+            panic!(
+                "lanyard {:?} still ran after {limit:?}",
+                command.get_args().collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
 /// `lanyard ARGS` in `ns` without the lab's LANYARD_STATE_DIR, so the config decides, plus `env`.
 fn lanyard(ns: &Netns, dir: &TestDir, args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut command: Command = command(ns, dir, args);
@@ -59,7 +82,7 @@ fn lanyard(ns: &Netns, dir: &TestDir, args: &[&str], env: &[(&str, &Path)]) -> O
     for (name, value) in env {
         command.env(name, value);
     }
-    command.output().expect("run lanyard")
+    output_within(command, Duration::from_secs(20))
 }
 
 fn write_config(dir: &TestDir, name: &str, body: &str) -> std::path::PathBuf {
@@ -178,7 +201,7 @@ fn pipework_reads_lanyard_config_from_the_environment() {
             .env("LANYARD_HOST_ID", format!("test-{}", lab::run_id()))
             .env("DOCKER_HOST", format!("unix://{}", dir.join("no-docker.sock").display()));
         hide_var_lib(&mut command);
-        command.output().expect("run pipework")
+        output_within(command, Duration::from_secs(20))
     };
     let address = format!("{}/24", lan.addr4(3));
     ok(run_pipework(&["br0", &guest, &address], &file));
