@@ -19,6 +19,9 @@ pub struct Host {
     /// The `lanyard` binary that runs the lease daemon when none answers; `None` is this
     /// process's own executable (right for the CLI; a program embedding the library names it).
     pub daemon_exe: Option<PathBuf>,
+    /// The config file a daemon started on demand reads (`--config`), so it is the file the
+    /// caller read; `None` leaves the daemon to its own lookup.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Host {
@@ -29,6 +32,7 @@ impl Host {
             host_id: host_id.into(),
             docker_host: None,
             daemon_exe: None,
+            config_file: None,
         })
     }
 
@@ -40,6 +44,12 @@ impl Host {
     /// Start the lease daemon from `exe` when none answers (see [`Host::daemon_exe`]).
     pub fn with_daemon_exe(mut self, exe: impl Into<PathBuf>) -> Host {
         self.daemon_exe = Some(exe.into());
+        self
+    }
+
+    /// Start the lease daemon (when none answers) with `--config FILE`.
+    pub fn with_config_file(mut self, file: impl Into<PathBuf>) -> Host {
+        self.config_file = Some(file.into());
         self
     }
 

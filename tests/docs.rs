@@ -28,3 +28,15 @@ fn ci_runs_the_test_command_the_readme_gives() {
     let ci = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/run")).unwrap();
     assert!(ci.lines().any(|l| l.trim() == "./scripts/test.sh"), ".ci/run runs ./scripts/test.sh");
 }
+
+#[test]
+fn the_readme_config_sample_loads_with_every_key() {
+    let readme = readme();
+    let section = readme.split("**Config.**").nth(1).expect("README has a Config paragraph");
+    let sample = section.split("```").nth(1).expect("the Config paragraph has a sample");
+    let config = lanyard::config::Config::parse(sample, std::path::Path::new("README.md"))
+        .unwrap_or_else(|e| panic!("the README's config sample is refused: {e}"));
+    assert!(config.state_dir.is_some() && config.pipework_key.is_some());
+    assert_eq!(config.allowed_host_interfaces.len(), 2);
+    assert!(config.network("lan").is_some() && config.network("office").is_some());
+}

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
 use crate::attach::{attach, AttachRequest, Attached, DhcpWait, DEFAULT_GUEST_IFNAME};
+use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::guest::GuestSpec;
 use crate::host::Host;
@@ -32,12 +33,18 @@ GUEST is a Docker container name or ID (DOCKER_HOST, default /var/run/docker.soc
 process's network namespace), netns:NAME (/run/netns/NAME) or a path to a namespace file. A bare \
 number is a pid only when Docker has no such container.\n\n\
 The namespace lanyard runs in is the host: bridges and macvlan parents are looked up there.\n\
-State: one JSON record per attachment in the state directory (default /var/lib/lanyard)."
+State: one JSON record per attachment in the state directory (default: the config's state_dir, \
+else /var/lib/lanyard).\n\
+Config: /etc/lanyard/lanyard.toml when present, or the file --config / LANYARD_CONFIG names."
 )]
 pub struct Cli {
-    /// Where attachment records live.
-    #[arg(long, global = true, env = "LANYARD_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
-    pub state_dir: PathBuf,
+    /// Config file (lanyard.toml). Named here or in LANYARD_CONFIG, it must exist; without
+    /// either, /etc/lanyard/lanyard.toml is read when present.
+    #[arg(long, global = true, env = "LANYARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where attachment records live (default: the config's state_dir, else /var/lib/lanyard).
+    #[arg(long, global = true, env = "LANYARD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Seed for stable MACs and host interface names (default: /etc/machine-id).
     #[arg(long, global = true, env = "LANYARD_HOST_ID")]
     pub host_id: Option<String>,
@@ -178,9 +185,43 @@ pub struct AttachArgs {
     pub no_wait: bool,
 }
 
-fn host_from(cli: &Cli) -> Result<Host> {
-    let host_id = crate::naming::read_host_id(cli.host_id.as_deref())?;
-    Host::new(Netns::current()?, &cli.state_dir, host_id)
+/// What every command runs with: the global options resolved against the config file.
+pub struct Settings {
+    /// `--state-dir` / LANYARD_STATE_DIR, else the config's `state_dir`, else the default.
+    pub state_dir: PathBuf,
+    pub host_id: Option<String>,
+    pub config: Config,
+}
+
+impl Settings {
+    /// Loads the config (a broken or missing explicit file fails the command) and applies it.
+    pub fn resolve(cli: &Cli) -> Result<Settings> {
+        let config = Config::load(cli.config.as_deref())?;
+        let state_dir = cli
+            .state_dir
+            .clone()
+            .or_else(|| config.state_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        Ok(Settings { state_dir, host_id: cli.host_id.clone(), config })
+    }
+
+    /// The options alone, for an internal command whose caller passes everything it needs.
+    fn without_config(cli: &Cli) -> Settings {
+        Settings {
+            state_dir: cli.state_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            host_id: cli.host_id.clone(),
+            config: Config::default(),
+        }
+    }
+}
+
+fn host_from(settings: &Settings) -> Result<Host> {
+    let host_id = crate::naming::read_host_id(settings.host_id.as_deref())?;
+    let host = Host::new(Netns::current()?, &settings.state_dir, host_id)?;
+    Ok(match &settings.config.source {
+        Some(file) => host.with_config_file(file),
+        None => host,
+    })
 }
 
 fn require_root() -> Result<()> {
@@ -200,11 +241,12 @@ pub fn main_with(args: Vec<String>) -> i32 {
         .and_then(|a| std::path::Path::new(a).file_name())
         .is_some_and(|name| name == "pipework");
     let result = if invoked_as_pipework {
-        let state_dir = std::env::var_os("LANYARD_STATE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        // Invoked as `pipework` there are no lanyard options, only the environment.
+        let from_env =
+            |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         let cli = Cli {
-            state_dir,
+            config: from_env("LANYARD_CONFIG"),
+            state_dir: from_env("LANYARD_STATE_DIR"),
             host_id: std::env::var("LANYARD_HOST_ID").ok(),
             command: Commands::Pipework { args: args[1..].to_vec() },
         };
@@ -236,11 +278,17 @@ pub fn main_with(args: Vec<String>) -> i32 {
 }
 
 fn run(cli: &Cli) -> Result<()> {
+    let settings = &match &cli.command {
+        // The helper is handed its state directory by the attach that spawned it, which has
+        // already read the config; reading it again could only fail on a file edited since.
+        Commands::AnnounceHelper { .. } => Settings::without_config(cli),
+        _ => Settings::resolve(cli)?,
+    };
     match &cli.command {
-        Commands::Attach(args) => run_attach(cli, &attach_request(args)?),
+        Commands::Attach(args) => run_attach(settings, &attach_request(args)?),
         Commands::Detach { guest, guest_ifname } => {
             require_root()?;
-            let host = host_from(cli)?;
+            let host = host_from(settings)?;
             let done = crate::detach(&host, guest, guest_ifname.as_deref())?;
             if done.interfaces.is_empty() {
                 println!("{guest}: nothing attached by lanyard");
@@ -265,7 +313,7 @@ fn run(cli: &Cli) -> Result<()> {
                 (Some(guest), false) => Some(guest.as_str()),
                 (None, true) => None,
             };
-            let host = host_from(cli)?;
+            let host = host_from(settings)?;
             let views = crate::inspect(&host, token)?;
             if let (Some(token), true) = (token, views.is_empty()) {
                 return Err(Error::not_found(format!("lanyard has no record of {token}")));
@@ -278,18 +326,19 @@ fn run(cli: &Cli) -> Result<()> {
             println!("{}", out.unwrap_or_default());
             Ok(())
         }
-        Commands::Pipework { args } => run_pipework(cli, args),
+        Commands::Pipework { args } => run_pipework(settings, args),
         Commands::Daemon => {
             require_root()?;
             // The daemon derives nothing from the host id; it must start even where there is
             // no /etc/machine-id (the CLI that needs one reports it).
-            let host_id = crate::naming::read_host_id(cli.host_id.as_deref()).unwrap_or_default();
-            crate::daemon::serve(Host::new(Netns::current()?, &cli.state_dir, host_id)?)
+            let host_id =
+                crate::naming::read_host_id(settings.host_id.as_deref()).unwrap_or_default();
+            crate::daemon::serve(Host::new(Netns::current()?, &settings.state_dir, host_id)?)
         }
         Commands::Leases { json } => {
             require_root()?;
             let response = crate::daemon::control::try_request(
-                &cli.state_dir,
+                &settings.state_dir,
                 &crate::daemon::control::Request::Leases,
                 Duration::from_secs(5),
             )?;
@@ -303,7 +352,7 @@ fn run(cli: &Cli) -> Result<()> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&leases).unwrap_or_default());
             } else if leases.is_empty() {
-                println!("no leases (is the daemon running for {}?)", cli.state_dir.display());
+                println!("no leases (is the daemon running for {}?)", settings.state_dir.display());
             } else {
                 for lease in leases {
                     let field = |key: &str| lease[key].as_str().unwrap_or("-").to_string();
@@ -321,11 +370,11 @@ fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Commands::AnnounceHelper { record, netns } => {
-            match crate::ready::announce_from_record(&cli.state_dir, record, netns) {
+            match crate::ready::announce_from_record(&settings.state_dir, record, netns) {
                 Ok(crate::ready::Announced::Sent | crate::ready::Announced::Overtaken) => Ok(()),
                 // The helper's stdio is closed; a real failure goes to a log beside the records.
                 Err(e) => {
-                    log_helper_failure(&cli.state_dir, &format!("announce {record}: {e}"));
+                    log_helper_failure(&settings.state_dir, &format!("announce {record}: {e}"));
                     Err(e)
                 }
             }
@@ -335,9 +384,9 @@ fn run(cli: &Cli) -> Result<()> {
 
 /// Attach (with `dhcp`, the library waits for the lease), announce static addresses from a
 /// detached helper, print what was made.
-fn run_attach(cli: &Cli, request: &AttachRequest) -> Result<()> {
+fn run_attach(settings: &Settings, request: &AttachRequest) -> Result<()> {
     require_root()?;
-    let host = host_from(cli)?;
+    let host = host_from(settings)?;
     let attached = attach(&host, request)?;
     print_attached(&attached);
     match &attached.lease {
@@ -347,7 +396,7 @@ fn run_attach(cli: &Cli, request: &AttachRequest) -> Result<()> {
             }
             None => println!("lease pending: the daemon keeps asking (lanyard leases)"),
         },
-        None => spawn_announcer(cli, &attached),
+        None => spawn_announcer(settings, &attached),
     }
     Ok(())
 }
@@ -441,14 +490,14 @@ fn print_attached(attached: &Attached) {
 /// Announce from a detached helper process: the packet socket's close (~8 ms) and the exit of a
 /// process holding one (~16 ms) stay off this command's critical path. Its stdio is closed so
 /// a caller capturing our output never waits for it.
-fn spawn_announcer(cli: &Cli, attached: &Attached) {
+fn spawn_announcer(settings: &Settings, attached: &Attached) {
     if attached.announcement.ipv4.is_empty() && attached.announcement.ipv6.is_empty() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else { return };
     let spawned = Command::new(exe)
         .arg("--state-dir")
-        .arg(&cli.state_dir)
+        .arg(&settings.state_dir)
         .arg("announce-helper")
         .arg("--record")
         .arg(attached.record.file_name())
@@ -472,7 +521,7 @@ fn log_helper_failure(state_dir: &std::path::Path, line: &str) {
     }
 }
 
-fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
+fn run_pipework(settings: &Settings, args: &[String]) -> Result<()> {
     match pipework::parse_pipework(args)? {
         PipeworkCommand::Attach(pipework::PipeworkAttach {
             host_if,
@@ -499,7 +548,7 @@ fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
                 HostInterface::Name(name) => name,
                 HostInterface::ByMac(mac) => {
                     require_root()?;
-                    crate::host_interface::name_by_mac(&host_from(cli)?, mac)?
+                    crate::host_interface::name_by_mac(&host_from(settings)?, mac)?
                 }
             };
             let mut request = AttachRequest::new(&host_if, GuestSpec::parse(&guest)?);
@@ -513,11 +562,11 @@ fn run_pipework(cli: &Cli, args: &[String]) -> Result<()> {
             request.host_ifname = host_ifname;
             request.mac = mac;
             request.validate()?;
-            run_attach(cli, &request)
+            run_attach(settings, &request)
         }
         PipeworkCommand::Route { guest, action, destination, via, dev, metric } => {
             require_root()?;
-            let host = host_from(cli)?;
+            let host = host_from(settings)?;
             let change = match action {
                 RouteAction::Add => RouteChange::Add,
                 RouteAction::Del => RouteChange::Delete,

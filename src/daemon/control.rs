@@ -171,6 +171,11 @@ fn ensure_daemon(host: &Host) -> Result<()> {
     command
         .arg("--state-dir")
         .arg(state_dir)
+        .args(
+            host.config_file
+                .iter()
+                .flat_map(|file| [std::ffi::OsStr::new("--config"), file.as_os_str()]),
+        )
         .arg("daemon")
         .stdin(Stdio::null())
         .stdout(log)

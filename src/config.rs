@@ -1,0 +1,521 @@
+//! lanyard.toml: where state lives, which host interfaces declarations may use, and named
+//! networks. Loaded and checked whole before anything uses it, so a broken file is refused
+//! with the line to fix instead of half-applied.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Read when neither `--config` nor `LANYARD_CONFIG` names a file; its absence means defaults.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/lanyard/lanyard.toml";
+
+/// A loaded, checked configuration. `Config::default()` is what a host without a config file
+/// gets: no state directory of its own, no allowed host interface, no networks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was read from; `None` for the defaults.
+    pub source: Option<PathBuf>,
+    /// Where records live, when neither `--state-dir` nor `LANYARD_STATE_DIR` says otherwise.
+    pub state_dir: Option<PathBuf>,
+    /// Host interfaces a declaration may name (besides those of the networks).
+    pub allowed_host_interfaces: Vec<String>,
+    /// When set, the daemon acts only on containers that carry the same key.
+    pub pipework_key: Option<String>,
+    /// Give the host a route to each macvlan container.
+    pub host_routes: bool,
+    /// Named networks, by name.
+    pub networks: BTreeMap<String, Network>,
+}
+
+/// `[network.NAME]`: a host interface and how its guests get addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub host_interface: String,
+    pub addressing: NetworkAddressing,
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkAddressing {
+    Dhcp,
+    /// A declaration names only the address; its prefix and gateway come from here.
+    Static {
+        subnet: IpNet,
+        gateway: Option<IpAddr>,
+    },
+}
+
+impl Config {
+    /// The configuration for this run: `explicit` (from `--config` or `LANYARD_CONFIG`) must
+    /// exist; without it, [`DEFAULT_CONFIG_PATH`] is read if present, defaults otherwise.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        match explicit {
+            Some(path) => Self::load_file(path, true),
+            None => Self::load_file(Path::new(DEFAULT_CONFIG_PATH), false),
+        }
+    }
+
+    /// Reads `path`; a missing file is an error when the user named it (`required`), defaults
+    /// otherwise. Any other read failure is an error either way: a config that exists but
+    /// cannot be read must not be silently ignored.
+    pub fn load_file(path: &Path, required: bool) -> Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Config::default())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::usage(format!(
+                    "config file {} does not exist: give an existing file to --config or \
+                     LANYARD_CONFIG, or leave both out for {DEFAULT_CONFIG_PATH}",
+                    path.display()
+                )))
+            }
+            Err(e) => {
+                return Err(Error::with_source(
+                    ErrorKind::Io,
+                    format!("read config file {} (check its permissions)", path.display()),
+                    e,
+                ))
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks `text`, read from `path` (named in errors, with the line).
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let refuse = |offset: usize, what: &str| -> Error {
+            Error::usage(format!(
+                "config file {} line {}: {what}",
+                path.display(),
+                line_of(text, offset)
+            ))
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            let message = e.message().trim_end().replace('\n', " ");
+            // toml's message names the expected type, not the key: quote the line itself.
+            let line = text.lines().nth(line_of(text, offset) - 1).unwrap_or("").trim();
+            refuse(
+                offset,
+                &format!(
+                    "{message} (in `{line}`); correct it (the README's Config section lists every key)"
+                ),
+            )
+        })?;
+
+        let state_dir = match raw.state_dir {
+            None => None,
+            Some(dir) => {
+                let value = PathBuf::from(dir.get_ref());
+                if !value.is_absolute() {
+                    return Err(refuse(
+                        dir.span().start,
+                        &format!(
+                            "state_dir {:?} is not an absolute path; give one starting with /",
+                            dir.get_ref()
+                        ),
+                    ));
+                }
+                Some(value)
+            }
+        };
+        let mut allowed_host_interfaces = Vec::new();
+        for name in raw.allowed_host_interfaces {
+            crate::spec::validate_ifname(
+                name.get_ref(),
+                "interface name in allowed_host_interfaces",
+            )
+            .map_err(|e| refuse(name.span().start, e.message()))?;
+            allowed_host_interfaces.push(name.into_inner());
+        }
+        let pipework_key = match raw.pipework_key {
+            Some(key) if key.get_ref().is_empty() => return Err(refuse(
+                key.span().start,
+                "pipework_key is empty; give a key, or remove the line to act on every container",
+            )),
+            key => key.map(Spanned::into_inner),
+        };
+        let mut networks = BTreeMap::new();
+        for (name, network) in raw.network {
+            let network_at = network.span().start;
+            let network = network.into_inner();
+            if let Some(why) = bad_network_name(name.get_ref()) {
+                return Err(refuse(
+                    name.span().start,
+                    &format!(
+                        "network name {:?} {why}; rename the [network.NAME] table",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            let context = format!("network {}", name.get_ref());
+            let host_interface = network.host_interface.ok_or_else(|| {
+                refuse(
+                    network_at,
+                    &format!(
+                        "{context}: host_interface is missing; add host_interface = \"IFNAME\""
+                    ),
+                )
+            })?;
+            crate::spec::validate_ifname(host_interface.get_ref(), "host_interface").map_err(
+                |e| refuse(host_interface.span().start, &format!("{context}: {}", e.message())),
+            )?;
+            let addressing = match network.addressing {
+                None => {
+                    return Err(refuse(
+                        network_at,
+                        &format!(
+                        "{context}: addressing is missing; add addressing = \"dhcp\" or \"static\""
+                    ),
+                    ))
+                }
+                Some(kind) => {
+                    match kind.get_ref() {
+                        RawAddressing::Dhcp => {
+                            if let Some(key) =
+                                network.subnet.as_ref().map(|s| ("subnet", s.span().start)).or(
+                                    network.gateway.as_ref().map(|g| ("gateway", g.span().start)),
+                                )
+                            {
+                                return Err(refuse(
+                                key.1,
+                                &format!("{context}: {} is for static networks (the DHCP server gives it); remove it or set addressing = \"static\"", key.0),
+                            ));
+                            }
+                            NetworkAddressing::Dhcp
+                        }
+                        RawAddressing::Static => {
+                            let subnet = network.subnet.ok_or_else(|| {
+                            refuse(
+                                network_at,
+                                &format!("{context}: a static network needs a subnet; add subnet = \"CIDR\""),
+                            )
+                        })?;
+                            let parsed: IpNet = subnet.get_ref().parse().map_err(|_| {
+                            refuse(
+                                subnet.span().start,
+                                &format!("{context}: subnet {:?} is not a CIDR such as 198.18.8.0/24", subnet.get_ref()),
+                            )
+                        })?;
+                            if parsed.trunc() != parsed {
+                                return Err(refuse(
+                                subnet.span().start,
+                                &format!("{context}: subnet {parsed} has host bits set; did you mean {}?", parsed.trunc()),
+                            ));
+                            }
+                            let gateway = match network.gateway {
+                                None => None,
+                                Some(gateway) => {
+                                    let address: IpAddr =
+                                        gateway.get_ref().parse().map_err(|_| {
+                                            refuse(
+                                                gateway.span().start,
+                                                &format!(
+                                                    "{context}: gateway {:?} is not an IP address",
+                                                    gateway.get_ref()
+                                                ),
+                                            )
+                                        })?;
+                                    if !parsed.contains(&address) {
+                                        return Err(refuse(
+                                        gateway.span().start,
+                                        &format!("{context}: gateway {address} is outside subnet {parsed}; give a gateway inside it"),
+                                    ));
+                                    }
+                                    Some(address)
+                                }
+                            };
+                            NetworkAddressing::Static { subnet: parsed, gateway }
+                        }
+                    }
+                }
+            };
+            let mtu = match network.mtu {
+                None => None,
+                Some(mtu) => {
+                    let has_ipv6 = matches!(
+                        addressing,
+                        NetworkAddressing::Static { subnet: IpNet::V6(_), .. }
+                    );
+                    crate::spec::validate_mtu(*mtu.get_ref(), has_ipv6).map_err(|e| {
+                        refuse(mtu.span().start, &format!("{context}: {}", e.message()))
+                    })?;
+                    Some(mtu.into_inner())
+                }
+            };
+            networks.insert(
+                name.into_inner(),
+                Network { host_interface: host_interface.into_inner(), addressing, mtu },
+            );
+        }
+        Ok(Config {
+            source: Some(path.to_path_buf()),
+            state_dir,
+            allowed_host_interfaces,
+            pipework_key,
+            host_routes: raw.host_routes,
+            networks,
+        })
+    }
+
+    /// Whether a declaration may put a container on `name`: listed in
+    /// `allowed_host_interfaces`, or the host interface of a defined network. Nothing is
+    /// allowed by default, so a label can never reach the host's management NIC unasked.
+    pub fn is_allowed_host_interface(&self, name: &str) -> bool {
+        self.allowed_host_interfaces.iter().any(|allowed| allowed == name)
+            || self.networks.values().any(|network| network.host_interface == name)
+    }
+
+    /// The network called `name`, if the config defines one.
+    pub fn network(&self, name: &str) -> Option<&Network> {
+        self.networks.get(name)
+    }
+}
+
+/// Why `name` cannot name a network (it appears as the first word of a declaration).
+fn bad_network_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.chars().any(char::is_whitespace) {
+        Some("contains whitespace")
+    } else if name.contains('/') {
+        Some("contains '/'")
+    } else {
+        None
+    }
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    allowed_host_interfaces: Vec<Spanned<String>>,
+    pipework_key: Option<Spanned<String>>,
+    #[serde(default)]
+    host_routes: bool,
+    #[serde(default)]
+    network: BTreeMap<Spanned<String>, Spanned<RawNetwork>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    host_interface: Option<Spanned<String>>,
+    addressing: Option<Spanned<RawAddressing>>,
+    mtu: Option<Spanned<u32>>,
+    subnet: Option<Spanned<String>>,
+    gateway: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawAddressing {
+    Dhcp,
+    Static,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"state_dir = "/var/lib/lanyard"
+allowed_host_interfaces = ["br0", "eth1"]
+pipework_key = "k1"
+host_routes = true
+[network.lan]
+host_interface = "br0"
+addressing = "dhcp"
+mtu = 1500
+[network.office]
+host_interface = "eth1"
+addressing = "static"
+subnet = "198.18.8.0/24"
+gateway = "198.18.8.1"
+"#;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("/etc/test/lanyard.toml"))
+    }
+
+    /// The refusal for `text`: Usage, naming the file and `line`, containing `piece`.
+    fn refused(text: &str, line: usize, piece: &str) {
+        let err = parse(text).expect_err(text);
+        assert_eq!(err.kind(), ErrorKind::Usage, "{err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("config file /etc/test/lanyard.toml line {line}: ")),
+            "{message}"
+        );
+        assert!(message.contains(piece), "{message} lacks {piece:?}");
+        assert!(!message.contains('\n'), "one line: {message}");
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let config = parse(SAMPLE).unwrap();
+        assert_eq!(config.source.as_deref(), Some(Path::new("/etc/test/lanyard.toml")));
+        assert_eq!(config.state_dir.as_deref(), Some(Path::new("/var/lib/lanyard")));
+        assert_eq!(config.allowed_host_interfaces, ["br0", "eth1"]);
+        assert_eq!(config.pipework_key.as_deref(), Some("k1"));
+        assert!(config.host_routes);
+        assert_eq!(
+            config.network("lan"),
+            Some(&Network {
+                host_interface: "br0".into(),
+                addressing: NetworkAddressing::Dhcp,
+                mtu: Some(1500)
+            })
+        );
+        assert_eq!(
+            config.network("office"),
+            Some(&Network {
+                host_interface: "eth1".into(),
+                addressing: NetworkAddressing::Static {
+                    subnet: "198.18.8.0/24".parse().unwrap(),
+                    gateway: Some("198.18.8.1".parse().unwrap()),
+                },
+                mtu: None
+            })
+        );
+        assert_eq!(config.network("br0"), None);
+    }
+
+    #[test]
+    fn an_empty_file_and_a_missing_default_file_give_the_defaults() {
+        let empty = parse("").unwrap();
+        assert_eq!(empty, Config { source: empty.source.clone(), ..Config::default() });
+        assert!(!empty.host_routes);
+        assert!(empty.state_dir.is_none() && empty.pipework_key.is_none());
+        let missing = Path::new("/nonexistent-lanyard-test/lanyard.toml");
+        assert_eq!(Config::load_file(missing, false).unwrap(), Config::default());
+        let err = Config::load_file(missing, true).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Usage);
+        assert!(err.to_string().contains("/nonexistent-lanyard-test/lanyard.toml does not exist"));
+    }
+
+    #[test]
+    fn allowed_means_listed_or_the_interface_of_a_network() {
+        let config = parse(
+            "allowed_host_interfaces = [\"eth1\"]\n[network.lan]\nhost_interface = \"br0\"\naddressing = \"dhcp\"\n",
+        )
+        .unwrap();
+        assert!(config.is_allowed_host_interface("eth1"));
+        assert!(config.is_allowed_host_interface("br0"));
+        assert!(!config.is_allowed_host_interface("eth0"));
+        assert!(!config.is_allowed_host_interface("lan"));
+        assert!(!Config::default().is_allowed_host_interface("eth0"));
+    }
+
+    #[test]
+    fn static_network_without_gateway_is_accepted() {
+        let config = parse(
+            "[network.v6]\nhost_interface = \"br0\"\naddressing = \"static\"\nsubnet = \"2001:db8:8::/64\"\nmtu = 1400\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.network("v6").unwrap().addressing,
+            NetworkAddressing::Static { subnet: "2001:db8:8::/64".parse().unwrap(), gateway: None }
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_key_and_its_line() {
+        refused("state_dir = \"/x\"\nstatedir = \"/y\"\n", 2, "statedir");
+        refused(
+            "[network.lan]\nhost_interface = \"br0\"\naddressing = \"dhcp\"\nmtuu = 1500\n",
+            4,
+            "mtuu",
+        );
+    }
+
+    #[test]
+    fn each_bad_value_is_refused_with_its_line() {
+        // Syntax and type errors, as toml reports them.
+        refused("state_dir = \n", 1, "correct it");
+        refused("\n\nhost_routes = \"yes\"\n", 3, "host_routes");
+        refused("state_dir = \"var/lib/lanyard\"\n", 1, "not an absolute path");
+        refused(
+            "\nallowed_host_interfaces = [\"br0\", \"has space\"]\n",
+            2,
+            "allowed_host_interfaces",
+        );
+        refused("allowed_host_interfaces = [\"abcdefghijklmnop\"]\n", 1, "at most 15");
+        refused("\npipework_key = \"\"\n", 2, "pipework_key is empty");
+        let net = |body: &str| format!("state_dir = \"/x\"\n[network.n]\n{body}");
+        refused(
+            &net("host_interface = \"a/b\"\naddressing = \"dhcp\"\n"),
+            3,
+            "network n: bad host_interface",
+        );
+        refused(&net("addressing = \"dhcp\"\n"), 2, "host_interface is missing");
+        refused(&net("host_interface = \"br0\"\n"), 2, "addressing is missing");
+        refused(&net("host_interface = \"br0\"\naddressing = \"dynamic\"\n"), 4, "dynamic");
+        refused(
+            &net("host_interface = \"br0\"\naddressing = \"dhcp\"\nsubnet = \"198.18.8.0/24\"\n"),
+            5,
+            "subnet is for static networks",
+        );
+        refused(
+            &net("host_interface = \"br0\"\naddressing = \"dhcp\"\ngateway = \"198.18.8.1\"\n"),
+            5,
+            "gateway is for static networks",
+        );
+        refused(&net("host_interface = \"br0\"\naddressing = \"static\"\n"), 2, "needs a subnet");
+        refused(
+            &net("host_interface = \"br0\"\naddressing = \"static\"\nsubnet = \"198.18.8.0\"\n"),
+            5,
+            "not a CIDR",
+        );
+        refused(
+            &net("host_interface = \"br0\"\naddressing = \"static\"\nsubnet = \"198.18.8.1/24\"\n"),
+            5,
+            "did you mean 198.18.8.0/24",
+        );
+        refused(
+            &net("host_interface = \"br0\"\naddressing = \"static\"\nsubnet = \"198.18.8.0/24\"\ngateway = \"198.18.9.1\"\n"),
+            6,
+            "gateway 198.18.9.1 is outside subnet 198.18.8.0/24",
+        );
+        refused(
+            &net("host_interface = \"br0\"\naddressing = \"static\"\nsubnet = \"198.18.8.0/24\"\ngateway = \"2001:db8::1\"\n"),
+            6,
+            "outside subnet",
+        );
+        refused(
+            &net("host_interface = \"br0\"\naddressing = \"static\"\nsubnet = \"198.18.8.0/24\"\ngateway = \"nope\"\n"),
+            6,
+            "not an IP address",
+        );
+        refused(
+            &net("host_interface = \"br0\"\naddressing = \"dhcp\"\nmtu = 50\n"),
+            5,
+            "bad MTU 50",
+        );
+        refused(&net("host_interface = \"br0\"\naddressing = \"dhcp\"\nmtu = -1\n"), 5, "mtu");
+        refused(
+            "[network.\"has space\"]\nhost_interface = \"br0\"\naddressing = \"dhcp\"\n",
+            1,
+            "contains whitespace",
+        );
+        refused(
+            "[network.\"a/b\"]\nhost_interface = \"br0\"\naddressing = \"dhcp\"\n",
+            1,
+            "contains '/'",
+        );
+        refused("[network.\"\"]\nhost_interface = \"br0\"\naddressing = \"dhcp\"\n", 1, "is empty");
+    }
+}
