@@ -93,3 +93,83 @@ fn the_units_exec_start_serves_and_stops_cleanly_on_sigterm() {
     let socket = lanyard::daemon::control::socket_path(Path::new(&state));
     assert!(!socket.exists(), "its control socket is removed at exit");
 }
+
+#[test]
+fn sighup_reloads_the_config_and_a_broken_one_is_refused_and_the_old_kept() {
+    lab::require_root();
+    let host = Netns::new("hup-host");
+    let dir = TestDir::new("daemon-hup");
+    let config = dir.join("lanyard.toml");
+    let good = "allowed_host_interfaces = [\"br0\"]\n";
+    std::fs::write(&config, good).unwrap();
+    let log = dir.join("daemon.err");
+    let mut command = host.command(env!("CARGO_BIN_EXE_lanyard"));
+    command
+        .arg("--config")
+        .arg(&config)
+        .arg("daemon")
+        .env("LANYARD_STATE_DIR", dir.join("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut daemon = command.spawn().expect("start the daemon");
+    let stop = KillOnDrop(daemon.id());
+    let state = dir.join("state");
+    let ping = || {
+        lanyard::daemon::control::try_request(
+            &state,
+            &lanyard::daemon::control::Request::Ping,
+            Duration::from_secs(1),
+        )
+        .ok()
+        .flatten()
+        .is_some_and(|answer| answer.ok)
+    };
+    let logged = |needle: &str| {
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&log).is_ok_and(|text| text.contains(needle))
+        })
+    };
+    let hup = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(daemon.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap()
+    };
+    assert!(wait_until(Duration::from_secs(5), ping), "the daemon answers");
+
+    std::fs::write(&config, "allowed_host_interfaces = [\"br0\"]\nstate_dir = 5\n").unwrap();
+    hup();
+    assert!(
+        logged("configuration refused, the previous one kept"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(logged("line 2"), "the refusal names the line");
+    assert!(ping(), "a broken config does not stop the daemon");
+
+    std::fs::write(&config, good).unwrap();
+    hup();
+    assert!(
+        logged(&format!("configuration reloaded from {}", config.display())),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(ping(), "still serving after the reload");
+    assert!(daemon.try_wait().unwrap().is_none(), "SIGHUP never stops it");
+    drop(stop);
+    let _ = daemon.wait();
+}
+
+/// SIGTERM to the daemon when the test ends, however it ends.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}

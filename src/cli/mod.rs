@@ -91,12 +91,13 @@ pub enum Commands {
     /// Keep DHCP leases: every exchange and every lease of this state directory in one process.
     ///
     /// One daemon per state directory: its control socket is control.sock there (directory
-    /// 0700, socket 0600, root only), so an instance with its own --state-dir never meets the
+    /// 0700, socket 0600; it answers only root or its own user), so an instance with its own --state-dir never meets the
     /// system one. `attach ... dhcp` starts it when none answers (a lock keeps two attaches from
     /// starting two), detached: new session, output to daemon.log in the state directory, in the
     /// namespace the CLI runs in. Started by hand or by systemd with the same state directory,
     /// it is the same daemon. Leases are saved as they change and resumed after a restart, even
-    /// after SIGKILL.
+    /// after SIGKILL. SIGHUP reads the config file again (a broken one is refused and the
+    /// current one kept, said in the log); SIGTERM or SIGINT stops it cleanly.
     Daemon,
     /// Every lease the daemon holds, one line each.
     Leases {
@@ -333,7 +334,11 @@ fn run(cli: &Cli) -> Result<()> {
             // no /etc/machine-id (the CLI that needs one reports it).
             let host_id =
                 crate::naming::read_host_id(settings.host_id.as_deref()).unwrap_or_default();
-            crate::daemon::serve(Host::new(Netns::current()?, &settings.state_dir, host_id)?)
+            crate::daemon::serve(
+                Host::new(Netns::current()?, &settings.state_dir, host_id)?,
+                settings.config.clone(),
+                cli.config.clone(),
+            )
         }
         Commands::Leases { json } => {
             require_root()?;

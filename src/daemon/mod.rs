@@ -81,6 +81,10 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct Daemon {
     host: Host,
+    /// The configuration in force, and the file named on the command line (`None`: the default
+    /// path) to read again on SIGHUP.
+    config: crate::config::Config,
+    config_explicit: Option<PathBuf>,
     state_dir: PathBuf,
     epoch: Instant,
     listener: UnixListener,
@@ -101,7 +105,11 @@ fn log(line: impl std::fmt::Display) {
 
 impl Daemon {
     /// Start the daemon of `host.state` (one per state directory: a second one exits).
-    pub fn start(host: Host) -> Result<Daemon> {
+    pub fn start(
+        host: Host,
+        config: crate::config::Config,
+        config_explicit: Option<PathBuf>,
+    ) -> Result<Daemon> {
         raise_open_file_limit();
         let state_dir = host.state.path().to_path_buf();
         let lock = crate::state::try_lock_file(&state_dir.join(control::DAEMON_LOCK))?.ok_or_else(
@@ -146,6 +154,8 @@ impl Daemon {
             .with_context(ErrorKind::Io, || "create the daemon's epoll set")?;
         let mut daemon = Daemon {
             host,
+            config,
+            config_explicit,
             state_dir,
             epoch: Instant::now(),
             listener,
@@ -174,7 +184,32 @@ impl Daemon {
         Now::system(self.epoch)
     }
 
-    /// Serve until SIGTERM, SIGINT or SIGHUP. Leases are on disk at every change, so a stop (or a kill)
+    /// SIGHUP: read the configuration again. A file that does not load is refused and the one in
+    /// force kept, said in the log; a new `state_dir` takes effect at the next start (this daemon
+    /// holds the lock and socket of its own).
+    fn reload_config(&mut self) {
+        match crate::config::Config::load(self.config_explicit.as_deref()) {
+            Ok(config) => {
+                let from = config.source.as_ref().map_or_else(
+                    || "defaults (no config file)".to_string(),
+                    |f| f.display().to_string(),
+                );
+                log(format_args!("SIGHUP: configuration reloaded from {from}"));
+                if config.state_dir != self.config.state_dir {
+                    log(format_args!(
+                        "SIGHUP: state_dir changed; this daemon keeps serving {} until restarted",
+                        self.state_dir.display()
+                    ));
+                }
+                self.config = config;
+            }
+            Err(e) => {
+                log(format_args!("SIGHUP: configuration refused, the previous one kept: {e}"))
+            }
+        }
+    }
+
+    /// Serve until SIGTERM or SIGINT (SIGHUP reloads the configuration). Leases are on disk at every change, so a stop (or a kill)
     /// loses nothing: the next daemon resumes them.
     pub fn run(mut self) -> Result<()> {
         let mut events = vec![EpollEvent::empty(); 256];
@@ -192,6 +227,10 @@ impl Daemon {
                     Owner::Listener => self.accept_all(),
                     Owner::Signals => {
                         if let Ok(Some(info)) = self.signals.read_signal() {
+                            if info.ssi_signo == nix::sys::signal::Signal::SIGHUP as u32 {
+                                self.reload_config();
+                                continue;
+                            }
                             log(format_args!(
                                 "signal {}: stopping; leases stay on disk",
                                 info.ssi_signo
@@ -350,6 +389,10 @@ fn raise_open_file_limit() {
 }
 
 /// `lanyard daemon`: serve the state directory of `host` until stopped.
-pub fn serve(host: Host) -> Result<()> {
-    Daemon::start(host)?.run()
+pub fn serve(
+    host: Host,
+    config: crate::config::Config,
+    config_explicit: Option<PathBuf>,
+) -> Result<()> {
+    Daemon::start(host, config, config_explicit)?.run()
 }
