@@ -526,3 +526,40 @@ fn scopeguard(pid: nix::unistd::Pid) -> impl Drop {
     }
     Resume(pid)
 }
+
+#[test]
+fn status_shows_attachments_and_the_daemons_leases_and_starts_nothing() {
+    let lan = Lan::bridge(83);
+    let dir = TestDir::new("status");
+    let daemon = DaemonGuard::new(&dir);
+    let status = |args: &[&str]| {
+        let out = cli(&lan.host, &dir, &[&["status"], args].concat());
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Nothing yet: no daemon is started and no state directory is made.
+    let json: serde_json::Value = serde_json::from_str(&status(&["--json"])).unwrap();
+    assert_eq!(json["Attachments"], 0, "{json}");
+    assert!(json["Daemon"].is_null(), "{json}");
+    assert!(daemon.pid().is_none(), "status starts no daemon");
+    assert!(!dir.join("state").exists(), "status makes no state directory");
+    assert!(status(&[]).contains("daemon: not running"));
+
+    let _dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.83.100", "198.18.83.150"), "2m", &[]);
+    let leased = lan.guest("leased");
+    let fixed = lan.guest("fixed");
+    for (guest, address) in [(&leased, "dhcp"), (&fixed, "198.18.83.5/24")] {
+        let out =
+            cli(&lan.host, &dir, &["attach", "br0", &format!("netns:{}", guest.name), address]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let json: serde_json::Value = serde_json::from_str(&status(&["--json"])).unwrap();
+    assert_eq!(json["Attachments"], 2, "{json}");
+    assert_eq!(json["Daemon"]["Pid"].as_i64(), daemon.pid().map(i64::from), "{json}");
+    assert_eq!(json["Daemon"]["Leases"], 1, "{json}");
+    assert_eq!(json["Daemon"]["LeasesByState"]["BOUND"], 1, "{json}");
+    assert_eq!(json["Daemon"]["GuestsAlive"], 1, "{json}");
+    let text_status = status(&[]);
+    assert!(text_status.contains("2 attachment(s) recorded"), "{text_status}");
+    assert!(text_status.contains("1 lease(s): BOUND 1"), "{text_status}");
+}

@@ -99,6 +99,13 @@ pub enum Commands {
     /// after SIGKILL. SIGHUP reads the config file again (a broken one is refused and the
     /// current one kept, said in the log); SIGTERM or SIGINT stops it cleanly.
     Daemon,
+    /// How lanyard is on this host: the state directory and its attachments, the config in
+    /// force, and the daemon (running or not, uptime, leases by state). Starts nothing.
+    Status {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every lease the daemon holds, one line each.
     Leases {
         /// Print JSON instead of lines.
@@ -340,6 +347,10 @@ fn run(cli: &Cli) -> Result<()> {
                 cli.config.clone(),
             )
         }
+        Commands::Status { json } => {
+            require_root()?;
+            print_status(settings, *json)
+        }
         Commands::Leases { json } => {
             require_root()?;
             let response = crate::daemon::control::try_request(
@@ -469,6 +480,60 @@ fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
     request.probe = args.probe.map(Duration::from_millis);
     request.validate()?;
     Ok(request)
+}
+
+/// `lanyard status`: what is recorded, the config, and the daemon if one answers.
+fn print_status(settings: &Settings, json: bool) -> Result<()> {
+    use crate::daemon::control::{try_request, Request};
+    let daemon = match try_request(&settings.state_dir, &Request::Status, Duration::from_secs(5))? {
+        None => None,
+        Some(answer) if answer.ok => Some(answer.data),
+        Some(answer) => return Err(answer.into_error()),
+    };
+    // Reading, never creating: a host that never attached anything has no state directory.
+    let attachments = if settings.state_dir.is_dir() {
+        crate::state::StateDir::open(&settings.state_dir)?.records()?.len()
+    } else {
+        0
+    };
+    let config = settings.config.source.as_ref().map(|p| p.display().to_string());
+    if json {
+        let status = serde_json::json!({
+            "StateDir": settings.state_dir,
+            "Attachments": attachments,
+            "Config": config,
+            "Daemon": daemon,
+        });
+        println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+        return Ok(());
+    }
+    println!("state dir {}: {attachments} attachment(s) recorded", settings.state_dir.display());
+    match &config {
+        Some(file) => println!("config: {file}"),
+        None => println!("config: defaults (no {})", crate::config::DEFAULT_CONFIG_PATH),
+    }
+    match daemon {
+        None => println!(
+            "daemon: not running (attach ... dhcp starts it; `lanyard daemon` or the systemd unit keeps it)"
+        ),
+        Some(data) => {
+            let by_state: Vec<String> = data["LeasesByState"]
+                .as_object()
+                .map(|states| states.iter().map(|(state, n)| format!("{state} {n}")).collect())
+                .unwrap_or_default();
+            let uptime = humantime::format_duration(Duration::from_secs(
+                data["UptimeSeconds"].as_u64().unwrap_or(0),
+            ));
+            println!(
+                "daemon: running (pid {}, up {uptime}), {} lease(s){}; {} guest(s) reachable",
+                data["Pid"],
+                data["Leases"],
+                if by_state.is_empty() { String::new() } else { format!(": {}", by_state.join(", ")) },
+                data["GuestsAlive"],
+            );
+        }
+    }
+    Ok(())
 }
 
 fn print_attached(attached: &Attached) {

@@ -38,6 +38,8 @@ pub enum Request {
         record: String,
     },
     Leases,
+    /// How the daemon is: pid, uptime, the config in force, leases by state.
+    Status,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

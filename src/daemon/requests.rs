@@ -112,6 +112,25 @@ impl Daemon {
                 let leases: Vec<serde_json::Value> = self.slots.values().map(lease_view).collect();
                 reply(stream, &Response::ok(json!(leases)));
             }
+            Request::Status => {
+                let mut by_state = std::collections::BTreeMap::<String, usize>::new();
+                for slot in self.slots.values() {
+                    *by_state.entry(slot.client.state().to_string()).or_default() += 1;
+                }
+                let alive = self.slots.values().filter(|slot| slot.live.is_some()).count();
+                reply(
+                    stream,
+                    &Response::ok(json!({
+                        "Pid": std::process::id(),
+                        "UptimeSeconds": self.epoch.elapsed().as_secs(),
+                        "StateDir": self.state_dir,
+                        "Config": self.config.source,
+                        "Leases": self.slots.len(),
+                        "LeasesByState": by_state,
+                        "GuestsAlive": alive,
+                    })),
+                );
+            }
             Request::Acquire { record, wait, timeout_ms } => match self.acquire(&record) {
                 Ok(()) => {
                     let slot = self.slots.get_mut(&record).expect("acquired");
