@@ -20,6 +20,18 @@ fn unit_for_this_build() -> String {
     text.replace(INSTALLED_BINARY, env!("CARGO_BIN_EXE_lanyard"))
 }
 
+/// Whether the daemon of `state` answers a ping (within 1 s).
+fn answers(state: &Path) -> bool {
+    lanyard::daemon::control::try_request(
+        state,
+        &lanyard::daemon::control::Request::Ping,
+        Duration::from_secs(1),
+    )
+    .ok()
+    .flatten()
+    .is_some_and(|answer| answer.ok)
+}
+
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {
     lab::require_root();
@@ -64,16 +76,7 @@ fn the_units_exec_start_serves_and_stops_cleanly_on_sigterm() {
         .stderr(Stdio::null());
     let mut daemon = command.spawn().expect("start the ExecStart line");
     let state = dir.join("state");
-    let ping = || {
-        lanyard::daemon::control::try_request(
-            &state,
-            &lanyard::daemon::control::Request::Ping,
-            Duration::from_secs(1),
-        )
-        .ok()
-        .flatten()
-        .is_some_and(|answer| answer.ok)
-    };
+    let ping = || answers(&state);
     assert!(wait_until(Duration::from_secs(5), ping), "the daemon answers");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon.id() as i32),
@@ -115,16 +118,7 @@ fn sighup_reloads_the_config_and_a_broken_one_is_refused_and_the_old_kept() {
     let mut daemon = command.spawn().expect("start the daemon");
     let stop = KillOnDrop(daemon.id());
     let state = dir.join("state");
-    let ping = || {
-        lanyard::daemon::control::try_request(
-            &state,
-            &lanyard::daemon::control::Request::Ping,
-            Duration::from_secs(1),
-        )
-        .ok()
-        .flatten()
-        .is_some_and(|answer| answer.ok)
-    };
+    let ping = || answers(&state);
     let logged = |needle: &str| {
         wait_until(Duration::from_secs(5), || {
             std::fs::read_to_string(&log).is_ok_and(|text| text.contains(needle))
