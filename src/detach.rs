@@ -122,10 +122,6 @@ fn detach_record(
         Some(netns) => Some(Netlink::open(netns, format!("guest {}", record.guest.display()))?),
         None => None,
     };
-    // The record's removal (a few journalled file operations on a disk state directory) runs
-    // beside the kernel's link deletion (~20 ms for a veth) instead of after it. The state lock
-    // is held, so nobody sees the record gone before the link; if the kernel part fails, the
-    // record is written back, so the detach can be retried.
     // Another record on a bridge lanyard made keeps it, even when that guest's link is gone for
     // now. Asked before the removal starts, so the index is read while nothing changes it.
     let bridge_still_used = record.created_bridge
@@ -135,6 +131,10 @@ fn detach_record(
             .created_bridge_ports(&record.host_interface)?
             .iter()
             .any(|other| other.file_name() != record.file_name());
+    // The record's removal (a few journalled file operations on a disk state directory) runs
+    // beside the kernel's link deletion (~20 ms for a veth) instead of after it. The state lock
+    // is held, so nobody sees the record gone before the link; if the kernel part fails, the
+    // record is written back, so the detach can be retried.
     let (changes, removal) = std::thread::scope(|scope| {
         let removal = scope.spawn(|| host.state.remove(record));
         let changes =

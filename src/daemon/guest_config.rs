@@ -38,7 +38,8 @@ pub(super) fn configure(slot: &mut Slot, lease: &Lease) -> Result<()> {
     let Some(live) = &slot.live else { return Ok(()) };
     let ifname = slot.record.guest_ifname.clone();
     let mut netlink = Netlink::open(&live.netns, format!("guest {}", slot.record.guest.display()))?;
-    match netlink.add_address(live.ifindex, &ifname, &lease_net(lease)) {
+    let net = lease_net(lease);
+    match netlink.add_address(live.ifindex, &ifname, &net) {
         Ok(()) => {}
         Err(e) if e.errno() == Some(libc::EEXIST) => {}
         Err(e) => return Err(e),
@@ -52,7 +53,7 @@ pub(super) fn configure(slot: &mut Slot, lease: &Lease) -> Result<()> {
     }
     // A router outside the leased subnet (a /32 lease on a hosting network, RFC 3442 routes via
     // off-subnet gateways) is reached through an on-link host route, as dhclient does.
-    let subnets = [lease_net(lease)];
+    let subnets = [net];
     for route in lease.routes() {
         let destination =
             IpNet::V4(Ipv4Net::new(route.destination, route.prefix_len).unwrap_or_default());
@@ -107,7 +108,8 @@ pub(super) fn configure(slot: &mut Slot, lease: &Lease) -> Result<()> {
 pub(super) fn deconfigure(slot: &mut Slot, lease: &Lease) -> Result<()> {
     let Some(live) = &slot.live else { return Ok(()) };
     let mut netlink = Netlink::open(&live.netns, format!("guest {}", slot.record.guest.display()))?;
-    let subnets = [lease_net(lease)];
+    let net = lease_net(lease);
+    let subnets = [net];
     for route in lease.routes() {
         let destination =
             IpNet::V4(Ipv4Net::new(route.destination, route.prefix_len).unwrap_or_default());
@@ -127,8 +129,11 @@ pub(super) fn deconfigure(slot: &mut Slot, lease: &Lease) -> Result<()> {
             })?,
         }
     }
-    netlink.delete_address(live.ifindex, &slot.record.guest_ifname, &lease_net(lease))?;
-    restore_routes(slot)
+    netlink.delete_address(live.ifindex, &slot.record.guest_ifname, &net)?;
+    // Through the same socket: the lease's routes are gone, so the guest's own default route
+    // can come back (see [`restore_routes`]).
+    let replaced = std::mem::take(&mut slot.stored.replaced_default_routes);
+    routes::restore_default_routes(&mut netlink, &replaced, Some(live.ifindex)).map(|_| ())
 }
 
 /// Give the guest back the default routes the lease's router replaced (unless something else
