@@ -149,13 +149,7 @@ fn detach_with_the_daemon_down_brings_it_up_to_release_the_lease_on_disk() {
     let out = cli::run(&lan.host, &dir, &["detach", &token(&g)]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains("warning"), "the release went out: {}", text(&out));
-    let released = format!("DHCPRELEASE(br0) {} ", lease.ip);
-    assert!(
-        wait_until(Duration::from_secs(3), || dnsmasq.log_text().contains(&released)),
-        "dnsmasq saw no RELEASE of {}:\n{}",
-        lease.ip,
-        dnsmasq.log_text()
-    );
+    dnsmasq.expect_release("br0", lease.ip, Duration::from_secs(3));
     assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
     assert_eq!(lan.host.snapshot(), host_before);
     assert_eq!(g.snapshot(), guest_before);

@@ -210,13 +210,7 @@ fn a_state_directory_of_lanyard_0_1_keeps_working_after_the_upgrade() {
 
     // Detach through the old names: the lease is released and both files go.
     ok(cli(&lan.host, &dir, &["detach", &token(&leased)]));
-    assert!(
-        wait_until(Duration::from_secs(2), || dnsmasq
-            .log_text()
-            .contains(&format!("DHCPRELEASE(br0) {ip} "))),
-        "dnsmasq saw no RELEASE:\n{}",
-        dnsmasq.log_text()
-    );
+    dnsmasq.expect_release("br0", ip, Duration::from_secs(2));
     assert!(!dir.join("state/leases").join(&old_leased).exists());
     assert_eq!(newcomer.ipv4_on("eth1"), Some(Ipv4Addr::new(198, 18, 71, 6)));
     ok(cli(&lan.host, &dir, &["detach", &token(&plain)]));

@@ -238,6 +238,17 @@ impl Dnsmasq {
         read_lossy(&self.log)
     }
 
+    /// Waits (bounded) until dnsmasq logs a DHCPRELEASE of `ip` on `iface`; panics with its log
+    /// when none comes within `timeout`.
+    pub fn expect_release(&self, iface: &str, ip: Ipv4Addr, timeout: Duration) {
+        let released = format!("DHCPRELEASE({iface}) {ip} ");
+        assert!(
+            wait_until(timeout, || self.log_text().contains(&released)),
+            "dnsmasq saw no RELEASE of {ip}:\n{}",
+            self.log_text()
+        );
+    }
+
     pub fn pid(&self) -> u32 {
         self.server.pid()
     }
