@@ -46,6 +46,31 @@ pub fn detach(host: &Host, token: &str, guest_ifname: Option<&str>) -> Result<De
     }
 }
 
+/// Detach exactly `record` (the caller holds the state lock): what a declaration that changed,
+/// or a container Docker no longer has, leaves to remove.
+pub(crate) fn detach_locked(
+    host: &Host,
+    lock: &crate::state::StateLock,
+    host_netlink: &mut Netlink,
+    record: &Record,
+) -> Result<()> {
+    detach_record(host, lock, host_netlink, record, &mut Detached::default())
+}
+
+/// Detach exactly `record` if it is still recorded as it was read: a record replaced meanwhile
+/// (the same container name re-created and attached again) is someone else's now and stays.
+/// Returns whether it was detached.
+pub fn detach_exact(host: &Host, record: &Record) -> Result<bool> {
+    let lock = host.state.lock()?;
+    let current = host.state.slot_records(&record.guest, &record.guest_ifname)?;
+    if !current.iter().any(|r| r == record) {
+        return Ok(false);
+    }
+    let mut host_netlink = Netlink::open(&host.netns, "the host namespace")?;
+    detach_record(host, &lock, &mut host_netlink, record, &mut Detached::default())?;
+    Ok(true)
+}
+
 /// Undo a finished attach whose lease never came (or whose caller gave up): the same steps as a
 /// detach of exactly this record. Returns what could not be removed, one line each, for
 /// [`crate::error::Error::with_leftovers`].

@@ -59,6 +59,28 @@ fn display_name<'a>(token: &'a str, info: &'a ContainerInfo) -> &'a str {
     }
 }
 
+/// What the daemon's watcher reads about a container: its [`ContainerInfo`] and what its
+/// declarations are made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerDetails {
+    pub info: ContainerInfo,
+    /// `Config.Hostname`.
+    pub hostname: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `Config.Env`, "NAME=value" each.
+    pub env: Vec<String>,
+}
+
+/// One container event as Docker sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub id: String,
+    /// "start", "die", "destroy".
+    pub action: String,
+    /// The event's own time, nanoseconds since the Unix epoch (0 if Docker gave none).
+    pub at_nanos: i64,
+}
+
 /// Where the daemon listens, as `DOCKER_HOST` spells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DockerHost {
@@ -197,11 +219,133 @@ impl DockerApi {
     }
 
     async fn inspect_request(&self, token: &str) -> Result<Option<ContainerInfo>> {
+        match self.inspect_response(token).await? {
+            Some(response) => container_info(response, token).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Everything declarations read about a container (`Ok(None)`: Docker knows no such
+    /// container). Blocking, like [`ContainerRuntime::inspect`].
+    pub fn inspect_details(&self, id: &str) -> Result<Option<ContainerDetails>> {
+        self.runtime.block_on(async {
+            if !is_container_token(id) {
+                return Ok(None);
+            }
+            let answer = tokio::time::timeout(self.timeout, self.inspect_response(id))
+                .await
+                .map_err(|_| self.timed_out(&format!("inspect container \"{id}\"")))??;
+            match answer {
+                None => Ok(None),
+                Some(response) => {
+                    let config = response.config.clone().unwrap_or_default();
+                    let info = container_info(response, id)?;
+                    Ok(Some(ContainerDetails {
+                        info,
+                        hostname: config.hostname.unwrap_or_default(),
+                        labels: config.labels.unwrap_or_default().into_iter().collect(),
+                        env: config.env.unwrap_or_default(),
+                    }))
+                }
+            }
+        })
+    }
+
+    /// Every container Docker has, running or not: (full ID, running).
+    pub fn list_containers(&self) -> Result<Vec<(String, bool)>> {
+        self.runtime.block_on(async {
+            let request = async {
+                let options = bollard::query_parameters::ListContainersOptions {
+                    all: true,
+                    ..Default::default()
+                };
+                self.client(None)?
+                    .list_containers(Some(options))
+                    .await
+                    .map_err(|e| self.request_error("(list)", e))
+            };
+            let summaries = tokio::time::timeout(self.timeout, request)
+                .await
+                .map_err(|_| self.timed_out("list containers"))??;
+            Ok(summaries
+                .into_iter()
+                .filter_map(|c| {
+                    let running = c
+                        .state
+                        .is_some_and(|s| s == bollard::models::ContainerSummaryStateEnum::RUNNING);
+                    c.id.map(|id| (id, running))
+                })
+                .collect())
+        })
+    }
+
+    /// Follow Docker's container events (start, die, destroy) until the stream ends or fails,
+    /// calling `each` per event; returns why it ended. `connected` is called once the daemon
+    /// has accepted the subscription, before any event: events from then on are not missed.
+    pub fn follow_container_events(
+        &self,
+        connected: &mut dyn FnMut(),
+        each: &mut dyn FnMut(ContainerEvent),
+    ) -> Error {
+        use futures_util::StreamExt;
+        self.runtime.block_on(async {
+            // A ping first: a subscription to a daemon that is down fails only at the first
+            // read, and "connected" must mean connected.
+            let client = match self.client(None) {
+                Ok(client) => client,
+                Err(e) => return e,
+            };
+            match tokio::time::timeout(self.timeout, client.ping()).await {
+                Err(_) => return self.timed_out("ping"),
+                Ok(Err(e)) => return self.request_error("(ping)", e),
+                Ok(Ok(_)) => {}
+            }
+            let filters = std::collections::HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                (
+                    "event".to_string(),
+                    vec!["start".to_string(), "die".to_string(), "destroy".to_string()],
+                ),
+            ]);
+            let options = bollard::query_parameters::EventsOptions {
+                filters: Some(filters),
+                ..Default::default()
+            };
+            let mut stream = Box::pin(client.events(Some(options)));
+            connected();
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(message) => {
+                        let Some(actor) = message.actor else { continue };
+                        let Some(id) = actor.id else { continue };
+                        let action = message.action.unwrap_or_default();
+                        let at_nanos = message.time_nano.unwrap_or(0);
+                        each(ContainerEvent { id, action, at_nanos });
+                    }
+                    Err(e) => return self.request_error("(events)", e),
+                }
+            }
+            Error::new(
+                ErrorKind::Docker,
+                format!("Docker at {} closed the event stream", self.host),
+            )
+        })
+    }
+
+    fn timed_out(&self, what: &str) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            format!("{what}: Docker at {} did not answer within {:?}", self.host, self.timeout),
+        )
+    }
+
+    /// The container's whole inspect answer; `Ok(None)` when Docker knows no such container.
+    async fn inspect_response(&self, token: &str) -> Result<Option<ContainerInspectResponse>> {
         let mut client = self.client(None)?;
         let mut switched = false;
         loop {
             match client.inspect_container(token, None).await {
-                Ok(response) => return container_info(response, token).map(Some),
+                Ok(response) => return Ok(Some(response)),
                 Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {
                     return Ok(None)
                 }

@@ -36,6 +36,18 @@ impl Host {
         })
     }
 
+    /// The same host for another thread (the namespace handle is duplicated).
+    pub fn try_clone(&self) -> Result<Host> {
+        Ok(Host {
+            netns: self.netns.try_clone()?,
+            state: StateDir::open(self.state.path())?,
+            host_id: self.host_id.clone(),
+            docker_host: self.docker_host.clone(),
+            daemon_exe: self.daemon_exe.clone(),
+            config_file: self.config_file.clone(),
+        })
+    }
+
     pub fn with_docker(mut self, docker_host: DockerHost) -> Host {
         self.docker_host = Some(docker_host);
         self

@@ -60,6 +60,10 @@ pub struct AttachRequest {
     pub dhcp: Option<DhcpSettings>,
     /// With `dhcp`: how long attach waits for the lease, or whether it returns at once.
     pub dhcp_wait: DhcpWait,
+    /// Set by the daemon's watcher: the container declaration this interface comes from. A live
+    /// attachment with the same declaration is left as it is (the attach reports `unchanged`);
+    /// one with another declaration is replaced; one a person made is never taken over.
+    pub declared: Option<crate::state::Declared>,
     pub fail_at: Option<FailPoint>,
     /// Test hook: the rollback's link deletion fails (the link really stays), to prove that an
     /// incomplete rollback is reported.
@@ -101,6 +105,7 @@ impl AttachRequest {
             probe: None,
             dhcp: None,
             dhcp_wait: DhcpWait::default(),
+            declared: None,
             fail_at: None,
             fail_undo: false,
         }
@@ -149,6 +154,8 @@ pub struct Attached {
     pub guest_netns_path: PathBuf,
     /// With `dhcp`: the daemon's view of the lease (`Address` is absent with `wait: false`).
     pub lease: Option<serde_json::Value>,
+    /// A declared attach found the same declaration already wired: nothing was changed.
+    pub unchanged: bool,
 }
 
 fn check_fail(request: &AttachRequest, point: FailPoint) -> Result<()> {
@@ -173,7 +180,7 @@ pub fn attach(host: &Host, request: &AttachRequest) -> Result<Attached> {
     let label = guest.reference.display();
     let mut attached =
         attach_guest(host, request, guest).map_err(|e| e.context(format!("attach {label}")))?;
-    if attached.record.dhcp.is_some() {
+    if attached.record.dhcp.is_some() && !attached.unchanged {
         match crate::lease::acquire(host, &attached.record, request.dhcp_wait) {
             Ok(view) => attached.lease = Some(view),
             Err(e) => {
@@ -210,14 +217,38 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
             && guest_netlink
                 .link_by_name(&record.guest_ifname)?
                 .is_some_and(|link| link.mac == Some(record.mac.0));
-        if live {
-            return Err(Error::conflict(format!(
-                "{} already has {} from lanyard: detach it first",
-                guest.reference.display(),
-                record.guest_ifname
-            )));
+        if !live {
+            remove_stale(host, &mut host_netlink, &record)?;
+            continue;
         }
-        remove_stale(host, &mut host_netlink, &record)?;
+        match (&request.declared, &record.declared) {
+            (Some(wanted), Some(made)) if wanted == made => {
+                return Ok(Attached {
+                    announcement: Announcement {
+                        ifindex: 0,
+                        ifname: record.guest_ifname.clone(),
+                        mac: record.mac.0,
+                        ipv4: Vec::new(),
+                        ipv6: Vec::new(),
+                    },
+                    guest_netns_path: guest.netns_path(),
+                    lease: None,
+                    unchanged: true,
+                    record,
+                })
+            }
+            // The declaration changed: its old wiring goes, the new one is made below.
+            (Some(_), Some(_)) => {
+                crate::detach::detach_locked(host, &lock, &mut host_netlink, &record)?
+            }
+            _ => {
+                return Err(Error::conflict(format!(
+                    "{} already has {} from lanyard: detach it first",
+                    guest.reference.display(),
+                    record.guest_ifname
+                )))
+            }
+        }
     }
     // MACs and host names stay unique among all records through the index, which answers
     // without reading every record.

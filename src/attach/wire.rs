@@ -157,13 +157,20 @@ pub(super) fn wire(
             }
             settings
         }),
+        declared: request.declared.clone(),
     };
     host.state.save(&record)?;
     rollback.steps.push(Undo::RemoveRecord(Box::new(record.clone())));
     check_fail(request, FailPoint::AfterRecord)?;
 
     let announcement = crate::ready::announcement_for(&record, link.index);
-    Ok(Attached { record, announcement, guest_netns_path: guest.netns_path(), lease: None })
+    Ok(Attached {
+        record,
+        announcement,
+        guest_netns_path: guest.netns_path(),
+        lease: None,
+        unchanged: false,
+    })
 }
 
 pub(super) fn probe_addresses(

@@ -531,9 +531,57 @@ fn print_status(settings: &Settings, json: bool) -> Result<()> {
                 if by_state.is_empty() { String::new() } else { format!(": {}", by_state.join(", ")) },
                 data["GuestsAlive"],
             );
+            print_docker_status(&data["Docker"]);
         }
     }
     Ok(())
+}
+
+/// The daemon's Docker side: the connection, then each container with declarations.
+fn print_docker_status(docker: &serde_json::Value) {
+    if docker.is_null() {
+        println!("docker: not watched");
+        return;
+    }
+    let host = docker["docker_host"].as_str().unwrap_or("?");
+    if docker["connected"].as_bool() == Some(true) {
+        println!(
+            "docker: connected to {host} ({} reconnect(s); last reconcile: {} container(s) in {} ms)",
+            docker["reconnects"], docker["last_reconcile_containers"], docker["last_reconcile_ms"]
+        );
+    } else {
+        println!(
+            "docker: not connected to {host}: {} (retrying)",
+            docker["connection_error"].as_str().unwrap_or("not tried yet")
+        );
+    }
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    let mut lines = Vec::new();
+    for (id, container) in docker["containers"].as_object().into_iter().flatten() {
+        let name = container["name"].as_str().unwrap_or("");
+        for interface in container["interfaces"].as_array().into_iter().flatten() {
+            let state = interface["state"].as_str().unwrap_or("?");
+            *counts.entry(state.to_string()).or_default() += 1;
+            let reason = interface["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default();
+            lines.push(format!(
+                "  {name} ({}) {} {}: {state}{reason}",
+                &id[..id.len().min(12)],
+                interface["source"].as_str().unwrap_or(""),
+                interface["guest_ifname"].as_str().unwrap_or("-"),
+            ));
+        }
+    }
+    let summary: Vec<String> = counts.iter().map(|(state, n)| format!("{n} {state}")).collect();
+    println!(
+        "containers: {}",
+        if summary.is_empty() { "none declared".to_string() } else { summary.join(", ") }
+    );
+    for line in lines {
+        println!("{line}");
+    }
+    for error in docker["last_errors"].as_array().into_iter().flatten() {
+        println!("  error: {}", error.as_str().unwrap_or(""));
+    }
 }
 
 fn print_attached(attached: &Attached) {

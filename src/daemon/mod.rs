@@ -6,6 +6,7 @@
 //! sleeps until the next renewal.
 
 pub mod control;
+pub mod docker_watch;
 mod guest_config;
 mod lease;
 mod requests;
@@ -93,6 +94,8 @@ pub struct Daemon {
     slots: BTreeMap<String, Slot>,
     epoll: Epoll,
     owners: std::collections::HashMap<RawFd, Owner>,
+    /// Wires containers from their declarations (threads of its own; never blocks the loop).
+    docker: Option<docker_watch::DockerWatch>,
     _lock: crate::state::StateLock,
 }
 
@@ -164,6 +167,7 @@ impl Daemon {
             slots: BTreeMap::new(),
             epoll,
             owners: std::collections::HashMap::new(),
+            docker: None,
             _lock: lock,
         };
         watch_fd(&daemon.epoll, &mut daemon.owners, daemon.listener.as_fd(), Owner::Listener)?;
@@ -172,6 +176,15 @@ impl Daemon {
             watch_fd(&daemon.epoll, &mut daemon.owners, netns_watch.as_fd(), Owner::NetnsWatch)?;
         }
         daemon.resume_all();
+        // After the listener: the wirer's DHCP attaches ask this loop through the socket.
+        match daemon
+            .host
+            .try_clone()
+            .and_then(|host| docker_watch::DockerWatch::start(host, daemon.config.clone()))
+        {
+            Ok(watch) => daemon.docker = Some(watch),
+            Err(e) => log(format_args!("containers will not be wired from Docker events: {e}")),
+        }
         log(format_args!(
             "lanyard daemon serving {} with {} lease(s)",
             daemon.state_dir.display(),
@@ -200,6 +213,9 @@ impl Daemon {
                         "SIGHUP: state_dir changed; this daemon keeps serving {} until restarted",
                         self.state_dir.display()
                     ));
+                }
+                if let Some(docker) = &self.docker {
+                    docker.reload(config.clone());
                 }
                 self.config = config;
             }

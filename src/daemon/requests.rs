@@ -118,6 +118,29 @@ impl Daemon {
                     *by_state.entry(slot.client.state().to_string()).or_default() += 1;
                 }
                 let alive = self.slots.values().filter(|slot| slot.live.is_some()).count();
+                let docker = self.docker.as_ref().map(|docker| {
+                    let mut view = docker.status_json();
+                    // A DHCP interface is wired once its lease is bound; before, it is pending.
+                    if let Some(containers) = view["containers"].as_object_mut() {
+                        for container in containers.values_mut() {
+                            let Some(interfaces) = container["interfaces"].as_array_mut() else {
+                                continue;
+                            };
+                            for interface in interfaces {
+                                let Some(slot) =
+                                    interface["record"].as_str().and_then(|r| self.slots.get(r))
+                                else {
+                                    continue;
+                                };
+                                if slot.stored.lease.is_none() {
+                                    interface["state"] = json!("pending");
+                                }
+                                interface["lease_state"] = json!(slot.client.state().to_string());
+                            }
+                        }
+                    }
+                    view
+                });
                 reply(
                     stream,
                     &Response::ok(json!({
@@ -128,6 +151,7 @@ impl Daemon {
                         "Leases": self.slots.len(),
                         "LeasesByState": by_state,
                         "GuestsAlive": alive,
+                        "Docker": docker,
                     })),
                 );
             }

@@ -6,7 +6,9 @@ mod index;
 mod record;
 
 pub use index::Index;
-pub use record::{slot_file_name, DhcpSettings, DriverKind, GuestRef, Record, RECORD_VERSION};
+pub use record::{
+    slot_file_name, Declared, DhcpSettings, DriverKind, GuestRef, Record, RECORD_VERSION,
+};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -314,6 +316,7 @@ mod tests {
             replaced_default_routes: Vec::new(),
             attached_at: 1_795_435_200,
             dhcp: None,
+            declared: None,
         }
     }
 

@@ -159,6 +159,20 @@ pub struct Record {
     /// Set when the daemon keeps a DHCPv4 lease for this interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp: Option<DhcpSettings>,
+    /// Made by the daemon from a container's declaration (a label or a pipework_cmd variable);
+    /// `None` for an attach a person ran, which the daemon never changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<Declared>,
+}
+
+/// Where an attachment's declaration came from and what it said: the daemon re-wires the
+/// interface when the text changes, and leaves it alone while it does not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Declared {
+    /// "label lanyard.net.backend", "env pipework_cmd".
+    pub source: String,
+    /// The value as written (macros expanded).
+    pub text: String,
 }
 
 /// How the daemon's DHCP client presents this interface; fixed at attach so a restarted daemon

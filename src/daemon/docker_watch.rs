@@ -1,0 +1,490 @@
+//! The daemon's Docker face: containers that declare their LAN (labels, docker-pipework's
+//! variables) are wired when they start, rewired when anything restarted, and cleaned up when
+//! they go. Two threads beside the lease loop, which they never block: the follower reads
+//! Docker's event stream (and reconnects with backoff when it breaks or Docker is not up yet);
+//! the wirer does what the events ask with the library's own attach and detach, exactly as
+//! the CLI does (a DHCP declaration reaches the lease loop through the control socket).
+//!
+//! Reconcile (at start, after every reconnect, after a config reload) compares every running
+//! container's declarations with the records and fixes the difference; a second run changes
+//! nothing. Records of containers Docker no longer has are collected.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::declare::{declarations, has_declarations, ContainerFacts};
+use crate::docker::{ContainerDetails, ContainerEvent, DockerApi, DockerHost};
+use crate::error::Result;
+use crate::host::Host;
+use crate::state::{Declared, GuestRef, Record};
+
+use super::log;
+
+/// What the wirer is asked to do, in arrival order.
+pub enum Work {
+    /// The event stream is (again) subscribed: reconcile everything.
+    Connected,
+    /// The event stream broke (or Docker is not up yet), and why.
+    Lost(String),
+    Event(ContainerEvent),
+    /// SIGHUP loaded a new configuration: declarations are judged again.
+    Config(Box<Config>),
+}
+
+/// What `lanyard status` shows of the Docker side.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct WatchStatus {
+    pub docker_host: String,
+    pub connected: bool,
+    /// Seconds since the Unix epoch of the last (re)connection.
+    pub connected_since: Option<u64>,
+    /// Subscriptions after the first one.
+    pub reconnects: u64,
+    /// Why the connection is down, while it is.
+    pub connection_error: Option<String>,
+    pub reconciles: u64,
+    /// The last reconcile: containers looked at, and how long it took.
+    pub last_reconcile_containers: usize,
+    pub last_reconcile_ms: u64,
+    /// Per running container with declarations, by ID.
+    pub containers: BTreeMap<String, ContainerStatus>,
+    /// The newest errors, oldest first, each with its time.
+    pub last_errors: VecDeque<String>,
+    /// From a start event's own time to the container's interfaces wired, milliseconds: the
+    /// most recent ones (for the benchmark and the metrics).
+    #[serde(skip)]
+    pub wire_latencies_ms: VecDeque<f64>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ContainerStatus {
+    pub name: String,
+    pub interfaces: Vec<InterfaceStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfaceStatus {
+    /// "label lanyard.net", "env pipework_cmd".
+    pub source: String,
+    pub guest_ifname: Option<String>,
+    /// "wired", "refused" (the declaration is wrong), "failed" (the attach did not work).
+    pub state: &'static str,
+    pub reason: Option<String>,
+    /// The record's file name, for the lease's state.
+    pub record: Option<String>,
+}
+
+const MAX_ERRORS: usize = 20;
+const MAX_LATENCIES: usize = 1024;
+/// Reconnect backoff: the first retry is quick (dockerd restarting), then it slows down.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The running watcher: where to send work, and its status.
+pub struct DockerWatch {
+    sender: mpsc::Sender<Work>,
+    pub status: Arc<Mutex<WatchStatus>>,
+}
+
+impl DockerWatch {
+    /// Start following `docker_host` (`None`: DOCKER_HOST or the default socket) for `host`.
+    pub fn start(host: Host, config: Config) -> Result<DockerWatch> {
+        let docker_host = match &host.docker_host {
+            Some(docker_host) => docker_host.clone(),
+            None => DockerHost::from_env()?,
+        };
+        let status = Arc::new(Mutex::new(WatchStatus {
+            docker_host: docker_host.to_string(),
+            ..Default::default()
+        }));
+        let (sender, receiver) = mpsc::channel();
+        let follower_api = DockerApi::with_host(docker_host.clone())?;
+        let wirer_api = DockerApi::with_host(docker_host)?;
+        let follower_sender = sender.clone();
+        std::thread::Builder::new()
+            .name("docker-events".into())
+            .spawn(move || follow(follower_api, follower_sender))
+            .map_err(|e| {
+                crate::error::Error::with_source(
+                    crate::error::ErrorKind::Io,
+                    "start the Docker event thread",
+                    e,
+                )
+            })?;
+        let wirer = Wirer { host, config, api: wirer_api, status: status.clone() };
+        std::thread::Builder::new()
+            .name("docker-wirer".into())
+            .spawn(move || wirer.run(receiver))
+            .map_err(|e| {
+                crate::error::Error::with_source(
+                    crate::error::ErrorKind::Io,
+                    "start the Docker wiring thread",
+                    e,
+                )
+            })?;
+        Ok(DockerWatch { sender, status })
+    }
+
+    pub fn reload(&self, config: Config) {
+        let _ = self.sender.send(Work::Config(Box::new(config)));
+    }
+
+    /// The status as JSON (a copy: the lock is held only to clone).
+    pub fn status_json(&self) -> serde_json::Value {
+        let status = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        serde_json::to_value(status).unwrap_or_default()
+    }
+}
+
+/// Subscribe, forward every event, and when the stream ends, subscribe again with backoff.
+/// Never returns: the thread ends with the process.
+fn follow(api: DockerApi, sender: mpsc::Sender<Work>) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let mut connected = || {
+            backoff = FIRST_BACKOFF;
+            let _ = sender.send(Work::Connected);
+        };
+        let mut each = |event: ContainerEvent| {
+            let _ = sender.send(Work::Event(event));
+        };
+        let why = api.follow_container_events(&mut connected, &mut each);
+        if sender.send(Work::Lost(why.to_string())).is_err() {
+            return;
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+struct Wirer {
+    host: Host,
+    config: Config,
+    api: DockerApi,
+    status: Arc<Mutex<WatchStatus>>,
+}
+
+impl Wirer {
+    fn run(mut self, receiver: mpsc::Receiver<Work>) {
+        let mut ever_connected = false;
+        let mut connected = false;
+        for work in receiver {
+            match work {
+                Work::Connected => {
+                    if ever_connected {
+                        log("Docker event stream subscribed again: reconciling");
+                    } else {
+                        log("Docker connected: reconciling");
+                    }
+                    self.with_status(|s| {
+                        s.connected = true;
+                        s.connected_since = Some(crate::attach::now_unix());
+                        s.connection_error = None;
+                        if ever_connected {
+                            s.reconnects += 1;
+                        }
+                    });
+                    ever_connected = true;
+                    connected = true;
+                    self.reconcile_all();
+                }
+                Work::Lost(why) => {
+                    if connected {
+                        log(format_args!("Docker event stream lost: {why}"));
+                        self.error(format!("Docker event stream lost: {why}"));
+                    }
+                    connected = false;
+                    self.with_status(|s| {
+                        s.connected = false;
+                        s.connection_error = Some(why);
+                    });
+                }
+                Work::Event(event) => self.event(event),
+                Work::Config(config) => {
+                    self.config = *config;
+                    if connected {
+                        log("configuration reloaded: reconciling");
+                        self.reconcile_all();
+                    }
+                }
+            }
+        }
+    }
+
+    fn with_status(&self, change: impl FnOnce(&mut WatchStatus)) {
+        change(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn error(&self, line: String) {
+        let stamped = format!("{} {line}", crate::inspect::rfc3339(crate::attach::now_unix()));
+        self.with_status(|s| {
+            s.last_errors.push_back(stamped);
+            while s.last_errors.len() > MAX_ERRORS {
+                s.last_errors.pop_front();
+            }
+        });
+    }
+
+    fn event(&mut self, event: ContainerEvent) {
+        log(format_args!("docker event: {} container {}", event.action, short(&event.id)));
+        match event.action.as_str() {
+            "start" => {
+                let wired = self.wire(&event.id);
+                if wired && event.at_nanos > 0 {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as i64)
+                        .unwrap_or(0);
+                    let latency_ms = (now - event.at_nanos) as f64 / 1e6;
+                    self.with_status(|s| {
+                        s.wire_latencies_ms.push_back(latency_ms);
+                        while s.wire_latencies_ms.len() > MAX_LATENCIES {
+                            s.wire_latencies_ms.pop_front();
+                        }
+                    });
+                }
+            }
+            // The lease loop notices the exit itself (pidfd) and closes the sockets it held in
+            // the container; the records stay, since Docker may start it again.
+            "die" => {
+                let was_known =
+                    self.status.lock().map(|mut s| s.containers.remove(&event.id).is_some());
+                if was_known.unwrap_or(false) {
+                    log(format_args!("container {}: stopped", short(&event.id)));
+                }
+            }
+            "destroy" => self.collect_container(&event.id),
+            _ => {}
+        }
+    }
+
+    /// Compare every running container with its records and fix the difference; collect the
+    /// records of containers Docker no longer has.
+    fn reconcile_all(&mut self) {
+        let started = Instant::now();
+        let containers = match self.api.list_containers() {
+            Ok(containers) => containers,
+            Err(e) => {
+                log(format_args!("reconcile: {e}"));
+                self.error(format!("reconcile: {e}"));
+                return;
+            }
+        };
+        let running: Vec<&String> =
+            containers.iter().filter(|(_, running)| *running).map(|(id, _)| id).collect();
+        for id in &running {
+            self.wire(id);
+        }
+        let known: BTreeSet<&str> = containers.iter().map(|(id, _)| id.as_str()).collect();
+        match self.host.state.records() {
+            Ok(records) => {
+                for record in records {
+                    if let GuestRef::Container { id, .. } = &record.guest {
+                        if !known.contains(id.as_str()) {
+                            self.collect_record(&record, "Docker no longer has its container");
+                        }
+                    }
+                }
+            }
+            Err(e) => self.error(format!("reconcile: read the records: {e}")),
+        }
+        let running_ids: BTreeSet<&str> = running.iter().map(|id| id.as_str()).collect();
+        let elapsed = started.elapsed();
+        self.with_status(|s| {
+            s.containers.retain(|id, _| running_ids.contains(id.as_str()));
+            s.reconciles += 1;
+            s.last_reconcile_containers = containers.len();
+            s.last_reconcile_ms = elapsed.as_millis() as u64;
+        });
+        log(format_args!(
+            "reconcile: {} container(s), {} running, in {} ms",
+            containers.len(),
+            running_ids.len(),
+            elapsed.as_millis()
+        ));
+    }
+
+    /// Make a running container's interfaces what its declarations say. Returns whether every
+    /// wanted interface is wired.
+    fn wire(&mut self, id: &str) -> bool {
+        let details = match self.api.inspect_details(id) {
+            Ok(Some(details)) => details,
+            Ok(None) => {
+                self.collect_container(id);
+                return false;
+            }
+            Err(e) => {
+                log(format_args!("container {}: {e}", short(id)));
+                self.error(format!("container {}: {e}", short(id)));
+                return false;
+            }
+        };
+        if !details.info.running {
+            return false;
+        }
+        let name = details.info.name.clone();
+        let declared_records: Vec<Record> = match self.container_records(id) {
+            Ok(records) => records.into_iter().filter(|r| r.declared.is_some()).collect(),
+            Err(e) => {
+                self.error(format!("container {name}: read its records: {e}"));
+                return false;
+            }
+        };
+        if !has_declarations(&details.labels, &details.env) && declared_records.is_empty() {
+            return true;
+        }
+        let declarations = declarations(&facts(&details), &self.config);
+        let mut interfaces = Vec::new();
+        let mut all_wired = true;
+        for refusal in &declarations.refused {
+            log(format_args!("container {name}: {} refused: {}", refusal.source, refusal.error));
+            self.error(format!("container {name}: {} refused: {}", refusal.source, refusal.error));
+            interfaces.push(InterfaceStatus {
+                source: refusal.source.clone(),
+                guest_ifname: None,
+                state: "refused",
+                reason: Some(refusal.error.to_string()),
+                record: None,
+            });
+        }
+        let wanted_sources: BTreeSet<&str> =
+            declarations.wanted.iter().map(|d| d.source.as_str()).collect();
+        // What is no longer declared (or now refused) goes first: its interface name may be
+        // the one a new declaration wants.
+        for record in &declared_records {
+            let source = record.declared.as_ref().map(|d| d.source.as_str()).unwrap_or("");
+            if !wanted_sources.contains(source) {
+                self.collect_record(record, "no longer declared");
+            }
+        }
+        for declaration in &declarations.wanted {
+            let mut request = declaration.request.clone();
+            request.declared = Some(Declared {
+                source: declaration.source.clone(),
+                text: declaration.text.clone(),
+            });
+            let ifname = request.guest_ifname.clone();
+            match crate::attach(&self.host, &request) {
+                Ok(attached) => {
+                    if !attached.unchanged {
+                        log(format_args!(
+                            "container {name}: {ifname} wired on {} ({})",
+                            request.host_interface, declaration.source
+                        ));
+                        announce(&self.host, &attached);
+                    }
+                    interfaces.push(InterfaceStatus {
+                        source: declaration.source.clone(),
+                        guest_ifname: Some(ifname),
+                        state: "wired",
+                        reason: None,
+                        record: Some(attached.record.file_name()),
+                    });
+                }
+                Err(e) => {
+                    all_wired = false;
+                    log(format_args!("container {name}: {} failed: {e}", declaration.source));
+                    self.error(format!("container {name}: {} failed: {e}", declaration.source));
+                    interfaces.push(InterfaceStatus {
+                        source: declaration.source.clone(),
+                        guest_ifname: Some(ifname),
+                        state: "failed",
+                        reason: Some(e.to_string()),
+                        record: None,
+                    });
+                }
+            }
+        }
+        let id = id.to_string();
+        self.with_status(|s| {
+            if interfaces.is_empty() {
+                s.containers.remove(&id);
+            } else {
+                s.containers.insert(id, ContainerStatus { name, interfaces });
+            }
+        });
+        all_wired && declarations.refused.is_empty()
+    }
+
+    /// This container's records (found by its ID: a record of another container that had the
+    /// same name is not this one's).
+    fn container_records(&self, id: &str) -> Result<Vec<Record>> {
+        Ok(self
+            .host
+            .state
+            .records()?
+            .into_iter()
+            .filter(|r| matches!(&r.guest, GuestRef::Container { id: rid, .. } if rid == id))
+            .collect())
+    }
+
+    /// The container is gone for good: remove every record of it and what they made.
+    fn collect_container(&mut self, id: &str) {
+        self.with_status(|s| {
+            s.containers.remove(id);
+        });
+        match self.container_records(id) {
+            Ok(records) => {
+                for record in records {
+                    self.collect_record(&record, "its container was removed");
+                }
+            }
+            Err(e) => self.error(format!("container {}: read its records: {e}", short(id))),
+        }
+    }
+
+    fn collect_record(&self, record: &Record, why: &str) {
+        match crate::detach::detach_exact(&self.host, record) {
+            Ok(true) => log(format_args!("{}: detached ({why})", record.file_name())),
+            Ok(false) => {}
+            Err(e) => {
+                log(format_args!("{}: detach ({why}) failed: {e}", record.file_name()));
+                self.error(format!("{}: detach ({why}) failed: {e}", record.file_name()));
+            }
+        }
+    }
+}
+
+fn facts(details: &ContainerDetails) -> ContainerFacts {
+    ContainerFacts {
+        id: details.info.id.clone(),
+        name: details.info.name.clone(),
+        hostname: details.hostname.clone(),
+        labels: details.labels.clone(),
+        env: details.env.clone(),
+    }
+}
+
+/// Static addresses are announced (gratuitous ARP / unsolicited NA) once the port forwards,
+/// on a thread of its own: the wirer goes on with the next container meanwhile.
+fn announce(host: &Host, attached: &crate::Attached) {
+    if attached.announcement.ipv4.is_empty() && attached.announcement.ipv6.is_empty() {
+        return;
+    }
+    let (Ok(host_netns), Ok(guest_netns)) =
+        (host.netns.try_clone(), crate::netns::Netns::open(&attached.guest_netns_path))
+    else {
+        return;
+    };
+    let record = attached.record.clone();
+    let announcement = attached.announcement.clone();
+    let _ = std::thread::Builder::new().name("announce".into()).spawn(move || {
+        if let Err(e) = crate::ready::announce_when_ready(
+            &host_netns,
+            &guest_netns,
+            &record,
+            &announcement,
+            crate::ready::ROUNDS,
+        ) {
+            log(format_args!("{}: announcement: {e}", record.file_name()));
+        }
+    });
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}

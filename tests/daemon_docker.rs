@@ -1,0 +1,310 @@
+//! The daemon wires containers by itself: a private dockerd, containers that declare their LAN
+//! with labels, and the daemon following Docker's events and reconciling after every restart
+//! (the container's, the daemon's, dockerd's).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use support::cli::ok;
+use support::daemon::DaemonGuard;
+use support::docker::DockerLab;
+use support::lab::{self, wait_until, Lan, Netns, TestDir};
+
+const WIRED_WITHIN: Duration = Duration::from_secs(15);
+
+/// A daemon this test started: stopped (SIGTERM, or SIGKILL when the test failed) and reaped
+/// at the end.
+struct RunningDaemon {
+    child: Child,
+    guard: DaemonGuard,
+}
+
+impl RunningDaemon {
+    fn start(ns: &Netns, dir: &TestDir, docker: &DockerLab, config: &Path) -> RunningDaemon {
+        let child = start_daemon(ns, dir, docker, config);
+        RunningDaemon { child, guard: DaemonGuard::new(dir) }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(pid, signal) };
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    fn kill(mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RunningDaemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.signal(libc::SIGKILL);
+        } else {
+            self.guard.kill(libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// `lanyard --config CONFIG daemon` in `ns`, talking to `docker`, its log in dir/daemon.log.
+fn start_daemon(ns: &Netns, dir: &TestDir, docker: &DockerLab, config: &Path) -> Child {
+    let (key, value) = docker.env();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("daemon.log"))
+        .expect("open daemon.log");
+    let child = support::cli::command(ns, dir, &["--config", config.to_str().unwrap(), "daemon"])
+        .env(key, value)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn lanyard daemon");
+    // The caller's guard stops it; a guard here would stop it on return.
+    let state = dir.join("state");
+    let answers = || {
+        let ping = lanyard::daemon::control::Request::Ping;
+        matches!(
+            lanyard::daemon::control::try_request(&state, &ping, Duration::from_secs(2)),
+            Ok(Some(_))
+        )
+    };
+    assert!(wait_until(Duration::from_secs(10), answers), "the daemon answers");
+    child
+}
+
+fn daemon_log(dir: &TestDir) -> String {
+    std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+}
+
+fn write_config(dir: &TestDir, text: &str) -> PathBuf {
+    let path = dir.join("lanyard.toml");
+    std::fs::write(&path, text).expect("write the config");
+    path
+}
+
+/// The IPv4 address (CIDR) on `ifname` in the container, if any.
+fn ipv4_of(docker: &DockerLab, container: &str, ifname: &str) -> Option<String> {
+    let out = docker.docker(&["exec", container, "ip", "-4", "-o", "addr", "show", "dev", ifname]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "inet")?;
+    words.next().map(str::to_string)
+}
+
+fn mac_of(docker: &DockerLab, container: &str, ifname: &str) -> String {
+    let path = format!("/sys/class/net/{ifname}/address");
+    docker.docker_ok(&["exec", container, "cat", &path]).trim().to_string()
+}
+
+/// Waits until the container has an IPv4 address on `ifname`; returns it.
+fn wait_wired(docker: &DockerLab, dir: &TestDir, container: &str, ifname: &str) -> String {
+    let mut found = None;
+    wait_until(WIRED_WITHIN, || {
+        found = ipv4_of(docker, container, ifname);
+        found.is_some()
+    });
+    found.unwrap_or_else(|| {
+        panic!("{container} got no address on {ifname}; daemon log:\n{}", daemon_log(dir))
+    })
+}
+
+fn status_json(ns: &Netns, dir: &TestDir, config: &Path) -> serde_json::Value {
+    let out =
+        ok(support::cli::run(ns, dir, &["--config", config.to_str().unwrap(), "status", "--json"]));
+    serde_json::from_str(&out).expect("status --json is JSON")
+}
+
+fn record_files(dir: &TestDir) -> Vec<String> {
+    support::cli::record_and_lease_files(dir)
+}
+
+#[test]
+fn labelled_containers_are_wired_rewired_after_a_restart_and_cleaned_when_removed() {
+    lab::require_root();
+    let lan = Lan::bridge(100);
+    let dir = TestDir::new("watch");
+    let docker = DockerLab::start();
+    let _dnsmasq = support::dhcp::Dnsmasq::start(
+        &lan.host,
+        "br0",
+        ("198.18.100.100", "198.18.100.200"),
+        "2m",
+        &["--no-ping"],
+    );
+    let host_before = lan.host.snapshot();
+    let config = write_config(&dir, "allowed_host_interfaces = [\"br0\"]\n");
+    let daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+
+    docker
+        .run("web", &["--net", "none", "--label", "lanyard.net=br0 198.18.100.10/24@198.18.100.1"]);
+    docker.run("leased", &["--net", "none", "--label", "lanyard.net.lan=br0 dhcp -i lan0"]);
+    assert_eq!(wait_wired(&docker, &dir, "web", "eth1"), "198.18.100.10/24");
+    docker.docker_ok(&["exec", "web", "ping", "-c", "1", "-W", "2", "198.18.100.1"]);
+    let leased = wait_wired(&docker, &dir, "leased", "lan0");
+    assert!(leased.starts_with("198.18.100."), "{leased}");
+    let (web_mac, leased_mac) = (mac_of(&docker, "web", "eth1"), mac_of(&docker, "leased", "lan0"));
+
+    // A container without declarations is left alone; a refused declaration is reported and
+    // touches nothing.
+    docker.run("plain", &["--net", "none"]);
+    docker.run("denied", &["--net", "none", "--label", "lanyard.net=br9 198.18.100.12/24"]);
+    let refused = wait_until(WIRED_WITHIN, || {
+        let status = status_json(&lan.host, &dir, &config);
+        status["Daemon"]["Docker"]["containers"]
+            .as_object()
+            .is_some_and(|c| c.values().any(|c| c["interfaces"][0]["state"] == "refused"))
+    });
+    assert!(refused, "the refusal shows in lanyard status; log:\n{}", daemon_log(&dir));
+    let status = status_json(&lan.host, &dir, &config);
+    let docker_status = &status["Daemon"]["Docker"];
+    assert_eq!(docker_status["connected"], true, "{docker_status}");
+    let denied = docker_status["containers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|c| c["name"] == "denied")
+        .expect("the refused container is listed");
+    let reason = denied["interfaces"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("br9") && reason.contains("allowed_host_interfaces"), "{reason}");
+    assert!(ipv4_of(&docker, "denied", "eth1").is_none());
+    assert!(ipv4_of(&docker, "plain", "eth1").is_none());
+    let human =
+        ok(support::cli::run(&lan.host, &dir, &["--config", config.to_str().unwrap(), "status"]));
+    assert!(human.contains("docker: connected") && human.contains("refused"), "{human}");
+
+    // Restarts: same MAC, same address, for the static and the leased one.
+    docker.docker_ok(&["restart", "-t", "0", "web", "leased"]);
+    let rewired = wait_until(WIRED_WITHIN, || {
+        ipv4_of(&docker, "web", "eth1").is_some() && ipv4_of(&docker, "leased", "lan0").is_some()
+    });
+    assert!(rewired, "rewired after docker restart; log:\n{}", daemon_log(&dir));
+    assert_eq!(mac_of(&docker, "web", "eth1"), web_mac);
+    assert_eq!(mac_of(&docker, "leased", "lan0"), leased_mac);
+    assert_eq!(ipv4_of(&docker, "leased", "lan0").unwrap(), leased);
+
+    // A config reload that allows br9 lets the refused declaration through.
+    write_config(&dir, "allowed_host_interfaces = [\"br0\", \"br9\"]\n");
+    daemon.signal(libc::SIGHUP);
+    assert_eq!(wait_wired(&docker, &dir, "denied", "eth1"), "198.18.100.12/24");
+
+    // Removed: nothing left on the host, no record, no lease.
+    docker.docker_ok(&["rm", "-f", "web", "leased", "denied", "plain"]);
+    let clean = wait_until(WIRED_WITHIN, || {
+        record_files(&dir).is_empty() && lan.host.snapshot() == host_before
+    });
+    assert!(
+        clean,
+        "records left: {:?}; host now {:?}, before {:?}; log:\n{}",
+        record_files(&dir),
+        lan.host.snapshot(),
+        host_before,
+        daemon_log(&dir)
+    );
+}
+
+/// Host ends of lanyard's veths on `bridge` in the host namespace.
+fn ports_of(ns: &Netns, bridge: &str) -> usize {
+    ns.ip(&["-o", "link", "show", "master", bridge]).lines().count()
+}
+
+#[test]
+fn a_daemon_killed_while_containers_change_finds_everything_at_its_next_start() {
+    lab::require_root();
+    let lan = Lan::bridge(101);
+    let dir = TestDir::new("watch-kill");
+    let docker = DockerLab::start();
+    let _dnsmasq = support::dhcp::Dnsmasq::start(
+        &lan.host,
+        "br0",
+        ("198.18.101.100", "198.18.101.200"),
+        "2m",
+        &["--no-ping"],
+    );
+    let config = write_config(&dir, "allowed_host_interfaces = [\"br0\"]\n");
+    let daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    docker.run("stays", &["--net", "none", "--label", "lanyard.net=br0 198.18.101.20/24"]);
+    docker.run("restarted", &["--net", "none", "--label", "lanyard.net=br0 dhcp"]);
+    docker.run("removed", &["--net", "none", "--label", "lanyard.net=br0 198.18.101.22/24"]);
+    wait_wired(&docker, &dir, "stays", "eth1");
+    let leased = wait_wired(&docker, &dir, "restarted", "eth1");
+    wait_wired(&docker, &dir, "removed", "eth1");
+    assert_eq!(ports_of(&lan.host, "br0"), 3);
+
+    daemon.kill();
+    docker.docker_ok(&["rm", "-f", "removed"]);
+    docker.docker_ok(&["restart", "-t", "0", "restarted"]);
+    docker.run("new", &["--net", "none", "--label", "lanyard.net=br0 198.18.101.23/24"]);
+    // Nothing wires them while no daemon runs.
+    assert!(ipv4_of(&docker, "new", "eth1").is_none());
+
+    let _daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    assert_eq!(wait_wired(&docker, &dir, "new", "eth1"), "198.18.101.23/24");
+    assert_eq!(wait_wired(&docker, &dir, "restarted", "eth1"), leased, "same address");
+    assert_eq!(ipv4_of(&docker, "stays", "eth1").as_deref(), Some("198.18.101.20/24"));
+    let collected = wait_until(WIRED_WITHIN, || {
+        ports_of(&lan.host, "br0") == 3 && record_files(&dir).iter().all(|f| !f.contains("removed"))
+    });
+    assert!(
+        collected,
+        "one port per wired container ({}), no record of the removed one: {:?}; log:\n{}",
+        ports_of(&lan.host, "br0"),
+        record_files(&dir),
+        daemon_log(&dir)
+    );
+}
+
+#[test]
+fn dockerd_restarts_and_a_simulated_reboot_rewire_with_the_same_addresses() {
+    lab::require_root();
+    let lan = Lan::bridge(102);
+    let dir = TestDir::new("watch-reboot");
+    let mut docker = DockerLab::start();
+    let _dnsmasq = support::dhcp::Dnsmasq::start(
+        &lan.host,
+        "br0",
+        ("198.18.102.100", "198.18.102.200"),
+        "2m",
+        &["--no-ping"],
+    );
+    let config = write_config(&dir, "allowed_host_interfaces = [\"br0\"]\n");
+    let always = ["--restart", "always", "--net", "none", "--label"];
+    docker
+        .run("fixed", &[&always[..], &["lanyard.net=br0 198.18.102.30/24@198.18.102.1"]].concat());
+    docker.run("leased", &[&always[..], &["lanyard.net=br0 dhcp"]].concat());
+    let daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    // Already running when the daemon started: wired by the first reconcile.
+    assert_eq!(wait_wired(&docker, &dir, "fixed", "eth1"), "198.18.102.30/24");
+    let leased = wait_wired(&docker, &dir, "leased", "eth1");
+
+    // dockerd restarts (its containers with it): the event stream breaks, the daemon subscribes
+    // again and reconciles.
+    docker.restart_dockerd();
+    assert_eq!(wait_wired(&docker, &dir, "fixed", "eth1"), "198.18.102.30/24");
+    assert_eq!(wait_wired(&docker, &dir, "leased", "eth1"), leased);
+    docker.docker_ok(&["exec", "fixed", "ping", "-c", "1", "-W", "2", "198.18.102.1"]);
+
+    // A reboot: both stop, the containers' links die with them; dockerd comes back first.
+    daemon.kill();
+    docker.stop_dockerd();
+    assert_eq!(ports_of(&lan.host, "br0"), 0, "the links died with the containers");
+    docker.restart_dockerd();
+    let daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    assert_eq!(wait_wired(&docker, &dir, "fixed", "eth1"), "198.18.102.30/24");
+    assert_eq!(wait_wired(&docker, &dir, "leased", "eth1"), leased);
+
+    // The other order: lanyard first (Docker down is normal at boot), then dockerd.
+    daemon.kill();
+    docker.stop_dockerd();
+    let _daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    docker.restart_dockerd();
+    assert_eq!(wait_wired(&docker, &dir, "fixed", "eth1"), "198.18.102.30/24");
+    assert_eq!(wait_wired(&docker, &dir, "leased", "eth1"), leased);
+    assert_eq!(ports_of(&lan.host, "br0"), 2, "no duplicate links");
+}
