@@ -274,23 +274,33 @@ impl Wirer {
                 return;
             }
         };
+        let records = match self.host.state.records() {
+            Ok(records) => records,
+            Err(e) => {
+                self.error(format!("reconcile: read the records: {e}"));
+                return;
+            }
+        };
+        // Read once, not once per container: a reconcile of n containers stays O(n).
+        let mut by_container = BTreeMap::<&str, Vec<Record>>::new();
+        for record in &records {
+            if let GuestRef::Container { id, .. } = &record.guest {
+                by_container.entry(id.as_str()).or_default().push(record.clone());
+            }
+        }
         let running: Vec<&String> =
             containers.iter().filter(|(_, running)| *running).map(|(id, _)| id).collect();
         for id in &running {
-            self.wire(id);
+            let recorded = by_container.get(id.as_str()).cloned().unwrap_or_default();
+            self.wire_with(id, Some(recorded));
         }
         let known: BTreeSet<&str> = containers.iter().map(|(id, _)| id.as_str()).collect();
-        match self.host.state.records() {
-            Ok(records) => {
-                for record in records {
-                    if let GuestRef::Container { id, .. } = &record.guest {
-                        if !known.contains(id.as_str()) {
-                            self.collect_record(&record, "Docker no longer has its container");
-                        }
-                    }
+        for record in &records {
+            if let GuestRef::Container { id, .. } = &record.guest {
+                if !known.contains(id.as_str()) {
+                    self.collect_record(record, "Docker no longer has its container");
                 }
             }
-            Err(e) => self.error(format!("reconcile: read the records: {e}")),
         }
         let running_ids: BTreeSet<&str> = running.iter().map(|id| id.as_str()).collect();
         let elapsed = started.elapsed();
@@ -311,6 +321,11 @@ impl Wirer {
     /// Make a running container's interfaces what its declarations say. Returns whether every
     /// wanted interface is wired.
     fn wire(&mut self, id: &str) -> bool {
+        self.wire_with(id, None)
+    }
+
+    /// [`Wirer::wire`] with the container's records when the caller has read them already.
+    fn wire_with(&mut self, id: &str, recorded: Option<Vec<Record>>) -> bool {
         let details = match self.api.inspect_details(id) {
             Ok(Some(details)) => details,
             Ok(None) => {
@@ -327,7 +342,11 @@ impl Wirer {
             return false;
         }
         let name = details.info.name.clone();
-        let declared_records: Vec<Record> = match self.container_records(id) {
+        let recorded = match recorded {
+            Some(records) => Ok(records),
+            None => self.container_records(id),
+        };
+        let declared_records: Vec<Record> = match recorded {
             Ok(records) => records.into_iter().filter(|r| r.declared.is_some()).collect(),
             Err(e) => {
                 self.error(format!("container {name}: read its records: {e}"));
