@@ -497,11 +497,13 @@ fn print_status(settings: &Settings, json: bool) -> Result<()> {
         0
     };
     let config = settings.config.source.as_ref().map(|p| p.display().to_string());
+    let warnings = config_warnings(&settings.config);
     if json {
         let status = serde_json::json!({
             "StateDir": settings.state_dir,
             "Attachments": attachments,
             "Config": config,
+            "Warnings": warnings,
             "Daemon": daemon,
         });
         println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
@@ -511,6 +513,9 @@ fn print_status(settings: &Settings, json: bool) -> Result<()> {
     match &config {
         Some(file) => println!("config: {file}"),
         None => println!("config: defaults (no {})", crate::config::DEFAULT_CONFIG_PATH),
+    }
+    for warning in &warnings {
+        println!("warning: {warning}");
     }
     match daemon {
         None => println!(
@@ -535,6 +540,28 @@ fn print_status(settings: &Settings, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What in the config is legal but probably not meant: a network named like an interface of
+/// this host (a declaration naming it means the network).
+fn config_warnings(config: &crate::config::Config) -> Vec<String> {
+    let Ok(mut netlink) =
+        Netns::current().and_then(|netns| crate::netlink::Netlink::open(&netns, "this host"))
+    else {
+        return Vec::new();
+    };
+    config
+        .networks
+        .iter()
+        .filter(|(name, _)| netlink.link_by_name(name).ok().flatten().is_some())
+        .map(|(name, network)| {
+            format!(
+                "network \"{name}\" has the name of an interface of this host: a declaration \
+                 naming {name} means the network (on {}), not the interface",
+                network.host_interface
+            )
+        })
+        .collect()
 }
 
 /// The daemon's Docker side: the connection, then each container with declarations.
