@@ -12,6 +12,7 @@ pub mod attach;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod declare;
 pub mod detach;
 pub mod dhcp;
 pub mod docker;
