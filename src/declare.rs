@@ -105,7 +105,9 @@ pub fn declarations(facts: &ContainerFacts, config: &Config) -> Declarations {
     let mut result = Declarations::default();
     if let Some(why) = key_refusal(config, env.get(KEY_ENV).copied()) {
         for (source, _, _) in parsed {
-            result.refused.push(Refusal { source, error: why.clone_error() });
+            result
+                .refused
+                .push(Refusal { source, error: Error::new(ErrorKind::Permission, why.clone()) });
         }
         return result;
     }
@@ -147,27 +149,18 @@ fn is_yes(value: &str) -> bool {
 }
 
 /// Why every declaration of the container is refused for its key, if it is.
-fn key_refusal(config: &Config, carried: Option<&str>) -> Option<KeyRefusal> {
+fn key_refusal(config: &Config, carried: Option<&str>) -> Option<String> {
     let wanted = config.pipework_key.as_deref()?;
     match carried {
         Some(key) if key == wanted => None,
-        Some(_) => Some(KeyRefusal(format!(
+        Some(_) => Some(format!(
             "pipework_key does not match the daemon's ({}): give the container the key the config sets",
             config_where(config)
-        ))),
-        None => Some(KeyRefusal(format!(
+        )),
+        None => Some(format!(
             "pipework_key missing: the daemon acts only on containers with its key ({}); add -e pipework_key=KEY",
             config_where(config)
-        ))),
-    }
-}
-
-/// One message, given to each refused declaration (Error is not Clone).
-struct KeyRefusal(String);
-
-impl KeyRefusal {
-    fn clone_error(&self) -> Error {
-        Error::new(ErrorKind::Permission, self.0.clone())
+        )),
     }
 }
 
