@@ -9,17 +9,28 @@ use std::process::{Command, Stdio};
 use lanyard::config::Config;
 use lanyard::declare::{declarations, ContainerFacts};
 
-/// An empty config file of this test's own, so the host's /etc/lanyard cannot interfere.
-fn empty_config() -> PathBuf {
-    let path =
-        std::env::temp_dir().join(format!("lanyard-declare-cli-{}.toml", std::process::id()));
-    std::fs::write(&path, "").expect("write the test config");
-    path
+/// An empty config file of this test's own, so the host's /etc/lanyard cannot interfere;
+/// removed when dropped, even when the test fails.
+struct EmptyConfig(PathBuf);
+
+impl EmptyConfig {
+    fn new() -> EmptyConfig {
+        let path =
+            std::env::temp_dir().join(format!("lanyard-declare-cli-{}.toml", std::process::id()));
+        std::fs::write(&path, "").expect("write the test config");
+        EmptyConfig(path)
+    }
+}
+
+impl Drop for EmptyConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 #[test]
 fn a_label_and_lanyard_attach_say_the_same() {
-    let config_file = empty_config();
+    let config_file = EmptyConfig::new();
     let config = Config { allowed_host_interfaces: vec!["br0".to_string()], ..Config::default() };
     // (the label's words after the host interface, whether clap is the one complaining)
     let cases: [(&[&str], bool); 9] = [
@@ -55,7 +66,7 @@ fn a_label_and_lanyard_attach_say_the_same() {
 
         let out = Command::new(env!("CARGO_BIN_EXE_lanyard"))
             .arg("--config")
-            .arg(&config_file)
+            .arg(&config_file.0)
             .args(["attach", "br0", "web"])
             .args(words)
             .stdin(Stdio::null())
@@ -70,5 +81,4 @@ fn a_label_and_lanyard_attach_say_the_same() {
         };
         assert_eq!(stderr, expected, "{words:?}: the CLI and the label differ");
     }
-    let _ = std::fs::remove_file(config_file);
 }
