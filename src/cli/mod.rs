@@ -20,7 +20,7 @@ use crate::netns::Netns;
 use crate::route_cmd::{change_route, RouteChange};
 use crate::spec::{self, MacAddr, MacScheme, MacvlanMode, RouteSpec};
 use crate::state::DEFAULT_STATE_DIR;
-use pipework::{HostInterface, PipeworkAddressing, PipeworkCommand, RouteAction};
+use pipework::{HostInterface, PipeworkCommand, RouteAction};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -269,9 +269,7 @@ pub fn main_with(args: Vec<String>) -> i32 {
                     return 0;
                 }
                 // Bad input gets one line, like every other lanyard error.
-                let rendered = e.render().to_string();
-                let first = rendered.lines().next().unwrap_or("bad arguments");
-                eprintln!("lanyard: {} (see --help)", first.trim_start_matches("error: "));
+                eprintln!("lanyard: {} (see --help)", clap_error_line(&e));
                 return 2;
             }
         }
@@ -417,7 +415,33 @@ fn run_attach(settings: &Settings, request: &AttachRequest) -> Result<()> {
     Ok(())
 }
 
-fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
+/// clap's complaint as one line: its first line without the "error: " prefix, so no usage
+/// dump and no "For more information" follow. The CLI adds " (see --help)".
+pub fn clap_error_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let first = rendered.lines().next().unwrap_or("bad arguments");
+    first.trim_start_matches("error: ").to_string()
+}
+
+/// Parses `lanyard attach`'s arguments (`words` starts with the subcommand's name, then
+/// HOST_IF GUEST ...) with the very definition the CLI uses, so a container declaration gets
+/// the same messages as `lanyard attach`. The matches say which options were given (an option
+/// with a default cannot tell otherwise). A clap error is a one-line Usage error.
+pub fn parse_attach_args(words: &[String]) -> Result<(AttachArgs, clap::ArgMatches)> {
+    use clap::FromArgMatches;
+    let command = AttachArgs::augment_args(
+        clap::Command::new("attach").disable_help_flag(true).disable_version_flag(true),
+    );
+    let matches =
+        command.try_get_matches_from(words).map_err(|e| Error::usage(clap_error_line(&e)))?;
+    let args =
+        AttachArgs::from_arg_matches(&matches).map_err(|e| Error::usage(clap_error_line(&e)))?;
+    Ok((args, matches))
+}
+
+/// `lanyard attach`'s arguments as a request: every check that needs no kernel. Shared by the
+/// CLI and container declarations ([`crate::declare`]).
+pub fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
     let mut request = AttachRequest::new(&args.host_interface, GuestSpec::parse(&args.guest)?);
     let dhcp = args.addresses.iter().any(|a| a == "dhcp");
     let statics: Vec<String> = args.addresses.iter().filter(|a| *a != "dhcp").cloned().collect();
@@ -668,45 +692,18 @@ fn log_helper_failure(state_dir: &std::path::Path, line: &str) {
 
 fn run_pipework(settings: &Settings, args: &[String]) -> Result<()> {
     match pipework::parse_pipework(args)? {
-        PipeworkCommand::Attach(pipework::PipeworkAttach {
-            host_if,
-            guest_ifname,
-            host_ifname,
-            guest,
-            addressing,
-            mac,
-            notices,
-        }) => {
-            for notice in notices {
+        PipeworkCommand::Attach(line) => {
+            for notice in &line.notices {
                 eprintln!("lanyard: notice: {notice}");
             }
-            let addressing_kind = match &addressing {
-                PipeworkAddressing::Dhcp { .. } => AddressingKind::Dhcp,
-                _ => AddressingKind::Static,
-            };
-            let addresses = match addressing {
-                PipeworkAddressing::Static(address) => vec![address],
-                PipeworkAddressing::LinkOnly => Vec::new(),
-                PipeworkAddressing::Dhcp { .. } => Vec::new(),
-            };
-            let host_if = match host_if {
-                HostInterface::Name(name) => name,
+            let host_if = match &line.host_if {
+                HostInterface::Name(name) => name.clone(),
                 HostInterface::ByMac(mac) => {
                     require_root()?;
-                    crate::host_interface::name_by_mac(&host_from(settings)?, mac)?
+                    crate::host_interface::name_by_mac(&host_from(settings)?, *mac)?
                 }
             };
-            let mut request = AttachRequest::new(&host_if, GuestSpec::parse(&guest)?);
-            if matches!(addressing_kind, AddressingKind::Dhcp) {
-                request.dhcp = Some(crate::state::DhcpSettings::default());
-            }
-            request.addresses = addresses;
-            if let Some(name) = guest_ifname {
-                request.guest_ifname = name;
-            }
-            request.host_ifname = host_ifname;
-            request.mac = mac;
-            request.validate()?;
+            let request = line.request(&host_if, GuestSpec::parse(&line.guest)?)?;
             run_attach(settings, &request)
         }
         PipeworkCommand::Route { guest, action, destination, via, dev, metric } => {
@@ -721,11 +718,6 @@ fn run_pipework(settings: &Settings, args: &[String]) -> Result<()> {
         }
         PipeworkCommand::Wait { guest_ifname } => wait_for_interface(&guest_ifname, WAIT_TIMEOUT),
     }
-}
-
-enum AddressingKind {
-    Static,
-    Dhcp,
 }
 
 /// `pipework --wait` waited forever; lanyard waits this long and then fails, so a boot script

@@ -9,8 +9,9 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
-use crate::attach::DEFAULT_GUEST_IFNAME;
+use crate::attach::{AttachRequest, DEFAULT_GUEST_IFNAME};
 use crate::error::{Error, Result};
+use crate::guest::GuestSpec;
 use crate::spec::{self, AddressSpec, MacAddr};
 
 /// A command line `lanyard pipework` accepts. Each usage message quotes its own form by name,
@@ -142,6 +143,31 @@ pub struct PipeworkAttach {
     pub mac: Option<MacAddr>,
     /// Things accepted but not honoured, for the caller to print.
     pub notices: Vec<String>,
+}
+
+impl PipeworkAttach {
+    /// The lanyard request this line asks for, once the caller has found the host interface
+    /// (`mac:` needs the kernel) and the guest. Shared by `lanyard pipework` and the daemon's
+    /// docker-pipework declarations, so a line means the same in both. Every DHCP method
+    /// (`dhcp`, `udhcpc`, `dhclient`, `dhcpcd`, with or without `-f`) becomes a lease the
+    /// daemon keeps: lanyard runs its own client for all of them.
+    pub fn request(&self, host_interface: &str, guest: GuestSpec) -> Result<AttachRequest> {
+        let mut request = AttachRequest::new(host_interface, guest);
+        match &self.addressing {
+            PipeworkAddressing::Static(address) => request.addresses = vec![address.clone()],
+            PipeworkAddressing::LinkOnly => {}
+            PipeworkAddressing::Dhcp { .. } => {
+                request.dhcp = Some(crate::state::DhcpSettings::default())
+            }
+        }
+        if let Some(name) = &self.guest_ifname {
+            request.guest_ifname = name.clone();
+        }
+        request.host_ifname = self.host_ifname.clone();
+        request.mac = self.mac;
+        request.validate()?;
+        Ok(request)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
