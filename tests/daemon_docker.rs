@@ -308,3 +308,128 @@ fn dockerd_restarts_and_a_simulated_reboot_rewire_with_the_same_addresses() {
     assert_eq!(wait_wired(&docker, &dir, "leased", "eth1"), leased);
     assert_eq!(ports_of(&lan.host, "br0"), 2, "no duplicate links");
 }
+
+/// The refusal reason `lanyard status --json` gives for `container`, once there is one.
+fn refusal_of(ns: &Netns, dir: &TestDir, config: &Path, container: &str) -> String {
+    let mut reason = None;
+    wait_until(WIRED_WITHIN, || {
+        let status = status_json(ns, dir, config);
+        reason = status["Daemon"]["Docker"]["containers"]
+            .as_object()
+            .into_iter()
+            .flat_map(|c| c.values())
+            .find(|c| c["name"] == container)
+            .and_then(|c| {
+                c["interfaces"]
+                    .as_array()?
+                    .iter()
+                    .find(|i| i["state"] == "refused")?
+                    .get("reason")?
+                    .as_str()
+                    .map(str::to_string)
+            });
+        reason.is_some()
+    });
+    reason.unwrap_or_else(|| panic!("no refusal for {container}; log:\n{}", daemon_log(dir)))
+}
+
+#[test]
+fn docker_pipework_lines_verbatim_every_macro_networks_and_the_key() {
+    lab::require_root();
+    let lan = Lan::bridge(103);
+    let dir = TestDir::new("watch-pipework");
+    let docker = DockerLab::start();
+    let _dnsmasq = support::dhcp::Dnsmasq::start(
+        &lan.host,
+        "br0",
+        ("198.18.103.100", "198.18.103.200"),
+        "2m",
+        &["--no-ping"],
+    );
+    let config = write_config(
+        &dir,
+        "allowed_host_interfaces = [\"br0\"]\npipework_key = \"site-a\"\n\
+         [network.office]\nhost_interface = \"br0\"\naddressing = \"static\"\n\
+         subnet = \"198.18.103.0/24\"\ngateway = \"198.18.103.1\"\n",
+    );
+    let _daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    let key = ["-e", "pipework_key=site-a"];
+    // docker-pipework's seed lines, verbatim (trailing space included).
+    docker.run(
+        "test1",
+        &[
+            &["--restart=always", "--net=none"][..],
+            &["-e", "pipework_cmd=br0 -i eth0 @CONTAINER_NAME@ udhcpc "],
+            &key,
+        ]
+        .concat(),
+    );
+    docker.run(
+        "test2",
+        &[
+            &["--net=none", "-e", "pipework_cmd_ip=br0 -i eth0 @CONTAINER_NAME@ 198.18.103.70/24 "]
+                [..],
+            &key,
+        ]
+        .concat(),
+    );
+    // Every other macro: @HOSTNAME@ (Config.Hostname), @COMPOSE_PROJECT_NAME@, @INSTANCE@,
+    // @CONTAINER_ID@.
+    docker.run(
+        "macros",
+        &[
+            &["--net=none", "--hostname", "macros"][..],
+            &["--label", "com.docker.compose.project=proj"],
+            &["--label", "com.docker.compose.container-number=3"],
+            &[
+                "-e",
+                "pipework_cmd=br0 -i @COMPOSE_PROJECT_NAME@ @HOSTNAME@ 198.18.103.8@INSTANCE@/24",
+            ],
+            &["-e", "apache_pipework_cmd_for_eth1=br0 -i eth1 @CONTAINER_ID@ 198.18.103.84/24"],
+            &key,
+        ]
+        .concat(),
+    );
+    // A static network: the label names only the address. The key applies to labels too.
+    docker.run(
+        "office",
+        &[&["--net=none", "--label", "lanyard.net=office 198.18.103.90"][..], &key].concat(),
+    );
+    // Refused: a malformed line, a missing key, a key that differs.
+    docker.run(
+        "malformed",
+        &[&["--net=none", "-e", "pipework_cmd=br0 -i eth0 @CONTAINER_NAME@ 198.18.103.300/24"][..], &key]
+            .concat(),
+    );
+    docker
+        .run("nokey", &["--net=none", "-e", "pipework_cmd=br0 @CONTAINER_NAME@ 198.18.103.75/24"]);
+    docker.run(
+        "otherkey",
+        &[
+            "--net=none",
+            "-e",
+            "pipework_cmd=br0 @CONTAINER_NAME@ 198.18.103.76/24",
+            "-e",
+            "pipework_key=site-b",
+        ],
+    );
+
+    let leased = wait_wired(&docker, &dir, "test1", "eth0");
+    assert!(leased.starts_with("198.18.103.1"), "{leased}");
+    assert_eq!(wait_wired(&docker, &dir, "test2", "eth0"), "198.18.103.70/24");
+    assert_eq!(wait_wired(&docker, &dir, "macros", "proj"), "198.18.103.83/24");
+    assert_eq!(wait_wired(&docker, &dir, "macros", "eth1"), "198.18.103.84/24");
+    assert_eq!(wait_wired(&docker, &dir, "office", "eth1"), "198.18.103.90/24");
+    let route = docker.docker_ok(&["exec", "office", "ip", "route", "show", "default"]);
+    assert!(route.contains("via 198.18.103.1"), "the network's gateway: {route}");
+    docker.docker_ok(&["exec", "office", "ping", "-c", "1", "-W", "2", "198.18.103.1"]);
+
+    let malformed = refusal_of(&lan.host, &dir, &config, "malformed");
+    assert!(malformed.contains("198.18.103.300"), "{malformed}");
+    for container in ["nokey", "otherkey"] {
+        let reason = refusal_of(&lan.host, &dir, &config, container);
+        assert!(reason.contains("pipework_key"), "{container}: {reason}");
+        assert!(ipv4_of(&docker, container, "eth1").is_none());
+    }
+    assert_eq!(status_json(&lan.host, &dir, &config)["Daemon"]["Docker"]["connected"], true);
+}
