@@ -314,6 +314,7 @@ mod tests {
             replaced_default_routes: Vec::new(),
             attached_at: 1_795_435_200,
             dhcp: None,
+            host_route: false,
         }
     }
 

@@ -159,6 +159,11 @@ pub struct Record {
     /// Set when the daemon keeps a DHCPv4 lease for this interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp: Option<DhcpSettings>,
+    /// The host has a route to each of the guest's addresses through a macvlan shim on
+    /// `host_interface` (see [`crate::host_routes`]); detach removes them. Left out of the file
+    /// when false, so a record without host routes reads the same in any lanyard of format 2.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_route: bool,
 }
 
 /// How the daemon's DHCP client presents this interface; fixed at attach so a restarted daemon
