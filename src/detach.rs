@@ -162,8 +162,14 @@ fn detach_record(
     // record is written back, so the detach can be retried.
     let (changes, removal) = std::thread::scope(|scope| {
         let removal = scope.spawn(|| host.state.remove(record));
-        let changes =
-            undo_in_kernel(host_netlink, guest_netlink.as_mut(), record, bridge_still_used, done);
+        let changes = undo_in_kernel(
+            host,
+            host_netlink,
+            guest_netlink.as_mut(),
+            record,
+            bridge_still_used,
+            done,
+        );
         let removal = removal
             .join()
             .unwrap_or_else(|_| Err(Error::new(ErrorKind::Io, "removing the record panicked")));
@@ -182,15 +188,27 @@ fn detach_record(
     }
 }
 
-/// The kernel side of a detach: the link, the guest's default routes, and a bridge lanyard made
-/// once nothing uses it.
+/// The kernel side of a detach: the host's routes to the guest (`--host-route`, also when the
+/// guest is gone: they live in the host), the link, the guest's default routes, and a bridge
+/// lanyard made once nothing uses it.
 fn undo_in_kernel(
+    host: &Host,
     host_netlink: &mut Netlink,
     mut guest_netlink: Option<&mut Netlink>,
     record: &Record,
     bridge_still_used: bool,
     done: &mut Detached,
 ) -> Result<()> {
+    if record.host_route {
+        for address in &record.addresses {
+            crate::host_routes::remove_with(
+                host,
+                host_netlink,
+                &record.host_interface,
+                address.address.addr(),
+            )?;
+        }
+    }
     driver_for(record.driver).teardown(host_netlink, guest_netlink.as_deref_mut(), record)?;
     if let Some(guest) = guest_netlink {
         // The interface, and lanyard's default route with it, is gone now.

@@ -21,6 +21,7 @@ pub mod error;
 pub mod guest;
 pub mod host;
 pub mod host_interface;
+pub mod host_routes;
 pub mod inspect;
 pub mod lease;
 pub mod naming;

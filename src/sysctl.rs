@@ -39,3 +39,26 @@ pub fn ignore_router_advertisements(ifname: &str) -> Result<()> {
     }
     write_sysctl(&format!("/proc/sys/net/ipv6/conf/{ifname}/accept_ra"), "0")
 }
+
+/// IPv6 on the host's host-route shim (see [`crate::host_routes`]), written before it comes up:
+/// - no router advertisement, so no RA puts addresses or a second default route on it;
+/// - no duplicate address detection of its link-local address, which neighbour discovery
+///   toward the guests needs at once;
+/// - proxy NDP without delay: a guest resolving the host's address (which lives on the parent,
+///   where the guest's frames never arrive) gets the shim's answer, as IPv4 ARP gives it
+///   unasked. The kernel answers for a proxy entry only on an interface with `forwarding` set;
+///   that per-interface flag does not make the host forward packets (the `all` one decides).
+///
+/// A kernel without IPv6 has nothing to set.
+pub fn prepare_host_shim(ifname: &str) -> Result<()> {
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        return Ok(());
+    }
+    let conf = format!("/proc/sys/net/ipv6/conf/{ifname}");
+    write_sysctl(&format!("{conf}/forwarding"), "1")?;
+    write_sysctl(&format!("{conf}/accept_ra"), "0")?;
+    write_sysctl(&format!("{conf}/autoconf"), "0")?;
+    write_sysctl(&format!("{conf}/accept_dad"), "0")?;
+    write_sysctl(&format!("{conf}/proxy_ndp"), "1")?;
+    write_sysctl(&format!("/proc/sys/net/ipv6/neigh/{ifname}/proxy_delay"), "0")
+}

@@ -64,6 +64,10 @@ pub struct AttachRequest {
     /// attachment with the same declaration is left as it is (the attach reports `unchanged`);
     /// one with another declaration is replaced; one a person made is never taken over.
     pub declared: Option<crate::state::Declared>,
+    /// `--host-route` (macvlan only): give the host a route to each static address through a
+    /// macvlan shim on the same parent (see [`crate::host_routes`]). With `dhcp` it is only
+    /// recorded: the daemon adds the route when the lease binds.
+    pub host_route: bool,
     pub fail_at: Option<FailPoint>,
     /// Test hook: the rollback's link deletion fails (the link really stays), to prove that an
     /// incomplete rollback is reported.
@@ -106,6 +110,7 @@ impl AttachRequest {
             dhcp: None,
             dhcp_wait: DhcpWait::default(),
             declared: None,
+            host_route: false,
             fail_at: None,
             fail_undo: false,
         }
@@ -270,6 +275,9 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
     }
     let driver_kind = choose_driver(&mut host_netlink, request)?;
     let driver = driver_for(driver_kind);
+    if request.host_route {
+        check_host_routes(&mut host_netlink, request, driver_kind)?;
+    }
     let identity = guest.reference.identity();
     let host_ifname = match driver_kind {
         DriverKind::Bridge => Some(match &request.host_ifname {
@@ -356,8 +364,47 @@ fn choose_driver(host: &mut Netlink, request: &AttachRequest) -> Result<DriverKi
     }
 }
 
+/// `--host-route`, checked before anything changes: only on a macvlan in bridge mode (the shim
+/// reaches its sibling guests only through the parent's internal bridge), and the host needs
+/// its own address on the parent in each static address's subnet.
+fn check_host_routes(
+    host: &mut Netlink,
+    request: &AttachRequest,
+    driver: DriverKind,
+) -> Result<()> {
+    if driver != DriverKind::Macvlan {
+        return Err(Error::usage(format!(
+            "--host-route is for a macvlan parent, and {} makes a {driver} attachment: the host \
+             reaches a bridge's ports through an address of the bridge itself (give it one in \
+             the guests' subnet) and a host-only link directly; drop --host-route",
+            request.host_interface
+        )));
+    }
+    if request.macvlan_mode != MacvlanMode::Bridge {
+        return Err(Error::usage(format!(
+            "--host-route needs --macvlan-mode bridge (not {}): the host's shim reaches the \
+             guest only through the parent's internal bridge",
+            request.macvlan_mode
+        )));
+    }
+    for address in &request.addresses {
+        crate::host_routes::check(host, &request.host_interface, address.address.addr())?;
+    }
+    Ok(())
+}
+
 /// Remove what a stale record (its guest's namespace was replaced) left on the host side.
 fn remove_stale(host: &Host, netlink: &mut Netlink, record: &Record) -> Result<()> {
+    if record.host_route {
+        for address in &record.addresses {
+            crate::host_routes::remove_with(
+                host,
+                netlink,
+                &record.host_interface,
+                address.address.addr(),
+            )?;
+        }
+    }
     let driver = driver_for(record.driver);
     driver.teardown(netlink, None, record)?;
     host.state.remove(record)

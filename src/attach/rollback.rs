@@ -2,6 +2,8 @@
 //! a later step fails. Every step runs even after one fails; whatever could not be undone is
 //! named, with what to do about it, in the error the user sees.
 
+use std::net::IpAddr;
+
 use crate::error::{Error, ErrorKind};
 use crate::host::Host;
 use crate::netlink::{DefaultRoute, Netlink};
@@ -13,7 +15,15 @@ pub(super) enum Undo {
     DeleteHostLink(String),
     DeleteGuestLink(String),
     RemoveBridgeIfUnused(String),
-    RestoreDefaultRoutes { replaced: Vec<DefaultRoute>, own_ifindex: u32 },
+    RestoreDefaultRoutes {
+        replaced: Vec<DefaultRoute>,
+        own_ifindex: u32,
+    },
+    /// The host's route to a guest address through its macvlan shim (and the shim once unused).
+    RemoveHostRoute {
+        parent: String,
+        address: IpAddr,
+    },
     RemoveRecord(Box<Record>),
 }
 
@@ -76,6 +86,11 @@ impl Rollback<'_> {
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
+                ),
+                Undo::RemoveHostRoute { parent, address } => (
+                    crate::host_routes::remove_with(self.host, host_netlink, &parent, address),
+                    format!("the host's route to {address} through the shim on {parent}"),
+                    crate::host_routes::remedy(&parent, address),
                 ),
                 Undo::RemoveRecord(record) => (
                     self.host.state.remove(&record),

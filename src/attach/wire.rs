@@ -1,5 +1,6 @@
 //! The changes of an attach, in order: the link (by its driver), the interface's sysctls, up,
-//! addresses, the default route and extra routes (through [`crate::routes`]), then the record.
+//! addresses, the host's routes to them (`--host-route`, through [`crate::host_routes`]), the
+//! default route and extra routes (through [`crate::routes`]), then the record.
 //! Each change is logged in the rollback before the next one starts.
 
 use std::net::IpAddr;
@@ -86,6 +87,16 @@ pub(super) fn wire(
     for address in &request.addresses {
         guest_netlink.add_address(link.index, &request.guest_ifname, &address.address)?;
     }
+    if request.host_route {
+        for address in &request.addresses {
+            let ip = address.address.addr();
+            crate::host_routes::add_with(host, host_netlink, &request.host_interface, ip)?;
+            rollback.steps.push(Undo::RemoveHostRoute {
+                parent: request.host_interface.clone(),
+                address: ip,
+            });
+        }
+    }
     check_fail(request, FailPoint::AfterAddresses)?;
 
     let subnets: Vec<IpNet> = request.addresses.iter().map(|a| a.address).collect();
@@ -158,6 +169,7 @@ pub(super) fn wire(
             settings
         }),
         declared: request.declared.clone(),
+        host_route: request.host_route,
     };
     host.state.save(&record)?;
     rollback.steps.push(Undo::RemoveRecord(Box::new(record.clone())));

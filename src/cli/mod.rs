@@ -161,6 +161,11 @@ pub struct AttachArgs {
     /// Never create a missing br* bridge.
     #[arg(long)]
     pub no_create: bool,
+    /// macvlan: give the host a route to the guest's addresses through a macvlan shim on the
+    /// same parent (the host cannot reach its own macvlan guests otherwise); needs an address
+    /// of the host's on the parent in the guest's subnet.
+    #[arg(long)]
+    pub host_route: bool,
     /// Check first that no one on the segment uses the addresses (ARP probe / DAD), waiting MS
     /// milliseconds for an answer (default 100). With dhcp: the daemon probes each offered
     /// address (200 ms) and declines it if someone answers.
@@ -501,6 +506,7 @@ pub fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
     request.mac_scheme = args.mac_scheme;
     request.macvlan_mode = args.macvlan_mode;
     request.no_create = args.no_create;
+    request.host_route = args.host_route;
     request.probe = args.probe.map(Duration::from_millis);
     request.validate()?;
     Ok(request)

@@ -1,5 +1,5 @@
-//! Links: look up, create (veth with its peer born in the guest, macvlan born in the guest,
-//! bridge), change, delete.
+//! Links: look up, create (veth with its peer born in the guest, macvlan born in the guest or
+//! kept in the host, bridge), change, delete.
 
 use std::os::fd::AsRawFd;
 
@@ -148,6 +148,13 @@ pub enum NewLink<'a> {
         guest_mtu: u32,
         guest: &'a Netns,
     },
+    /// A macvlan child of `parent` that stays in the socket's own namespace (the host's
+    /// host-route shim); born down like the others, so its sysctls come first.
+    LocalMacvlan {
+        name: &'a str,
+        parent: u32,
+        mode: MacVlanMode,
+    },
 }
 
 fn up_message() -> LinkMessage {
@@ -250,6 +257,16 @@ impl Netlink {
                 ]));
                 (message, format!("create macvlan {guest_name} in the guest on parent #{parent}"))
             }
+            NewLink::LocalMacvlan { name, parent, mode } => {
+                let mut message = LinkMessage::default();
+                message.attributes.push(LinkAttribute::IfName(name.to_string()));
+                message.attributes.push(LinkAttribute::Link(*parent));
+                message.attributes.push(LinkAttribute::LinkInfo(vec![
+                    LinkInfo::Kind(InfoKind::MacVlan),
+                    LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(*mode)])),
+                ]));
+                (message, format!("create macvlan {name} on parent #{parent}"))
+            }
         };
         self.request(RouteNetlinkMessage::NewLink(message), NLM_F_CREATE | NLM_F_EXCL)
             .map(|_| ())
@@ -310,6 +327,31 @@ impl Netlink {
 }
 
 impl Netlink {
+    /// Answer neighbour solicitations for `address` on the link `index` (a proxy NDP entry, as
+    /// `ip -6 neigh add proxy ADDRESS dev NAME`); one already there is kept. The entry goes with
+    /// the link.
+    pub fn add_proxy_neighbour(
+        &mut self,
+        index: u32,
+        name: &str,
+        address: std::net::Ipv6Addr,
+    ) -> Result<()> {
+        use netlink_packet_core::NLM_F_REPLACE;
+        use netlink_packet_route::neighbour::{
+            NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+        };
+        use netlink_packet_route::AddressFamily;
+        let mut message = NeighbourMessage::default();
+        message.header.family = AddressFamily::Inet6;
+        message.header.ifindex = index;
+        message.header.flags = NeighbourFlags::Proxy;
+        message.header.state = NeighbourState::Permanent;
+        message.attributes.push(NeighbourAttribute::Destination(address.into()));
+        self.request(RouteNetlinkMessage::NewNeighbour(message), NLM_F_CREATE | NLM_F_REPLACE)
+            .map(|_| ())
+            .map_err(|e| self.kernel_error(format!("add proxy NDP entry {address} on {name}"), e))
+    }
+
     /// Whether a bridge's forwarding table knows `mac` (learned or static): a new guest MAC must
     /// not collide with a machine already seen on the segment. One targeted get, not a dump,
     /// so the cost does not grow with the number of ports.

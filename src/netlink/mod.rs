@@ -12,7 +12,7 @@ mod watch;
 
 pub use address::AddressDetails;
 pub use link::{LinkDetails, LinkKind, NewLink};
-pub use route::{DefaultRoute, NewRoute};
+pub use route::{DefaultRoute, DeviceRoute, NewRoute, RouteEntry};
 pub use watch::{LinkChanges, LinkSeen, LinkWatch};
 
 use std::io;

@@ -1,4 +1,5 @@
-//! Routes: the guest's default route (read, replace, restore) and extra routes.
+//! Routes: the guest's default route (read, replace, restore) and extra routes; device routes
+//! with a preferred source, listed by device (the host's routes to its macvlan guests).
 
 use std::net::IpAddr;
 
@@ -33,6 +34,29 @@ pub struct NewRoute {
     pub gateway: Option<IpAddr>,
     pub device_index: u32,
     pub metric: Option<u32>,
+}
+
+/// A route straight out of a device, `to DESTINATION dev DEVICE src SOURCE proto PROTOCOL`
+/// in the main table: how the host reaches a macvlan guest through its shim
+/// (see [`crate::host_routes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRoute {
+    pub destination: IpNet,
+    pub device_index: u32,
+    /// The address the host sends from (`src`); `None` on a route read back without one.
+    pub source: Option<IpAddr>,
+    /// Who made the route (`proto`): lanyard's routes are known by their own number.
+    pub protocol: u8,
+}
+
+/// A main-table unicast route as the kernel lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEntry {
+    pub destination: IpNet,
+    pub device_index: Option<u32>,
+    pub gateway: Option<IpAddr>,
+    pub source: Option<IpAddr>,
+    pub protocol: u8,
 }
 
 fn family_of(ipv6: bool) -> AddressFamily {
@@ -77,7 +101,124 @@ fn build(route: &NewRoute, protocol: RouteProtocol) -> RouteMessage {
     message
 }
 
+fn ip_of(address: &RouteAddress) -> Option<IpAddr> {
+    match address {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+fn device_route_message(route: &DeviceRoute) -> RouteMessage {
+    let mut message = RouteMessage::default();
+    message.header.address_family = family_of(route.destination.addr().is_ipv6());
+    message.header.destination_prefix_length = route.destination.prefix_len();
+    message.header.table = RouteHeader::RT_TABLE_MAIN;
+    message.header.protocol = RouteProtocol::from(route.protocol);
+    message.header.kind = RouteType::Unicast;
+    message.header.scope = RouteScope::Link;
+    message
+        .attributes
+        .push(RouteAttribute::Destination(route_address(route.destination.trunc().addr())));
+    message.attributes.push(RouteAttribute::Oif(route.device_index));
+    if let Some(source) = route.source {
+        message.attributes.push(RouteAttribute::PrefSource(route_address(source)));
+    }
+    message
+}
+
 impl Netlink {
+    /// Add (or, with `replace`, replace: same destination and metric) a device route with its
+    /// preferred source and protocol.
+    pub fn add_device_route(&mut self, route: &DeviceRoute, replace: bool) -> Result<()> {
+        let flags = if replace { NLM_F_CREATE | NLM_F_REPLACE } else { NLM_F_CREATE | NLM_F_EXCL };
+        self.request(RouteNetlinkMessage::NewRoute(device_route_message(route)), flags)
+            .map(|_| ())
+            .map_err(|e| {
+                let source = route.source.map(|s| format!(" src {s}")).unwrap_or_default();
+                self.kernel_error(
+                    format!("add route {} dev #{}{source}", route.destination, route.device_index),
+                    e,
+                )
+            })
+    }
+
+    /// Delete exactly this device route: destination, device and protocol must match (the
+    /// kernel compares a non-zero protocol), so a route someone else made to the same place
+    /// stays. One already gone counts as deleted.
+    pub fn delete_device_route(&mut self, route: &DeviceRoute) -> Result<()> {
+        let mut message = device_route_message(route);
+        message.header.scope = RouteScope::NoWhere;
+        message.attributes.retain(|a| !matches!(a, RouteAttribute::PrefSource(_)));
+        match self.request(RouteNetlinkMessage::DelRoute(message), 0) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENODEV)) => Ok(()),
+            Err(e) => Err(self.kernel_error(
+                format!("delete route {} dev #{}", route.destination, route.device_index),
+                e,
+            )),
+        }
+    }
+
+    /// Every unicast route of the main table for one family.
+    pub fn main_routes(&mut self, ipv6: bool) -> Result<Vec<RouteEntry>> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = family_of(ipv6);
+        let answers = self
+            .request(RouteNetlinkMessage::GetRoute(query), NLM_F_DUMP)
+            .map_err(|e| self.kernel_error("list routes", e))?;
+        let unspecified = if ipv6 {
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        };
+        let mut routes = Vec::new();
+        for answer in answers {
+            let RouteNetlinkMessage::NewRoute(message) = answer else { continue };
+            if message.header.kind != RouteType::Unicast {
+                continue;
+            }
+            let mut table = u32::from(message.header.table);
+            let mut destination = unspecified;
+            let mut entry = RouteEntry {
+                destination: IpNet::from(unspecified),
+                device_index: None,
+                gateway: None,
+                source: None,
+                protocol: message.header.protocol.into(),
+            };
+            for attribute in &message.attributes {
+                match attribute {
+                    RouteAttribute::Destination(address) => {
+                        destination = ip_of(address).unwrap_or(unspecified)
+                    }
+                    RouteAttribute::Gateway(address) => entry.gateway = ip_of(address),
+                    RouteAttribute::PrefSource(address) => entry.source = ip_of(address),
+                    RouteAttribute::Oif(index) => entry.device_index = Some(*index),
+                    RouteAttribute::Table(id) => table = *id,
+                    _ => {}
+                }
+            }
+            if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+                continue;
+            }
+            let Ok(net) = IpNet::new(destination, message.header.destination_prefix_length) else {
+                continue;
+            };
+            entry.destination = net;
+            routes.push(entry);
+        }
+        Ok(routes)
+    }
+
+    /// The main table's unicast routes out of one device, both families.
+    pub fn routes_on_device(&mut self, device_index: u32) -> Result<Vec<RouteEntry>> {
+        let mut routes = self.main_routes(false)?;
+        routes.extend(self.main_routes(true)?);
+        routes.retain(|route| route.device_index == Some(device_index));
+        Ok(routes)
+    }
+
     /// Add a route; with `replace` an existing route with the same key (destination, metric) is
     /// replaced, which is how `@GW` takes over the default route.
     pub fn add_route(&mut self, route: &NewRoute, replace: bool) -> Result<()> {

@@ -317,6 +317,7 @@ mod tests {
             attached_at: 1_795_435_200,
             dhcp: None,
             declared: None,
+            host_route: false,
         }
     }
 

@@ -163,6 +163,11 @@ pub struct Record {
     /// `None` for an attach a person ran, which the daemon never changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declared: Option<Declared>,
+    /// The host has a route to each of the guest's addresses through a macvlan shim on
+    /// `host_interface` (see [`crate::host_routes`]); detach removes them. Left out of the file
+    /// when false, so a record without host routes reads the same in any lanyard of format 2.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_route: bool,
 }
 
 /// Where an attachment's declaration came from and what it said: the daemon re-wires the
