@@ -433,3 +433,42 @@ fn docker_pipework_lines_verbatim_every_macro_networks_and_the_key() {
     }
     assert_eq!(status_json(&lan.host, &dir, &config)["Daemon"]["Docker"]["connected"], true);
 }
+
+#[test]
+fn host_routes_reach_macvlan_containers_and_go_with_them() {
+    lab::require_root();
+    let lan = support::lab::MacvlanLan::new(104);
+    lan.host.ip(&["addr", "add", "198.18.104.2/24", "dev", "uplink0"]);
+    let dir = TestDir::new("watch-routes");
+    let docker = DockerLab::start();
+    let config = write_config(&dir, "allowed_host_interfaces = [\"uplink0\"]\n");
+    let _daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    let host_before = lan.host.snapshot();
+    let ping =
+        |address: &str| lan.host.exec(&["ping", "-c", "1", "-W", "1", address]).status.success();
+
+    // Asked per container with docker-pipework's variable; its neighbour did not ask.
+    docker.run(
+        "routed",
+        &[
+            "--net",
+            "none",
+            "--label",
+            "lanyard.net=uplink0 198.18.104.70/24",
+            "-e",
+            "pipework_host_routes=1",
+        ],
+    );
+    docker.run("unrouted", &["--net", "none", "--label", "lanyard.net=uplink0 198.18.104.71/24"]);
+    wait_wired(&docker, &dir, "routed", "eth1");
+    wait_wired(&docker, &dir, "unrouted", "eth1");
+    assert!(ping("198.18.104.70"), "the host reaches its macvlan container through the shim");
+    assert!(!ping("198.18.104.71"), "no route was asked for this one");
+    let routes = lan.host.routes();
+    let route = routes.iter().find(|r| r.starts_with("198.18.104.70 ")).expect("a /32 route");
+    assert!(route.contains("src 198.18.104.2"), "{route}");
+
+    docker.docker_ok(&["rm", "-f", "routed", "unrouted"]);
+    let gone = wait_until(WIRED_WITHIN, || lan.host.snapshot() == host_before);
+    assert!(gone, "shim and route go with the container: {:?}", lan.host.snapshot());
+}

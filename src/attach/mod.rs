@@ -338,6 +338,12 @@ fn attach_guest(host: &Host, request: &AttachRequest, guest: Guest) -> Result<At
     })
 }
 
+/// The driver `request` would get on `host` now (bridge, macvlan or host-only), from what its
+/// host interface is: the daemon asks it to give host routes to macvlan declarations only.
+pub fn driver_for_request(host: &Host, request: &AttachRequest) -> Result<DriverKind> {
+    choose_driver(&mut Netlink::open(&host.netns, "the host namespace")?, request)
+}
+
 /// Which driver a request needs, from what the host interface is.
 fn choose_driver(host: &mut Netlink, request: &AttachRequest) -> Result<DriverKind> {
     if request.host_only {

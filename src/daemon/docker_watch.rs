@@ -382,6 +382,11 @@ impl Wirer {
         }
         for declaration in &declarations.wanted {
             let mut request = declaration.request.clone();
+            // Asked per container (or by the config for all): only a macvlan needs it, a bridge
+            // port is reached through the bridge.
+            request.host_route = declaration.host_route
+                && crate::attach::driver_for_request(&self.host, &request)
+                    .is_ok_and(|driver| driver == crate::state::DriverKind::Macvlan);
             request.declared = Some(Declared {
                 source: declaration.source.clone(),
                 text: declaration.text.clone(),
