@@ -17,16 +17,18 @@ fi
 
 # Test lab: iproute2 (ip, bridge), DHCP servers, dockerd, busybox for the test image, tcpdump,
 # radvd, ping, ebtables (iptables: the rebinding test drops unicast in its own namespace),
-# systemd-analyze (package systemd: checks the shipped unit).
+# systemd-analyze (package systemd: checks the shipped unit), promtool (package prometheus:
+# checks the metrics text).
 # Build: a C toolchain for -sys crates.
 PACKAGES=(
     iproute2 iputils-ping dnsmasq-base kea-dhcp4-server docker.io busybox-static tcpdump radvd systemd
+    prometheus
     iptables
     ca-certificates gcc libc6-dev pkg-config
 )
 # Packages whose postinst would start or enable a system service.
 SERVICE_UNITS=(docker.service docker.socket containerd.service radvd.service
-    kea-dhcp4-server.service)
+    kea-dhcp4-server.service prometheus.service)
 
 installed() {
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]

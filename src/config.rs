@@ -29,8 +29,44 @@ pub struct Config {
     pub pipework_key: Option<String>,
     /// Give the host a route to each macvlan container.
     pub host_routes: bool,
+    /// Where the daemon serves Prometheus metrics (`metrics = "127.0.0.1:9731"` or a unix
+    /// socket path); `None`: nowhere.
+    pub metrics: Option<MetricsListen>,
     /// Named networks, by name.
     pub networks: BTreeMap<String, Network>,
+}
+
+/// Where metrics are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl MetricsListen {
+    /// "HOST:PORT", "/path/to.sock" or "unix:/path/to.sock"; the error says why not.
+    pub fn parse(value: &str) -> std::result::Result<MetricsListen, &'static str> {
+        let path = value.strip_prefix("unix:").unwrap_or(value);
+        if path.starts_with('/') {
+            return Ok(MetricsListen::Unix(PathBuf::from(path)));
+        }
+        if value.starts_with("unix:") {
+            return Err("is not an absolute socket path");
+        }
+        value
+            .parse::<std::net::SocketAddr>()
+            .map(MetricsListen::Tcp)
+            .map_err(|_| "is neither an IP address with a port nor a socket path")
+    }
+}
+
+impl std::fmt::Display for MetricsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsListen::Tcp(address) => write!(f, "http://{address}/metrics"),
+            MetricsListen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
 }
 
 /// `[network.NAME]`: a host interface and how its guests get addresses.
@@ -255,12 +291,25 @@ impl Config {
                 Network { host_interface: host_interface.into_inner(), addressing, mtu },
             );
         }
+        let metrics = match raw.metrics {
+            None => None,
+            Some(value) => Some(MetricsListen::parse(value.get_ref()).map_err(|why| {
+                refuse(
+                    value.span().start,
+                    &format!(
+                        "metrics {:?} {why}; give HOST:PORT (e.g. \"127.0.0.1:9731\") or an absolute unix socket path",
+                        value.get_ref()
+                    ),
+                )
+            })?),
+        };
         Ok(Config {
             source: Some(path.to_path_buf()),
             state_dir,
             allowed_host_interfaces,
             pipework_key,
             host_routes: raw.host_routes,
+            metrics,
             networks,
         })
     }
@@ -307,6 +356,7 @@ struct RawConfig {
     pipework_key: Option<Spanned<String>>,
     #[serde(default)]
     host_routes: bool,
+    metrics: Option<Spanned<String>>,
     #[serde(default)]
     network: BTreeMap<Spanned<String>, Spanned<RawNetwork>>,
 }
@@ -392,6 +442,16 @@ gateway = "198.18.8.1"
             })
         );
         assert_eq!(config.network("br0"), None);
+        assert_eq!(config.metrics, None);
+        for (value, listen) in [
+            ("127.0.0.1:9731", MetricsListen::Tcp("127.0.0.1:9731".parse().unwrap())),
+            ("[::1]:9731", MetricsListen::Tcp("[::1]:9731".parse().unwrap())),
+            ("/run/lanyard/metrics.sock", MetricsListen::Unix("/run/lanyard/metrics.sock".into())),
+            ("unix:/run/m.sock", MetricsListen::Unix("/run/m.sock".into())),
+        ] {
+            let config = parse(&format!("metrics = \"{value}\"\n")).unwrap();
+            assert_eq!(config.metrics, Some(listen), "{value}");
+        }
     }
 
     #[test]
@@ -455,6 +515,8 @@ gateway = "198.18.8.1"
         );
         refused("allowed_host_interfaces = [\"abcdefghijklmnop\"]\n", 1, "at most 15");
         refused("\npipework_key = \"\"\n", 2, "pipework_key is empty");
+        refused("metrics = \"9731\"\n", 1, "neither an IP address with a port");
+        refused("\nmetrics = \"unix:run/m.sock\"\n", 2, "not an absolute socket path");
         let net = |body: &str| format!("state_dir = \"/x\"\n[network.n]\n{body}");
         refused(
             &net("host_interface = \"a/b\"\naddressing = \"dhcp\"\n"),

@@ -472,3 +472,78 @@ fn host_routes_reach_macvlan_containers_and_go_with_them() {
     let gone = wait_until(WIRED_WITHIN, || lan.host.snapshot() == host_before);
     assert!(gone, "shim and route go with the container: {:?}", lan.host.snapshot());
 }
+
+/// GET /metrics from inside `ns` (the daemon's metrics port lives in its namespace).
+fn scrape(ns: &Netns, port: u16) -> String {
+    use std::io::{Read, Write};
+    ns.run_in(|| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read the answer");
+        answer
+    })
+}
+
+/// `promtool check metrics` on `text`: its verdict and what it said.
+fn promtool_check(text: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool (package prometheus; scripts/setup.sh installs it)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), support::cli::text(&out))
+}
+
+#[test]
+fn metrics_pass_promtool_and_count_what_the_daemon_does() {
+    lab::require_root();
+    let lan = Lan::bridge(105);
+    lan.host.ip(&["link", "set", "lo", "up"]);
+    let dir = TestDir::new("watch-metrics");
+    let docker = DockerLab::start();
+    let _dnsmasq = support::dhcp::Dnsmasq::start(
+        &lan.host,
+        "br0",
+        ("198.18.105.100", "198.18.105.200"),
+        "2m",
+        &["--no-ping"],
+    );
+    let config =
+        write_config(&dir, "allowed_host_interfaces = [\"br0\"]\nmetrics = \"127.0.0.1:9731\"\n");
+    let _daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    docker.run("static", &["--net", "none", "--label", "lanyard.net=br0 198.18.105.10/24"]);
+    docker.run("leased", &["--net", "none", "--label", "lanyard.net=br0 dhcp"]);
+    docker.run("refused", &["--net", "none", "--label", "lanyard.net=eth0 198.18.105.11/24"]);
+    wait_wired(&docker, &dir, "static", "eth1");
+    wait_wired(&docker, &dir, "leased", "eth1");
+    refusal_of(&lan.host, &dir, &config, "refused");
+
+    let answer = scrape(&lan.host, 9731);
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (valid, said) = promtool_check(body);
+    assert!(valid, "promtool refused the metrics: {said}\n{body}");
+    for line in [
+        "lanyard_up 1",
+        "lanyard_attachments{state=\"wired\"} 2",
+        "lanyard_attachments{state=\"refused\"} 1",
+        "lanyard_docker_connected 1",
+        "lanyard_docker_reconnects_total 0",
+        "lanyard_wire_latency_seconds_count 2",
+    ] {
+        assert!(body.lines().any(|l| l == line), "no line {line:?} in:\n{body}");
+    }
+    let bound = body.lines().find(|l| l.starts_with("lanyard_leases{")).unwrap_or("");
+    assert!(bound.ends_with(" 1"), "one lease: {bound}\n{body}");
+    // promtool can say no: a broken exposition is refused.
+    let (valid, _) = promtool_check("lanyard_up{ 1\n");
+    assert!(!valid, "promtool accepts anything");
+    assert!(scrape(&lan.host, 9731).starts_with("HTTP/1.1 200"), "served again");
+}

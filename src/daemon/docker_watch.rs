@@ -58,6 +58,35 @@ pub struct WatchStatus {
     /// most recent ones (for the benchmark and the metrics).
     #[serde(skip)]
     pub wire_latencies_ms: VecDeque<f64>,
+    /// The same, all of them, as a Prometheus histogram.
+    #[serde(skip)]
+    pub wire_latency: Histogram,
+    /// Container events received.
+    pub events: u64,
+}
+
+/// Cumulative buckets, in seconds, as Prometheus histograms count.
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    pub counts: [u64; LATENCY_BUCKETS.len()],
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+/// Upper bounds of the event-to-wired histogram (the target is a median under 50 ms).
+pub const LATENCY_BUCKETS: [f64; 11] =
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+impl Histogram {
+    pub fn observe(&mut self, seconds: f64) {
+        for (count, bound) in self.counts.iter_mut().zip(LATENCY_BUCKETS) {
+            if seconds <= bound {
+                *count += 1;
+            }
+        }
+        self.sum_seconds += seconds;
+        self.count += 1;
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -231,6 +260,7 @@ impl Wirer {
 
     fn event(&mut self, event: ContainerEvent) {
         log(format_args!("docker event: {} container {}", event.action, short(&event.id)));
+        self.with_status(|s| s.events += 1);
         match event.action.as_str() {
             "start" => {
                 let wired = self.wire(&event.id);
@@ -241,6 +271,7 @@ impl Wirer {
                         .unwrap_or(0);
                     let latency_ms = (now - event.at_nanos) as f64 / 1e6;
                     self.with_status(|s| {
+                        s.wire_latency.observe(latency_ms / 1000.0);
                         s.wire_latencies_ms.push_back(latency_ms);
                         while s.wire_latencies_ms.len() > MAX_LATENCIES {
                             s.wire_latencies_ms.pop_front();

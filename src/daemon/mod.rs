@@ -9,6 +9,7 @@ pub mod control;
 pub mod docker_watch;
 mod guest_config;
 mod lease;
+mod metrics;
 mod requests;
 pub mod socket;
 pub mod store;
@@ -184,6 +185,13 @@ impl Daemon {
         {
             Ok(watch) => daemon.docker = Some(watch),
             Err(e) => log(format_args!("containers will not be wired from Docker events: {e}")),
+        }
+        if let Some(listen) = &daemon.config.metrics {
+            let watch = daemon.docker.as_ref().map(|docker| docker.status.clone());
+            // Not fatal: the daemon's job is the leases; the log says why there are no metrics.
+            if let Err(e) = metrics::start(listen, daemon.state_dir.clone(), watch) {
+                log(format_args!("no metrics: {e}"));
+            }
         }
         log(format_args!(
             "lanyard daemon serving {} with {} lease(s)",
