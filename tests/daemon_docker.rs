@@ -547,3 +547,28 @@ fn metrics_pass_promtool_and_count_what_the_daemon_does() {
     assert!(!valid, "promtool accepts anything");
     assert!(scrape(&lan.host, 9731).starts_with("HTTP/1.1 200"), "served again");
 }
+
+#[test]
+fn a_declaration_that_failed_is_tried_again_until_it_works() {
+    lab::require_root();
+    let lan = Lan::bridge(106);
+    let dir = TestDir::new("watch-retry");
+    let docker = DockerLab::start();
+    let config = write_config(&dir, "allowed_host_interfaces = [\"up9\"]\n");
+    let _daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    docker.run("early", &["--net", "none", "--label", "lanyard.net=up9 198.18.106.20/24"]);
+    let failed = wait_until(WIRED_WITHIN, || {
+        let status = status_json(&lan.host, &dir, &config);
+        status["Daemon"]["Docker"]["containers"].as_object().is_some_and(|c| {
+            c.values().any(|c| {
+                c["interfaces"][0]["state"] == "failed"
+                    && c["interfaces"][0]["reason"].as_str().is_some_and(|r| r.contains("up9"))
+            })
+        })
+    });
+    assert!(failed, "the missing interface is reported; log:\n{}", daemon_log(&dir));
+    // The admin brings the interface up later (a NIC that appears, a bridge made by hand).
+    lan.host.ip(&["link", "add", "up9", "type", "veth", "peer", "name", "up9p"]);
+    lan.host.ip(&["link", "set", "up9", "up"]);
+    assert_eq!(wait_wired(&docker, &dir, "early", "eth1"), "198.18.106.20/24");
+}

@@ -144,7 +144,15 @@ impl DockerWatch {
                     e,
                 )
             })?;
-        let wirer = Wirer { host, config, api: wirer_api, status: status.clone() };
+        let wirer = Wirer {
+            host,
+            config,
+            api: wirer_api,
+            status: status.clone(),
+            connected: false,
+            reconcile_at: None,
+            retry: BTreeSet::new(),
+        };
         std::thread::Builder::new()
             .name("docker-wirer".into())
             .spawn(move || wirer.run(receiver))
@@ -195,15 +203,43 @@ struct Wirer {
     config: Config,
     api: DockerApi,
     status: Arc<Mutex<WatchStatus>>,
+    connected: bool,
+    /// When a reconcile is owed: now when the stream (re)connected or the config changed,
+    /// later when Docker did not answer the last one.
+    reconcile_at: Option<Instant>,
+    /// Containers whose wiring failed (an attach error, Docker not answering): tried again
+    /// every RETRY_INTERVAL, and by every reconcile. Refusals are not retried: only a new
+    /// configuration changes their verdict, and a reload reconciles.
+    retry: BTreeSet<String>,
 }
+
+/// How often failed wirings and unfinished reconciles are tried again.
+const RETRY_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Wirer {
     fn run(mut self, receiver: mpsc::Receiver<Work>) {
         let mut ever_connected = false;
-        let mut connected = false;
-        for work in receiver {
+        let mut next_retry = Instant::now();
+        loop {
+            // Something to try again (a container whose wiring failed, a reconcile Docker did
+            // not finish): wake up for it; otherwise sleep until work comes.
+            let now = Instant::now();
+            let due = [self.reconcile_at, (!self.retry.is_empty()).then_some(next_retry)]
+                .into_iter()
+                .flatten()
+                .min();
+            let timeout = match due {
+                Some(at) if self.connected => at.saturating_duration_since(now),
+                _ => Duration::from_secs(3600),
+            };
+            let work = match receiver.recv_timeout(timeout) {
+                Ok(work) => Some(work),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
             match work {
-                Work::Connected => {
+                None => {}
+                Some(Work::Connected) => {
                     if ever_connected {
                         log("Docker event stream subscribed again: reconciling");
                     } else {
@@ -218,28 +254,41 @@ impl Wirer {
                         }
                     });
                     ever_connected = true;
-                    connected = true;
-                    self.reconcile_all();
+                    self.connected = true;
+                    self.reconcile_at = Some(Instant::now());
                 }
-                Work::Lost(why) => {
-                    if connected {
+                Some(Work::Lost(why)) => {
+                    if self.connected {
                         log(format_args!("Docker event stream lost: {why}"));
                         self.error(format!("Docker event stream lost: {why}"));
                     }
-                    connected = false;
+                    self.connected = false;
                     self.with_status(|s| {
                         s.connected = false;
                         s.connection_error = Some(why);
                     });
                 }
-                Work::Event(event) => self.event(event),
-                Work::Config(config) => {
+                Some(Work::Event(event)) => self.event(event),
+                Some(Work::Config(config)) => {
                     self.config = *config;
-                    if connected {
+                    if self.connected {
                         log("configuration reloaded: reconciling");
-                        self.reconcile_all();
+                        self.reconcile_at = Some(Instant::now());
                     }
                 }
+            }
+            if !self.connected {
+                continue;
+            }
+            let now = Instant::now();
+            if self.reconcile_at.is_some_and(|at| at <= now) {
+                self.reconcile_all();
+                next_retry = Instant::now() + RETRY_INTERVAL;
+            } else if !self.retry.is_empty() && next_retry <= now {
+                for id in std::mem::take(&mut self.retry) {
+                    self.wire(&id);
+                }
+                next_retry = Instant::now() + RETRY_INTERVAL;
             }
         }
     }
@@ -297,11 +346,14 @@ impl Wirer {
     /// records of containers Docker no longer has.
     fn reconcile_all(&mut self) {
         let started = Instant::now();
+        self.reconcile_at = None;
+        self.retry.clear();
         let containers = match self.api.list_containers() {
             Ok(containers) => containers,
             Err(e) => {
-                log(format_args!("reconcile: {e}"));
+                log(format_args!("reconcile: {e}; trying again in {RETRY_INTERVAL:?}"));
                 self.error(format!("reconcile: {e}"));
+                self.reconcile_at = Some(Instant::now() + RETRY_INTERVAL);
                 return;
             }
         };
@@ -324,6 +376,13 @@ impl Wirer {
         for id in &running {
             let recorded = by_container.get(id.as_str()).cloned().unwrap_or_default();
             self.wire_with(id, Some(recorded));
+            if self.reconcile_at.is_some() {
+                // Docker stopped answering: the rest waits for the next try, not a timeout each.
+                log(format_args!(
+                    "reconcile: Docker does not answer; trying again in {RETRY_INTERVAL:?}"
+                ));
+                return;
+            }
         }
         let known: BTreeSet<&str> = containers.iter().map(|(id, _)| id.as_str()).collect();
         for record in &records {
@@ -366,6 +425,13 @@ impl Wirer {
             Err(e) => {
                 log(format_args!("container {}: {e}", short(id)));
                 self.error(format!("container {}: {e}", short(id)));
+                self.retry.insert(id.to_string());
+                if matches!(
+                    e.kind(),
+                    crate::error::ErrorKind::Timeout | crate::error::ErrorKind::Docker
+                ) {
+                    self.reconcile_at = Some(Instant::now() + RETRY_INTERVAL);
+                }
                 return false;
             }
         };
@@ -442,6 +508,7 @@ impl Wirer {
                 }
                 Err(e) => {
                     all_wired = false;
+                    self.retry.insert(id.to_string());
                     log(format_args!("container {name}: {} failed: {e}", declaration.source));
                     self.error(format!("container {name}: {} failed: {e}", declaration.source));
                     interfaces.push(InterfaceStatus {
