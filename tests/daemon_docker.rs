@@ -190,9 +190,16 @@ fn labelled_containers_are_wired_rewired_after_a_restart_and_cleaned_when_remove
     assert_eq!(ipv4_of(&docker, "leased", "lan0").unwrap(), leased);
 
     // A config reload that allows br9 lets the refused declaration through.
+    // The reload reconciles everything: what is wired stays exactly as it is (the same links,
+    // same ifindexes), so a second reconcile changes nothing.
+    let ports_before = lan.host.ip(&["-o", "link", "show", "master", "br0"]);
+    let reconciles = |status: serde_json::Value| status["Daemon"]["Docker"]["reconciles"].as_u64();
+    let before = reconciles(status_json(&lan.host, &dir, &config)).unwrap();
     write_config(&dir, "allowed_host_interfaces = [\"br0\", \"br9\"]\n");
     daemon.signal(libc::SIGHUP);
     assert_eq!(wait_wired(&docker, &dir, "denied", "eth1"), "198.18.100.12/24");
+    assert_eq!(reconciles(status_json(&lan.host, &dir, &config)), Some(before + 1));
+    assert_eq!(lan.host.ip(&["-o", "link", "show", "master", "br0"]), ports_before);
 
     // Removed: nothing left on the host, no record, no lease.
     docker.docker_ok(&["rm", "-f", "web", "leased", "denied", "plain"]);
