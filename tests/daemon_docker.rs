@@ -198,7 +198,10 @@ fn labelled_containers_are_wired_rewired_after_a_restart_and_cleaned_when_remove
     write_config(&dir, "allowed_host_interfaces = [\"br0\", \"br9\"]\n");
     daemon.signal(libc::SIGHUP);
     assert_eq!(wait_wired(&docker, &dir, "denied", "eth1"), "198.18.100.12/24");
-    assert_eq!(reconciles(status_json(&lan.host, &dir, &config)), Some(before + 1));
+    let reconciled = wait_until(WIRED_WITHIN, || {
+        reconciles(status_json(&lan.host, &dir, &config)) == Some(before + 1)
+    });
+    assert!(reconciled, "the reload reconciled once");
     assert_eq!(lan.host.ip(&["-o", "link", "show", "master", "br0"]), ports_before);
 
     // Removed: nothing left on the host, no record, no lease.
