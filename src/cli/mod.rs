@@ -88,19 +88,33 @@ pub enum Commands {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Keep DHCP leases: every exchange and every lease of this state directory in one process.
+    /// Keep DHCP leases and wire the containers that declare their LAN.
+    ///
+    /// Leases: every DHCP exchange and every lease of this state directory in one process,
+    /// saved as they change and resumed after a restart, even after SIGKILL.
+    ///
+    /// Containers: follows Docker's events (DOCKER_HOST, default /var/run/docker.sock; Docker
+    /// may come up later) and wires every running container with a `lanyard.net` /
+    /// `lanyard.net.NAME` label or a docker-pipework `pipework_cmd` variable, on start, after a
+    /// restart of anything, and removes what a removed container had. Declarations are judged
+    /// by the config (allowed_host_interfaces, [network.NAME], pipework_key, host_routes): with
+    /// no config, none is allowed. `lanyard status` shows every container and why one was
+    /// refused. `metrics = "127.0.0.1:9731"` in the config serves Prometheus metrics.
     ///
     /// One daemon per state directory: its control socket is control.sock there (directory
-    /// 0700, socket 0600; it answers only root or its own user), so an instance with its own --state-dir never meets the
-    /// system one. `attach ... dhcp` starts it when none answers (a lock keeps two attaches from
-    /// starting two), detached: new session, output to daemon.log in the state directory, in the
-    /// namespace the CLI runs in. Started by hand or by systemd with the same state directory,
-    /// it is the same daemon. Leases are saved as they change and resumed after a restart, even
-    /// after SIGKILL. SIGHUP reads the config file again (a broken one is refused and the
-    /// current one kept, said in the log); SIGTERM or SIGINT stops it cleanly.
+    /// 0700, socket 0600; it answers only root or its own user), so an instance with its own
+    /// --state-dir never meets the system one. `attach ... dhcp` starts it when none answers
+    /// (a lock keeps two attaches from starting two), detached: new session, output to
+    /// daemon.log in the state directory, in the namespace the CLI runs in. Started by hand or
+    /// by systemd with the same state directory, it is the same daemon. SIGHUP reads the config
+    /// file again (a broken one is refused and the current one kept, said in the log) and
+    /// reconciles; SIGTERM or SIGINT stops it cleanly, leaving containers wired and leases
+    /// recorded.
     Daemon,
     /// How lanyard is on this host: the state directory and its attachments, the config in
-    /// force, and the daemon (running or not, uptime, leases by state). Starts nothing.
+    /// force, and the daemon (running or not, uptime, leases by state, Docker's connection,
+    /// containers wired / pending / refused / failed with the reason, last errors). Starts
+    /// nothing.
     Status {
         /// Print JSON instead of lines.
         #[arg(long)]
