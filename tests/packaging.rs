@@ -6,6 +6,9 @@
 //! - the Debian package `cargo deb` builds: its contents and control fields (`dpkg-deb`), and an
 //!   install, upgrade, remove and purge with `dpkg --root` into a throw-away root whose
 //!   `systemctl` and `update-alternatives` only record how the maintainer scripts called them;
+//! - the container image of packaging/Containerfile, built from the package's binary by a private
+//!   dockerd in a lab namespace (no registry), its daemon serving `lanyard status` through the
+//!   mounted state directory and keeping a DHCP lease.
 //!
 //! Not tested here: a real install on a fresh Debian 12 (systemd as PID 1 running the unit,
 //! apt resolving the dependencies).
@@ -18,6 +21,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use support::cli::token;
+use support::dhcp::{kea_lan, Kea, KeaConfig};
+use support::docker::DockerLab;
 use support::lab::{self, wait_until, Netns, TestDir};
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/lanyard.service");
@@ -521,4 +527,145 @@ fn the_package_installs_starts_nothing_and_removes_and_purges_cleanly_in_a_throw
     assert!(said.contains("/var/lib/lanyard kept"), "{said}");
     assert!(!root.installed());
     assert!(!root.path("/usr/bin/lanyard").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The container image
+
+/// Debian's docker CLI, which matches the lab's dockerd (20.10); the newer one some machines
+/// also have in /usr/local/bin wants BuildKit for `docker build`.
+const DOCKER_CLI: &str = "/usr/bin/docker";
+const IMAGE: &str = "lanyard-test/lanyard:latest";
+
+/// `docker ARGS` against `lab` with the Debian CLI and the classic builder, bounded in time.
+fn docker_cli(lab: &DockerLab, args: &[&str]) -> Output {
+    let (key, value) = lab.env();
+    let mut command = Command::new(DOCKER_CLI);
+    command
+        .args(args)
+        .env(key, value)
+        .env("DOCKER_CONFIG", lab.dir.join("cli"))
+        .env("DOCKER_BUILDKIT", "0")
+        .env_remove("DOCKER_CONTEXT");
+    support::docker::output_within(command, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{DOCKER_CLI} {}: {e}", args.join(" ")))
+}
+
+/// [`docker_cli`], which must succeed; its trimmed stdout.
+fn docker_ok(lab: &DockerLab, args: &[&str]) -> String {
+    let out = docker_cli(lab, args);
+    assert!(out.status.success(), "docker {} failed: {}", args.join(" "), text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The daemon's status as `lanyard status --json` prints it from the host (the lab namespace),
+/// through the state directory the container has mounted; `Null` while no daemon answers.
+fn daemon_status(host: &Netns, dir: &TestDir) -> serde_json::Value {
+    let out = support::cli::run(host, dir, &["status", "--json"]);
+    assert!(out.status.success(), "lanyard status: {}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    status["Daemon"].clone()
+}
+
+#[test]
+fn the_image_built_from_the_package_runs_the_daemon_which_serves_status_and_keeps_a_lease() {
+    lab::require_root();
+    let (lan, _neighbour) = kea_lan(140);
+    let kea = Kea::start(&lan.host, "br0", KeaConfig::short(140));
+    let dir = TestDir::new("image");
+    // The lab's dockerd runs in the LAN's host namespace: the container's "host network" is that
+    // namespace, never the machine's own.
+    let docker = DockerLab::start_in_netns(&lan.host.path, "198.19.240.1/24");
+
+    // The image: the package's (release) binary staged with its libraries, FROM scratch.
+    let tree = dir.join("deb");
+    dpkg_deb(&["-x"], package(), &[&tree]);
+    let context = dir.join("context");
+    run_ok(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/stage-image"),
+        &[tree.join("usr/bin/lanyard").as_os_str(), context.as_os_str()],
+    );
+    let containerfile = context.join("Containerfile");
+    docker_ok(
+        &docker,
+        &[
+            "build",
+            "-q",
+            "-t",
+            IMAGE,
+            "-f",
+            containerfile.to_str().unwrap(),
+            context.to_str().unwrap(),
+        ],
+    );
+
+    // Run as packaging/Containerfile says: host network and pid namespaces, the state directory,
+    // /run/netns and the Docker socket mounted.
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let volume = |from: &Path, to: &str| format!("{}:{to}", from.display());
+    let container = docker_ok(
+        &docker,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "lanyard",
+            "--network",
+            "host",
+            "--pid",
+            "host",
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-add",
+            "NET_RAW",
+            "--cap-add",
+            "SYS_ADMIN",
+            "--cap-add",
+            "SYS_PTRACE",
+            "-v",
+            &volume(&state, "/var/lib/lanyard"),
+            "-v",
+            "/run/netns:/run/netns:rslave",
+            "-v",
+            &volume(&docker.socket, "/var/run/docker.sock"),
+            IMAGE,
+        ],
+    );
+    let container_pid: i64 =
+        docker_ok(&docker, &["inspect", "-f", "{{.State.Pid}}", &container]).parse().unwrap();
+    // The daemon logs to stderr, which Docker keeps as the container's log.
+    let logs = || text(&docker_cli(&docker, &["logs", &container]));
+    let serving = wait_until(Duration::from_secs(10), || !daemon_status(&lan.host, &dir).is_null());
+    assert!(serving, "the daemon in the container answers `lanyard status`; its log:\n{}", logs());
+    let status = daemon_status(&lan.host, &dir);
+    assert_eq!(
+        status["Pid"], container_pid,
+        "the daemon that answers is the container's: {status}"
+    );
+
+    // A netns: guest on the LAN by DHCP: the attach hands the lease to the container's daemon
+    // (it answers, so the attach starts none of its own), which renews it.
+    let guest = lan.guest("guest");
+    support::cli::ok(support::cli::run(
+        &lan.host,
+        &dir,
+        &["attach", "br0", &token(&guest), "dhcp"],
+    ));
+    let ip = guest.ipv4_on("eth1").expect("leased address configured when attach returns");
+    let status = daemon_status(&lan.host, &dir);
+    assert_eq!(status["Pid"], container_pid, "still the container's daemon: {status}");
+    assert_eq!(status["LeasesByState"]["BOUND"], 1, "{status}");
+    kea.wait_lines("a renewal by the daemon in the container", Duration::from_secs(10), |_| {
+        kea.renewals_of(ip) >= 1
+    });
+    assert_eq!(guest.ipv4_on("eth1"), Some(ip), "the guest keeps its address");
+    assert!(logs().contains(&format!("bound {ip}/24")), "{}", logs());
+
+    // (The coordinator adds here, once the Docker watcher lands: the daemon in the container
+    // wires a labelled container.)
+
+    support::cli::ok(support::cli::run(&lan.host, &dir, &["detach", &token(&guest)]));
+    kea.wait_lines("the RELEASE", Duration::from_secs(5), |_| kea.released(ip));
+    assert!(daemon_status(&lan.host, &dir)["Leases"] == 0, "the daemon let the lease go");
 }
