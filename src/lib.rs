@@ -22,6 +22,7 @@ pub mod host;
 pub mod host_interface;
 pub mod inspect;
 pub mod lease;
+pub mod logging;
 pub mod naming;
 pub mod netlink;
 pub mod netns;
