@@ -369,6 +369,7 @@ impl ThrowAwayRoot {
         for sub in ["info", "updates", "triggers"] {
             std::fs::create_dir_all(admin.join(sub)).unwrap();
         }
+        std::fs::create_dir_all(root.join("var/log")).unwrap();
         let libc_version =
             run_ok("dpkg-query", &["-W".as_ref(), "-f=${Version}".as_ref(), "libc6".as_ref()]);
         std::fs::write(
@@ -427,6 +428,8 @@ impl ThrowAwayRoot {
     fn dpkg(&self, args: &[&std::ffi::OsStr]) -> String {
         let out = Command::new("dpkg")
             .arg(format!("--root={}", self.root.display()))
+            // --root does not move dpkg's log: without this it would write the host's.
+            .arg(format!("--log={}", self.path("/var/log/dpkg.log").display()))
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -527,6 +530,8 @@ fn the_package_installs_starts_nothing_and_removes_and_purges_cleanly_in_a_throw
     assert!(said.contains("/var/lib/lanyard kept"), "{said}");
     assert!(!root.installed());
     assert!(!root.path("/usr/bin/lanyard").exists());
+    let log = std::fs::read_to_string(root.path("/var/log/dpkg.log")).unwrap_or_default();
+    assert!(log.contains("purge lanyard"), "dpkg logged into the throw-away root:\n{log}");
 }
 
 // ---------------------------------------------------------------------------------------------
