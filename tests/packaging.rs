@@ -191,7 +191,8 @@ const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The package under test: `$LANYARD_DEB` when set (scripts/test.sh builds it with `cargo deb`
 /// before the tests), else built here once with `cargo deb` in a target directory of its own
-/// (the `cargo test` running this holds the lock of the usual one).
+/// (target/packaging-test: never contending for a build lock with the cargo that runs these
+/// tests; kept, so later runs build incrementally).
 fn package() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
     DEB.get_or_init(|| {
