@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo README gives: sudo ./scripts/demo.sh
-# Installs what is needed (scripts/setup.sh), builds lanyard, then on a throwaway lab LAN built in
+# Installs what is needed (scripts/setup.sh), builds lanyard (unless LANYARD names a binary, e.g.
+# the installed package's /usr/bin/lanyard), then on a throwaway lab LAN built in
 # network namespaces: attaches two guests to a bridge (one with a default route and IPv6, one
 # with a smaller MTU), a third with
 # macvlan, shows `inspect`, pings, detaches, and checks that nothing is left behind. When dockerd
@@ -18,9 +19,19 @@ fi
 if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
     export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 fi
-echo "==> building lanyard (release)"
-cargo build --release --quiet
-LANYARD=$PWD/target/release/lanyard
+# LANYARD=/usr/bin/lanyard runs the demo with an installed lanyard (the Debian package's) and
+# builds nothing.
+if [ -n "${LANYARD:-}" ]; then
+    if [ ! -x "$LANYARD" ]; then
+        echo "demo.sh: LANYARD=$LANYARD is not an executable" >&2
+        exit 1
+    fi
+    echo "==> using $LANYARD ($("$LANYARD" --version))"
+else
+    echo "==> building lanyard (release)"
+    cargo build --release --quiet
+    LANYARD=$PWD/target/release/lanyard
+fi
 
 id=lydemo$$
 HOST=$id-host LAN=$id-lan A=$id-a B=$id-b C=$id-c D=$id-d

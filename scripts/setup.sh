@@ -19,12 +19,12 @@ fi
 # radvd, ping, ebtables (iptables: the rebinding test drops unicast in its own namespace),
 # systemd-analyze (package systemd: checks the shipped unit), promtool (package prometheus:
 # checks the metrics text).
-# Build: a C toolchain for -sys crates.
+# Build: a C toolchain for -sys crates; dpkg-dev (dpkg-shlibdeps: the Debian package's Depends).
 PACKAGES=(
     iproute2 iputils-ping dnsmasq-base kea-dhcp4-server docker.io busybox-static tcpdump radvd systemd
     prometheus
     iptables
-    ca-certificates gcc libc6-dev pkg-config
+    ca-certificates gcc libc6-dev pkg-config dpkg-dev
 )
 # Packages whose postinst would start or enable a system service.
 SERVICE_UNITS=(docker.service docker.socket containerd.service radvd.service
@@ -129,3 +129,12 @@ cargo=$(find_cargo) || {
 }
 cargo_dir=$(dirname "$cargo")
 echo "setup.sh: $("$cargo" --version) ($cargo); $("$cargo_dir/rustc" --version 2>/dev/null || rustc --version)"
+
+# cargo-deb builds the Debian package (scripts/test.sh, tests/packaging.rs). Pinned, so every
+# machine builds the package the same way; installed once (about 2 minutes), after that this is
+# one `cargo deb --version`. cargo finds it in $CARGO_HOME/bin even when that is not on PATH.
+CARGO_DEB_VERSION=3.8.0
+if ! "$cargo" deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; then
+    echo "setup.sh: installing cargo-deb $CARGO_DEB_VERSION"
+    "$cargo" install cargo-deb --locked --version "$CARGO_DEB_VERSION"
+fi

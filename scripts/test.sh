@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (README): sudo ./scripts/test.sh [extra `cargo test` arguments]
-# Installs prerequisites (scripts/setup.sh), then runs rustfmt, clippy with warnings denied, every
-# test target and the doc tests. Integration tests build their worlds in private network
-# namespaces and need root; a missing prerequisite is an error, never a skipped test.
+# Installs prerequisites (scripts/setup.sh), then runs rustfmt, clippy with warnings denied, builds
+# the Debian package (cargo deb), and runs every test target and the doc tests. Integration tests
+# build their worlds in private network namespaces and need root; a missing prerequisite is an
+# error, never a skipped test.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -49,6 +50,12 @@ cargo clippy --all-targets -- -D warnings
 # here so it cannot rot unseen. tests/fuzz_corpus.rs runs its logic on the corpus.
 step cargo build --manifest-path fuzz/Cargo.toml
 cargo build --manifest-path fuzz/Cargo.toml
+
+# The Debian package (a release build), built once here for tests/packaging.rs, which checks it,
+# installs it into a throw-away root and builds the container image from its binary.
+step cargo deb --locked
+LANYARD_DEB=$(cargo deb --locked --quiet | tail -n 1)
+export LANYARD_DEB
 
 log=$(mktemp /tmp/lanyard-test.sh.XXXXXX.log)
 trap 'rm -f "$log"' EXIT

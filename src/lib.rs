@@ -24,6 +24,7 @@ pub mod host_interface;
 pub mod host_routes;
 pub mod inspect;
 pub mod lease;
+pub mod logging;
 pub mod naming;
 pub mod netlink;
 pub mod netns;

@@ -15,7 +15,6 @@ pub mod socket;
 pub mod store;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -100,11 +99,10 @@ pub struct Daemon {
     _lock: crate::state::StateLock,
 }
 
-/// One log line, written with one write(2): stderr is unbuffered, and `eprintln!` would write
-/// each formatted piece separately.
+/// One log line, as a `tracing` event: [`crate::logging`] prints it as one line, timestamp
+/// first, and makes a leading record key (`KEY: ...`) the event's `key` field.
 fn log(line: impl std::fmt::Display) {
-    let text = format!("{} {line}\n", crate::inspect::rfc3339(crate::attach::now_unix()));
-    let _ = std::io::stderr().write_all(text.as_bytes());
+    crate::logging::daemon_event(line);
 }
 
 impl Daemon {
@@ -418,5 +416,6 @@ pub fn serve(
     config: crate::config::Config,
     config_explicit: Option<PathBuf>,
 ) -> Result<()> {
+    crate::logging::install();
     Daemon::start(host, config, config_explicit)?.run()
 }

@@ -493,7 +493,7 @@ fn ping(socket: &Path) -> bool {
 }
 
 /// Run `cmd` and collect its output, killing it after `limit`.
-fn output_within(mut cmd: Command, limit: Duration) -> io::Result<Output> {
+pub fn output_within(mut cmd: Command, limit: Duration) -> io::Result<Output> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn()?;
     let mut stdout = child.stdout.take().expect("piped stdout");
