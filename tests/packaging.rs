@@ -610,6 +610,8 @@ fn the_image_built_from_the_package_runs_the_daemon_which_serves_status_and_keep
     let state = dir.join("state");
     std::fs::create_dir_all(&state).unwrap();
     let volume = |from: &Path, to: &str| format!("{}:{to}", from.display());
+    let config = dir.join("lanyard.toml");
+    std::fs::write(&config, "allowed_host_interfaces = [\"br0\"]\n").unwrap();
     let container = docker_ok(
         &docker,
         &[
@@ -629,12 +631,16 @@ fn the_image_built_from_the_package_runs_the_daemon_which_serves_status_and_keep
             "SYS_ADMIN",
             "--cap-add",
             "SYS_PTRACE",
+            "--security-opt",
+            "systempaths=unconfined",
             "-v",
             &volume(&state, "/var/lib/lanyard"),
             "-v",
             "/run/netns:/run/netns:rslave",
             "-v",
             &volume(&docker.socket, "/var/run/docker.sock"),
+            "-v",
+            &volume(&config, "/etc/lanyard/lanyard.toml:ro"),
             IMAGE,
         ],
     );
@@ -668,8 +674,35 @@ fn the_image_built_from_the_package_runs_the_daemon_which_serves_status_and_keep
     assert_eq!(guest.ipv4_on("eth1"), Some(ip), "the guest keeps its address");
     assert!(logs().contains(&format!("bound {ip}/24")), "{}", logs());
 
-    // (The coordinator adds here, once the Docker watcher lands: the daemon in the container
-    // wires a labelled container.)
+    // The daemon in the container follows the mounted Docker socket and wires a labelled
+    // container (the config mounted at /etc/lanyard allows br0).
+    let image = docker.import_busybox();
+    docker_ok(
+        &docker,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "labelled",
+            "--net",
+            "none",
+            "--label",
+            "lanyard.net=br0 198.18.140.70/24",
+            &image,
+            "sleep",
+            "3600",
+        ],
+    );
+    let wired = wait_until(Duration::from_secs(15), || {
+        let out =
+            docker_cli(&docker, &["exec", "labelled", "ip", "-4", "-o", "addr", "show", "eth1"]);
+        String::from_utf8_lossy(&out.stdout).contains("198.18.140.70/24")
+    });
+    assert!(wired, "the containerised daemon wired the labelled container; its log:\n{}", logs());
+    let status = daemon_status(&lan.host, &dir);
+    assert_eq!(status["Docker"]["connected"], true, "{status}");
+    docker_ok(&docker, &["exec", "labelled", "ping", "-c", "1", "-W", "2", "198.18.140.1"]);
+    docker_ok(&docker, &["rm", "-f", "labelled"]);
 
     support::cli::ok(support::cli::run(&lan.host, &dir, &["detach", &token(&guest)]));
     kea.wait_lines("the RELEASE", Duration::from_secs(5), |_| kea.released(ip));
