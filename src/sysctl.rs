@@ -8,11 +8,22 @@ use std::io::Write;
 use crate::error::{ErrorKind, Result, ResultExt};
 
 fn write_sysctl(path: &str, value: &str) -> Result<()> {
-    OpenOptions::new()
+    let written = OpenOptions::new()
         .write(true)
         .open(path)
-        .and_then(|mut file| file.write_all(value.as_bytes()))
-        .with_context(ErrorKind::Kernel, || format!("write {value} to {path}"))
+        .and_then(|mut file| file.write_all(value.as_bytes()));
+    let read_only = matches!(&written, Err(e) if e.raw_os_error() == Some(libc::EROFS));
+    written.with_context(ErrorKind::Kernel, || {
+        if read_only {
+            // What a daemon run as a container meets: Docker mounts /proc/sys read-only.
+            format!(
+                "write {value} to {path} (/proc/sys is read-only here: run lanyard's container \
+                 with --security-opt systempaths=unconfined or --privileged)"
+            )
+        } else {
+            format!("write {value} to {path}")
+        }
+    })
 }
 
 /// Enable IPv6 on one interface (Docker turns it off in `--net none` containers). Without
