@@ -334,6 +334,34 @@ mod tests {
     }
 
     #[test]
+    fn the_writer_coalesces_and_reads_back_what_is_queued() {
+        let dir = scratch("writer");
+        let lease = |record: &str, address: [u8; 4]| StoredLease {
+            record: record.into(),
+            last_address: Some(address.into()),
+            ..StoredLease::default()
+        };
+        let writer = Writer::start(&dir).unwrap();
+        for last in 1..=50u8 {
+            writer.save(&lease("a.json", [198, 18, 0, last]), Vec::new());
+            // Whether the thread has written it yet or not, the latest change is what is read.
+            let read = writer.load("a.json").unwrap().unwrap();
+            assert_eq!(read.last_address, Some([198, 18, 0, last].into()));
+        }
+        writer.save(&lease("b.json", [198, 18, 0, 1]), Vec::new());
+        writer.remove("b.json", Vec::new());
+        assert!(writer.load("b.json").unwrap().is_none(), "a queued removal wins");
+        writer.save(&lease("c.json", [198, 18, 0, 3]), Vec::new());
+        // Stopping writes everything queued.
+        drop(writer);
+        let a = load(&dir, "a.json").unwrap().unwrap();
+        assert_eq!(a.last_address, Some([198, 18, 0, 50].into()));
+        assert!(load(&dir, "b.json").unwrap().is_none());
+        assert!(load(&dir, "c.json").unwrap().is_some());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_failed_save_leaves_no_temporary_file() {
         let dir = scratch("fail");
         // A directory where the lease file should go makes the rename fail.
