@@ -250,6 +250,8 @@ impl Daemon {
         }
     }
 
+    /// Carry out a reaching job's result: the lease resumed (and an acquire answered), or a
+    /// retry planned (or the acquire refused with the reason).
     fn reached_as(&mut self, key: &str, reaching: Reaching, result: Result<Live>) {
         let Some(slot) = self.slots.get_mut(key) else { return };
         let live = match result {

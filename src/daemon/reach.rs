@@ -80,7 +80,8 @@ impl Reacher {
         let (local, local_jobs) = mpsc::channel::<ReachJob>();
         {
             let (host, notifier) = (host.clone(), notifier.clone());
-            spawn("lanyard-docker", move || {
+            // The Docker client runs an async runtime on this thread: a full-size stack.
+            spawn("lanyard-docker", 2 * 1024 * 1024, move || {
                 for job in docker_jobs {
                     let result = reach_by_docker(&host, &job.record);
                     notifier.send(Done::Reached { key: job.key, attempt: job.attempt, result });
@@ -89,7 +90,7 @@ impl Reacher {
         }
         {
             let (notifier, docker) = (notifier.clone(), docker.clone());
-            spawn("lanyard-reach", move || {
+            spawn("lanyard-reach", SMALL_STACK, move || {
                 for job in local_jobs {
                     match reach_without_docker(&host, &job.record, job.pid) {
                         Some(result) => notifier.send(Done::Reached {
@@ -138,7 +139,7 @@ impl Reacher {
         address: Ipv4Addr,
     ) {
         let notifier = self.notifier.clone();
-        let spawned = spawn("lanyard-probe", move || {
+        let spawned = spawn("lanyard-probe", SMALL_STACK, move || {
             let owner =
                 netns.run(|| crate::announce::probe_ipv4(ifindex, mac, address, PROBE_LISTEN));
             // A probe that could not run finds no owner: the client's own probe deadline
@@ -159,11 +160,13 @@ impl Reacher {
     }
 }
 
-fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> Result<()> {
+/// For threads that only make system calls (sockets, netlink, setns in a thread of its own).
+const SMALL_STACK: usize = 256 * 1024;
+
+fn spawn(name: &str, stack: usize, work: impl FnOnce() + Send + 'static) -> Result<()> {
     std::thread::Builder::new()
         .name(name.into())
-        // These threads hold little; a small stack keeps the daemon's footprint small.
-        .stack_size(256 * 1024)
+        .stack_size(stack)
         .spawn(work)
         .map(|_| ())
         .with_context(ErrorKind::Io, || format!("start the daemon's {name} thread"))

@@ -147,6 +147,9 @@ impl Daemon {
             }
             let deadline = self.epoch.elapsed() + REQUEST_DEADLINE;
             self.conns.insert(fd, Conn { stream, line: Vec::new(), deadline });
+            // A client usually sends its line right after connecting: served in this turn
+            // when it is already there, without waiting for the next wakeup.
+            self.conn_readable(fd);
         }
     }
 
