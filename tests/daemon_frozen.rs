@@ -236,6 +236,10 @@ fn a_frozen_dockerd_delays_no_renewal_no_status_and_no_attach() {
                 leases_by_guest(&state)
             );
             status_in_budget(&state, "with an acquire waiting on the frozen Docker");
+            // The CLI's own `lanyard status` says the same.
+            let printed = cli_with_docker(&lan.host, &dir, &docker, &["status", "--json"]);
+            let status: serde_json::Value = serde_json::from_str(&printed).expect("status JSON");
+            assert_eq!(status["Daemon"]["LeasesByState"]["REACHING"], 1, "{printed}");
         }
         status_in_budget(
             &state,
