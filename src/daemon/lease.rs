@@ -178,6 +178,7 @@ impl Daemon {
                 waiters: Vec::new(),
                 reaching: None,
                 probing: None,
+                resolving: None,
                 retry_at: None,
                 forget_at: None,
                 applied: true,
@@ -231,6 +232,36 @@ impl Daemon {
                 }
                 slot.probing = None;
                 self.drive(&key, Event::ProbeResult { in_use });
+            }
+            Done::ResolvWritten { key, attempt, result } => {
+                let Some(slot) = self.slots.get_mut(&key) else { return };
+                if slot.resolving != Some(attempt) {
+                    return;
+                }
+                slot.resolving = None;
+                let response = match result {
+                    Ok(()) => {
+                        slot.applied = true;
+                        Response::ok(lease_view(slot))
+                    }
+                    Err(e) => {
+                        let address = slot.stored.lease.as_ref().map(|lease| lease.address);
+                        let address = address.map_or_else(String::new, |a| format!(" {a}"));
+                        log(format_args!("{key}: configure{address}: {e}"));
+                        // The CLI waiting for this lease hears why; the next ACK tries again.
+                        Response::error(&e.context(format!("configure the lease{address}")))
+                    }
+                };
+                let after = slot
+                    .waiters
+                    .drain(..)
+                    .map(|waiter| AfterWrite {
+                        stream: waiter.stream,
+                        response: response.clone(),
+                        fail_on_error: false,
+                    })
+                    .collect();
+                self.writer.save(&slot.stored, after);
             }
         }
     }
@@ -383,18 +414,27 @@ impl Daemon {
                             .lease
                             .as_ref()
                             .is_some_and(|held| same_configuration(held, &lease));
-                    let result = if unchanged { Ok(()) } else { configure(slot, &lease) };
-                    slot.applied = result.is_ok();
+                    let result = if unchanged { Ok(None) } else { configure(slot, &lease) };
+                    // With a resolv.conf still to write, applied once it is written.
+                    slot.applied = matches!(result, Ok(None));
                     slot.stored.lease = Some(lease.clone());
                     slot.stored.last_address = Some(lease.address);
                     slot.stored.state = slot.client.state().to_string();
                     let response = match result {
-                        Ok(()) => {
+                        Ok(resolv) => {
                             if !unchanged {
                                 log(format_args!(
                                     "{key}: bound {}/{} from {}",
                                     lease.address, lease.prefix_len, lease.server_id
                                 ));
+                            }
+                            if let Some(resolv) = resolv {
+                                // Those waiting hear of the lease once resolv.conf is written.
+                                self.attempts += 1;
+                                slot.resolving = Some(self.attempts);
+                                self.reacher.write_resolv(key.to_string(), self.attempts, resolv);
+                                self.writer.save(&slot.stored, Vec::new());
+                                continue;
                             }
                             Response::ok(lease_view(slot))
                         }
@@ -504,6 +544,7 @@ impl Daemon {
                 waiters: Vec::new(),
                 reaching: None,
                 probing: None,
+                resolving: None,
                 retry_at: None,
                 forget_at: None,
                 applied: true,

@@ -96,6 +96,9 @@ struct Slot {
     reaching: Option<Reaching>,
     /// The ARP probe in flight for this lease's client, if any.
     probing: Option<u64>,
+    /// The resolv.conf write in flight for this lease, if any: those waiting for the lease
+    /// are answered when it is done.
+    resolving: Option<u64>,
     /// The guest could not be reached when the daemon started (Docker down, too many open
     /// files...): try again at this time rather than declare it dead.
     retry_at: Option<Duration>,

@@ -23,6 +23,7 @@ use crate::netlink::Netlink;
 use crate::netns::Netns;
 use crate::state::{GuestRef, Record};
 
+use super::guest_config::ResolvWrite;
 use super::lease::LinkKnown;
 use super::socket::LeaseSocket;
 use super::Live;
@@ -36,6 +37,7 @@ const PROBE_LISTEN: Duration = Duration::from_millis(200);
 pub(super) enum Done {
     Reached { key: String, attempt: u64, result: Result<Live> },
     Probed { key: String, attempt: u64, in_use: bool },
+    ResolvWritten { key: String, attempt: u64, result: Result<()> },
 }
 
 /// Hands results to the loop: the channel, then the eventfd that wakes it.
@@ -150,6 +152,19 @@ impl Reacher {
         if spawned.is_err() {
             // No thread: the client binds at its probe deadline, as if nobody answered.
             super::log(format_args!("cannot start an ARP probe of {address}"));
+        }
+    }
+
+    /// Write a guest's resolv.conf on a thread of its own (only when a lease's DNS changes).
+    pub(super) fn write_resolv(&self, key: String, attempt: u64, job: ResolvWrite) {
+        let notifier = self.notifier.clone();
+        let (failed_key, failed) = (key.clone(), notifier.clone());
+        let spawned = spawn("lanyard-resolv", SMALL_STACK, move || {
+            let result = job.write();
+            notifier.send(Done::ResolvWritten { key, attempt, result });
+        });
+        if let Err(e) = spawned {
+            failed.send(Done::ResolvWritten { key: failed_key, attempt, result: Err(e) });
         }
     }
 
