@@ -16,8 +16,15 @@ use crate::state::Record;
 const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 
 /// Have the daemon take over `record`'s DHCP client and, with `wait.wait`, answer once the
-/// lease is configured in the guest. Returns the daemon's view of the lease.
-pub fn acquire(host: &Host, record: &Record, wait: DhcpWait) -> Result<serde_json::Value> {
+/// lease is configured in the guest. Returns the daemon's view of the lease. `pid`: the
+/// guest's process when the caller knows it (a container's), so the daemon reaches the guest
+/// without asking Docker.
+pub fn acquire(
+    host: &Host,
+    record: &Record,
+    pid: Option<u32>,
+    wait: DhcpWait,
+) -> Result<serde_json::Value> {
     // The first DISCOVER must not go out before the port forwards, or it is lost (the CNI dhcp
     // plugin's 1-3 s delay): wait for it by notification. A port that never forwards is not
     // fatal here: the client retransmits, and the timeout below speaks for the lease.
@@ -33,6 +40,7 @@ pub fn acquire(host: &Host, record: &Record, wait: DhcpWait) -> Result<serde_jso
         record: record.file_name(),
         wait: wait.wait,
         timeout_ms: u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX),
+        pid,
     };
     let response = control::request(host, &request, wait.timeout + ANSWER_MARGIN)?;
     if response.ok {

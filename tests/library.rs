@@ -208,7 +208,12 @@ fn a_refusal_from_the_daemon_keeps_its_kind_and_exit_code() {
     // Bad input the daemon itself refuses (a record name that is a path).
     let response = control::request(
         &host,
-        &Request::Acquire { record: "../../etc/x.json".into(), wait: true, timeout_ms: 1000 },
+        &Request::Acquire {
+            record: "../../etc/x.json".into(),
+            wait: true,
+            timeout_ms: 1000,
+            pid: None,
+        },
         Duration::from_secs(5),
     )
     .expect("the daemon answers");
@@ -220,7 +225,12 @@ fn a_refusal_from_the_daemon_keeps_its_kind_and_exit_code() {
     // Not found stays not found (exit 1), with the daemon's message.
     let response = control::request(
         &host,
-        &Request::Acquire { record: "netns-nobody.eth1.json".into(), wait: true, timeout_ms: 1000 },
+        &Request::Acquire {
+            record: "netns-nobody.eth1.json".into(),
+            wait: true,
+            timeout_ms: 1000,
+            pid: None,
+        },
         Duration::from_secs(5),
     )
     .unwrap();

@@ -183,10 +183,11 @@ pub fn attach(host: &Host, request: &AttachRequest) -> Result<Attached> {
     request.validate()?;
     let guest = guest::resolve(&request.guest, || host.docker())?;
     let label = guest.reference.display();
+    let guest_pid = guest.pid;
     let mut attached =
         attach_guest(host, request, guest).map_err(|e| e.context(format!("attach {label}")))?;
     if attached.record.dhcp.is_some() && !attached.unchanged {
-        match crate::lease::acquire(host, &attached.record, request.dhcp_wait) {
+        match crate::lease::acquire(host, &attached.record, guest_pid, request.dhcp_wait) {
             Ok(view) => attached.lease = Some(view),
             Err(e) => {
                 // Nothing half-wired stays behind: the link without a lease goes too.

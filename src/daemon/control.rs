@@ -32,6 +32,11 @@ pub enum Request {
         record: String,
         wait: bool,
         timeout_ms: u64,
+        /// The container's pid when the caller knows it (an attach does): the daemon reaches
+        /// the guest through it, without asking Docker, once it leads to the recorded
+        /// namespace (a wrong or reused pid does not, and Docker is asked instead).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
     },
     /// Send DHCPRELEASE (while the interface exists) and forget the lease.
     Release {

@@ -31,11 +31,26 @@ pub(super) fn lease_net(lease: &Lease) -> IpNet {
     )
 }
 
+/// A guest's resolv.conf to write. Handed to a thread by the daemon: the write ends with an
+/// fsync, which the lease loop does not wait for.
+pub(super) struct ResolvWrite {
+    target: crate::resolv::GuestFiles,
+    conf: crate::resolv::ResolvConf,
+    interface: String,
+}
+
+impl ResolvWrite {
+    pub(super) fn write(&self) -> Result<()> {
+        crate::resolv::write_guest_resolv_conf(&self.target, &self.conf, &self.interface)
+    }
+}
+
 /// Apply a lease in the guest, idempotently (every renewal comes here too): the address, the
 /// routes (option 121 or a default route via the router, replacing the guest's default route,
-/// which is kept to be restored), and DNS into the guest's resolv.conf when asked.
-pub(super) fn configure(slot: &mut Slot, lease: &Lease) -> Result<()> {
-    let Some(live) = &slot.live else { return Ok(()) };
+/// which is kept to be restored). DNS for the guest's resolv.conf, when asked, is returned to
+/// be written off the loop.
+pub(super) fn configure(slot: &mut Slot, lease: &Lease) -> Result<Option<ResolvWrite>> {
+    let Some(live) = &slot.live else { return Ok(None) };
     let ifname = slot.record.guest_ifname.clone();
     let mut netlink = Netlink::open(&live.netns, format!("guest {}", slot.record.guest.display()))?;
     let net = lease_net(lease);
@@ -99,9 +114,9 @@ pub(super) fn configure(slot: &mut Slot, lease: &Lease) -> Result<()> {
             search: lease.domain_search.clone(),
             domain: lease.domain_name.clone(),
         };
-        crate::resolv::write_guest_resolv_conf(&target, &conf, &ifname)?;
+        return Ok(Some(ResolvWrite { target, conf, interface: ifname }));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Remove a lost lease's address and routes, and give the guest its old default route back.

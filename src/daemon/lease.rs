@@ -1,21 +1,23 @@
 //! The lease lifecycle: starting, resuming and driving each lease's sans-IO client, following
 //! its guest's life (exit, deleted namespace, link flaps) and forgetting it when it ends. No
 //! event-loop mechanics here: the loop (mod.rs) calls these when a descriptor or a timer fires.
+//! Nothing here waits: guests are reached and addresses probed by [`super::reach`], lease files
+//! written by [`store::Writer`]; their results come back as events.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::dhcp::{Action, Client, ClientConfig, Destination, Event, Now};
+use crate::dhcp::{Action, Client, ClientConfig, Destination, Event};
 use crate::error::{Error, ErrorKind, Result};
 use crate::netlink::{LinkChanges, Netlink};
 use crate::netns::Netns;
-use crate::state::{GuestRef, Record};
+use crate::state::Record;
 
 use super::guest_config::{configure, deconfigure, restore_routes, same_configuration};
+use super::reach::{Done, ReachJob};
 use super::requests::{lease_view, reply};
-use super::socket::LeaseSocket;
-use super::store::{self, StoredLease};
-use super::{log, Daemon, Live, Response, Slot, RETRY_INTERVAL};
+use super::store::{self, AfterWrite, StoredLease};
+use super::{log, Daemon, Live, Pending, Reaching, Response, Slot, Waiter, RETRY_INTERVAL};
 
 /// The key of a new client's xid generator, from the kernel's random pool. There is no
 /// fallback: a predictable xid lets any host on the LAN forge replies (RFC 2131 §7), so a client
@@ -60,8 +62,14 @@ pub(super) fn client_config(record: &Record, requested: Option<Ipv4Addr>) -> Cli
 /// What the daemon last knew of a lease's link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct LinkKnown {
-    running: bool,
-    carrier_down_count: Option<u32>,
+    pub(super) running: bool,
+    pub(super) carrier_down_count: Option<u32>,
+}
+
+impl LinkKnown {
+    pub(super) fn new(running: bool, carrier_down_count: Option<u32>) -> LinkKnown {
+        LinkKnown { running, carrier_down_count }
+    }
 }
 
 /// The link transitions for the client (true: up, false: down), in order, from what the link
@@ -121,8 +129,9 @@ impl Daemon {
         }
     }
 
-    /// Reload every persisted lease: a guest still alive keeps its address and the client goes
-    /// on where the lease's times say (renewing, rebinding, or INIT-REBOOT when unclear).
+    /// Reload every persisted lease. Each guest is reached off the loop; one still alive keeps
+    /// its address and its client goes on where the lease's times say (renewing, rebinding, or
+    /// INIT-REBOOT when unclear); one that cannot be reached is tried again until its lease ends.
     pub(super) fn resume_all(&mut self) {
         let stored = match store::load_all(&self.state_dir) {
             Ok(stored) => stored,
@@ -139,7 +148,7 @@ impl Daemon {
                         "lease {} has no record any more: forgetting it",
                         stored.record
                     ));
-                    let _ = store::remove(&self.state_dir, &stored.record);
+                    self.writer.remove(&stored.record, Vec::new());
                     continue;
                 }
             };
@@ -149,11 +158,11 @@ impl Daemon {
                     "lease {} belongs to an older attachment: forgetting it",
                     stored.record
                 ));
-                let _ = store::remove(&self.state_dir, &stored.record);
+                self.writer.remove(&stored.record, Vec::new());
                 continue;
             }
-            let live = self.find_live(&record);
-            let client = match self.client_for(&record, &stored, live.is_some()) {
+            // Replaced by the client for a live guest once it is reached.
+            let client = match self.client_for(&record, &stored, false) {
                 Ok(client) => client,
                 Err(e) => {
                     log(format_args!("lease {}: {e}", stored.record));
@@ -161,32 +170,21 @@ impl Daemon {
                 }
             };
             let key = stored.record.clone();
-            let alive = live.is_some();
-            let forget_at = if alive { None } else { self.lease_end(&stored) };
-            let retry_at = (!alive).then(|| self.epoch.elapsed() + RETRY_INTERVAL);
             let slot = Slot {
                 record,
                 client,
-                live,
+                live: None,
                 stored,
                 waiters: Vec::new(),
-                retry_at,
-                forget_at,
+                reaching: None,
+                probing: None,
+                resolving: None,
+                retry_at: None,
+                forget_at: None,
                 applied: true,
             };
             self.slots.insert(key.clone(), slot);
-            if alive {
-                self.watch_live(&key);
-                self.drive(&key, Event::Start);
-            } else {
-                // Not reachable is not dead: a guest that died while the daemon was down took its
-                // links along, and one that is only unreachable (Docker restarting) must keep
-                // them. Try again until the lease would have ended.
-                log(format_args!(
-                    "{key}: guest not reachable; trying again every {} s until its lease ends",
-                    RETRY_INTERVAL.as_secs()
-                ));
-            }
+            self.reach(&key, None, None, false);
         }
     }
 
@@ -200,93 +198,157 @@ impl Daemon {
         Some(now + Duration::from_millis(end_ms.saturating_sub(now_ms)))
     }
 
-    /// Try again to reach a guest that was not reachable at start.
+    /// Start reaching the guest of slot `key` off the loop; its lease is REACHING until
+    /// [`Daemon::reached`] hears back. `acquire`: the request waiting for the answer.
+    pub(super) fn reach(
+        &mut self,
+        key: &str,
+        pid: Option<u32>,
+        acquire: Option<Pending>,
+        retried: bool,
+    ) {
+        self.attempts += 1;
+        let attempt = self.attempts;
+        let Some(slot) = self.slots.get_mut(key) else { return };
+        slot.reaching = Some(Reaching { attempt, acquire, retried, release: None });
+        slot.retry_at = None;
+        let job = ReachJob { key: key.to_string(), attempt, record: slot.record.clone(), pid };
+        self.reacher.reach(job);
+    }
+
+    /// Try again to reach a guest that could not be reached.
     pub(super) fn reconnect(&mut self, key: &str) {
-        let Some(slot) = self.slots.get(key) else { return };
-        match self.open_live(&slot.record) {
-            Ok(live) => {
-                let client = self.client_for(&slot.record, &slot.stored, true);
-                let Some(slot) = self.slots.get_mut(key) else { return };
-                match client {
-                    Ok(client) => slot.client = client,
-                    Err(e) => log(format_args!("{key}: keeping the previous DHCP client: {e}")),
+        self.reach(key, None, None, true);
+    }
+
+    /// What a reaching thread or a probe found.
+    pub(super) fn finished(&mut self, done: Done) {
+        match done {
+            Done::Reached { key, attempt, result } => self.reached(&key, attempt, result),
+            Done::Probed { key, attempt, in_use } => {
+                let Some(slot) = self.slots.get_mut(&key) else { return };
+                if slot.probing != Some(attempt) || slot.live.is_none() {
+                    return;
                 }
-                slot.live = Some(live);
-                slot.retry_at = None;
-                slot.forget_at = None;
-                log(format_args!("{key}: guest reachable again; resuming its lease"));
-                self.watch_live(key);
-                self.drive(key, Event::Start);
+                slot.probing = None;
+                self.drive(&key, Event::ProbeResult { in_use });
             }
-            Err(_) => {
-                if let Some(slot) = self.slots.get_mut(key) {
-                    slot.retry_at = Some(self.epoch.elapsed() + RETRY_INTERVAL);
+            Done::ResolvWritten { key, attempt, result } => {
+                let Some(slot) = self.slots.get_mut(&key) else { return };
+                if slot.resolving != Some(attempt) {
+                    return;
                 }
+                slot.resolving = None;
+                let response = match result {
+                    Ok(()) => {
+                        slot.applied = true;
+                        Response::ok(lease_view(slot))
+                    }
+                    Err(e) => {
+                        let address = slot.stored.lease.as_ref().map(|lease| lease.address);
+                        let address = address.map_or_else(String::new, |a| format!(" {a}"));
+                        log(format_args!("{key}: configure{address}: {e}"));
+                        // The CLI waiting for this lease hears why; the next ACK tries again.
+                        Response::error(&e.context(format!("configure the lease{address}")))
+                    }
+                };
+                let after = slot
+                    .waiters
+                    .drain(..)
+                    .map(|waiter| AfterWrite {
+                        stream: waiter.stream,
+                        response: response.clone(),
+                        fail_on_error: false,
+                    })
+                    .collect();
+                self.writer.save(&slot.stored, after);
             }
         }
+    }
+
+    /// A guest reached (or not). A result for a slot replaced or forgotten meanwhile is
+    /// dropped, and with it the sockets it opened.
+    fn reached(&mut self, key: &str, attempt: u64, result: Result<Live>) {
+        let Some(slot) = self.slots.get_mut(key) else { return };
+        if slot.reaching.as_ref().map(|r| r.attempt) != Some(attempt) {
+            return;
+        }
+        let Some(mut reaching) = slot.reaching.take() else { return };
+        let release = reaching.release.take();
+        self.reached_as(key, reaching, result);
+        if let Some(stream) = release {
+            self.release(key, stream);
+        }
+    }
+
+    /// Carry out a reaching job's result: the lease resumed (and an acquire answered), or a
+    /// retry planned (or the acquire refused with the reason).
+    fn reached_as(&mut self, key: &str, reaching: Reaching, result: Result<Live>) {
+        let Some(slot) = self.slots.get_mut(key) else { return };
+        let live = match result {
+            Ok(live) => live,
+            Err(e) => {
+                if let Some(acquire) = reaching.acquire {
+                    // Nothing was taken over: the request hears why.
+                    self.slots.remove(key);
+                    reply(acquire.stream, &Response::error(&e));
+                    return;
+                }
+                if !reaching.retried {
+                    // Not reachable is not dead: a guest that died while the daemon was down
+                    // took its links along, and one that is only unreachable (Docker
+                    // restarting) must keep them. Try again until the lease would have ended.
+                    log(format_args!(
+                        "{key}: {e}; trying again every {} s until its lease ends",
+                        RETRY_INTERVAL.as_secs()
+                    ));
+                }
+                let stored = slot.stored.clone();
+                let forget_at = self.lease_end(&stored);
+                let Some(slot) = self.slots.get_mut(key) else { return };
+                slot.forget_at = slot.forget_at.or(forget_at);
+                slot.retry_at = Some(self.epoch.elapsed() + RETRY_INTERVAL);
+                return;
+            }
+        };
+        let (record, stored) = (slot.record.clone(), slot.stored.clone());
+        match self.client_for(&record, &stored, true) {
+            Ok(client) => {
+                if let Some(slot) = self.slots.get_mut(key) {
+                    slot.client = client;
+                }
+            }
+            Err(e) => log(format_args!("{key}: keeping the previous DHCP client: {e}")),
+        }
+        let Some(slot) = self.slots.get_mut(key) else { return };
+        slot.live = Some(live);
+        slot.retry_at = None;
+        slot.forget_at = None;
+        if reaching.retried {
+            log(format_args!("{key}: guest reachable again; resuming its lease"));
+        }
+        self.watch_live(key);
+        self.drive(key, Event::Start);
+        let Some(acquire) = reaching.acquire else { return };
+        let Some(slot) = self.slots.get_mut(key) else {
+            reply(acquire.stream, &Response::error(&Error::not_found("the guest went away")));
+            return;
+        };
+        // The lease file exists before the request hears of it; a lease that failed to be
+        // saved is not taken over.
+        let mut after = Vec::new();
+        if !acquire.wait || slot.stored.lease.is_some() {
+            let response = Response::ok(lease_view(slot));
+            after.push(AfterWrite { stream: acquire.stream, response, fail_on_error: true });
+        } else {
+            let deadline = self.epoch.elapsed() + Duration::from_millis(acquire.timeout_ms);
+            slot.waiters.push(Waiter { stream: acquire.stream, deadline });
+        }
+        self.writer.save(&slot.stored, after);
     }
 
     pub(super) fn load_record(&self, file: &str) -> Option<Record> {
         self.host.state.load(file).ok().flatten()
-    }
-
-    /// The guest's namespace, if it is still the recorded one, and the sockets inside it.
-    pub(super) fn find_live(&self, record: &Record) -> Option<Live> {
-        match self.open_live(record) {
-            Ok(live) => Some(live),
-            Err(e) => {
-                log(format_args!("{}: {e}", record.file_name()));
-                None
-            }
-        }
-    }
-
-    pub(super) fn open_live(&self, record: &Record) -> Result<Live> {
-        let gone = || {
-            Error::not_found(format!("the guest of {} is gone or was replaced", record.file_name()))
-        };
-        let (netns, pid) = crate::guest::locate(record, || self.host.docker()).ok_or_else(gone)?;
-        let netns_name = match &record.guest {
-            GuestRef::Netns { name } => Some(name.clone()),
-            _ => None,
-        };
-        let ifname = record.guest_ifname.clone();
-        let (ifindex, socket, link_watch, link_known) = netns.run(|| {
-            let link_watch = crate::netlink::LinkWatch::open_here()?;
-            let mut netlink = Netlink::open_here("the guest")?;
-            let link = netlink
-                .link_by_name(&ifname)?
-                .ok_or_else(|| Error::not_found(format!("{ifname} is gone from the guest")))?;
-            let socket = LeaseSocket::open_here(link.index, &ifname)?;
-            let link_known = LinkKnown {
-                running: link.up && link.lower_up,
-                carrier_down_count: link.carrier_down_count,
-            };
-            Ok((link.index, socket, link_watch, link_known))
-        })?;
-        // Without a pidfd (a kernel before 5.3) the guest's exit is noticed by its namespace only.
-        let pidfd = pid.and_then(|pid| crate::sys::pidfd_open(pid).ok());
-        // Not found (or not readable): nothing is removed by the daemon when the guest dies,
-        // and the kernel still deletes the veth with the guest's namespace.
-        let host_end_index = record.host_ifname.as_ref().and_then(|name| {
-            Netlink::open(&self.host.netns, "the host namespace")
-                .and_then(|mut host| host.link_by_name(name))
-                .ok()
-                .flatten()
-                .map(|link| link.index)
-        });
-        Ok(Live {
-            netns,
-            socket,
-            ifindex,
-            pidfd,
-            netns_name,
-            host_end_index,
-            pid,
-            link_watch,
-            link_up: link_known.running,
-            carrier_downs: link_known.carrier_down_count,
-        })
     }
 
     pub(super) fn link_changed(&mut self, key: &str) {
@@ -352,36 +414,48 @@ impl Daemon {
                             .lease
                             .as_ref()
                             .is_some_and(|held| same_configuration(held, &lease));
-                    let result = if unchanged { Ok(()) } else { configure(slot, &lease) };
-                    slot.applied = result.is_ok();
+                    let result = if unchanged { Ok(None) } else { configure(slot, &lease) };
+                    // With a resolv.conf still to write, applied once it is written.
+                    slot.applied = matches!(result, Ok(None));
                     slot.stored.lease = Some(lease.clone());
                     slot.stored.last_address = Some(lease.address);
                     slot.stored.state = slot.client.state().to_string();
-                    if let Err(e) = store::save(&self.state_dir, &slot.stored) {
-                        log(format_args!("{key}: {e}"));
-                    }
-                    match result {
-                        Ok(()) => {
+                    let response = match result {
+                        Ok(resolv) => {
                             if !unchanged {
                                 log(format_args!(
                                     "{key}: bound {}/{} from {}",
                                     lease.address, lease.prefix_len, lease.server_id
                                 ));
                             }
-                            let answer = Response::ok(lease_view(slot));
-                            for waiter in slot.waiters.drain(..) {
-                                reply(waiter.stream, &answer);
+                            if let Some(resolv) = resolv {
+                                // Those waiting hear of the lease once resolv.conf is written.
+                                self.attempts += 1;
+                                slot.resolving = Some(self.attempts);
+                                self.reacher.write_resolv(key.to_string(), self.attempts, resolv);
+                                self.writer.save(&slot.stored, Vec::new());
+                                continue;
                             }
+                            Response::ok(lease_view(slot))
                         }
                         Err(e) => {
                             log(format_args!("{key}: configure {}: {e}", lease.address));
                             // The CLI waiting for this lease hears why, not a timeout.
                             let error = e.context(format!("configure the lease {}", lease.address));
-                            for waiter in slot.waiters.drain(..) {
-                                reply(waiter.stream, &Response::error(&error));
-                            }
+                            Response::error(&error)
                         }
-                    }
+                    };
+                    // Those waiting hear of the lease once it is on disk.
+                    let after = slot
+                        .waiters
+                        .drain(..)
+                        .map(|waiter| AfterWrite {
+                            stream: waiter.stream,
+                            response: response.clone(),
+                            fail_on_error: false,
+                        })
+                        .collect();
+                    self.writer.save(&slot.stored, after);
                 }
                 Action::Deconfigure { lease, reason } => {
                     log(format_args!("{key}: lost {} ({reason:?})", lease.address));
@@ -397,31 +471,30 @@ impl Daemon {
                         self.forget(key, &record);
                         return;
                     }
-                    if let Err(e) = store::save(&self.state_dir, &slot.stored) {
-                        log(format_args!("{key}: {e}"));
-                    }
+                    self.writer.save(&slot.stored, Vec::new());
                 }
                 Action::Probe(address) => {
-                    let in_use = match &slot.live {
-                        Some(live) => {
-                            let (ifindex, mac) = (live.ifindex, slot.record.mac.0);
-                            live.netns
-                                .run(|| {
-                                    crate::announce::probe_ipv4(
-                                        ifindex,
-                                        mac,
-                                        address,
-                                        Duration::from_millis(200),
-                                    )
-                                })
-                                .map(|owner| owner.is_some())
-                                .unwrap_or(false)
+                    // Off the loop: the client hears the result as an event, and binds at its
+                    // own probe deadline if none comes.
+                    let Some(live) = &slot.live else { continue };
+                    let netns = match live.netns.try_clone() {
+                        Ok(netns) => netns,
+                        Err(e) => {
+                            log(format_args!("{key}: cannot probe {address}: {e}"));
+                            continue;
                         }
-                        None => false,
                     };
-                    let now = Now::system(self.epoch);
-                    let more = slot.client.handle(Event::ProbeResult { in_use }, now);
-                    queue.extend(more);
+                    self.attempts += 1;
+                    slot.probing = Some(self.attempts);
+                    let (ifindex, mac) = (live.ifindex, slot.record.mac.0);
+                    self.reacher.probe(
+                        key.to_string(),
+                        self.attempts,
+                        netns,
+                        ifindex,
+                        mac,
+                        address,
+                    );
                 }
             }
         }
@@ -433,48 +506,68 @@ impl Daemon {
     }
 
     /// Take over a recorded attachment's DHCP. A slot already there (a restarted container
-    /// attached again) is replaced, asking for its last address.
-    pub(super) fn acquire(&mut self, record_file: &str) -> Result<()> {
-        let record = self.load_record(record_file).ok_or_else(|| {
-            Error::not_found(format!("no record {record_file} in {}", self.state_dir.display()))
-        })?;
+    /// attached again) is replaced, asking for its last address. The guest is reached off the
+    /// loop; `pending` hears the answer once it is (or at once, on a refusal).
+    pub(super) fn acquire(&mut self, record_file: &str, pid: Option<u32>, pending: Pending) {
+        let Some(record) = self.load_record(record_file) else {
+            let error = Error::not_found(format!(
+                "no record {record_file} in {}",
+                self.state_dir.display()
+            ));
+            return reply(pending.stream, &Response::error(&error));
+        };
         // A lease file this lanyard cannot read (damaged, or from a newer lanyard) is reported,
         // never overwritten.
-        let mut stored = match self.slots.get(record_file) {
-            Some(slot) => slot.stored.clone(),
-            None => store::load(&self.state_dir, record_file)?.unwrap_or_default(),
+        let stored = match self.slots.get(record_file) {
+            Some(slot) => Ok(Some(slot.stored.clone())),
+            None => self.writer.load(record_file),
+        };
+        let mut stored = match stored {
+            Ok(stored) => stored.unwrap_or_default(),
+            Err(e) => return reply(pending.stream, &Response::error(&e)),
         };
         self.slots.remove(record_file);
         stored.record = record_file.to_string();
         stored.lease = None;
         stored.replaced_default_routes.clear();
-        let live = self.open_live(&record)?;
-        let client = self.client_for(&record, &stored, true)?;
-        store::save(&self.state_dir, &stored)?;
+        let client = match self.client_for(&record, &stored, true) {
+            Ok(client) => client,
+            Err(e) => return reply(pending.stream, &Response::error(&e)),
+        };
         self.slots.insert(
             record_file.to_string(),
             Slot {
                 record,
                 client,
-                live: Some(live),
+                live: None,
                 stored,
                 waiters: Vec::new(),
+                reaching: None,
+                probing: None,
+                resolving: None,
                 retry_at: None,
                 forget_at: None,
                 applied: true,
             },
         );
-        self.watch_live(record_file);
-        self.drive(record_file, Event::Start);
-        Ok(())
+        self.reach(record_file, pid, Some(pending), false);
     }
 
-    /// DHCPRELEASE while the interface exists, then forget the lease (detach).
-    pub(super) fn release(&mut self, record_file: &str) -> Result<()> {
+    /// DHCPRELEASE while the interface exists, then forget the lease (detach); `stream` hears
+    /// the answer once the lease file is gone.
+    pub(super) fn release(&mut self, record_file: &str, stream: std::os::unix::net::UnixStream) {
         if !self.slots.contains_key(record_file) {
             // A lease file this lanyard cannot read (damaged, or a newer lanyard's) is reported
             // and left as it is, never removed unread.
-            store::load(&self.state_dir, record_file)?;
+            if let Err(e) = self.writer.load(record_file) {
+                return reply(stream, &Response::error(&e));
+            }
+        }
+        if let Some(reaching) = self.slots.get_mut(record_file).and_then(|s| s.reaching.as_mut()) {
+            if let Some(earlier) = reaching.release.replace(stream) {
+                reply(earlier, &Response::error(&Error::conflict("released again meanwhile")));
+            }
+            return;
         }
         if self.slots.get(record_file).is_some_and(|slot| slot.live.is_some()) {
             self.drive(record_file, Event::Release);
@@ -483,8 +576,11 @@ impl Daemon {
             Some(mut slot) => restore_routes(&mut slot),
             None => Ok(()),
         };
-        store::remove(&self.state_dir, record_file)?;
-        restored
+        let response = match restored {
+            Ok(()) => Response::ok(serde_json::Value::Null),
+            Err(e) => Response::error(&e),
+        };
+        self.writer.remove(record_file, vec![AfterWrite { stream, response, fail_on_error: true }]);
     }
 
     /// The guest died: close every socket and namespace handle held there (a socket keeps a
@@ -548,7 +644,7 @@ impl Daemon {
     /// Drop a lease and its record: no record outlives its lease.
     pub(super) fn forget(&mut self, key: &str, record: &Record) {
         self.slots.remove(key);
-        let _ = store::remove(&self.state_dir, key);
+        self.writer.remove(key, Vec::new());
         if let Some(current) = self.load_record(key) {
             if current.netns == record.netns {
                 let _ = self.host.state.remove(&current);

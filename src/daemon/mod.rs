@@ -4,12 +4,18 @@
 //! control socket, the guests' lives (a pidfd per process guest, inotify on /run/netns for named
 //! namespaces) and the signals; the timeout is the earliest lease deadline, so an idle daemon
 //! sleeps until the next renewal.
+//!
+//! The loop never waits on anything else: guests are reached (Docker, namespaces, sockets) and
+//! addresses probed on threads whose results wake it through an eventfd ([`reach`]); control
+//! clients are read as their bytes arrive ([`requests`]); lease files are written by a writer
+//! thread ([`store::Writer`]).
 
 pub mod control;
 pub mod docker_watch;
 mod guest_config;
 mod lease;
 mod metrics;
+mod reach;
 mod requests;
 pub mod socket;
 pub mod store;
@@ -19,6 +25,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -61,12 +68,38 @@ struct Waiter {
     deadline: Duration,
 }
 
+/// An acquire request waiting for its guest to be reached.
+struct Pending {
+    stream: UnixStream,
+    wait: bool,
+    timeout_ms: u64,
+}
+
+/// A guest being reached off the loop (see [`reach`]).
+struct Reaching {
+    /// Which job: a result for an older one is dropped.
+    attempt: u64,
+    acquire: Option<Pending>,
+    /// A retry of a guest that could not be reached before (logged when it comes back).
+    retried: bool,
+    /// A release asked for meanwhile: carried out once the guest is reached (or not), so a
+    /// lease resumed at start is released with a DHCPRELEASE like any other.
+    release: Option<UnixStream>,
+}
+
 struct Slot {
     record: Record,
     client: Client,
     live: Option<Live>,
     stored: StoredLease,
     waiters: Vec<Waiter>,
+    /// Set while the guest is being reached: the lease is REACHING, its client waits.
+    reaching: Option<Reaching>,
+    /// The ARP probe in flight for this lease's client, if any.
+    probing: Option<u64>,
+    /// The resolv.conf write in flight for this lease, if any: those waiting for the lease
+    /// are answered when it is done.
+    resolving: Option<u64>,
     /// The guest could not be reached when the daemon started (Docker down, too many open
     /// files...): try again at this time rather than declare it dead.
     retry_at: Option<Duration>,
@@ -81,7 +114,7 @@ struct Slot {
 const RETRY_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct Daemon {
-    host: Host,
+    host: Arc<Host>,
     /// The configuration in force, and the file named on the command line (`None`: the default
     /// path) to read again on SIGHUP.
     config: crate::config::Config,
@@ -96,6 +129,13 @@ pub struct Daemon {
     owners: std::collections::HashMap<RawFd, Owner>,
     /// Wires containers from their declarations (threads of its own; never blocks the loop).
     docker: Option<docker_watch::DockerWatch>,
+    /// Control connections whose request line is still coming.
+    conns: std::collections::HashMap<RawFd, requests::Conn>,
+    reacher: reach::Reacher,
+    /// Numbers reaching jobs and probes.
+    attempts: u64,
+    /// Declared before the lock: everything queued is on disk before another daemon may start.
+    writer: store::Writer,
     _lock: crate::state::StateLock,
 }
 
@@ -154,6 +194,9 @@ impl Daemon {
 
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .with_context(ErrorKind::Io, || "create the daemon's epoll set")?;
+        let host = Arc::new(host);
+        let reacher = reach::Reacher::start(host.clone())?;
+        let writer = store::Writer::start(&state_dir)?;
         let mut daemon = Daemon {
             host,
             config,
@@ -167,10 +210,15 @@ impl Daemon {
             epoll,
             owners: std::collections::HashMap::new(),
             docker: None,
+            conns: std::collections::HashMap::new(),
+            reacher,
+            attempts: 0,
+            writer,
             _lock: lock,
         };
         watch_fd(&daemon.epoll, &mut daemon.owners, daemon.listener.as_fd(), Owner::Listener)?;
         watch_fd(&daemon.epoll, &mut daemon.owners, daemon.signals.as_fd(), Owner::Signals)?;
+        watch_fd(&daemon.epoll, &mut daemon.owners, daemon.reacher.wake_fd(), Owner::Finished)?;
         if let Some(netns_watch) = &daemon.netns_watch {
             watch_fd(&daemon.epoll, &mut daemon.owners, netns_watch.as_fd(), Owner::NetnsWatch)?;
         }
@@ -231,8 +279,9 @@ impl Daemon {
         }
     }
 
-    /// Serve until SIGTERM or SIGINT (SIGHUP reloads the configuration). Leases are on disk at every change, so a stop (or a kill)
-    /// loses nothing: the next daemon resumes them.
+    /// Serve until SIGTERM or SIGINT (SIGHUP reloads the configuration). Leases are written at
+    /// every change and a stop writes what is queued, so the next daemon resumes them (a
+    /// SIGKILL may lose the last change: see [`store::Writer`]).
     pub fn run(mut self) -> Result<()> {
         let mut events = vec![EpollEvent::empty(); 256];
         loop {
@@ -247,6 +296,12 @@ impl Daemon {
                 let Some(owner) = self.owners.get(&fd).cloned() else { continue };
                 match owner {
                     Owner::Listener => self.accept_all(),
+                    Owner::Control => self.conn_readable(fd),
+                    Owner::Finished => {
+                        for done in self.reacher.results() {
+                            self.finished(done);
+                        }
+                    }
                     Owner::Signals => {
                         if let Ok(Some(info)) = self.signals.read_signal() {
                             if info.ssi_signo == nix::sys::signal::Signal::SIGHUP as u32 {
@@ -301,11 +356,14 @@ impl Daemon {
                 .filter(|_| slot.live.is_some())
                 .into_iter()
                 .chain(slot.waiters.iter().map(|w| w.deadline))
-                .chain(slot.retry_at)
+                .chain(slot.retry_at.filter(|_| slot.reaching.is_none()))
                 .chain(slot.forget_at);
             for deadline in deadlines {
                 earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
             }
+        }
+        for conn in self.conns.values() {
+            earliest = Some(earliest.map_or(conn.deadline, |e| e.min(conn.deadline)));
         }
         match earliest {
             None => -1,
@@ -326,13 +384,14 @@ impl Daemon {
                 }
             } else if slot.forget_at.is_some_and(|at| at <= now) {
                 ended.push(key.clone());
-            } else if slot.retry_at.is_some_and(|at| at <= now) {
+            } else if slot.reaching.is_none() && slot.retry_at.is_some_and(|at| at <= now) {
                 retry.push(key.clone());
             }
             if slot.waiters.iter().any(|w| w.deadline <= now) {
                 waiting.push(key.clone());
             }
         }
+        self.expire_conns(now);
         for key in due {
             self.drive(&key, Event::Timer);
         }
@@ -387,6 +446,10 @@ fn watch_fd(
 #[derive(Clone)]
 enum Owner {
     Listener,
+    /// A control connection whose request is still coming (the descriptor says which).
+    Control,
+    /// Results of reaching threads and probes are waiting.
+    Finished,
     Signals,
     NetnsWatch,
     Packets(String),

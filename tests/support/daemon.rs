@@ -38,15 +38,15 @@ impl DaemonGuard {
         let Some(pid) = self.pid() else { return false };
         // SAFETY: kill(2) on a pid the daemon itself reported.
         unsafe { libc::kill(pid, signal) };
-        // A zombie leader is dead only once its other threads are: until then the process
-        // still holds its lock and its listening socket.
+        // A zombie main thread is not enough: the daemon's other threads may still be exiting,
+        // and its descriptors (the control socket) close with the last of them. Gone, or a
+        // zombie with no other thread left.
         let died = wait_until(Duration::from_secs(5), || {
             !Path::new(&format!("/proc/{pid}")).exists()
                 || (std::fs::read_to_string(format!("/proc/{pid}/stat"))
                     .is_ok_and(|stat| stat.split_whitespace().nth(2) == Some("Z"))
                     && std::fs::read_dir(format!("/proc/{pid}/task"))
-                        .map_or(0, |tasks| tasks.count())
-                        <= 1)
+                        .map_or(true, |threads| threads.count() <= 1))
         });
         assert!(died, "the lanyard daemon (pid {pid}) did not die within 5 s of signal {signal}");
         true

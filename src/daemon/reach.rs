@@ -1,0 +1,255 @@
+//! Work that waits, done off the lease loop: reaching a guest (a Docker lookup, opening its
+//! namespace, the lease's sockets, the host end's index) and ARP-probing an offered address.
+//! Each result comes back as a [`Done`] through a channel, with a write to an eventfd that sits
+//! in the loop's epoll set; the loop never waits for any of it.
+//!
+//! Two reaching threads: one for guests found without Docker (a `netns:` name, a pid, a path,
+//! or a container whose pid the caller gave) and one for containers that need a Docker lookup.
+//! A frozen dockerd holds up only the second (each lookup ends at the Docker client's timeout),
+//! never a namespace guest's attach. A slot has at most one job in flight, so retries of an
+//! unreachable container cannot pile up behind a slow Docker.
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::host::Host;
+use crate::netlink::Netlink;
+use crate::netns::Netns;
+use crate::state::{GuestRef, Record};
+
+use super::guest_config::ResolvWrite;
+use super::lease::LinkKnown;
+use super::socket::LeaseSocket;
+use super::Live;
+
+/// How long an ARP probe of an offered address listens for an owner (RFC 5227 asks for more;
+/// the sans-IO client gives up on the probe at its own deadline anyway).
+const PROBE_LISTEN: Duration = Duration::from_millis(200);
+
+/// A result for the loop. `attempt` tells a current job from one whose slot was replaced or
+/// forgotten meanwhile (its result is dropped, closing whatever it opened).
+pub(super) enum Done {
+    Reached { key: String, attempt: u64, result: Result<Live> },
+    Probed { key: String, attempt: u64, in_use: bool },
+    ResolvWritten { key: String, attempt: u64, result: Result<()> },
+}
+
+/// Hands results to the loop: the channel, then the eventfd that wakes it.
+#[derive(Clone)]
+struct Notifier {
+    sender: Sender<Done>,
+    wake: Arc<EventFd>,
+}
+
+impl Notifier {
+    fn send(&self, done: Done) {
+        // The loop gone (stopping) is the only failure: nothing is left to tell.
+        if self.sender.send(done).is_ok() {
+            let _ = self.wake.write(1);
+        }
+    }
+}
+
+/// One guest to reach. `pid`: the container's pid as the caller knows it (checked against the
+/// recorded namespace, so a wrong or reused pid is never taken for the guest).
+pub(super) struct ReachJob {
+    pub key: String,
+    pub attempt: u64,
+    pub record: Record,
+    pub pid: Option<u32>,
+}
+
+pub(super) struct Reacher {
+    local: Sender<ReachJob>,
+    docker: Sender<ReachJob>,
+    notifier: Notifier,
+    results: Receiver<Done>,
+}
+
+impl Reacher {
+    pub(super) fn start(host: Arc<Host>) -> Result<Reacher> {
+        let wake = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .with_context(ErrorKind::Io, || "create the daemon's wake-up eventfd")?;
+        let (sender, results) = mpsc::channel();
+        let notifier = Notifier { sender, wake: Arc::new(wake) };
+        let (docker, docker_jobs) = mpsc::channel::<ReachJob>();
+        let (local, local_jobs) = mpsc::channel::<ReachJob>();
+        {
+            let (host, notifier) = (host.clone(), notifier.clone());
+            // The Docker client runs an async runtime on this thread: a full-size stack.
+            spawn("lanyard-docker", 2 * 1024 * 1024, move || {
+                for job in docker_jobs {
+                    let result = reach_by_docker(&host, &job.record);
+                    notifier.send(Done::Reached { key: job.key, attempt: job.attempt, result });
+                }
+            })?;
+        }
+        {
+            let (notifier, docker) = (notifier.clone(), docker.clone());
+            spawn("lanyard-reach", SMALL_STACK, move || {
+                for job in local_jobs {
+                    match reach_without_docker(&host, &job.record, job.pid) {
+                        Some(result) => notifier.send(Done::Reached {
+                            key: job.key,
+                            attempt: job.attempt,
+                            result,
+                        }),
+                        // The pid did not lead to the recorded namespace: ask Docker.
+                        None => {
+                            let _ = docker.send(ReachJob { pid: None, ..job });
+                        }
+                    }
+                }
+            })?;
+        }
+        Ok(Reacher { local, docker, notifier, results })
+    }
+
+    /// The descriptor the loop watches: readable when results wait.
+    pub(super) fn wake_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.notifier.wake.as_fd()
+    }
+
+    pub(super) fn reach(&self, job: ReachJob) {
+        let by_docker = matches!(job.record.guest, GuestRef::Container { .. }) && job.pid.is_none();
+        let queue = if by_docker { &self.docker } else { &self.local };
+        if let Err(mpsc::SendError(job)) = queue.send(job) {
+            let error = Error::new(ErrorKind::Io, "the daemon's reaching thread is gone");
+            self.notifier.send(Done::Reached {
+                key: job.key,
+                attempt: job.attempt,
+                result: Err(error),
+            });
+        }
+    }
+
+    /// ARP-probe `address` on `ifindex` inside `netns`, on a thread of its own (probes are
+    /// rare: only with `probe` set, once per offered address).
+    pub(super) fn probe(
+        &self,
+        key: String,
+        attempt: u64,
+        netns: Netns,
+        ifindex: u32,
+        mac: [u8; 6],
+        address: Ipv4Addr,
+    ) {
+        let notifier = self.notifier.clone();
+        let spawned = spawn("lanyard-probe", SMALL_STACK, move || {
+            let owner =
+                netns.run(|| crate::announce::probe_ipv4(ifindex, mac, address, PROBE_LISTEN));
+            // A probe that could not run finds no owner: the client's own probe deadline
+            // would say the same.
+            let in_use = owner.map(|owner| owner.is_some()).unwrap_or(false);
+            notifier.send(Done::Probed { key, attempt, in_use });
+        });
+        if spawned.is_err() {
+            // No thread: the client binds at its probe deadline, as if nobody answered.
+            super::log(format_args!("cannot start an ARP probe of {address}"));
+        }
+    }
+
+    /// Write a guest's resolv.conf on a thread of its own (only when a lease's DNS changes).
+    pub(super) fn write_resolv(&self, key: String, attempt: u64, job: ResolvWrite) {
+        let notifier = self.notifier.clone();
+        let (failed_key, failed) = (key.clone(), notifier.clone());
+        let spawned = spawn("lanyard-resolv", SMALL_STACK, move || {
+            let result = job.write();
+            notifier.send(Done::ResolvWritten { key, attempt, result });
+        });
+        if let Err(e) = spawned {
+            failed.send(Done::ResolvWritten { key: failed_key, attempt, result: Err(e) });
+        }
+    }
+
+    /// Every result waiting, after clearing the wake-up.
+    pub(super) fn results(&self) -> Vec<Done> {
+        let _ = self.notifier.wake.read();
+        self.results.try_iter().collect()
+    }
+}
+
+/// For threads that only make system calls (sockets, netlink, setns in a thread of its own).
+const SMALL_STACK: usize = 256 * 1024;
+
+fn spawn(name: &str, stack: usize, work: impl FnOnce() + Send + 'static) -> Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(stack)
+        .spawn(work)
+        .map(|_| ())
+        .with_context(ErrorKind::Io, || format!("start the daemon's {name} thread"))
+}
+
+fn gone(record: &Record) -> Error {
+    Error::not_found(format!("the guest of {} is gone or was replaced", record.file_name()))
+}
+
+/// A container's namespace from Docker, then the rest of [`open_in`].
+fn reach_by_docker(host: &Host, record: &Record) -> Result<Live> {
+    let (netns, pid) =
+        crate::guest::locate(record, || host.docker()).ok_or_else(|| gone(record))?;
+    open_in(host, record, netns, pid)
+}
+
+/// A guest reached without Docker. `None`: a container whose given pid does not lead to the
+/// recorded namespace (Docker must be asked).
+fn reach_without_docker(host: &Host, record: &Record, pid: Option<u32>) -> Option<Result<Live>> {
+    if let (GuestRef::Container { .. }, Some(pid)) = (&record.guest, pid) {
+        let netns = Netns::from_pid(pid).ok().filter(|netns| netns.id() == record.netns)?;
+        return Some(open_in(host, record, netns, Some(pid)));
+    }
+    let no_docker = || Err(Error::new(ErrorKind::Io, "no Docker lookup on this thread"));
+    Some(match crate::guest::locate(record, no_docker) {
+        Some((netns, pid)) => open_in(host, record, netns, pid),
+        None => Err(gone(record)),
+    })
+}
+
+/// The sockets of the lease inside the guest's namespace, its pidfd and its host end's index.
+fn open_in(host: &Host, record: &Record, netns: Netns, pid: Option<u32>) -> Result<Live> {
+    let netns_name = match &record.guest {
+        GuestRef::Netns { name } => Some(name.clone()),
+        _ => None,
+    };
+    let ifname = record.guest_ifname.clone();
+    let (ifindex, socket, link_watch, link_known) = netns.run(|| {
+        let link_watch = crate::netlink::LinkWatch::open_here()?;
+        let mut netlink = Netlink::open_here("the guest")?;
+        let link = netlink
+            .link_by_name(&ifname)?
+            .ok_or_else(|| Error::not_found(format!("{ifname} is gone from the guest")))?;
+        let socket = LeaseSocket::open_here(link.index, &ifname)?;
+        let link_known = LinkKnown::new(link.up && link.lower_up, link.carrier_down_count);
+        Ok((link.index, socket, link_watch, link_known))
+    })?;
+    // Without a pidfd (a kernel before 5.3) the guest's exit is noticed by its namespace only.
+    let pidfd = pid.and_then(|pid| crate::sys::pidfd_open(pid).ok());
+    // Not found (or not readable): nothing is removed by the daemon when the guest dies,
+    // and the kernel still deletes the veth with the guest's namespace.
+    let host_end_index = record.host_ifname.as_ref().and_then(|name| {
+        Netlink::open(&host.netns, "the host namespace")
+            .and_then(|mut host| host.link_by_name(name))
+            .ok()
+            .flatten()
+            .map(|link| link.index)
+    });
+    Ok(Live {
+        netns,
+        socket,
+        ifindex,
+        pidfd,
+        netns_name,
+        host_end_index,
+        pid,
+        link_watch,
+        link_up: link_known.running,
+        carrier_downs: link_known.carrier_down_count,
+    })
+}
