@@ -176,6 +176,10 @@ fn a_frozen_dockerd_delays_no_renewal_no_status_and_no_attach() {
     let c3 = lease_of("frozen-c3");
     let ports = || lan.host.ip(&["-o", "link", "show", "master", "br0"]).lines().count();
 
+    let docker_events = |state: &Path| {
+        ask(state, &Request::Status).0["Docker"]["events"].as_u64().expect("the watcher's count")
+    };
+    let events_before = docker_events(&state);
     let frozen_at = unix_now();
     let started = Instant::now();
     let frozen = Stopped::new(docker.dockerd_pid().expect("dockerd runs") as i32);
@@ -266,6 +270,9 @@ fn a_frozen_dockerd_delays_no_renewal_no_status_and_no_attach() {
     let answer = c2_acquire.expect("c2 was asked for").join().expect("the c2 request thread");
     assert_eq!(answer["ok"], true, "c2 after SIGCONT: {answer}");
     assert_eq!(answer["data"]["Address"], c2["Address"], "the same address again: {answer}");
+    // The daemon's Docker watcher gets what Docker queued while frozen: c1's death.
+    let handled = wait_until(Duration::from_secs(10), || docker_events(&state) > events_before);
+    assert!(handled, "the events queued during the freeze reach the watcher");
     let after = leases_by_guest(&state);
     // c1's lease ended during the freeze (6 s): forgotten with its record.
     assert!(!after.keys().any(|guest| guest.contains("frozen-c1")), "{after:#?}");
