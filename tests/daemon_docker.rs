@@ -449,6 +449,13 @@ fn host_routes_reach_macvlan_containers_and_go_with_them() {
     lab::require_root();
     let lan = support::lab::MacvlanLan::new(104);
     lan.host.ip(&["addr", "add", "198.18.104.2/24", "dev", "uplink0"]);
+    let _dnsmasq = support::dhcp::Dnsmasq::start(
+        &lan.lan,
+        "br0",
+        ("198.18.104.100", "198.18.104.200"),
+        "2m",
+        &["--no-ping"],
+    );
     let dir = TestDir::new("watch-routes");
     let docker = DockerLab::start();
     let config = write_config(&dir, "allowed_host_interfaces = [\"uplink0\"]\n");
@@ -470,15 +477,27 @@ fn host_routes_reach_macvlan_containers_and_go_with_them() {
         ],
     );
     docker.run("unrouted", &["--net", "none", "--label", "lanyard.net=uplink0 198.18.104.71/24"]);
+    // A leased address gets its route when the lease binds (from the daemon's route thread).
+    docker.run(
+        "leased",
+        &["--net", "none", "--label", "lanyard.net=uplink0 dhcp", "-e", "pipework_host_route=yes"],
+    );
     wait_wired(&docker, &dir, "routed", "eth1");
     wait_wired(&docker, &dir, "unrouted", "eth1");
+    let leased = wait_wired(&docker, &dir, "leased", "eth1");
+    let leased = leased.split('/').next().unwrap().to_string();
+    assert!(
+        wait_until(WIRED_WITHIN, || ping(&leased)),
+        "the host reaches the leased macvlan container; log:\n{}",
+        daemon_log(&dir)
+    );
     assert!(ping("198.18.104.70"), "the host reaches its macvlan container through the shim");
     assert!(!ping("198.18.104.71"), "no route was asked for this one");
     let routes = lan.host.routes();
     let route = routes.iter().find(|r| r.starts_with("198.18.104.70 ")).expect("a /32 route");
     assert!(route.contains("src 198.18.104.2"), "{route}");
 
-    docker.docker_ok(&["rm", "-f", "routed", "unrouted"]);
+    docker.docker_ok(&["rm", "-f", "routed", "unrouted", "leased"]);
     let gone = wait_until(WIRED_WITHIN, || lan.host.snapshot() == host_before);
     assert!(gone, "shim and route go with the container: {:?}", lan.host.snapshot());
 }

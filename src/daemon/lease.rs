@@ -415,6 +415,13 @@ impl Daemon {
                             .as_ref()
                             .is_some_and(|held| same_configuration(held, &lease));
                     let result = if unchanged { Ok(None) } else { configure(slot, &lease) };
+                    let previous = slot.stored.lease.as_ref().map(|held| held.address);
+                    if !unchanged && result.is_ok() && previous != Some(lease.address) {
+                        if let Some(previous) = previous {
+                            queue_host_route(&self.reacher, key, &slot.record, previous, false);
+                        }
+                        queue_host_route(&self.reacher, key, &slot.record, lease.address, true);
+                    }
                     // With a resolv.conf still to write, applied once it is written.
                     slot.applied = matches!(result, Ok(None));
                     slot.stored.lease = Some(lease.clone());
@@ -462,6 +469,7 @@ impl Daemon {
                     if let Err(e) = deconfigure(slot, &lease) {
                         log(format_args!("{key}: deconfigure {}: {e}", lease.address));
                     }
+                    queue_host_route(&self.reacher, key, &slot.record, lease.address, false);
                     slot.stored.lease = None;
                     slot.stored.state = slot.client.state().to_string();
                     slot.stored.last_loss = Some(format!("{reason:?}"));
@@ -573,7 +581,12 @@ impl Daemon {
             self.drive(record_file, Event::Release);
         }
         let restored = match self.slots.remove(record_file) {
-            Some(mut slot) => restore_routes(&mut slot),
+            Some(mut slot) => {
+                if let Some(held) = &slot.stored.lease {
+                    queue_host_route(&self.reacher, record_file, &slot.record, held.address, false);
+                }
+                restore_routes(&mut slot)
+            }
             None => Ok(()),
         };
         let response = match restored {
@@ -602,6 +615,12 @@ impl Daemon {
         // be the host end of the same guest attached again (a restarted container).
         let host_end = live.as_ref().and_then(|live| live.host_end_index);
         drop(live);
+        // Nothing behind the address any more: the host's route to it goes now, not at expiry.
+        if let Some(held) = slot.stored.lease.as_ref().map(|lease| lease.address) {
+            let record = slot.record.clone();
+            queue_host_route(&self.reacher, key, &record, held, false);
+        }
+        let Some(slot) = self.slots.get_mut(key) else { return };
         if let (Some(index), Some(name)) = (host_end, slot.record.host_ifname.clone()) {
             let deleted = Netlink::open(&self.host.netns, "the host namespace")
                 .and_then(|mut host| host.delete_link(index, &name));
@@ -643,6 +662,9 @@ impl Daemon {
 
     /// Drop a lease and its record: no record outlives its lease.
     pub(super) fn forget(&mut self, key: &str, record: &Record) {
+        if let Some(held) = self.slots.get(key).and_then(|slot| slot.stored.lease.as_ref()) {
+            queue_host_route(&self.reacher, key, record, held.address, false);
+        }
         self.slots.remove(key);
         self.writer.remove(key, Vec::new());
         if let Some(current) = self.load_record(key) {
@@ -650,6 +672,25 @@ impl Daemon {
                 let _ = self.host.state.remove(&current);
             }
         }
+    }
+}
+
+/// Ask the route thread to add or remove the host's route to `address`, when the record wants
+/// host routes (only macvlan guests can). A free function: callers hold a slot mutably.
+fn queue_host_route(
+    reacher: &super::reach::Reacher,
+    key: &str,
+    record: &Record,
+    address: Ipv4Addr,
+    add: bool,
+) {
+    if record.host_route && record.driver == crate::state::DriverKind::Macvlan {
+        reacher.host_route(super::reach::HostRouteChange {
+            key: key.to_string(),
+            add,
+            parent: record.host_interface.clone(),
+            address: address.into(),
+        });
     }
 }
 

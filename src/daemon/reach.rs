@@ -65,9 +65,19 @@ pub(super) struct ReachJob {
     pub pid: Option<u32>,
 }
 
+/// A host route to a leased address of a macvlan guest, to add or remove (`--host-route`,
+/// `host_routes`, `pipework_host_route`).
+pub(super) struct HostRouteChange {
+    pub key: String,
+    pub add: bool,
+    pub parent: String,
+    pub address: std::net::IpAddr,
+}
+
 pub(super) struct Reacher {
     local: Sender<ReachJob>,
     docker: Sender<ReachJob>,
+    routes: Sender<HostRouteChange>,
     notifier: Notifier,
     results: Receiver<Done>,
 }
@@ -91,7 +101,7 @@ impl Reacher {
             })?;
         }
         {
-            let (notifier, docker) = (notifier.clone(), docker.clone());
+            let (host, notifier, docker) = (host.clone(), notifier.clone(), docker.clone());
             spawn("lanyard-reach", SMALL_STACK, move || {
                 for job in local_jobs {
                     match reach_without_docker(&host, &job.record, job.pid) {
@@ -108,7 +118,32 @@ impl Reacher {
                 }
             })?;
         }
-        Ok(Reacher { local, docker, notifier, results })
+        let (routes, route_changes) = mpsc::channel::<HostRouteChange>();
+        {
+            let host = host.clone();
+            // One thread, so the changes of one address happen in the order they were asked.
+            spawn("lanyard-routes", SMALL_STACK, move || {
+                for change in route_changes {
+                    let done = if change.add {
+                        crate::host_routes::add(&host, &change.parent, change.address).map(|_| ())
+                    } else {
+                        crate::host_routes::remove(&host, &change.parent, change.address)
+                    };
+                    let what = if change.add { "add" } else { "remove" };
+                    match done {
+                        Ok(()) => super::log(format_args!(
+                            "{}: host route to {} {what}ed",
+                            change.key, change.address
+                        )),
+                        Err(e) => super::log(format_args!(
+                            "{}: {what} the host route to {}: {e}",
+                            change.key, change.address
+                        )),
+                    }
+                }
+            })?;
+        }
+        Ok(Reacher { local, docker, routes, notifier, results })
     }
 
     /// The descriptor the loop watches: readable when results wait.
@@ -165,6 +200,14 @@ impl Reacher {
         });
         if let Err(e) = spawned {
             failed.send(Done::ResolvWritten { key: failed_key, attempt, result: Err(e) });
+        }
+    }
+
+    /// Queue a host route change (it takes a lock another lanyard process may hold: never in the
+    /// loop).
+    pub(super) fn host_route(&self, change: HostRouteChange) {
+        if self.routes.send(change).is_err() {
+            super::log("the daemon's host-route thread is gone: host routes are not kept");
         }
     }
 
