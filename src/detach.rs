@@ -199,16 +199,7 @@ fn undo_in_kernel(
     bridge_still_used: bool,
     done: &mut Detached,
 ) -> Result<()> {
-    if record.host_route {
-        for address in &record.addresses {
-            crate::host_routes::remove_with(
-                host,
-                host_netlink,
-                &record.host_interface,
-                address.address.addr(),
-            )?;
-        }
-    }
+    crate::host_routes::remove_recorded(host, host_netlink, record)?;
     driver_for(record.driver).teardown(host_netlink, guest_netlink.as_deref_mut(), record)?;
     if let Some(guest) = guest_netlink {
         // The interface, and lanyard's default route with it, is gone now.

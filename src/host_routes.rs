@@ -77,6 +77,21 @@ pub fn remove(host: &Host, parent: &str, address: IpAddr) -> Result<()> {
     remove_with(host, &mut netlink, parent, address)
 }
 
+/// Remove the host routes of a record's static addresses (when it asked for them) through a
+/// socket the caller has: what a detach and a stale record's replacement both do.
+pub(crate) fn remove_recorded(
+    host: &Host,
+    netlink: &mut Netlink,
+    record: &crate::state::Record,
+) -> Result<()> {
+    if record.host_route {
+        for address in &record.addresses {
+            remove_with(host, netlink, &record.host_interface, address.address.addr())?;
+        }
+    }
+    Ok(())
+}
+
 /// [`add`] through a socket the caller already has in the host namespace.
 pub(crate) fn add_with(
     host: &Host,

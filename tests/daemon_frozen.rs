@@ -34,24 +34,6 @@ const STATUS_BUDGET: Duration = Duration::from_millis(100);
 /// inside the window, and it holds ten renewal periods of every lease.
 const FREEZE: Duration = Duration::from_secs(20);
 
-/// A process stopped (SIGSTOP) until this is dropped, even when the test fails.
-struct Stopped(i32);
-
-impl Stopped {
-    fn new(pid: i32) -> Stopped {
-        // SAFETY: kill(2) on the pid of the test's own dockerd.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "stop {pid}");
-        Stopped(pid)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the pid stopped above.
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
-    }
-}
-
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -182,7 +164,7 @@ fn a_frozen_dockerd_delays_no_renewal_no_status_and_no_attach() {
     let events_before = docker_events(&state);
     let frozen_at = unix_now();
     let started = Instant::now();
-    let frozen = Stopped::new(docker.dockerd_pid().expect("dockerd runs") as i32);
+    let frozen = support::lab::Stopped::new(docker.dockerd_pid().expect("dockerd runs") as i32);
 
     // c1's process killed by pid: the daemon notices by its pidfd and removes the host end.
     let ports_before = ports();

@@ -16,24 +16,6 @@ use support::daemon::DaemonGuard;
 use support::dhcp::{kea_lan, Dnsmasq, HostResolvConf, Kea, KeaConfig, Radvd};
 use support::lab::{self, wait_until, Lan, Netns, TestDir};
 
-/// A process stopped (SIGSTOP) until this is dropped, even when the test fails.
-struct Stopped(i32);
-
-impl Stopped {
-    fn new(pid: i32) -> Stopped {
-        // SAFETY: kill(2) on a pid the daemon itself reported.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "stop {pid}");
-        Stopped(pid)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the pid stopped above.
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
-    }
-}
-
 fn wait_address(
     guest: &Netns,
     ifname: &str,
@@ -389,7 +371,7 @@ fn a_link_flap_is_verified_with_init_reboot_and_option_26_sets_the_mtu() {
     for back_to_back in [true, false] {
         let grants = kea.grants_of(ip);
         if back_to_back {
-            let _busy = Stopped::new(daemon_pid);
+            let _busy = support::lab::Stopped::new(daemon_pid);
             lan.host.ip_batch(&format!("link set {host_end} down\nlink set {host_end} up"));
             assert!(
                 wait_until(Duration::from_secs(5), || {

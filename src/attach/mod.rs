@@ -402,16 +402,7 @@ fn check_host_routes(
 
 /// Remove what a stale record (its guest's namespace was replaced) left on the host side.
 fn remove_stale(host: &Host, netlink: &mut Netlink, record: &Record) -> Result<()> {
-    if record.host_route {
-        for address in &record.addresses {
-            crate::host_routes::remove_with(
-                host,
-                netlink,
-                &record.host_interface,
-                address.address.addr(),
-            )?;
-        }
-    }
+    crate::host_routes::remove_recorded(host, netlink, record)?;
     let driver = driver_for(record.driver);
     driver.teardown(netlink, None, record)?;
     host.state.remove(record)

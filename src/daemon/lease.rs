@@ -252,15 +252,7 @@ impl Daemon {
                         Response::error(&e.context(format!("configure the lease{address}")))
                     }
                 };
-                let after = slot
-                    .waiters
-                    .drain(..)
-                    .map(|waiter| AfterWrite {
-                        stream: waiter.stream,
-                        response: response.clone(),
-                        fail_on_error: false,
-                    })
-                    .collect();
+                let after = answers_after_write(slot, &response);
                 self.writer.save(&slot.stored, after);
             }
         }
@@ -453,15 +445,7 @@ impl Daemon {
                         }
                     };
                     // Those waiting hear of the lease once it is on disk.
-                    let after = slot
-                        .waiters
-                        .drain(..)
-                        .map(|waiter| AfterWrite {
-                            stream: waiter.stream,
-                            response: response.clone(),
-                            fail_on_error: false,
-                        })
-                        .collect();
+                    let after = answers_after_write(slot, &response);
                     self.writer.save(&slot.stored, after);
                 }
                 Action::Deconfigure { lease, reason } => {
@@ -673,6 +657,18 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Everyone waiting on the slot gets `response` once its lease file is written.
+fn answers_after_write(slot: &mut Slot, response: &Response) -> Vec<AfterWrite> {
+    slot.waiters
+        .drain(..)
+        .map(|waiter| AfterWrite {
+            stream: waiter.stream,
+            response: response.clone(),
+            fail_on_error: false,
+        })
+        .collect()
 }
 
 /// Ask the route thread to add or remove the host's route to `address`, when the record wants

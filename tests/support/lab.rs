@@ -1416,3 +1416,22 @@ impl Capture {
         self.text()
     }
 }
+
+/// A process of the test's own (a server, a dockerd) stopped by SIGSTOP until this is dropped,
+/// even when the test fails.
+pub struct Stopped(i32);
+
+impl Stopped {
+    pub fn new(pid: i32) -> Stopped {
+        // SAFETY: kill(2) on the pid of a process the test started itself.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "stop {pid}");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid stopped above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
