@@ -50,7 +50,26 @@ impl WatchingDaemon {
 
     /// SIGTERM (the daemon leaves containers wired and leases recorded) and wait until it is gone.
     pub fn stop(mut self) {
-        self.guard.kill(libc::SIGTERM);
+        self.terminate();
+    }
+
+    /// SIGTERM to our child (not through the control socket: a daemon busy for a moment may
+    /// not answer it), reaped within 10 s or SIGKILLed.
+    fn terminate(&mut self) {
+        // Already reaped (stopped before): its pid may be someone else's by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let gone = wait_until(Duration::from_secs(10), || {
+            matches!(self.child.try_wait(), Ok(Some(_)) | Err(_))
+        });
+        if !gone {
+            eprintln!("the lanyard daemon (pid {pid}) ignored SIGTERM for 10 s; killing it");
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
@@ -58,12 +77,11 @@ impl WatchingDaemon {
 impl Drop for WatchingDaemon {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            // SAFETY: kill(2) on our own child, not yet reaped.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         } else {
-            self.guard.kill(libc::SIGTERM);
+            self.terminate();
         }
-        let _ = self.child.wait();
     }
 }
 
@@ -129,6 +147,55 @@ pub fn run_many(
         }
     });
     (ids.into_inner().unwrap(), last.into_inner().unwrap())
+}
+
+/// `docker create` for every `(name, args)` (as [`DockerLab::run`] would run it: busybox
+/// `sleep 3600`, stop timeout 1 s), from `threads` threads; the container IDs in the order given.
+/// Started later with [`start_many`], so that the starts come as close together as Docker
+/// allows.
+pub fn create_many(
+    docker: &DockerLab,
+    containers: &[(String, Vec<String>)],
+    threads: usize,
+) -> Vec<String> {
+    let image = docker.import_busybox();
+    let next = AtomicUsize::new(0);
+    let ids = Mutex::new(vec![String::new(); containers.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((name, args)) = containers.get(i) else { break };
+                let mut argv = vec!["create", "--stop-timeout", "1", "--name", name];
+                argv.extend(args.iter().map(String::as_str));
+                argv.extend([image.as_str(), "sleep", "3600"]);
+                let id = docker.docker_ok(&argv);
+                ids.lock().unwrap()[i] = id;
+            });
+        }
+    });
+    ids.into_inner().unwrap()
+}
+
+/// `docker start` of every one of `ids`, from `threads` threads at once (one CLI call per
+/// container); the moments the first call began and the last one returned.
+pub fn start_many(docker: &DockerLab, ids: &[String], threads: usize) -> (Instant, Instant) {
+    let next = AtomicUsize::new(0);
+    let first = Instant::now();
+    let last = Mutex::new(first);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(id) = ids.get(i) else { break };
+                docker.docker_ok(&["start", id]);
+                let now = Instant::now();
+                let mut last = last.lock().unwrap();
+                *last = (*last).max(now);
+            });
+        }
+    });
+    (first, last.into_inner().unwrap())
 }
 
 /// Host ends of veths on `bridge` in `ns` (lanyard's, and any other port).
