@@ -62,8 +62,8 @@ use bench::{env_count, fs_type, load_average, median, ms, percentile};
 use docker::DockerLab;
 use lab::{wait_until, Lan, Netns, TestDir};
 use watcher::{
-    create_many, daemon_log, daemon_status, ports_of, run_many, start_many, wired_count,
-    WatchingDaemon,
+    create_many, daemon_log, daemon_status, ports_of, remove_many, run_many, start_many,
+    wired_count, WatchingDaemon,
 };
 
 /// LAN number 8 as a /22: br0 carries 198.18.8.1/22. DHCP hands out 198.18.8.10-198.18.9.250;
@@ -505,7 +505,7 @@ fn part_b(config: &Config, docker: &DockerLab, lan: &Lan, dir: &TestDir) {
     assert_eq!(ports_of(&lan.host, "br0"), config.burst + 1, "one host link each, and up0p");
     let names: Vec<&str> = containers.iter().map(|(name, _)| name.as_str()).collect();
     let removing = Instant::now();
-    docker.docker_ok(&[&["rm", "-f"][..], &names].concat());
+    remove_many(docker, &names, 4);
     wait_collected(lan, dir);
     println!(
         "   `docker rm -f` of all {} -> no record and no host link left: {:.2} s (no target)",

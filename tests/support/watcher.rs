@@ -198,6 +198,22 @@ pub fn start_many(docker: &DockerLab, ids: &[String], threads: usize) -> (Instan
     (first, last.into_inner().unwrap())
 }
 
+/// `docker rm -f` of every one of `names`, 10 per CLI call from `threads` threads (one call for
+/// them all can outlast the CLI's 60 s bound on a loaded machine).
+pub fn remove_many(docker: &DockerLab, names: &[&str], threads: usize) {
+    let chunks: Vec<&[&str]> = names.chunks(10).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(chunk) = chunks.get(i) else { break };
+                docker.docker_ok(&[&["rm", "-f"][..], chunk].concat());
+            });
+        }
+    });
+}
+
 /// Host ends of veths on `bridge` in `ns` (lanyard's, and any other port).
 pub fn ports_of(ns: &Netns, bridge: &str) -> usize {
     ns.ip(&["-o", "link", "show", "master", bridge]).lines().count()
