@@ -588,10 +588,11 @@ fn part_d(
     println!(
         "d. idle daemon (pid {pid}) holding {} DHCP leases (netns guests, attached by the CLI in \
          {:.1} s) with the {} containers of c running; 2 min leases, so every one renews once \
-         in a 60 s window",
+         in a 60 s window{}",
         config.leases,
         bring_up.as_secs_f64(),
-        config.reconcile
+        config.reconcile,
+        if config.window < Duration::from_secs(60) { " (this window is shorter)" } else { "" }
     );
     std::thread::sleep(Duration::from_secs(2));
     let connected = cpu_window(pid, dnsmasq, config.window);
