@@ -55,8 +55,8 @@ pub struct WatchStatus {
     /// The newest errors, oldest first, each with its time.
     pub last_errors: VecDeque<String>,
     /// From a start event's own time to the container's interfaces wired, milliseconds: the
-    /// most recent ones (for the benchmark and the metrics).
-    #[serde(skip)]
+    /// most recent ones, oldest first (for the benchmark and the metrics). A DHCP interface
+    /// counts as wired here once it is made and its lease asked for, not once it is bound.
     pub wire_latencies_ms: VecDeque<f64>,
     /// The same, all of them, as a Prometheus histogram.
     #[serde(skip)]

@@ -9,5 +9,6 @@ pub mod dhcp;
 pub mod docker;
 pub mod lab;
 pub mod monitor;
+pub mod watcher;
 
 pub use lab::*;
