@@ -553,6 +553,12 @@ fn metrics_pass_promtool_and_count_what_the_daemon_does() {
     wait_wired(&docker, &dir, "static", "eth1");
     wait_wired(&docker, &dir, "leased", "eth1");
     refusal_of(&lan.host, &dir, &config, "refused");
+    // A container that declares nothing is not counted as wired (nor in the latency).
+    docker.run("plain", &["--net", "none"]);
+    let seen = wait_until(WIRED_WITHIN, || {
+        scrape(&lan.host, 9731).lines().any(|l| l == "lanyard_docker_events_total 4")
+    });
+    assert!(seen, "the plain container's start reached the daemon");
 
     let answer = scrape(&lan.host, 9731);
     let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");

@@ -313,7 +313,7 @@ impl Wirer {
         match event.action.as_str() {
             "start" => {
                 let wired = self.wire(&event.id);
-                if wired && event.at_nanos > 0 {
+                if wired == Some(true) && event.at_nanos > 0 {
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_nanos() as i64)
@@ -409,18 +409,19 @@ impl Wirer {
     }
 
     /// Make a running container's interfaces what its declarations say. Returns whether every
-    /// wanted interface is wired.
-    fn wire(&mut self, id: &str) -> bool {
+    /// wanted interface is wired; `None` when the container declares nothing (and had nothing
+    /// declared), so only containers lanyard wires count in the latency figures.
+    fn wire(&mut self, id: &str) -> Option<bool> {
         self.wire_with(id, None)
     }
 
     /// [`Wirer::wire`] with the container's records when the caller has read them already.
-    fn wire_with(&mut self, id: &str, recorded: Option<Vec<Record>>) -> bool {
+    fn wire_with(&mut self, id: &str, recorded: Option<Vec<Record>>) -> Option<bool> {
         let details = match self.api.inspect_details(id) {
             Ok(Some(details)) => details,
             Ok(None) => {
                 self.collect_container(id);
-                return false;
+                return Some(false);
             }
             Err(e) => {
                 log(format_args!("container {}: {e}", short(id)));
@@ -432,11 +433,11 @@ impl Wirer {
                 ) {
                     self.reconcile_at = Some(Instant::now() + RETRY_INTERVAL);
                 }
-                return false;
+                return Some(false);
             }
         };
         if !details.info.running {
-            return false;
+            return Some(false);
         }
         let name = details.info.name.clone();
         let recorded = match recorded {
@@ -447,11 +448,11 @@ impl Wirer {
             Ok(records) => records.into_iter().filter(|r| r.declared.is_some()).collect(),
             Err(e) => {
                 self.error(format!("container {name}: read its records: {e}"));
-                return false;
+                return Some(false);
             }
         };
         if !has_declarations(&details.labels, &details.env) && declared_records.is_empty() {
-            return true;
+            return None;
         }
         let declarations = declarations(&facts(&details), &self.config);
         let mut interfaces = Vec::new();
@@ -529,7 +530,7 @@ impl Wirer {
                 s.containers.insert(id, ContainerStatus { name, interfaces });
             }
         });
-        all_wired && declarations.refused.is_empty()
+        Some(all_wired && declarations.refused.is_empty())
     }
 
     /// This container's records (found by its ID: a record of another container that had the
