@@ -310,3 +310,50 @@ fn silent_control_clients_delay_no_renewal_and_no_other_answer() {
     assert_renewed_throughout(&kea, &[address], from, unix_now());
     ok(cli::run(&lan.host, &dir, &["detach", &token(&guest)]));
 }
+
+#[test]
+fn many_guests_dying_at_once_delay_no_answer() {
+    lab::require_root();
+    let lan = support::lab::Lan::bridge(98);
+    let dir = TestDir::new("mass-death");
+    let daemon = DaemonGuard::new(&dir);
+    let state = daemon.state_dir().to_path_buf();
+    let _dnsmasq = support::dhcp::Dnsmasq::start(
+        &lan.host,
+        "br0",
+        ("198.18.98.10", "198.18.98.250"),
+        "2m",
+        &["--no-ping"],
+    );
+    let guests: Vec<Netns> = (0..60).map(|i| lan.guest(&format!("d{i}"))).collect();
+    for guest in &guests {
+        ok(cli::run(&lan.host, &dir, &["attach", "br0", &token(guest), "--no-wait", "dhcp"]));
+    }
+    let bound = wait_until(Duration::from_secs(30), || {
+        ask(&state, &Request::Status).0["LeasesByState"]["BOUND"] == 60
+    });
+    assert!(bound, "{}", ask(&state, &Request::Status).0);
+    let ports = || lan.host.ip(&["-o", "link", "show", "master", "br0"]).lines().count();
+    assert_eq!(ports(), 60);
+
+    // Every guest goes at once; meanwhile the daemon answers within budget.
+    let asking = std::thread::spawn({
+        let state = state.clone();
+        move || {
+            let mut slowest = Duration::ZERO;
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(4) {
+                slowest = slowest.max(ask(&state, &Request::Status).1);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            slowest
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    drop(guests);
+    let slowest = asking.join().expect("the asking thread");
+    assert!(ports() == 0, "every host end went with its guest");
+    let alive = ask(&state, &Request::Status).0["GuestsAlive"].as_u64();
+    assert_eq!(alive, Some(0));
+    assert!(slowest < STATUS_BUDGET, "status took {slowest:?} while 60 guests died");
+}

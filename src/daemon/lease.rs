@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::dhcp::{Action, Client, ClientConfig, Destination, Event};
 use crate::error::{Error, ErrorKind, Result};
-use crate::netlink::{LinkChanges, Netlink};
+use crate::netlink::LinkChanges;
 use crate::netns::Netns;
 use crate::state::Record;
 
@@ -598,7 +598,9 @@ impl Daemon {
         // By identity: the index the host end had while this guest lived. Its name may already
         // be the host end of the same guest attached again (a restarted container).
         let host_end = live.as_ref().and_then(|live| live.host_end_index);
-        drop(live);
+        if let Some(live) = live {
+            self.reacher.close(live);
+        }
         // Nothing behind the address any more: the host's route to it goes now, not at expiry.
         if let Some(held) = slot.stored.lease.as_ref().map(|lease| lease.address) {
             let record = slot.record.clone();
@@ -606,11 +608,7 @@ impl Daemon {
         }
         let Some(slot) = self.slots.get_mut(key) else { return };
         if let (Some(index), Some(name)) = (host_end, slot.record.host_ifname.clone()) {
-            let deleted = Netlink::open(&self.host.netns, "the host namespace")
-                .and_then(|mut host| host.delete_link(index, &name));
-            if let Err(e) = deleted {
-                log(format_args!("{key}: remove the host end {name}: {e}"));
-            }
+            self.reacher.delete_host_end(key.to_string(), index, name);
         }
         let now = self.epoch.elapsed();
         if forget_at.is_some_and(|at| at <= now) {

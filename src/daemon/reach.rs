@@ -74,10 +74,25 @@ pub(super) struct HostRouteChange {
     pub address: std::net::IpAddr,
 }
 
+/// Work in the host namespace that may wait (a veth deletion takes the kernel ~20 ms, a host
+/// route takes a lock another lanyard process may hold): done in order by one thread.
+enum HostJob {
+    Route(HostRouteChange),
+    /// A dead guest's host end, by the index it had while the guest lived.
+    DeleteLink {
+        key: String,
+        index: u32,
+        name: String,
+    },
+    /// A dead guest's sockets and namespace handle: closing a packet socket waits for an RCU
+    /// grace period (milliseconds), which a hundred guests dying together make a long stall.
+    Close(Box<super::Live>),
+}
+
 pub(super) struct Reacher {
     local: Sender<ReachJob>,
     docker: Sender<ReachJob>,
-    routes: Sender<HostRouteChange>,
+    host_jobs: Sender<HostJob>,
     notifier: Notifier,
     results: Receiver<Done>,
 }
@@ -118,32 +133,27 @@ impl Reacher {
                 }
             })?;
         }
-        let (routes, route_changes) = mpsc::channel::<HostRouteChange>();
+        let (host_jobs, jobs) = mpsc::channel::<HostJob>();
         {
             let host = host.clone();
             // One thread, so the changes of one address happen in the order they were asked.
-            spawn("lanyard-routes", SMALL_STACK, move || {
-                for change in route_changes {
-                    let done = if change.add {
-                        crate::host_routes::add(&host, &change.parent, change.address).map(|_| ())
-                    } else {
-                        crate::host_routes::remove(&host, &change.parent, change.address)
-                    };
-                    let what = if change.add { "add" } else { "remove" };
-                    match done {
-                        Ok(()) => super::log(format_args!(
-                            "{}: host route to {} {what}ed",
-                            change.key, change.address
-                        )),
-                        Err(e) => super::log(format_args!(
-                            "{}: {what} the host route to {}: {e}",
-                            change.key, change.address
-                        )),
+            spawn("lanyard-host", SMALL_STACK, move || {
+                for job in jobs {
+                    match job {
+                        HostJob::Route(change) => route_change(&host, change),
+                        HostJob::Close(live) => drop(live),
+                        HostJob::DeleteLink { key, index, name } => {
+                            let deleted = Netlink::open(&host.netns, "the host namespace")
+                                .and_then(|mut netlink| netlink.delete_link(index, &name));
+                            if let Err(e) = deleted {
+                                super::log(format_args!("{key}: remove the host end {name}: {e}"));
+                            }
+                        }
                     }
                 }
             })?;
         }
-        Ok(Reacher { local, docker, routes, notifier, results })
+        Ok(Reacher { local, docker, host_jobs, notifier, results })
     }
 
     /// The descriptor the loop watches: readable when results wait.
@@ -206,8 +216,22 @@ impl Reacher {
     /// Queue a host route change (it takes a lock another lanyard process may hold: never in the
     /// loop).
     pub(super) fn host_route(&self, change: HostRouteChange) {
-        if self.routes.send(change).is_err() {
-            super::log("the daemon's host-route thread is gone: host routes are not kept");
+        if self.host_jobs.send(HostJob::Route(change)).is_err() {
+            super::log("the daemon's host thread is gone: host routes are not kept");
+        }
+    }
+
+    /// Close what a dead guest's lease held, off the loop.
+    pub(super) fn close(&self, live: super::Live) {
+        // A thread that is gone drops the job, and with it the descriptors, here.
+        let _ = self.host_jobs.send(HostJob::Close(Box::new(live)));
+    }
+
+    /// Delete a dead guest's host end by the index it had (off the loop: ~20 ms in the kernel
+    /// per veth, which a thousand guests dying together would make seconds).
+    pub(super) fn delete_host_end(&self, key: String, index: u32, name: String) {
+        if self.host_jobs.send(HostJob::DeleteLink { key, index, name }).is_err() {
+            super::log("the daemon's host thread is gone: host ends are left to the kernel");
         }
     }
 
@@ -215,6 +239,24 @@ impl Reacher {
     pub(super) fn results(&self) -> Vec<Done> {
         let _ = self.notifier.wake.read();
         self.results.try_iter().collect()
+    }
+}
+
+fn route_change(host: &Host, change: HostRouteChange) {
+    let done = if change.add {
+        crate::host_routes::add(host, &change.parent, change.address).map(|_| ())
+    } else {
+        crate::host_routes::remove(host, &change.parent, change.address)
+    };
+    let what = if change.add { "add" } else { "remove" };
+    match done {
+        Ok(()) => {
+            super::log(format_args!("{}: host route to {} {what}ed", change.key, change.address))
+        }
+        Err(e) => super::log(format_args!(
+            "{}: {what} the host route to {}: {e}",
+            change.key, change.address
+        )),
     }
 }
 
