@@ -4,98 +4,27 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use support::cli::ok;
-use support::daemon::DaemonGuard;
 use support::docker::DockerLab;
 use support::lab::{self, wait_until, Lan, Netns, TestDir};
+use support::watcher::{daemon_log, ipv4_of, ports_of, write_config, WatchingDaemon};
 
 const WIRED_WITHIN: Duration = Duration::from_secs(15);
 
-/// A daemon this test started: stopped (SIGTERM, or SIGKILL when the test failed) and reaped
-/// at the end.
-struct RunningDaemon {
-    child: Child,
-    guard: DaemonGuard,
-}
-
-impl RunningDaemon {
-    fn start(ns: &Netns, dir: &TestDir, docker: &DockerLab, config: &Path) -> RunningDaemon {
-        let child = start_daemon(ns, dir, docker, config);
-        RunningDaemon { child, guard: DaemonGuard::new(dir) }
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = self.child.id() as i32;
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(pid, signal) };
-    }
-
-    /// SIGKILL, and wait until it is gone.
-    fn kill(mut self) {
-        self.signal(libc::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RunningDaemon {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.signal(libc::SIGKILL);
-        } else {
-            self.guard.kill(libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// `lanyard --config CONFIG daemon` in `ns`, talking to `docker`, its log in dir/daemon.log.
-fn start_daemon(ns: &Netns, dir: &TestDir, docker: &DockerLab, config: &Path) -> Child {
-    let (key, value) = docker.env();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("daemon.log"))
-        .expect("open daemon.log");
-    let child = support::cli::command(ns, dir, &["--config", config.to_str().unwrap(), "daemon"])
-        .env(key, value)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn lanyard daemon");
-    // The caller's guard stops it; a guard here would stop it on return.
-    let state = dir.join("state");
-    let answers = || {
-        let ping = lanyard::daemon::control::Request::Ping;
-        matches!(
-            lanyard::daemon::control::try_request(&state, &ping, Duration::from_secs(2)),
-            Ok(Some(_))
-        )
-    };
-    assert!(wait_until(Duration::from_secs(10), answers), "the daemon answers");
-    child
-}
-
-fn daemon_log(dir: &TestDir) -> String {
-    std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
-}
-
-fn write_config(dir: &TestDir, text: &str) -> PathBuf {
-    let path = dir.join("lanyard.toml");
-    std::fs::write(&path, text).expect("write the config");
-    path
-}
-
-/// The IPv4 address (CIDR) on `ifname` in the container, if any.
-fn ipv4_of(docker: &DockerLab, container: &str, ifname: &str) -> Option<String> {
-    let out = docker.docker(&["exec", container, "ip", "-4", "-o", "addr", "show", "dev", ifname]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
-    words.find(|w| *w == "inet")?;
-    words.next().map(str::to_string)
+/// A LAN on br0 (198.18.INDEX.0/24) with dnsmasq (no ping) leasing .100 to .200, a test
+/// directory and a private dockerd.
+fn lab_with_dhcp(index: u8, tag: &str) -> (Lan, TestDir, DockerLab, support::dhcp::Dnsmasq) {
+    let lan = Lan::bridge(index);
+    let dir = TestDir::new(tag);
+    let docker = DockerLab::start();
+    let range = (format!("198.18.{index}.100"), format!("198.18.{index}.200"));
+    let dnsmasq =
+        support::dhcp::Dnsmasq::start(&lan.host, "br0", (&range.0, &range.1), "2m", &["--no-ping"]);
+    (lan, dir, docker, dnsmasq)
 }
 
 fn mac_of(docker: &DockerLab, container: &str, ifname: &str) -> String {
@@ -128,19 +57,10 @@ fn record_files(dir: &TestDir) -> Vec<String> {
 #[test]
 fn labelled_containers_are_wired_rewired_after_a_restart_and_cleaned_when_removed() {
     lab::require_root();
-    let lan = Lan::bridge(100);
-    let dir = TestDir::new("watch");
-    let docker = DockerLab::start();
-    let _dnsmasq = support::dhcp::Dnsmasq::start(
-        &lan.host,
-        "br0",
-        ("198.18.100.100", "198.18.100.200"),
-        "2m",
-        &["--no-ping"],
-    );
+    let (lan, dir, docker, _dnsmasq) = lab_with_dhcp(100, "watch");
     let host_before = lan.host.snapshot();
     let config = write_config(&dir, "allowed_host_interfaces = [\"br0\"]\n");
-    let daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    let daemon = WatchingDaemon::start(&lan.host, &dir, &docker, &config);
 
     docker
         .run("web", &["--net", "none", "--label", "lanyard.net=br0 198.18.100.10/24@198.18.100.1"]);
@@ -219,26 +139,12 @@ fn labelled_containers_are_wired_rewired_after_a_restart_and_cleaned_when_remove
     );
 }
 
-/// Host ends of lanyard's veths on `bridge` in the host namespace.
-fn ports_of(ns: &Netns, bridge: &str) -> usize {
-    ns.ip(&["-o", "link", "show", "master", bridge]).lines().count()
-}
-
 #[test]
 fn a_daemon_killed_while_containers_change_finds_everything_at_its_next_start() {
     lab::require_root();
-    let lan = Lan::bridge(101);
-    let dir = TestDir::new("watch-kill");
-    let docker = DockerLab::start();
-    let _dnsmasq = support::dhcp::Dnsmasq::start(
-        &lan.host,
-        "br0",
-        ("198.18.101.100", "198.18.101.200"),
-        "2m",
-        &["--no-ping"],
-    );
+    let (lan, dir, docker, _dnsmasq) = lab_with_dhcp(101, "watch-kill");
     let config = write_config(&dir, "allowed_host_interfaces = [\"br0\"]\n");
-    let daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    let daemon = WatchingDaemon::start(&lan.host, &dir, &docker, &config);
     docker.run("stays", &["--net", "none", "--label", "lanyard.net=br0 198.18.101.20/24"]);
     docker.run("restarted", &["--net", "none", "--label", "lanyard.net=br0 dhcp"]);
     docker.run("removed", &["--net", "none", "--label", "lanyard.net=br0 198.18.101.22/24"]);
@@ -254,7 +160,7 @@ fn a_daemon_killed_while_containers_change_finds_everything_at_its_next_start() 
     // Nothing wires them while no daemon runs.
     assert!(ipv4_of(&docker, "new", "eth1").is_none());
 
-    let _daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    let _daemon = WatchingDaemon::start(&lan.host, &dir, &docker, &config);
     assert_eq!(wait_wired(&docker, &dir, "new", "eth1"), "198.18.101.23/24");
     assert_eq!(wait_wired(&docker, &dir, "restarted", "eth1"), leased, "same address");
     assert_eq!(ipv4_of(&docker, "stays", "eth1").as_deref(), Some("198.18.101.20/24"));
@@ -273,22 +179,13 @@ fn a_daemon_killed_while_containers_change_finds_everything_at_its_next_start() 
 #[test]
 fn dockerd_restarts_and_a_simulated_reboot_rewire_with_the_same_addresses() {
     lab::require_root();
-    let lan = Lan::bridge(102);
-    let dir = TestDir::new("watch-reboot");
-    let mut docker = DockerLab::start();
-    let _dnsmasq = support::dhcp::Dnsmasq::start(
-        &lan.host,
-        "br0",
-        ("198.18.102.100", "198.18.102.200"),
-        "2m",
-        &["--no-ping"],
-    );
+    let (lan, dir, mut docker, _dnsmasq) = lab_with_dhcp(102, "watch-reboot");
     let config = write_config(&dir, "allowed_host_interfaces = [\"br0\"]\n");
     let always = ["--restart", "always", "--net", "none", "--label"];
     docker
         .run("fixed", &[&always[..], &["lanyard.net=br0 198.18.102.30/24@198.18.102.1"]].concat());
     docker.run("leased", &[&always[..], &["lanyard.net=br0 dhcp"]].concat());
-    let daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    let daemon = WatchingDaemon::start(&lan.host, &dir, &docker, &config);
     // Already running when the daemon started: wired by the first reconcile.
     assert_eq!(wait_wired(&docker, &dir, "fixed", "eth1"), "198.18.102.30/24");
     let leased = wait_wired(&docker, &dir, "leased", "eth1");
@@ -305,14 +202,14 @@ fn dockerd_restarts_and_a_simulated_reboot_rewire_with_the_same_addresses() {
     docker.stop_dockerd();
     assert_eq!(ports_of(&lan.host, "br0"), 0, "the links died with the containers");
     docker.restart_dockerd();
-    let daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    let daemon = WatchingDaemon::start(&lan.host, &dir, &docker, &config);
     assert_eq!(wait_wired(&docker, &dir, "fixed", "eth1"), "198.18.102.30/24");
     assert_eq!(wait_wired(&docker, &dir, "leased", "eth1"), leased);
 
     // The other order: lanyard first (Docker down is normal at boot), then dockerd.
     daemon.kill();
     docker.stop_dockerd();
-    let _daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    let _daemon = WatchingDaemon::start(&lan.host, &dir, &docker, &config);
     docker.restart_dockerd();
     assert_eq!(wait_wired(&docker, &dir, "fixed", "eth1"), "198.18.102.30/24");
     assert_eq!(wait_wired(&docker, &dir, "leased", "eth1"), leased);
@@ -346,23 +243,14 @@ fn refusal_of(ns: &Netns, dir: &TestDir, config: &Path, container: &str) -> Stri
 #[test]
 fn docker_pipework_lines_verbatim_every_macro_networks_and_the_key() {
     lab::require_root();
-    let lan = Lan::bridge(103);
-    let dir = TestDir::new("watch-pipework");
-    let docker = DockerLab::start();
-    let _dnsmasq = support::dhcp::Dnsmasq::start(
-        &lan.host,
-        "br0",
-        ("198.18.103.100", "198.18.103.200"),
-        "2m",
-        &["--no-ping"],
-    );
+    let (lan, dir, docker, _dnsmasq) = lab_with_dhcp(103, "watch-pipework");
     let config = write_config(
         &dir,
         "allowed_host_interfaces = [\"br0\"]\npipework_key = \"site-a\"\n\
          [network.office]\nhost_interface = \"br0\"\naddressing = \"static\"\n\
          subnet = \"198.18.103.0/24\"\ngateway = \"198.18.103.1\"\n",
     );
-    let _daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    let _daemon = WatchingDaemon::start(&lan.host, &dir, &docker, &config);
     let key = ["-e", "pipework_key=site-a"];
     // docker-pipework's seed lines, verbatim (trailing space included).
     docker.run(
@@ -459,7 +347,7 @@ fn host_routes_reach_macvlan_containers_and_go_with_them() {
     let dir = TestDir::new("watch-routes");
     let docker = DockerLab::start();
     let config = write_config(&dir, "allowed_host_interfaces = [\"uplink0\"]\n");
-    let _daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    let _daemon = WatchingDaemon::start(&lan.host, &dir, &docker, &config);
     let host_before = lan.host.snapshot();
     let ping =
         |address: &str| lan.host.exec(&["ping", "-c", "1", "-W", "1", address]).status.success();
@@ -546,7 +434,7 @@ fn metrics_pass_promtool_and_count_what_the_daemon_does() {
     );
     let config =
         write_config(&dir, "allowed_host_interfaces = [\"br0\"]\nmetrics = \"127.0.0.1:9731\"\n");
-    let _daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    let _daemon = WatchingDaemon::start(&lan.host, &dir, &docker, &config);
     docker.run("static", &["--net", "none", "--label", "lanyard.net=br0 198.18.105.10/24"]);
     docker.run("leased", &["--net", "none", "--label", "lanyard.net=br0 dhcp"]);
     docker.run("refused", &["--net", "none", "--label", "lanyard.net=eth0 198.18.105.11/24"]);
@@ -590,7 +478,7 @@ fn a_declaration_that_failed_is_tried_again_until_it_works() {
     let dir = TestDir::new("watch-retry");
     let docker = DockerLab::start();
     let config = write_config(&dir, "allowed_host_interfaces = [\"up9\"]\n");
-    let _daemon = RunningDaemon::start(&lan.host, &dir, &docker, &config);
+    let _daemon = WatchingDaemon::start(&lan.host, &dir, &docker, &config);
     docker.run("early", &["--net", "none", "--label", "lanyard.net=up9 198.18.106.20/24"]);
     let failed = wait_until(WIRED_WITHIN, || {
         let status = status_json(&lan.host, &dir, &config);

@@ -48,6 +48,18 @@ impl WatchingDaemon {
         self.child.id()
     }
 
+    /// Send `signal` to the daemon (our own child, not yet reaped).
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// SIGKILL, and reap it: what a crash leaves (leases and records on disk).
+    pub fn kill(mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM (the daemon leaves containers wired and leases recorded) and wait until it is gone.
     pub fn stop(mut self) {
         self.terminate();
