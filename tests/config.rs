@@ -282,3 +282,30 @@ fn a_daemon_started_on_demand_reads_the_callers_config_file() {
     );
     ok(command(&lan.host, &dir, &["detach", &guest]).output().expect("run lanyard"));
 }
+
+#[test]
+fn status_warns_of_a_network_named_like_an_interface_of_the_host() {
+    lab::require_root();
+    let lan = Lan::bridge(93);
+    let dir = TestDir::new("config-warn");
+    let file = write_config(
+        &dir,
+        "lanyard.toml",
+        "[network.br0]\nhost_interface = \"br0\"\naddressing = \"dhcp\"\n\
+         [network.lan]\nhost_interface = \"br0\"\naddressing = \"dhcp\"\n",
+    );
+    let state = dir.join("state");
+    let env = [("LANYARD_STATE_DIR", state.as_path())];
+    let out = ok(lanyard(&lan.host, &dir, &["--config", file.to_str().unwrap(), "status"], &env));
+    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "only br0 is also an interface here: {out}");
+    assert!(warnings[0].contains("network \"br0\"") && warnings[0].contains("means the network"));
+    let json = ok(lanyard(
+        &lan.host,
+        &dir,
+        &["--config", file.to_str().unwrap(), "status", "--json"],
+        &env,
+    ));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["Warnings"].as_array().map(Vec::len), Some(1), "{json}");
+}
