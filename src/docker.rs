@@ -75,6 +75,8 @@ pub struct ContainerDetails {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerEvent {
     pub id: String,
+    /// The container's name as the event gives it (empty if it gives none).
+    pub name: String,
     /// "start", "die", "destroy".
     pub action: String,
     /// The event's own time, nanoseconds since the Unix epoch (0 if Docker gave none).
@@ -318,9 +320,13 @@ impl DockerApi {
                     Ok(message) => {
                         let Some(actor) = message.actor else { continue };
                         let Some(id) = actor.id else { continue };
+                        let name = actor
+                            .attributes
+                            .and_then(|mut attributes| attributes.remove("name"))
+                            .unwrap_or_default();
                         let action = message.action.unwrap_or_default();
                         let at_nanos = message.time_nano.unwrap_or(0);
-                        each(ContainerEvent { id, action, at_nanos });
+                        each(ContainerEvent { id, name, action, at_nanos });
                     }
                     Err(e) => return self.request_error("(events)", e),
                 }

@@ -308,7 +308,12 @@ impl Wirer {
     }
 
     fn event(&mut self, event: ContainerEvent) {
-        log(format_args!("docker event: {} container {}", event.action, short(&event.id)));
+        log(format_args!(
+            "docker event: {} container {} ({})",
+            event.action,
+            event.name,
+            short(&event.id)
+        ));
         self.with_status(|s| s.events += 1);
         match event.action.as_str() {
             "start" => {
@@ -334,7 +339,7 @@ impl Wirer {
                 let was_known =
                     self.status.lock().map(|mut s| s.containers.remove(&event.id).is_some());
                 if was_known.unwrap_or(false) {
-                    log(format_args!("container {}: stopped", short(&event.id)));
+                    log(format_args!("container {}: stopped", event.name));
                 }
             }
             "destroy" => self.collect_container(&event.id),
