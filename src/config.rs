@@ -65,16 +65,18 @@ impl Default for Config {
 /// Why `name` cannot be a Docker plugin name: it becomes a file name under
 /// /run/docker/plugins, and Docker looks it up by the exact `-d` word.
 pub fn bad_docker_plugin_name(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".to_string());
+    }
     if name.len() > MAX_DOCKER_PLUGIN_NAME {
         return Some(format!("is longer than {MAX_DOCKER_PLUGIN_NAME} bytes"));
     }
     if name.starts_with('.') || name.starts_with('-') {
         return Some("starts with '.' or '-'".to_string());
     }
-    match name.chars().find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c))) {
-        Some(c) => Some(format!("contains {c:?} (allowed: A-Z a-z 0-9 . _ -)")),
-        None => None,
-    }
+    name.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c)))
+        .map(|c| format!("contains {c:?} (allowed: A-Z a-z 0-9 . _ -)"))
 }
 
 /// Where metrics are served.

@@ -25,10 +25,25 @@ const SHORTENED_HASH_HEX: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum GuestRef {
-    Container { id: String, name: String },
-    Netns { name: String },
-    Pid { pid: u32 },
-    Path { path: String },
+    Container {
+        id: String,
+        name: String,
+    },
+    Netns {
+        name: String,
+    },
+    Pid {
+        pid: u32,
+    },
+    Path {
+        path: String,
+    },
+    /// An endpoint the Docker network plugin made (see [`crate::plugin`]): Docker names no
+    /// container to a plugin, so the endpoint is known by its network's and its own Docker id.
+    DockerEndpoint {
+        network: String,
+        endpoint: String,
+    },
 }
 
 impl GuestRef {
@@ -40,6 +55,9 @@ impl GuestRef {
             GuestRef::Netns { name } => format!("netns:{name}"),
             GuestRef::Pid { pid } => format!("pid:{pid}"),
             GuestRef::Path { path } => format!("path:{path}"),
+            GuestRef::DockerEndpoint { network, endpoint } => {
+                format!("docker-endpoint:{network}/{endpoint}")
+            }
         }
     }
 
@@ -52,6 +70,9 @@ impl GuestRef {
             GuestRef::Netns { name } => ("netns", vec![name.clone()]),
             GuestRef::Pid { pid } => ("pid", vec![pid.to_string()]),
             GuestRef::Path { path } => ("path", vec![path.clone()]),
+            GuestRef::DockerEndpoint { network, endpoint } => {
+                ("dockerendpoint", vec![network.clone(), endpoint.clone()])
+            }
         }
     }
 
@@ -80,6 +101,11 @@ impl GuestRef {
                 let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
                 format!("path-{hex}")
             }
+            // Format 1 predates plugin endpoints: no such record exists; this only keeps the
+            // lookup of format-1 names total.
+            GuestRef::DockerEndpoint { network, endpoint } => {
+                format!("dockerendpoint-{}-{}", safe(network), safe(endpoint))
+            }
         }
     }
 
@@ -94,6 +120,9 @@ impl GuestRef {
                 token.strip_prefix("pid:").unwrap_or(token).parse::<u32>().ok() == Some(*pid)
             }
             GuestRef::Path { path } => token == path,
+            GuestRef::DockerEndpoint { endpoint, .. } => {
+                token.len() >= 4 && endpoint.starts_with(token)
+            }
         }
     }
 
@@ -103,6 +132,11 @@ impl GuestRef {
             GuestRef::Netns { name } => format!("netns:{name}"),
             GuestRef::Pid { pid } => format!("pid:{pid}"),
             GuestRef::Path { path } => path.clone(),
+            GuestRef::DockerEndpoint { network, endpoint } => format!(
+                "docker-endpoint:{} (network {})",
+                endpoint.chars().take(12).collect::<String>(),
+                network.chars().take(12).collect::<String>()
+            ),
         }
     }
 }
