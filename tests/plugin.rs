@@ -254,8 +254,36 @@ fn a_static_network_on_a_bridge_wires_containers_and_leaves_nothing_behind() {
     let inspect = String::from_utf8_lossy(&inspect.stdout);
     assert!(inspect.contains("docker-endpoint"), "lanyard inspect --all shows it: {inspect}");
 
-    docker_ok(&lab, &dir, &["rm", "-f", "c1"]);
-    docker_ok(&lab, &dir, &["network", "rm", "n1"]);
+    // A network without a gateway (Docker's null IPAM: no address either): still exactly one
+    // interface, no docker_gwbridge.
+    docker_ok(
+        &lab,
+        &dir,
+        &["network", "create", "-d", &name, "--ipam-driver", "null", "-o", "parent=br0", "n2"],
+    );
+    docker_ok(
+        &lab,
+        &dir,
+        &[
+            "run",
+            "-d",
+            "--stop-timeout",
+            "1",
+            "--net",
+            "n2",
+            "--name",
+            "c2",
+            &image,
+            "sleep",
+            "3600",
+        ],
+    );
+    let links = docker_ok(&lab, &dir, &["exec", "c2", "ls", "/sys/class/net"]);
+    assert_eq!(links.split_whitespace().collect::<Vec<_>>(), ["eth0", "lo"]);
+    assert!(!lan.host.links().iter().any(|l| l.contains("docker_gwbridge")));
+
+    docker_ok(&lab, &dir, &["rm", "-f", "c1", "c2"]);
+    docker_ok(&lab, &dir, &["network", "rm", "n1", "n2"]);
     assert_eq!(plugin_links(&lan.host), Vec::<String>::new());
     assert_eq!(lan.host.links(), links_before, "no link left in the host namespace");
     assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
