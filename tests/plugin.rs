@@ -282,6 +282,10 @@ fn a_static_network_on_a_bridge_wires_containers_and_leaves_nothing_behind() {
     assert_eq!(links.split_whitespace().collect::<Vec<_>>(), ["eth0", "lo"]);
     assert!(!lan.host.links().iter().any(|l| l.contains("docker_gwbridge")));
 
+    let status = support::cli::run(&lan.host, &dir, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["Attachments"], 2, "lanyard status counts both endpoints: {status}");
+
     docker_ok(&lab, &dir, &["rm", "-f", "c1", "c2"]);
     docker_ok(&lab, &dir, &["network", "rm", "n1", "n2"]);
     assert_eq!(plugin_links(&lan.host), Vec::<String>::new());
@@ -372,4 +376,39 @@ fn an_empty_docker_plugin_name_serves_no_socket() {
     let control = lanyard::daemon::control::socket_path(&dir.join("state"));
     assert!(sockets.contains(control.to_str().unwrap()), "the daemon serves: {sockets}");
     assert!(!sockets.contains(lanyard::plugin::PLUGIN_DIR), "{sockets}");
+}
+
+#[test]
+fn a_stale_socket_is_replaced_a_live_one_kept_and_the_own_one_unlinked_at_sigterm() {
+    lab::require_root();
+    let ns = Netns::new("plugin-socket");
+    let (dir, other_dir) = (TestDir::new("plugin-socket"), TestDir::new("plugin-socket-2"));
+    let name = plugin_name("socket");
+    let socket = lanyard::plugin::socket_path(&name);
+    std::fs::create_dir_all(lanyard::plugin::PLUGIN_DIR).unwrap();
+    // A socket nobody listens on any more: what a killed daemon leaves.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind the stale socket"));
+    assert!(UnixStream::connect(&socket).is_err(), "the stale socket answers nobody");
+    let mut daemon =
+        PluginDaemon::start(&ns, &dir, &format!("docker_plugin = \"{name}\"\n"), socket.clone());
+    assert_eq!(post(&socket, "Plugin.Activate", "").0, 200, "the daemon replaced the stale socket");
+
+    // A second daemon (another state directory) with the same name leaves the live one alone.
+    let second = PluginDaemon::start(
+        &ns,
+        &other_dir,
+        &format!("docker_plugin = \"{name}\"\n"),
+        PathBuf::new(),
+    );
+    let log = std::fs::read_to_string(other_dir.join("daemon.log")).unwrap_or_default();
+    assert!(log.contains("served by another live process"), "{log}");
+    drop(second);
+    assert_eq!(post(&socket, "Plugin.Activate", "").0, 200, "the first daemon still serves");
+
+    // SIGTERM: the daemon unlinks its socket before it exits.
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+    let _ = daemon.child.wait();
+    assert!(!socket.exists(), "{} was unlinked at exit", socket.display());
+    daemon.socket = PathBuf::new();
 }
