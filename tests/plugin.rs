@@ -325,6 +325,8 @@ fn a_static_network_on_a_macvlan_parent_wires_containers_and_leaves_nothing_behi
             "parent=uplink0",
             "-o",
             "macvlan_mode=bridge",
+            "-o",
+            "mtu=1400",
             "--subnet",
             "198.18.161.0/24",
             "--gateway",
@@ -352,6 +354,16 @@ fn a_static_network_on_a_macvlan_parent_wires_containers_and_leaves_nothing_behi
         ],
     );
     check_container(&lab, &dir, "c1", "198.18.161.50", "198.18.161.1");
+    assert_eq!(docker_ok(&lab, &dir, &["exec", "c1", "cat", "/sys/class/net/eth0/mtu"]), "1400");
+    // Options lanyard does not know, or does not do yet, are refused at create, not ignored.
+    for option in ["parnet=uplink0", "slaac=true", "mtu=9999", "macvlan_mode=sideways"] {
+        let create =
+            ["network", "create", "-d", &name, "-o", "parent=uplink0", "-o", option, "bad"];
+        let out = docker(&lab, &create);
+        let key = option.split('=').next().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(key), "{option}: {stderr}");
+    }
     docker_ok(&lab, &dir, &["rm", "-f", "c1"]);
     docker_ok(&lab, &dir, &["network", "rm", "m1"]);
     assert_eq!(lan.host.links(), links_before, "no link left in the host namespace");

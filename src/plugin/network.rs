@@ -232,7 +232,7 @@ fn create_network(plugin: &Plugin, request: CreateNetwork) -> Result<Value> {
         .ok_or_else(|| Error::usage("-o parent=INTERFACE is required (a bridge or an interface)"))?
         .to_string();
     let macvlan_mode = match option_text(&generic, "macvlan_mode")? {
-        Some(text) => text.parse::<MacvlanMode>()?,
+        Some(text) => text.parse::<MacvlanMode>().map_err(|e| e.context("-o macvlan_mode"))?,
         None => MacvlanMode::default(),
     };
     let mtu = match option_text(&generic, "mtu")? {
@@ -244,7 +244,14 @@ fn create_network(plugin: &Plugin, request: CreateNetwork) -> Result<Value> {
     };
     let slaac = match option_text(&generic, "slaac")? {
         None | Some("false") => false,
-        Some("true") => true,
+        // Refused rather than ignored: a network that silently lacks what was asked for is
+        // worse than one that is not created.
+        Some("true") => {
+            return Err(Error::unsupported(
+                "-o slaac=true (SLAAC on lanyard networks comes with their DHCP addressing); \
+                 give static IPv6 with --ipv6 --subnet and docker run --ip6",
+            ))
+        }
         Some(text) => return Err(Error::usage(format!("-o slaac={text}: expected true or false"))),
     };
     let network = Network {

@@ -32,7 +32,7 @@ pub struct Network {
     pub macvlan_mode: MacvlanMode,
     /// `-o mtu=`; `None`: the parent's.
     pub mtu: Option<u32>,
-    /// `-o slaac=true`: recorded for the DHCP slice; not applied yet.
+    /// `-o slaac=`: only `false` is accepted so far (see CreateNetwork).
     pub slaac: bool,
     pub ipv4: Vec<Pool>,
     pub ipv6: Vec<Pool>,
