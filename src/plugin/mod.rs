@@ -352,3 +352,68 @@ pub(crate) fn no_arguments(call: &str, body: &[u8]) -> Result<()> {
         _ => Err(Error::usage(format!("{call} takes no arguments, got {text:?}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(bytes: &str) -> std::io::Result<Option<Request>> {
+        read_request(&mut BufReader::new(bytes.as_bytes()))
+    }
+
+    #[test]
+    fn requests_are_read_by_length_chunks_and_one_after_another() {
+        let two = "POST /A HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}\
+                   POST /B HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\n{\"a\r\n3;x=y\r\n\":1\r\n2\r\n}\n\r\n0\r\n\r\n";
+        let mut reader = BufReader::new(two.as_bytes());
+        let first = read_request(&mut reader).unwrap().unwrap();
+        assert_eq!(
+            (first.method.as_str(), first.path.as_str(), first.body.as_slice()),
+            ("POST", "/A", &b"{}"[..])
+        );
+        assert!(!first.close);
+        let second = read_request(&mut reader).unwrap().unwrap();
+        assert_eq!((second.path.as_str(), second.body.as_slice()), ("/B", &b"{\"a\":1}\n"[..]));
+        assert!(read_request(&mut reader).unwrap().is_none(), "the end of the connection");
+        let closing = request("POST /C HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(closing.close && closing.body.is_empty());
+    }
+
+    #[test]
+    fn malformed_requests_are_refused_not_guessed() {
+        for bad in [
+            "POST\r\n\r\n",
+            "POST /A HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+            "POST /A HTTP/1.1\r\nno colon\r\n\r\n",
+            "POST /A HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+            "POST /A HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ] {
+            let err = request(bad).err().unwrap_or_else(|| panic!("{bad:?} was accepted"));
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{bad:?}");
+        }
+        let long = format!("POST /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_LINE));
+        assert!(request(&long).is_err());
+        // A body shorter than announced is an error too (the connection ended).
+        assert!(request("POST /A HTTP/1.1\r\nContent-Length: 5\r\n\r\n{}").is_err());
+    }
+
+    #[test]
+    fn bodies_that_are_not_dockers_are_errors_and_argument_free_calls_take_none() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct NeedsId {
+            #[serde(rename = "NetworkID")]
+            id: String,
+        }
+        for body in ["", "  \n", "{}", "nonsense", "null", "[]"] {
+            let err = parse_body::<NeedsId>("X.Call", body.as_bytes()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Usage, "{body:?}");
+            assert!(err.to_string().starts_with("X.Call: "), "{err}");
+        }
+        assert_eq!(parse_body::<NeedsId>("X", br#"{"NetworkID":"n"}"#).unwrap().id, "n");
+        for body in ["", "null", "{}", " {} \n"] {
+            no_arguments("X", body.as_bytes()).unwrap();
+        }
+        assert!(no_arguments("X", b"{\"a\":1}").is_err());
+    }
+}
