@@ -253,6 +253,11 @@ fn a_static_network_on_a_bridge_wires_containers_and_leaves_nothing_behind() {
     let inspect = support::cli::run(&lan.host, &dir, &["inspect", "--all"]);
     let inspect = String::from_utf8_lossy(&inspect.stdout);
     assert!(inspect.contains("docker-endpoint"), "lanyard inspect --all shows it: {inspect}");
+    let views: serde_json::Value = serde_json::from_str(&inspect).expect("inspect JSON");
+    for view in views.as_array().unwrap() {
+        let interface = &view["Lanyard"]["Interfaces"][0];
+        assert_eq!(interface["InSync"], true, "{interface}");
+    }
 
     // A network without a gateway (Docker's null IPAM: no address either): still exactly one
     // interface, no docker_gwbridge.
