@@ -40,6 +40,9 @@ pub struct Config {
     pub networks: BTreeMap<String, Network>,
 }
 
+/// The environment variable that overrides `docker_plugin` (see [`Config::load`]).
+pub const DOCKER_PLUGIN_ENV: &str = "LANYARD_DOCKER_PLUGIN";
+
 /// The plugin name `docker network create -d NAME` uses when the config names none.
 pub const DEFAULT_DOCKER_PLUGIN: &str = "lanyard";
 
@@ -134,10 +137,30 @@ impl Config {
     /// The configuration for this run: `explicit` (from `--config` or `LANYARD_CONFIG`) must
     /// exist; without it, [`DEFAULT_CONFIG_PATH`] is read if present, defaults otherwise.
     pub fn load(explicit: Option<&Path>) -> Result<Config> {
-        match explicit {
+        let config = match explicit {
             Some(path) => Self::load_file(path, true),
             None => Self::load_file(Path::new(DEFAULT_CONFIG_PATH), false),
+        }?;
+        config.with_docker_plugin_override(std::env::var(DOCKER_PLUGIN_ENV).ok().as_deref())
+    }
+
+    /// [`DOCKER_PLUGIN_ENV`], when set, replaces `docker_plugin` ("" turns the plugin off), as
+    /// LANYARD_STATE_DIR replaces `state_dir`: a daemon run by a test suite, or a second daemon
+    /// on one host, then stays off Docker's machine-wide plugin directory without a config file.
+    pub fn with_docker_plugin_override(mut self, value: Option<&str>) -> Result<Config> {
+        match value {
+            None => {}
+            Some("") => self.docker_plugin = None,
+            Some(name) => match bad_docker_plugin_name(name) {
+                Some(why) => {
+                    return Err(Error::usage(format!(
+                        "{DOCKER_PLUGIN_ENV}={name:?}: the name {why}"
+                    )))
+                }
+                None => self.docker_plugin = Some(name.to_string()),
+            },
         }
+        Ok(self)
     }
 
     /// Reads `path`; a missing file is an error when the user named it (`required`), defaults
@@ -527,6 +550,13 @@ gateway = "198.18.8.1"
         refused("docker_plugin = \"has space\"\n", 1, "contains ' '");
         refused(&format!("docker_plugin = \"{}\"\n", "p".repeat(81)), 1, "longer than 80");
         refused("docker_plugin = 1\n", 1, "docker_plugin");
+        // LANYARD_DOCKER_PLUGIN replaces the key: "" turns the plugin off, a bad name is refused.
+        let over = |value| named.clone().with_docker_plugin_override(value);
+        assert_eq!(over(None).unwrap().docker_plugin.as_deref(), Some("lanyard-test-1.a_b"));
+        assert_eq!(over(Some("")).unwrap().docker_plugin, None);
+        assert_eq!(over(Some("other")).unwrap().docker_plugin.as_deref(), Some("other"));
+        let err = over(Some("a/b")).unwrap_err();
+        assert!(err.kind() == ErrorKind::Usage && err.to_string().contains(DOCKER_PLUGIN_ENV));
     }
 
     #[test]

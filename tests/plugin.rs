@@ -30,6 +30,8 @@ impl PluginDaemon {
         let log = std::fs::File::create(dir.join("daemon.log")).expect("create daemon.log");
         let child =
             support::cli::command(ns, dir, &["--config", config.to_str().unwrap(), "daemon"])
+                // Netns::command turns the plugin off; these daemons are for it.
+                .env_remove(lanyard::config::DOCKER_PLUGIN_ENV)
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
