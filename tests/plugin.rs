@@ -27,7 +27,11 @@ impl PluginDaemon {
     fn start(ns: &Netns, dir: &TestDir, config_text: &str, socket: PathBuf) -> PluginDaemon {
         let config = dir.join("lanyard.toml");
         std::fs::write(&config, config_text).expect("write the config");
-        let log = std::fs::File::create(dir.join("daemon.log")).expect("create daemon.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("daemon.log"))
+            .expect("open daemon.log");
         let child =
             support::cli::command(ns, dir, &["--config", config.to_str().unwrap(), "daemon"])
                 // Netns::command turns the plugin off; these daemons are for it.
@@ -50,11 +54,22 @@ impl PluginDaemon {
     }
 }
 
+impl PluginDaemon {
+    /// SIGKILL, as a crash would: the socket stays behind, for the next daemon to replace.
+    fn crash(&mut self) {
+        // SAFETY: kill(2) on our own child, not yet reaped (reaped just below).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for PluginDaemon {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
         let _ = std::fs::remove_file(&self.socket);
     }
 }
@@ -313,12 +328,8 @@ fn a_static_network_on_a_macvlan_parent_wires_containers_and_leaves_nothing_behi
     let lab = DockerLab::start_in_netns(&lan.host.path, "198.19.161.1/24");
     let image = lab.import_busybox();
     let links_before = lan.host.links();
-    let _daemon = PluginDaemon::start(
-        &lan.host,
-        &dir,
-        &format!("docker_plugin = \"{name}\"\n"),
-        socket.clone(),
-    );
+    let config = format!("docker_plugin = \"{name}\"\n");
+    let mut daemon = PluginDaemon::start(&lan.host, &dir, &config, socket.clone());
     assert!(lan.wait_forwarding(Duration::from_secs(5)), "the uplink's port forwards");
     docker_ok(
         &lab,
@@ -341,6 +352,9 @@ fn a_static_network_on_a_macvlan_parent_wires_containers_and_leaves_nothing_behi
             "m1",
         ],
     );
+    // The networks outlive the daemon: a restarted one serves what Docker already has.
+    drop(daemon);
+    daemon = PluginDaemon::start(&lan.host, &dir, &config, socket.clone());
     docker_ok(
         &lab,
         &dir,
@@ -371,8 +385,14 @@ fn a_static_network_on_a_macvlan_parent_wires_containers_and_leaves_nothing_behi
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(key), "{option}: {stderr}");
     }
+    // A crashed daemon's successor still knows the endpoint, and removes it.
+    daemon.crash();
+    // Dropped first: dropping it after its successor started would remove the new socket.
+    drop(daemon);
+    daemon = PluginDaemon::start(&lan.host, &dir, &config, socket.clone());
     docker_ok(&lab, &dir, &["rm", "-f", "c1"]);
     docker_ok(&lab, &dir, &["network", "rm", "m1"]);
+    drop(daemon);
     assert_eq!(lan.host.links(), links_before, "no link left in the host namespace");
     assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
     assert_eq!(plugin_store(&dir)["endpoints"], serde_json::json!({}));

@@ -19,8 +19,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -38,6 +37,8 @@ const MAX_BODY: usize = 1 << 20;
 const MAX_LINE: usize = 8192;
 /// Connections served at once; more wait in the listen queue until one ends.
 const MAX_CONNECTIONS: usize = 64;
+/// How long a connection beyond [`MAX_CONNECTIONS`] waits for a slot before it is closed.
+const SLOT_WAIT: Duration = Duration::from_secs(10);
 /// Docker keeps connections open between calls; one idle this long is closed (Docker's
 /// client opens a new one for the next call).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -96,10 +97,10 @@ pub fn start(host: Host, name: &str) -> Result<Served> {
         .with_context(ErrorKind::Io, || format!("stat {}", path.display()))?;
     let served = Served { path: path.clone(), identity: (meta.dev(), meta.ino()) };
     let plugin = Arc::new(Plugin { host, store: Mutex::new(store) });
-    let active = Arc::new(AtomicUsize::new(0));
+    let slots: Slots = Arc::new((Mutex::new(0), Condvar::new()));
     std::thread::Builder::new()
         .name("docker-plugin".into())
-        .spawn(move || accept_loop(listener, plugin, active))
+        .spawn(move || accept_loop(listener, plugin, slots))
         .with_context(ErrorKind::Io, || "start the docker plugin's thread")?;
     Ok(served)
 }
@@ -123,27 +124,40 @@ fn remove_stale_socket(path: &Path) -> Result<()> {
         .with_context(ErrorKind::Io, || format!("remove the stale socket {}", path.display()))
 }
 
-fn accept_loop(listener: UnixListener, plugin: Arc<Plugin>, active: Arc<AtomicUsize>) {
+/// Connections being served, and the wake-up for the accept loop when one ends.
+type Slots = Arc<(Mutex<usize>, Condvar)>;
+
+fn accept_loop(listener: UnixListener, plugin: Arc<Plugin>, slots: Slots) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        // Bounded: wait for a slot instead of spawning without limit.
-        let mut waited = 0;
-        while active.load(Ordering::Acquire) >= MAX_CONNECTIONS && waited < 1000 {
-            std::thread::sleep(Duration::from_millis(10));
-            waited += 1;
+        // Bounded: wait for a slot (a connection ending frees one) instead of spawning without
+        // limit; a connection still without one after the wait is closed unanswered.
+        {
+            let (count, freed) = &*slots;
+            let count = count.lock().unwrap_or_else(|e| e.into_inner());
+            let (mut count, _) = freed
+                .wait_timeout_while(count, SLOT_WAIT, |count| *count >= MAX_CONNECTIONS)
+                .unwrap_or_else(|e| e.into_inner());
+            if *count >= MAX_CONNECTIONS {
+                continue;
+            }
+            *count += 1;
         }
-        if active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
-            continue; // dropped: the client sees the connection close
-        }
-        active.fetch_add(1, Ordering::AcqRel);
-        let (plugin, done) = (plugin.clone(), active.clone());
-        let spawned =
-            std::thread::Builder::new().name("docker-plugin-conn".into()).spawn(move || {
+        let (plugin, done) = (plugin.clone(), slots.clone());
+        let release = move || {
+            let (count, freed) = &*done;
+            *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+            freed.notify_one();
+        };
+        let spawned = std::thread::Builder::new().name("docker-plugin-conn".into()).spawn({
+            let release = release.clone();
+            move || {
                 let _ = serve_connection(stream, &plugin);
-                done.fetch_sub(1, Ordering::AcqRel);
-            });
+                release();
+            }
+        });
         if spawned.is_err() {
-            active.fetch_sub(1, Ordering::AcqRel);
+            release();
         }
     }
 }
