@@ -451,3 +451,50 @@ fn a_stale_socket_is_replaced_a_live_one_kept_and_the_own_one_unlinked_at_sigter
     assert!(!socket.exists(), "{} was unlinked at exit", socket.display());
     daemon.socket = PathBuf::new();
 }
+
+#[test]
+fn deleting_a_network_removes_the_endpoints_docker_forgot() {
+    lab::require_root();
+    let lan = Lan::bridge(162);
+    let dir = TestDir::new("plugin-forgot");
+    let name = plugin_name("forgot");
+    let socket = lanyard::plugin::socket_path(&name);
+    let links_before = lan.host.links();
+    let _daemon = PluginDaemon::start(
+        &lan.host,
+        &dir,
+        &format!("docker_plugin = \"{name}\"\n"),
+        socket.clone(),
+    );
+    // Docker's calls by hand: a network, an endpoint whose DeleteEndpoint never arrives (the
+    // daemon was down when the container went), then DeleteNetwork.
+    let (network, endpoint) = ("ab".repeat(32), "cd".repeat(32));
+    let create = format!(
+        r#"{{"NetworkID":"{network}","Options":{{"com.docker.network.generic":{{"parent":"br0"}}}},
+            "IPv4Data":[{{"AddressSpace":"x","Pool":"198.18.162.0/24","Gateway":"198.18.162.1/24"}}],"IPv6Data":[]}}"#
+    );
+    assert_eq!(post(&socket, "NetworkDriver.CreateNetwork", &create).0, 200);
+    let endpoint_body = format!(
+        r#"{{"NetworkID":"{network}","EndpointID":"{endpoint}",
+            "Interface":{{"Address":"198.18.162.50/24","MacAddress":"02:00:c6:12:a2:32"}}}}"#
+    );
+    let (status, answer) = post(&socket, "NetworkDriver.CreateEndpoint", &endpoint_body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(plugin_links(&lan.host).len(), 2, "a veth: {:?}", lan.host.links());
+    assert_eq!(support::cli::record_and_lease_files(&dir).len(), 1);
+
+    let (status, answer) =
+        post(&socket, "NetworkDriver.DeleteNetwork", &format!(r#"{{"NetworkID":"{network}"}}"#));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(lan.host.links(), links_before, "the forgotten endpoint's veth is gone");
+    assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
+    let store = plugin_store(&dir);
+    assert_eq!(
+        (&store["networks"], &store["endpoints"]),
+        (&serde_json::json!({}), &serde_json::json!({}))
+    );
+    // Docker retries: a second DeleteNetwork and DeleteEndpoint of what is gone succeed.
+    let again = format!(r#"{{"NetworkID":"{network}","EndpointID":"{endpoint}"}}"#);
+    assert_eq!(post(&socket, "NetworkDriver.DeleteEndpoint", &again).0, 200);
+    assert_eq!(post(&socket, "NetworkDriver.DeleteNetwork", &again).0, 200);
+}

@@ -276,14 +276,34 @@ fn create_network(plugin: &Plugin, request: CreateNetwork) -> Result<Value> {
 
 fn delete_network(plugin: &Plugin, request: NetworkOnly) -> Result<Value> {
     check_id("network", &request.network_id)?;
+    let host = &plugin.host;
     let mut store = plugin.store.lock().unwrap_or_else(|e| e.into_inner());
-    // Docker deletes a network only without endpoints; one still recorded is refused, so a
-    // link lanyard made is never forgotten.
-    if let Some(endpoint) = store.endpoints.values().find(|e| e.network == request.network_id) {
-        return Err(Error::conflict(format!(
-            "network {} still has endpoint {}: remove its containers first",
-            request.network_id, endpoint.id
-        )));
+    // Docker deletes a network only once it has no endpoints left, and forgets an endpoint
+    // even when its DeleteEndpoint failed (this daemon was down then: Docker logs a warning
+    // and goes on). So an endpoint still stored here is one Docker forgot: removed now, or
+    // its links and record would outlive the network.
+    let forgotten: Vec<Endpoint> =
+        store.endpoints.values().filter(|e| e.network == request.network_id).cloned().collect();
+    if !forgotten.is_empty() {
+        let lock = host.state.lock()?;
+        let mut netlink = Netlink::open(&host.netns, "the host namespace")?;
+        let mut leftovers = Vec::new();
+        for endpoint in &forgotten {
+            let left = remove_endpoint_parts(host, &mut netlink, endpoint, None);
+            if left.is_empty() {
+                store.endpoints.remove(&endpoint.id);
+            }
+            leftovers.extend(left);
+        }
+        drop(lock);
+        store.save()?;
+        if !leftovers.is_empty() {
+            return Err(Error::new(
+                crate::error::ErrorKind::Kernel,
+                format!("remove the endpoints Docker forgot on network {}", request.network_id),
+            )
+            .with_leftovers(&leftovers));
+        }
     }
     // Unknown: already deleted (idempotent, as Docker retries).
     if let Some(network) = store.networks.remove(&request.network_id) {
