@@ -453,7 +453,7 @@ fn a_stale_socket_is_replaced_a_live_one_kept_and_the_own_one_unlinked_at_sigter
 }
 
 #[test]
-fn deleting_a_network_removes_the_endpoints_docker_forgot() {
+fn deleting_a_network_removes_the_endpoints_docker_forgot_and_detach_removes_one() {
     lab::require_root();
     let lan = Lan::bridge(162);
     let dir = TestDir::new("plugin-forgot");
@@ -493,6 +493,20 @@ fn deleting_a_network_removes_the_endpoints_docker_forgot() {
         (&store["networks"], &store["endpoints"]),
         (&serde_json::json!({}), &serde_json::json!({}))
     );
+    // `lanyard detach` by the endpoint's id removes its veth and record; Docker's
+    // DeleteEndpoint afterwards finds nothing left and succeeds.
+    assert_eq!(post(&socket, "NetworkDriver.CreateNetwork", &create).0, 200);
+    let second = endpoint_body.replace(&endpoint, &"ef".repeat(32));
+    assert_eq!(post(&socket, "NetworkDriver.CreateEndpoint", &second).0, 200);
+    let detached = support::cli::run(&lan.host, &dir, &["detach", "efefefef"]);
+    assert!(detached.status.success(), "{}", String::from_utf8_lossy(&detached.stderr));
+    assert_eq!(lan.host.links(), links_before, "detach removed the veth");
+    assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
+    let delete = format!(r#"{{"NetworkID":"{network}","EndpointID":"{}"}}"#, "ef".repeat(32));
+    assert_eq!(post(&socket, "NetworkDriver.DeleteEndpoint", &delete).0, 200);
+    assert_eq!(post(&socket, "NetworkDriver.DeleteNetwork", &delete).0, 200);
+    assert_eq!(plugin_store(&dir)["endpoints"], serde_json::json!({}));
+
     // Docker retries: a second DeleteNetwork and DeleteEndpoint of what is gone succeed.
     let again = format!(r#"{{"NetworkID":"{network}","EndpointID":"{endpoint}"}}"#);
     assert_eq!(post(&socket, "NetworkDriver.DeleteEndpoint", &again).0, 200);
