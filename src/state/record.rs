@@ -25,25 +25,13 @@ const SHORTENED_HASH_HEX: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum GuestRef {
-    Container {
-        id: String,
-        name: String,
-    },
-    Netns {
-        name: String,
-    },
-    Pid {
-        pid: u32,
-    },
-    Path {
-        path: String,
-    },
-    /// An endpoint the Docker network plugin made (see [`crate::plugin`]): Docker names no
-    /// container to a plugin, so the endpoint is known by its network's and its own Docker id.
-    DockerEndpoint {
-        network: String,
-        endpoint: String,
-    },
+    Container { id: String, name: String },
+    Netns { name: String },
+    Pid { pid: u32 },
+    Path { path: String },
+    // An endpoint the Docker network plugin made (see `crate::plugin`): Docker names no
+    // container to a plugin, so the endpoint is known by its network's and its own Docker id.
+    DockerEndpoint { network: String, endpoint: String },
 }
 
 impl GuestRef {
