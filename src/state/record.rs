@@ -331,6 +331,7 @@ mod tests {
             GuestRef::Pid { pid: 42 },
             GuestRef::Container { id: "abc".into(), name: "db".into() },
             GuestRef::Path { path: "/proc/7/ns/net".into() },
+            GuestRef::DockerEndpoint { network: "ab".repeat(32), endpoint: "cd".repeat(32) },
         ];
         for guest in &guests {
             for ifname in ["eth1", "lan 0"] {
@@ -392,6 +393,8 @@ mod tests {
             assert_ne!(name(&guest_a, if_a), name(&guest_b, if_b));
         }
         assert_eq!(name(&netns("lab"), "eth1"), "netns-lab@eth1.json");
+        let endpoint = GuestRef::DockerEndpoint { network: "n1".into(), endpoint: "e1".into() };
+        assert_eq!(name(&endpoint, "lyge1"), "dockerendpoint-n1+e1@lyge1.json");
         assert_eq!(name(&netns("kc:1"), "eth1"), "netns-kc%3A1@eth1.json");
         assert_eq!(
             name(&GuestRef::Path { path: "/proc/7/ns/net".into() }, "eth1"),
