@@ -376,6 +376,12 @@ fn a_static_network_on_a_macvlan_parent_wires_containers_and_leaves_nothing_behi
     );
     check_container(&lab, &dir, "c1", "198.18.161.50", "198.18.161.1");
     assert_eq!(docker_ok(&lab, &dir, &["exec", "c1", "cat", "/sys/class/net/eth0/mtu"]), "1400");
+    // docker restart redoes every call with a new endpoint: the old one leaves nothing.
+    docker_ok(&lab, &dir, &["restart", "-t", "0", "c1"]);
+    check_container(&lab, &dir, "c1", "198.18.161.50", "198.18.161.1");
+    assert_eq!(plugin_store(&dir)["endpoints"].as_object().map(|e| e.len()), Some(1));
+    assert_eq!(support::cli::record_and_lease_files(&dir).len(), 1);
+    assert!(plugin_links(&lan.host).is_empty(), "{:?}", lan.host.links());
     // Options lanyard does not know, or does not do yet, are refused at create, not ignored.
     for option in ["parnet=uplink0", "slaac=true", "mtu=9999", "macvlan_mode=sideways"] {
         let create =
