@@ -17,7 +17,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/lanyard/lanyard.toml";
 
 /// A loaded, checked configuration. `Config::default()` is what a host without a config file
 /// gets: no state directory of its own, no allowed host interface, no networks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The file it was read from; `None` for the defaults.
     pub source: Option<PathBuf>,
@@ -32,8 +32,54 @@ pub struct Config {
     /// Where the daemon serves Prometheus metrics (`metrics = "127.0.0.1:9731"` or a unix
     /// socket path); `None`: nowhere.
     pub metrics: Option<MetricsListen>,
+    /// The Docker network plugin's name (`docker_plugin`): the daemon serves
+    /// `/run/docker/plugins/NAME.sock`. Default [`DEFAULT_DOCKER_PLUGIN`]; `None`
+    /// (`docker_plugin = ""`): no plugin.
+    pub docker_plugin: Option<String>,
     /// Named networks, by name.
     pub networks: BTreeMap<String, Network>,
+}
+
+/// The environment variable that overrides `docker_plugin` (see [`Config::load`]).
+pub const DOCKER_PLUGIN_ENV: &str = "LANYARD_DOCKER_PLUGIN";
+
+/// The plugin name `docker network create -d NAME` uses when the config names none.
+pub const DEFAULT_DOCKER_PLUGIN: &str = "lanyard";
+
+/// Longest plugin name: `/run/docker/plugins/NAME.sock` must fit a unix socket address (108
+/// bytes with its terminating NUL).
+const MAX_DOCKER_PLUGIN_NAME: usize = 80;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            source: None,
+            state_dir: None,
+            allowed_host_interfaces: Vec::new(),
+            pipework_key: None,
+            host_routes: false,
+            metrics: None,
+            docker_plugin: Some(DEFAULT_DOCKER_PLUGIN.to_string()),
+            networks: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why `name` cannot be a Docker plugin name: it becomes a file name under
+/// /run/docker/plugins, and Docker looks it up by the exact `-d` word.
+pub fn bad_docker_plugin_name(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".to_string());
+    }
+    if name.len() > MAX_DOCKER_PLUGIN_NAME {
+        return Some(format!("is longer than {MAX_DOCKER_PLUGIN_NAME} bytes"));
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return Some("starts with '.' or '-'".to_string());
+    }
+    name.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c)))
+        .map(|c| format!("contains {c:?} (allowed: A-Z a-z 0-9 . _ -)"))
 }
 
 /// Where metrics are served.
@@ -91,10 +137,30 @@ impl Config {
     /// The configuration for this run: `explicit` (from `--config` or `LANYARD_CONFIG`) must
     /// exist; without it, [`DEFAULT_CONFIG_PATH`] is read if present, defaults otherwise.
     pub fn load(explicit: Option<&Path>) -> Result<Config> {
-        match explicit {
+        let config = match explicit {
             Some(path) => Self::load_file(path, true),
             None => Self::load_file(Path::new(DEFAULT_CONFIG_PATH), false),
+        }?;
+        config.with_docker_plugin_override(std::env::var(DOCKER_PLUGIN_ENV).ok().as_deref())
+    }
+
+    /// [`DOCKER_PLUGIN_ENV`], when set, replaces `docker_plugin` ("" turns the plugin off), as
+    /// LANYARD_STATE_DIR replaces `state_dir`: a daemon run by a test suite, or a second daemon
+    /// on one host, then stays off Docker's machine-wide plugin directory without a config file.
+    pub fn with_docker_plugin_override(mut self, value: Option<&str>) -> Result<Config> {
+        match value {
+            None => {}
+            Some("") => self.docker_plugin = None,
+            Some(name) => match bad_docker_plugin_name(name) {
+                Some(why) => {
+                    return Err(Error::usage(format!(
+                        "{DOCKER_PLUGIN_ENV}={name:?}: the name {why}"
+                    )))
+                }
+                None => self.docker_plugin = Some(name.to_string()),
+            },
         }
+        Ok(self)
     }
 
     /// Reads `path`; a missing file is an error when the user named it (`required`), defaults
@@ -303,6 +369,22 @@ impl Config {
                 )
             })?),
         };
+        let docker_plugin = match raw.docker_plugin {
+            None => Some(DEFAULT_DOCKER_PLUGIN.to_string()),
+            Some(value) if value.get_ref().is_empty() => None,
+            Some(value) => match bad_docker_plugin_name(value.get_ref()) {
+                Some(why) => {
+                    return Err(refuse(
+                        value.span().start,
+                        &format!(
+                            "docker_plugin {:?} {why}; give a name such as \"lanyard\", or \"\" to serve no plugin",
+                            value.get_ref()
+                        ),
+                    ))
+                }
+                None => Some(value.into_inner()),
+            },
+        };
         Ok(Config {
             source: Some(path.to_path_buf()),
             state_dir,
@@ -310,6 +392,7 @@ impl Config {
             pipework_key,
             host_routes: raw.host_routes,
             metrics,
+            docker_plugin,
             networks,
         })
     }
@@ -357,6 +440,7 @@ struct RawConfig {
     #[serde(default)]
     host_routes: bool,
     metrics: Option<Spanned<String>>,
+    docker_plugin: Option<Spanned<String>>,
     #[serde(default)]
     network: BTreeMap<Spanned<String>, Spanned<RawNetwork>>,
 }
@@ -452,6 +536,27 @@ gateway = "198.18.8.1"
             let config = parse(&format!("metrics = \"{value}\"\n")).unwrap();
             assert_eq!(config.metrics, Some(listen), "{value}");
         }
+    }
+
+    #[test]
+    fn the_docker_plugin_is_on_by_default_named_by_the_key_and_off_when_empty() {
+        assert_eq!(Config::default().docker_plugin.as_deref(), Some("lanyard"));
+        assert_eq!(parse(SAMPLE).unwrap().docker_plugin.as_deref(), Some("lanyard"));
+        let named = parse("docker_plugin = \"lanyard-test-1.a_b\"\n").unwrap();
+        assert_eq!(named.docker_plugin.as_deref(), Some("lanyard-test-1.a_b"));
+        assert_eq!(parse("docker_plugin = \"\"\n").unwrap().docker_plugin, None);
+        refused("\ndocker_plugin = \"a/b\"\n", 2, "docker_plugin \"a/b\" contains '/'");
+        refused("docker_plugin = \"../x\"\n", 1, "starts with '.'");
+        refused("docker_plugin = \"has space\"\n", 1, "contains ' '");
+        refused(&format!("docker_plugin = \"{}\"\n", "p".repeat(81)), 1, "longer than 80");
+        refused("docker_plugin = 1\n", 1, "docker_plugin");
+        // LANYARD_DOCKER_PLUGIN replaces the key: "" turns the plugin off, a bad name is refused.
+        let over = |value| named.clone().with_docker_plugin_override(value);
+        assert_eq!(over(None).unwrap().docker_plugin.as_deref(), Some("lanyard-test-1.a_b"));
+        assert_eq!(over(Some("")).unwrap().docker_plugin, None);
+        assert_eq!(over(Some("other")).unwrap().docker_plugin.as_deref(), Some("other"));
+        let err = over(Some("a/b")).unwrap_err();
+        assert!(err.kind() == ErrorKind::Usage && err.to_string().contains(DOCKER_PLUGIN_ENV));
     }
 
     #[test]

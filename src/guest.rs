@@ -60,6 +60,9 @@ pub fn locate(
             }
             (Netns::from_pid(info.pid).ok()?, Some(info.pid))
         }
+        // Docker holds the container's namespace and tells the plugin nothing to find it by
+        // later; the plugin removes what is left of an endpoint itself (DeleteEndpoint).
+        GuestRef::DockerEndpoint { .. } => return None,
     };
     (netns.id() == record.netns).then_some((netns, pid))
 }

@@ -28,6 +28,7 @@ pub mod logging;
 pub mod naming;
 pub mod netlink;
 pub mod netns;
+pub mod plugin;
 pub mod ready;
 pub mod resolv;
 pub mod route_cmd;

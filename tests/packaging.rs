@@ -68,6 +68,8 @@ fn the_unit_passes_systemd_analyze_verify() {
         assert!(!line.contains("docker"), "the unit must not depend on Docker: {line}");
     }
     assert!(text.contains("Restart=on-failure"), "restarted when it fails");
+    // The Docker network plugin's socket should exist when dockerd restores its containers.
+    assert!(text.lines().any(|l| l == "Before=docker.service"), "ordered before dockerd");
 }
 
 #[test]

@@ -120,7 +120,7 @@ pub(super) fn random_pair() -> Result<[u8; 2]> {
 /// The veth's host end gets a stable MAC starting with 0xfe: a Linux bridge without a MAC of
 /// its own takes its ports' lowest MAC, so a high one never changes the bridge's address (the
 /// trick libvirt uses for its tap devices).
-pub(super) fn host_end_mac(host_id: &str, identity: &str, guest_ifname: &str) -> [u8; 6] {
+pub(crate) fn host_end_mac(host_id: &str, identity: &str, guest_ifname: &str) -> [u8; 6] {
     let mut mac = naming::stable_mac(host_id, &format!("host-end:{identity}"), guest_ifname, 0).0;
     mac[0] = 0xfe;
     mac

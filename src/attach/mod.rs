@@ -19,7 +19,8 @@ use crate::host::Host;
 use crate::netlink::{LinkKind, Netlink};
 use crate::spec::{self, AddressSpec, MacAddr, MacScheme, MacvlanMode, RouteSpec};
 use crate::state::{DhcpSettings, DriverKind, Record};
-use identity::{check_given_mac, choose_mac, free_host_ifname, host_end_mac};
+pub(crate) use identity::host_end_mac;
+use identity::{check_given_mac, choose_mac, free_host_ifname};
 use rollback::Rollback;
 use wire::{wire, Plan, Sockets};
 

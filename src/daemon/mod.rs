@@ -134,6 +134,8 @@ pub struct Daemon {
     reacher: reach::Reacher,
     /// Numbers reaching jobs and probes.
     attempts: u64,
+    /// The Docker network plugin's socket (config `docker_plugin`), unlinked when dropped.
+    plugin: Option<crate::plugin::Served>,
     /// Declared before the lock: everything queued is on disk before another daemon may start.
     writer: store::Writer,
     _lock: crate::state::StateLock,
@@ -213,6 +215,7 @@ impl Daemon {
             conns: std::collections::HashMap::new(),
             reacher,
             attempts: 0,
+            plugin: None,
             writer,
             _lock: lock,
         };
@@ -237,6 +240,16 @@ impl Daemon {
             // Not fatal: the daemon's job is the leases; the log says why there are no metrics.
             if let Err(e) = metrics::start(listen, daemon.state_dir.clone(), watch) {
                 log(format_args!("no metrics: {e}"));
+            }
+        }
+        if let Some(name) = daemon.config.docker_plugin.clone() {
+            // Not fatal either: leases and labelled containers do not need the plugin.
+            match daemon.host.try_clone().and_then(|host| crate::plugin::start(host, &name)) {
+                Ok(served) => {
+                    log(format_args!("docker plugin {name} on {}", served.path().display()));
+                    daemon.plugin = Some(served);
+                }
+                Err(e) => log(format_args!("no docker plugin {name}: {e}")),
             }
         }
         log(format_args!(
@@ -313,6 +326,8 @@ impl Daemon {
                                 info.ssi_signo
                             ));
                             let _ = std::fs::remove_file(control::socket_path(&self.state_dir));
+                            // Unlinked now, not at drop: Docker must not find a dead socket.
+                            drop(self.plugin.take());
                             return Ok(());
                         }
                     }

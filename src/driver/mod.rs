@@ -109,6 +109,8 @@ pub trait Driver {
     /// Make the link; afterwards `guest_ifname` exists inside the guest, down: the caller writes
     /// its sysctls and then brings it up, so no router advertisement is accepted in between. On
     /// error, whatever this call made is already removed (or the error names what is left).
+    /// `guest` may be the host's own namespace: the Docker plugin ([`crate::plugin`]) makes the
+    /// guest end there, and Docker moves it into the container.
     fn setup(
         &self,
         host: &mut Netlink,

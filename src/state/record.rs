@@ -29,6 +29,9 @@ pub enum GuestRef {
     Netns { name: String },
     Pid { pid: u32 },
     Path { path: String },
+    // An endpoint the Docker network plugin made (see `crate::plugin`): Docker names no
+    // container to a plugin, so the endpoint is known by its network's and its own Docker id.
+    DockerEndpoint { network: String, endpoint: String },
 }
 
 impl GuestRef {
@@ -40,6 +43,9 @@ impl GuestRef {
             GuestRef::Netns { name } => format!("netns:{name}"),
             GuestRef::Pid { pid } => format!("pid:{pid}"),
             GuestRef::Path { path } => format!("path:{path}"),
+            GuestRef::DockerEndpoint { network, endpoint } => {
+                format!("docker-endpoint:{network}/{endpoint}")
+            }
         }
     }
 
@@ -52,6 +58,9 @@ impl GuestRef {
             GuestRef::Netns { name } => ("netns", vec![name.clone()]),
             GuestRef::Pid { pid } => ("pid", vec![pid.to_string()]),
             GuestRef::Path { path } => ("path", vec![path.clone()]),
+            GuestRef::DockerEndpoint { network, endpoint } => {
+                ("dockerendpoint", vec![network.clone(), endpoint.clone()])
+            }
         }
     }
 
@@ -80,6 +89,11 @@ impl GuestRef {
                 let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
                 format!("path-{hex}")
             }
+            // Format 1 predates plugin endpoints: no such record exists; this only keeps the
+            // lookup of format-1 names total.
+            GuestRef::DockerEndpoint { network, endpoint } => {
+                format!("dockerendpoint-{}-{}", safe(network), safe(endpoint))
+            }
         }
     }
 
@@ -94,6 +108,9 @@ impl GuestRef {
                 token.strip_prefix("pid:").unwrap_or(token).parse::<u32>().ok() == Some(*pid)
             }
             GuestRef::Path { path } => token == path,
+            GuestRef::DockerEndpoint { endpoint, .. } => {
+                token.len() >= 4 && endpoint.starts_with(token)
+            }
         }
     }
 
@@ -103,6 +120,11 @@ impl GuestRef {
             GuestRef::Netns { name } => format!("netns:{name}"),
             GuestRef::Pid { pid } => format!("pid:{pid}"),
             GuestRef::Path { path } => path.clone(),
+            GuestRef::DockerEndpoint { network, endpoint } => format!(
+                "docker-endpoint:{} (network {})",
+                endpoint.chars().take(12).collect::<String>(),
+                network.chars().take(12).collect::<String>()
+            ),
         }
     }
 }
@@ -309,6 +331,7 @@ mod tests {
             GuestRef::Pid { pid: 42 },
             GuestRef::Container { id: "abc".into(), name: "db".into() },
             GuestRef::Path { path: "/proc/7/ns/net".into() },
+            GuestRef::DockerEndpoint { network: "ab".repeat(32), endpoint: "cd".repeat(32) },
         ];
         for guest in &guests {
             for ifname in ["eth1", "lan 0"] {
@@ -370,6 +393,8 @@ mod tests {
             assert_ne!(name(&guest_a, if_a), name(&guest_b, if_b));
         }
         assert_eq!(name(&netns("lab"), "eth1"), "netns-lab@eth1.json");
+        let endpoint = GuestRef::DockerEndpoint { network: "n1".into(), endpoint: "e1".into() };
+        assert_eq!(name(&endpoint, "lyge1"), "dockerendpoint-n1+e1@lyge1.json");
         assert_eq!(name(&netns("kc:1"), "eth1"), "netns-kc%3A1@eth1.json");
         assert_eq!(
             name(&GuestRef::Path { path: "/proc/7/ns/net".into() }, "eth1"),

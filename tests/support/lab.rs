@@ -249,6 +249,9 @@ impl Netns {
     /// `ip netns exec` it keeps the test's mount namespace). stdin defaults to inherited: set it.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new(program);
+        // A lanyard daemon started here serves no Docker plugin socket in the machine-wide
+        // /run/docker/plugins unless the test asks (tests/plugin.rs removes this).
+        cmd.env(lanyard::config::DOCKER_PLUGIN_ENV, "");
         let fd = Arc::clone(&self.fd);
         // SAFETY: the closure only calls setns, which is async-signal-safe.
         unsafe {

@@ -1,0 +1,553 @@
+//! The NetworkDriver API. Docker's order for one container (checked with Docker 20.10):
+//! IPAM RequestAddress -> CreateEndpoint -> Join -> ProgramExternalConnectivity ->
+//! EndpointOperInfo; on stop Revoke..., Leave, DeleteEndpoint, ReleaseAddress.
+//!
+//! Docker moves the interface named in Join's answer from its own namespace (the one this
+//! daemon serves as the host) into the container, and gives it the address, the MAC and the
+//! routes itself. So CreateEndpoint makes the link with the library's drivers (a veth whose
+//! host end joins a bridge parent, or a macvlan child of any other parent) with the guest end
+//! left in the host namespace under a temporary name, and records it as a lanyard record.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::store::{Endpoint, Network, Pool};
+use super::{no_arguments, parse_body, Plugin};
+use crate::driver::{driver_for, LinkRequest};
+use crate::error::{Error, Result};
+use crate::netlink::{LinkKind, Netlink};
+use crate::spec::{AddressSpec, MacAddr, MacScheme, MacvlanMode};
+use crate::state::{DriverKind, GuestRef, Record, RECORD_VERSION};
+
+/// Docker's generic options (`-o KEY=VALUE`) travel under this key.
+const GENERIC_OPTIONS: &str = "com.docker.network.generic";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct IpamData {
+    #[serde(default)]
+    pool: String,
+    #[serde(default)]
+    gateway: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateNetwork {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(default)]
+    options: BTreeMap<String, Value>,
+    #[serde(rename = "IPv4Data", default)]
+    ipv4_data: Option<Vec<IpamData>>,
+    #[serde(rename = "IPv6Data", default)]
+    ipv6_data: Option<Vec<IpamData>>,
+}
+
+#[derive(Deserialize)]
+struct NetworkOnly {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct InterfaceData {
+    #[serde(default)]
+    address: String,
+    #[serde(rename = "AddressIPv6", default)]
+    address_ipv6: String,
+    #[serde(default)]
+    mac_address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateEndpoint {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(rename = "EndpointID")]
+    endpoint_id: String,
+    #[serde(default)]
+    interface: Option<InterfaceData>,
+}
+
+#[derive(Deserialize)]
+struct EndpointOnly {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(rename = "EndpointID")]
+    endpoint_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Join {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(rename = "EndpointID")]
+    endpoint_id: String,
+    sandbox_key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Discovery {
+    discovery_type: i64,
+}
+
+pub fn handle(plugin: &Plugin, call: &str, body: &[u8]) -> Result<Value> {
+    let what = format!("NetworkDriver.{call}");
+    match call {
+        "GetCapabilities" => {
+            no_arguments(&what, body)?;
+            Ok(json!({ "Scope": "local", "ConnectivityScope": "local" }))
+        }
+        "CreateNetwork" => create_network(plugin, parse_body(&what, body)?),
+        "DeleteNetwork" => delete_network(plugin, parse_body(&what, body)?),
+        "CreateEndpoint" => create_endpoint(plugin, parse_body(&what, body)?),
+        "DeleteEndpoint" => delete_endpoint(plugin, parse_body(&what, body)?),
+        "Join" => join(plugin, parse_body(&what, body)?),
+        "Leave" | "ProgramExternalConnectivity" | "RevokeExternalConnectivity" => {
+            // Nothing to do: Docker moves the link back itself; lanyard adds no NAT or ports.
+            let request: EndpointOnly = parse_body(&what, body)?;
+            check_id("network", &request.network_id)?;
+            check_id("endpoint", &request.endpoint_id)?;
+            Ok(json!({}))
+        }
+        "EndpointOperInfo" => {
+            let request: EndpointOnly = parse_body(&what, body)?;
+            check_id("endpoint", &request.endpoint_id)?;
+            Ok(json!({ "Value": {} }))
+        }
+        "DiscoverNew" | "DiscoverDelete" => {
+            let request: Discovery = parse_body(&what, body)?;
+            let _ = request.discovery_type;
+            Ok(json!({}))
+        }
+        _ => Err(Error::unsupported(format!("{what}: not a call this plugin implements"))),
+    }
+}
+
+/// Docker's ids are 64 hex digits; the first 12 name the links, so fewer is refused.
+fn check_id(what: &str, id: &str) -> Result<()> {
+    if id.len() < 12 || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::usage(format!("{what} id {id:?} is not a Docker id (hex digits)")));
+    }
+    Ok(())
+}
+
+fn option_text<'a>(options: &'a BTreeMap<String, Value>, key: &str) -> Result<Option<&'a str>> {
+    match options.get(key) {
+        None => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(other) => Err(Error::usage(format!("-o {key}={other}: expected a string"))),
+    }
+}
+
+fn pools(network: &str, family: &str, data: Option<Vec<IpamData>>) -> Result<Vec<Pool>> {
+    let mut pools = Vec::new();
+    for data in data.unwrap_or_default() {
+        let pool: IpNet = data.pool.parse().map_err(|_| {
+            Error::usage(format!(
+                "network {network}: {family} pool {:?} is not a subnet",
+                data.pool
+            ))
+        })?;
+        let gateway = match data.gateway.as_str() {
+            "" => None,
+            // Docker sends the gateway with the pool's prefix length ("198.18.0.1/24").
+            text => Some(
+                text.parse::<IpNet>()
+                    .map(|net| net.addr())
+                    .or_else(|_| text.parse::<IpAddr>())
+                    .map_err(|_| {
+                        Error::usage(format!(
+                            "network {network}: {family} gateway {text:?} is not an address"
+                        ))
+                    })?,
+            ),
+        };
+        pools.push(Pool { pool, gateway });
+    }
+    Ok(pools)
+}
+
+/// Which driver a parent gets, as `lanyard attach` decides: a bridge gets veth ports, anything
+/// else macvlan children. The parent must exist now: a network that cannot work is refused at
+/// create, not at its first container.
+fn check_parent(host: &mut Netlink, network: &Network) -> Result<DriverKind> {
+    crate::spec::validate_ifname(&network.parent, "-o parent")?;
+    let link = host.link_by_name(&network.parent)?.ok_or_else(|| {
+        Error::not_found(format!(
+            "-o parent={}: no such interface in the host namespace; give an existing bridge or \
+             interface",
+            network.parent
+        ))
+    })?;
+    let kind = match link.kind {
+        LinkKind::Bridge => DriverKind::Bridge,
+        _ => DriverKind::Macvlan,
+    };
+    let has_ipv6 = !network.ipv6.is_empty();
+    // The driver's own checks (a loopback or bridge-port parent, the MTU against the
+    // parent's), with names that are never used.
+    let request = LinkRequest {
+        host_interface: &network.parent,
+        host_ifname: Some("lyvalidate"),
+        guest_ifname: "lyvalidate",
+        guest_mac: [0x02, 0, 0, 0, 0, 1],
+        host_mac: [0xfe, 0, 0, 0, 0, 1],
+        guest_mtu: network.mtu,
+        macvlan_mode: network.macvlan_mode,
+        no_create: true,
+        host_addresses: &[],
+        fail_in_setup: None,
+    };
+    let plan = driver_for(kind).validate(host, &request)?;
+    crate::spec::validate_mtu(plan.guest_mtu, has_ipv6)?;
+    Ok(kind)
+}
+
+fn create_network(plugin: &Plugin, request: CreateNetwork) -> Result<Value> {
+    check_id("network", &request.network_id)?;
+    let id = request.network_id.clone();
+    let generic = match request.options.get(GENERIC_OPTIONS) {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Object(map)) => map.clone().into_iter().collect(),
+        Some(other) => return Err(Error::usage(format!("options {other}: expected an object"))),
+    };
+    for key in generic.keys() {
+        if !["parent", "macvlan_mode", "mtu", "slaac"].contains(&key.as_str()) {
+            return Err(Error::usage(format!(
+                "-o {key}: not an option of lanyard networks (parent, macvlan_mode, mtu, slaac)"
+            )));
+        }
+    }
+    let parent = option_text(&generic, "parent")?
+        .ok_or_else(|| Error::usage("-o parent=INTERFACE is required (a bridge or an interface)"))?
+        .to_string();
+    let macvlan_mode = match option_text(&generic, "macvlan_mode")? {
+        Some(text) => text.parse::<MacvlanMode>().map_err(|e| e.context("-o macvlan_mode"))?,
+        None => MacvlanMode::default(),
+    };
+    let mtu = match option_text(&generic, "mtu")? {
+        Some(text) => Some(
+            text.parse::<u32>()
+                .map_err(|_| Error::usage(format!("-o mtu={text}: expected a number")))?,
+        ),
+        None => None,
+    };
+    let slaac = match option_text(&generic, "slaac")? {
+        None | Some("false") => false,
+        // Refused rather than ignored: a network that silently lacks what was asked for is
+        // worse than one that is not created.
+        Some("true") => {
+            return Err(Error::unsupported(
+                "-o slaac=true (SLAAC on lanyard networks comes with their DHCP addressing); \
+                 give static IPv6 with --ipv6 --subnet and docker run --ip6",
+            ))
+        }
+        Some(text) => return Err(Error::usage(format!("-o slaac={text}: expected true or false"))),
+    };
+    let network = Network {
+        ipv4: pools(&id, "IPv4", request.ipv4_data)?,
+        ipv6: pools(&id, "IPv6", request.ipv6_data)?,
+        id: id.clone(),
+        parent,
+        macvlan_mode,
+        mtu,
+        slaac,
+    };
+    let mut netlink = Netlink::open(&plugin.host.netns, "the host namespace")?;
+    check_parent(&mut netlink, &network).map_err(|e| e.context(format!("network {id}")))?;
+    let mut store = plugin.store.lock().unwrap_or_else(|e| e.into_inner());
+    store.networks.insert(id.clone(), network);
+    if let Err(e) = store.save() {
+        store.networks.remove(&id);
+        return Err(e);
+    }
+    Ok(json!({}))
+}
+
+fn delete_network(plugin: &Plugin, request: NetworkOnly) -> Result<Value> {
+    check_id("network", &request.network_id)?;
+    let host = &plugin.host;
+    let mut store = plugin.store.lock().unwrap_or_else(|e| e.into_inner());
+    // Docker deletes a network only once it has no endpoints left, and forgets an endpoint
+    // even when its DeleteEndpoint failed (this daemon was down then: Docker logs a warning
+    // and goes on). So an endpoint still stored here is one Docker forgot: removed now, or
+    // its links and record would outlive the network.
+    let forgotten: Vec<Endpoint> =
+        store.endpoints.values().filter(|e| e.network == request.network_id).cloned().collect();
+    if !forgotten.is_empty() {
+        let lock = host.state.lock()?;
+        let mut netlink = Netlink::open(&host.netns, "the host namespace")?;
+        let mut leftovers = Vec::new();
+        for endpoint in &forgotten {
+            let left = remove_endpoint_parts(host, &mut netlink, endpoint, None);
+            if left.is_empty() {
+                store.endpoints.remove(&endpoint.id);
+            }
+            leftovers.extend(left);
+        }
+        drop(lock);
+        store.save()?;
+        if !leftovers.is_empty() {
+            return Err(Error::new(
+                crate::error::ErrorKind::Kernel,
+                format!("remove the endpoints Docker forgot on network {}", request.network_id),
+            )
+            .with_leftovers(&leftovers));
+        }
+    }
+    // Unknown: already deleted (idempotent, as Docker retries).
+    if let Some(network) = store.networks.remove(&request.network_id) {
+        if let Err(e) = store.save() {
+            store.networks.insert(network.id.clone(), network);
+            return Err(e);
+        }
+    }
+    Ok(json!({}))
+}
+
+/// The names of an endpoint's links: the first 12 hex digits of its id, unique among the
+/// endpoints Docker has at once.
+fn link_names(endpoint_id: &str) -> (String, String) {
+    (format!("lyg{}", &endpoint_id[..12]), format!("lyh{}", &endpoint_id[..12]))
+}
+
+fn parse_net(text: &str, what: &str) -> Result<Option<IpNet>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        Error::usage(format!("{what} {text:?} is not an address with a prefix length"))
+    })
+}
+
+fn create_endpoint(plugin: &Plugin, request: CreateEndpoint) -> Result<Value> {
+    check_id("network", &request.network_id)?;
+    check_id("endpoint", &request.endpoint_id)?;
+    let host = &plugin.host;
+    let mut store = plugin.store.lock().unwrap_or_else(|e| e.into_inner());
+    let network = store.networks.get(&request.network_id).cloned().ok_or_else(|| {
+        Error::not_found(format!(
+            "network {} is not one of lanyard's (its CreateNetwork never reached this daemon's \
+             state directory): remove it and create it again",
+            request.network_id
+        ))
+    })?;
+    if store.endpoints.contains_key(&request.endpoint_id) {
+        return Ok(json!({}));
+    }
+    let interface = request.interface.unwrap_or_default();
+    let mut addresses = Vec::new();
+    for (text, ipv6) in [(&interface.address, false), (&interface.address_ipv6, true)] {
+        if let Some(address) = parse_net(text, "Interface.Address")? {
+            addresses.push(AddressSpec { address, gateway: network.gateway(ipv6) });
+        }
+    }
+    let guest = GuestRef::DockerEndpoint {
+        network: request.network_id.clone(),
+        endpoint: request.endpoint_id.clone(),
+    };
+    let (given_mac, mac) = match interface.mac_address.as_str() {
+        "" => (false, crate::naming::stable_mac(&host.host_id, &guest.identity(), "eth0", 0)),
+        text => (true, text.parse::<MacAddr>()?),
+    };
+    let (link_name, host_end) = link_names(&request.endpoint_id);
+
+    let lock = host.state.lock()?;
+    let mut netlink = Netlink::open(&host.netns, "the host namespace")?;
+    let kind = check_parent(&mut netlink, &network)?;
+    if netlink.link_by_name(&link_name)?.is_some() {
+        return Err(Error::conflict(format!(
+            "interface {link_name} already exists in the host namespace (another endpoint with \
+             the same id prefix?): remove it with ip link del {link_name}"
+        )));
+    }
+    let request_link = LinkRequest {
+        host_interface: &network.parent,
+        host_ifname: (kind == DriverKind::Bridge).then_some(host_end.as_str()),
+        guest_ifname: &link_name,
+        guest_mac: mac.0,
+        host_mac: crate::attach::host_end_mac(&host.host_id, &guest.identity(), &link_name),
+        guest_mtu: network.mtu,
+        macvlan_mode: network.macvlan_mode,
+        no_create: true,
+        host_addresses: &[],
+        fail_in_setup: None,
+    };
+    let driver = driver_for(kind);
+    let plan = driver.validate(&mut netlink, &request_link)?;
+    // The guest namespace is the host's own: Docker moves the link into the container at Join.
+    let created = driver.setup(&mut netlink, &host.netns, &request_link, &plan)?;
+    let record = Record {
+        version: RECORD_VERSION,
+        guest: guest.clone(),
+        netns: host.netns.id(),
+        guest_ifname: link_name.clone(),
+        driver: kind,
+        host_interface: network.parent.clone(),
+        host_ifname: created.host_link.clone(),
+        created_bridge: false,
+        macvlan_mode: (kind == DriverKind::Macvlan).then_some(network.macvlan_mode),
+        mac,
+        mac_scheme: MacScheme::default(),
+        mtu: plan.guest_mtu,
+        addresses: addresses.clone(),
+        routes: Vec::new(),
+        host_addresses: Vec::new(),
+        replaced_default_routes: Vec::new(),
+        attached_at: crate::attach::now_unix(),
+        dhcp: None,
+        declared: None,
+        host_route: false,
+    };
+    let endpoint = Endpoint {
+        network: network.id.clone(),
+        id: request.endpoint_id.clone(),
+        driver: kind,
+        link_name: link_name.clone(),
+        host_end: created.host_link.clone(),
+        mac,
+        addresses: addresses.iter().map(|a| a.address).collect(),
+        record: record.file_name(),
+        joined: false,
+    };
+    let saved = host.state.save(&record).and_then(|_| {
+        store.endpoints.insert(endpoint.id.clone(), endpoint.clone());
+        store.save().inspect_err(|_| {
+            store.endpoints.remove(&endpoint.id);
+        })
+    });
+    if let Err(e) = saved {
+        let leftovers = remove_endpoint_parts(host, &mut netlink, &endpoint, Some(&record));
+        return Err(e.with_leftovers(&leftovers));
+    }
+    drop(lock);
+    Ok(match given_mac {
+        true => json!({}),
+        false => json!({ "Interface": { "MacAddress": mac.to_string() } }),
+    })
+}
+
+/// Remove an endpoint's links and record, each step even when one before failed; returns a
+/// line per thing left behind. A link is taken only when it is still the endpoint's (its name
+/// and, for the guest end, its MAC), and removed by the index found for it.
+fn remove_endpoint_parts(
+    host: &crate::host::Host,
+    netlink: &mut Netlink,
+    endpoint: &Endpoint,
+    record: Option<&Record>,
+) -> Vec<String> {
+    let mut leftovers = Vec::new();
+    let mut remove = |name: &str, check_mac: Option<MacAddr>| {
+        let result = netlink.link_by_name(name).and_then(|link| match link {
+            Some(link) if check_mac.is_none_or(|mac| link.mac == Some(mac.0)) => {
+                netlink.delete_link(link.index, name)
+            }
+            _ => Ok(()),
+        });
+        if let Err(e) = result {
+            leftovers.push(format!(
+                "link {name} in the host namespace: {e} (remove it: ip link del {name})"
+            ));
+        }
+    };
+    if let Some(host_end) = &endpoint.host_end {
+        // Deleting the veth's host end takes the guest end along, wherever it is.
+        remove(host_end, None);
+    }
+    // The guest end while still (or again, after the container stopped) in the host namespace;
+    // in a container's namespace it dies with it.
+    remove(&endpoint.link_name, Some(endpoint.mac));
+    let record = match record {
+        Some(record) => Ok(Some(record.clone())),
+        None => host.state.load(&endpoint.record),
+    };
+    match record.and_then(|r| r.map_or(Ok(()), |r| host.state.remove(&r))) {
+        Ok(()) => {}
+        Err(e) => leftovers.push(format!(
+            "record {}: {e} (delete it from {})",
+            endpoint.record,
+            host.state.path().display()
+        )),
+    }
+    leftovers
+}
+
+fn delete_endpoint(plugin: &Plugin, request: EndpointOnly) -> Result<Value> {
+    check_id("network", &request.network_id)?;
+    check_id("endpoint", &request.endpoint_id)?;
+    let host = &plugin.host;
+    let mut store = plugin.store.lock().unwrap_or_else(|e| e.into_inner());
+    // Unknown: already deleted (idempotent).
+    let Some(endpoint) = store.endpoints.get(&request.endpoint_id).cloned() else {
+        return Ok(json!({}));
+    };
+    let lock = host.state.lock()?;
+    let mut netlink = Netlink::open(&host.netns, "the host namespace")?;
+    let leftovers = remove_endpoint_parts(host, &mut netlink, &endpoint, None);
+    drop(lock);
+    if !leftovers.is_empty() {
+        // Kept in the store: Docker's retry (or the admin) finds it again.
+        return Err(Error::new(
+            crate::error::ErrorKind::Kernel,
+            format!("remove endpoint {}", endpoint.id),
+        )
+        .with_leftovers(&leftovers));
+    }
+    store.endpoints.remove(&endpoint.id);
+    store.save()?;
+    Ok(json!({}))
+}
+
+fn join(plugin: &Plugin, request: Join) -> Result<Value> {
+    check_id("network", &request.network_id)?;
+    check_id("endpoint", &request.endpoint_id)?;
+    if request.sandbox_key.is_empty() {
+        return Err(Error::usage("Join: SandboxKey is empty"));
+    }
+    let mut store = plugin.store.lock().unwrap_or_else(|e| e.into_inner());
+    let network = store.networks.get(&request.network_id).cloned().ok_or_else(|| {
+        Error::not_found(format!("network {} is not one of lanyard's", request.network_id))
+    })?;
+    let endpoint = store.endpoints.get_mut(&request.endpoint_id).ok_or_else(|| {
+        Error::not_found(format!(
+            "endpoint {} was never created by lanyard (CreateEndpoint first)",
+            request.endpoint_id
+        ))
+    })?;
+    let mut netlink = Netlink::open(&plugin.host.netns, "the host namespace")?;
+    let link = netlink.link_by_name(&endpoint.link_name)?;
+    if link.is_none_or(|l| l.mac != Some(endpoint.mac.0)) {
+        return Err(Error::not_found(format!(
+            "endpoint {}: its link {} is not in the host namespace (removed by hand?): remove \
+             the container and run it again",
+            endpoint.id, endpoint.link_name
+        )));
+    }
+    let src_name = endpoint.link_name.clone();
+    if !endpoint.joined {
+        endpoint.joined = true;
+        store.save()?;
+    }
+    let mut answer = json!({
+        "InterfaceName": { "SrcName": src_name, "DstPrefix": "eth" },
+        // Without it Docker adds docker_gwbridge and a second interface with the default route.
+        "DisableGatewayService": true,
+    });
+    if let Some(gateway) = network.gateway(false) {
+        answer["Gateway"] = json!(gateway.to_string());
+    }
+    if let Some(gateway) = network.gateway(true) {
+        answer["GatewayIPv6"] = json!(gateway.to_string());
+    }
+    Ok(answer)
+}

@@ -1,0 +1,124 @@
+//! The plugin's networks and endpoints, in `docker-plugin/store.json` of the state directory:
+//! written atomically at every change and read back at start, so a restarted daemon serves the
+//! networks Docker already has (Docker never repeats CreateNetwork).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::spec::{MacAddr, MacvlanMode};
+use crate::state::DriverKind;
+
+/// The store format this lanyard writes; it reads every format up to this one.
+pub const STORE_VERSION: u32 = 1;
+const FILE: &str = "store.json";
+
+/// One IPv4 or IPv6 pool of a network, as Docker gave it at CreateNetwork.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    pub pool: IpNet,
+    pub gateway: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    /// `-o parent=`: a bridge gets veth ports, anything else macvlan children.
+    pub parent: String,
+    pub macvlan_mode: MacvlanMode,
+    /// `-o mtu=`; `None`: the parent's.
+    pub mtu: Option<u32>,
+    /// `-o slaac=`: only `false` is accepted so far (see CreateNetwork).
+    pub slaac: bool,
+    pub ipv4: Vec<Pool>,
+    pub ipv6: Vec<Pool>,
+}
+
+impl Network {
+    pub fn gateway(&self, ipv6: bool) -> Option<IpAddr> {
+        let pools = if ipv6 { &self.ipv6 } else { &self.ipv4 };
+        pools.iter().find_map(|p| p.gateway)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network: String,
+    pub id: String,
+    pub driver: DriverKind,
+    /// The link Docker moves into the container at Join, made in the host namespace under
+    /// this name (Docker names it back to this when the container stops).
+    pub link_name: String,
+    /// The veth's host end on the bridge (bridge parents only).
+    pub host_end: Option<String>,
+    pub mac: MacAddr,
+    pub addresses: Vec<IpNet>,
+    /// The lanyard record of this endpoint (`lanyard inspect --all` shows it).
+    pub record: String,
+    /// Join happened: the link is in the container (or back, named `link_name`, after it).
+    pub joined: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Store {
+    #[serde(default)]
+    pub version: u32,
+    #[serde(skip)]
+    dir: PathBuf,
+    pub networks: BTreeMap<String, Network>,
+    pub endpoints: BTreeMap<String, Endpoint>,
+}
+
+/// Where the store of `state_dir` lives.
+pub fn store_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("docker-plugin")
+}
+
+impl Store {
+    /// The store of `state_dir` (empty when there is none yet).
+    pub fn load(state_dir: &Path) -> Result<Store> {
+        let dir = store_dir(state_dir);
+        let path = dir.join(FILE);
+        let mut store = match std::fs::read(&path) {
+            Ok(bytes) => {
+                crate::state::check_format("docker plugin store", &path, &bytes, STORE_VERSION)?;
+                serde_json::from_slice::<Store>(&bytes).map_err(|e| {
+                    Error::with_source(
+                        ErrorKind::Io,
+                        format!(
+                            "read the docker plugin's networks from {} (fix or remove it; Docker \
+                             then needs its lanyard networks created again)",
+                            path.display()
+                        ),
+                        e,
+                    )
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Store::default(),
+            Err(e) => {
+                return Err(Error::with_source(
+                    ErrorKind::Io,
+                    format!("read {}", path.display()),
+                    e,
+                ))
+            }
+        };
+        store.dir = dir;
+        Ok(store)
+    }
+
+    /// Write the store as it is now (atomically: a crash leaves the old or the new one).
+    pub fn save(&mut self) -> Result<()> {
+        self.version = STORE_VERSION;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(ErrorKind::Io, || format!("create {}", self.dir.display()))?;
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| {
+            Error::with_source(ErrorKind::Io, "serialize the docker plugin's networks", e)
+        })?;
+        crate::state::write_atomically(&self.dir, FILE, &bytes)
+    }
+}

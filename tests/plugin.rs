@@ -1,0 +1,520 @@
+//! `docker network create -d lanyard`: a private dockerd inside a lab namespace and the lanyard
+//! daemon serving the plugin in that same namespace (Docker looks up the interface a plugin
+//! names in its own namespace), under a plugin name unique to the run and the test. Docker's
+//! CLI is Debian's /usr/bin/docker (20.10, matching dockerd's API; see LAB.md).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use support::docker::DockerLab;
+use support::lab::{self, run_id, wait_until, Lan, Netns, TestDir};
+
+const DOCKER_CLI: &str = "/usr/bin/docker";
+
+/// The lanyard daemon of a test, serving plugin `name`: killed at the end, and its socket
+/// removed even when the test failed (the path is shared by every dockerd on the machine).
+struct PluginDaemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl PluginDaemon {
+    fn start(ns: &Netns, dir: &TestDir, config_text: &str, socket: PathBuf) -> PluginDaemon {
+        let config = dir.join("lanyard.toml");
+        std::fs::write(&config, config_text).expect("write the config");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("daemon.log"))
+            .expect("open daemon.log");
+        let child =
+            support::cli::command(ns, dir, &["--config", config.to_str().unwrap(), "daemon"])
+                // Netns::command turns the plugin off; these daemons are for it.
+                .env_remove(lanyard::config::DOCKER_PLUGIN_ENV)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn lanyard daemon");
+        let daemon = PluginDaemon { child, socket };
+        let state = dir.join("state");
+        let answers = || {
+            let ping = lanyard::daemon::control::Request::Ping;
+            matches!(
+                lanyard::daemon::control::try_request(&state, &ping, Duration::from_secs(2)),
+                Ok(Some(_))
+            )
+        };
+        assert!(wait_until(Duration::from_secs(10), answers), "the daemon answers");
+        daemon
+    }
+}
+
+impl PluginDaemon {
+    /// SIGKILL, as a crash would: the socket stays behind, for the next daemon to replace.
+    fn crash(&mut self) {
+        // SAFETY: kill(2) on our own child, not yet reaped (reaped just below).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PluginDaemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn plugin_name(tag: &str) -> String {
+    format!("lanyard-test-{}-{}-{tag}", run_id(), std::process::id())
+}
+
+/// Debian's docker CLI against the lab's dockerd.
+fn docker(lab: &DockerLab, args: &[&str]) -> Output {
+    let (key, value) = lab.env();
+    Command::new(DOCKER_CLI)
+        .args(args)
+        .env(key, value)
+        .env("DOCKER_CONFIG", lab.dir.join("cli"))
+        .env_remove("DOCKER_CONTEXT")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run docker")
+}
+
+fn docker_ok(lab: &DockerLab, dir: &TestDir, args: &[&str]) -> String {
+    let out = docker(lab, args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// One HTTP POST on the plugin socket: (status, JSON body).
+fn post(socket: &Path, call: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut stream = UnixStream::connect(socket).expect("connect to the plugin socket");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        stream,
+        "POST /{call} HTTP/1.1\r\nHost: plugin\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status");
+    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}")))
+}
+
+/// Links in `ns` that the plugin makes (lyg* guest ends, lyh* host ends).
+fn plugin_links(ns: &Netns) -> Vec<String> {
+    ns.links().into_iter().filter(|l| l.starts_with("lyg") || l.starts_with("lyh")).collect()
+}
+
+fn plugin_store(dir: &TestDir) -> serde_json::Value {
+    let path = dir.join("state/docker-plugin/store.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|_| "{}".into())).unwrap()
+}
+
+/// Everything a container on the network should have: eth0 only, the address and MAC Docker
+/// shows, the default route via the gateway, and the gateway answering.
+fn check_container(lab: &DockerLab, dir: &TestDir, name: &str, ipv4: &str, gateway: &str) {
+    let links = docker_ok(lab, dir, &["exec", name, "ls", "/sys/class/net"]);
+    let mut links: Vec<&str> = links.split_whitespace().collect();
+    links.sort();
+    assert_eq!(links, ["eth0", "lo"], "one interface of the plugin, no second one");
+    let addresses = docker_ok(lab, dir, &["exec", name, "ip", "-4", "-o", "addr", "show", "eth0"]);
+    assert!(addresses.contains(&format!("inet {ipv4}/24")), "{addresses}");
+    let mac = docker_ok(lab, dir, &["exec", name, "cat", "/sys/class/net/eth0/address"]);
+    let shown = docker_ok(
+        lab,
+        dir,
+        &[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{.MacAddress}}{{end}}",
+            name,
+        ],
+    );
+    assert_eq!(shown, format!("{ipv4} {mac}"), "docker inspect shows what the container has");
+    let routes = docker_ok(lab, dir, &["exec", name, "ip", "-4", "route"]);
+    assert!(routes.contains(&format!("default via {gateway} dev eth0")), "{routes}");
+    docker_ok(lab, dir, &["exec", name, "ping", "-c", "1", "-W", "3", gateway]);
+}
+
+#[test]
+fn a_static_network_on_a_bridge_wires_containers_and_leaves_nothing_behind() {
+    lab::require_root();
+    let lan = Lan::bridge(160);
+    let dir = TestDir::new("plugin-bridge");
+    let name = plugin_name("bridge");
+    let socket = lanyard::plugin::socket_path(&name);
+    let lab = DockerLab::start_in_netns(&lan.host.path, "198.19.160.1/24");
+    let image = lab.import_busybox();
+    let links_before = lan.host.links();
+    let _daemon = PluginDaemon::start(
+        &lan.host,
+        &dir,
+        &format!("docker_plugin = \"{name}\"\n"),
+        socket.clone(),
+    );
+    assert!(socket.exists(), "the daemon serves {}", socket.display());
+
+    // The plugin API by hand: what Docker asks first, and bodies that are not Docker's.
+    let (status, answer) = post(&socket, "Plugin.Activate", "");
+    assert_eq!(
+        (status, answer["Implements"].clone()),
+        (200, serde_json::json!(["NetworkDriver", "IpamDriver"]))
+    );
+    for body in ["", "{}", "nonsense"] {
+        let (status, answer) = post(&socket, "NetworkDriver.CreateNetwork", body);
+        assert_ne!(status, 200, "{body:?}: {answer}");
+        assert!(answer["Err"].as_str().is_some_and(|e| e.contains("CreateNetwork")), "{answer}");
+        let (status, answer) = post(&socket, "IpamDriver.RequestPool", body);
+        assert_ne!(status, 200, "{body:?}: {answer}");
+        assert!(answer["Error"].as_str().is_some_and(|e| e.contains("RequestPool")), "{answer}");
+    }
+    let (_, pool) =
+        post(&socket, "IpamDriver.RequestPool", r#"{"AddressSpace":"x","Pool":"","V6":false}"#);
+    assert_eq!(pool["Pool"], "0.0.0.0/0", "{pool}");
+
+    // A missing parent is refused at create, with its name.
+    let refused = docker(
+        &lab,
+        &[
+            "network",
+            "create",
+            "-d",
+            &name,
+            "-o",
+            "parent=nosuch0",
+            "--subnet",
+            "198.18.160.0/24",
+            "n0",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("nosuch0"), "{stderr}");
+    assert!(stderr.contains("no such interface"), "{stderr}");
+
+    docker_ok(
+        &lab,
+        &dir,
+        &[
+            "network",
+            "create",
+            "-d",
+            &name,
+            "-o",
+            "parent=br0",
+            "--ipv6",
+            "--subnet",
+            "198.18.160.0/24",
+            "--gateway",
+            "198.18.160.1",
+            "--subnet",
+            "2001:db8:160::/64",
+            "--gateway",
+            "2001:db8:160::1",
+            "n1",
+        ],
+    );
+    docker_ok(
+        &lab,
+        &dir,
+        &[
+            "run",
+            "-d",
+            "--stop-timeout",
+            "1",
+            "--net",
+            "n1",
+            "--ip",
+            "198.18.160.50",
+            "--ip6",
+            "2001:db8:160::50",
+            "--name",
+            "c1",
+            &image,
+            "sleep",
+            "3600",
+        ],
+    );
+    check_container(&lab, &dir, "c1", "198.18.160.50", "198.18.160.1");
+    let ipv6 = docker_ok(&lab, &dir, &["exec", "c1", "ip", "-6", "-o", "addr", "show", "eth0"]);
+    assert!(ipv6.contains("2001:db8:160::50/64"), "{ipv6}");
+    let routes6 = docker_ok(&lab, &dir, &["exec", "c1", "ip", "-6", "route"]);
+    assert!(routes6.contains("default via 2001:db8:160::1 dev eth0"), "{routes6}");
+    let pinged6 = wait_until(Duration::from_secs(5), || {
+        docker(&lab, &["exec", "c1", "ping", "-6", "-c", "1", "-W", "1", "2001:db8:160::1"])
+            .status
+            .success()
+    });
+    assert!(pinged6, "the container reaches the IPv6 gateway");
+    // The veth's host end is a port of br0; lanyard knows the endpoint.
+    let ports = lan.host.ip(&["-o", "link", "show", "master", "br0"]);
+    assert!(ports.contains("lyh"), "{ports}");
+    let inspect = support::cli::run(&lan.host, &dir, &["inspect", "--all"]);
+    let inspect = String::from_utf8_lossy(&inspect.stdout);
+    assert!(inspect.contains("docker-endpoint"), "lanyard inspect --all shows it: {inspect}");
+    let views: serde_json::Value = serde_json::from_str(&inspect).expect("inspect JSON");
+    for view in views.as_array().unwrap() {
+        let interface = &view["Lanyard"]["Interfaces"][0];
+        assert_eq!(interface["InSync"], true, "{interface}");
+    }
+
+    // A network without a gateway (Docker's null IPAM: no address either): still exactly one
+    // interface, no docker_gwbridge.
+    docker_ok(
+        &lab,
+        &dir,
+        &["network", "create", "-d", &name, "--ipam-driver", "null", "-o", "parent=br0", "n2"],
+    );
+    docker_ok(
+        &lab,
+        &dir,
+        &[
+            "run",
+            "-d",
+            "--stop-timeout",
+            "1",
+            "--net",
+            "n2",
+            "--name",
+            "c2",
+            &image,
+            "sleep",
+            "3600",
+        ],
+    );
+    let links = docker_ok(&lab, &dir, &["exec", "c2", "ls", "/sys/class/net"]);
+    assert_eq!(links.split_whitespace().collect::<Vec<_>>(), ["eth0", "lo"]);
+    assert!(!lan.host.links().iter().any(|l| l.contains("docker_gwbridge")));
+
+    let status = support::cli::run(&lan.host, &dir, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["Attachments"], 2, "lanyard status counts both endpoints: {status}");
+
+    docker_ok(&lab, &dir, &["rm", "-f", "c1", "c2"]);
+    docker_ok(&lab, &dir, &["network", "rm", "n1", "n2"]);
+    assert_eq!(plugin_links(&lan.host), Vec::<String>::new());
+    assert_eq!(lan.host.links(), links_before, "no link left in the host namespace");
+    assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
+    let store = plugin_store(&dir);
+    assert_eq!(store["endpoints"], serde_json::json!({}), "{store}");
+    assert_eq!(store["networks"], serde_json::json!({}), "{store}");
+}
+
+#[test]
+fn a_static_network_on_a_macvlan_parent_wires_containers_and_leaves_nothing_behind() {
+    lab::require_root();
+    let lan = Lan::with_uplink(161);
+    let dir = TestDir::new("plugin-macvlan");
+    let name = plugin_name("macvlan");
+    let socket = lanyard::plugin::socket_path(&name);
+    let lab = DockerLab::start_in_netns(&lan.host.path, "198.19.161.1/24");
+    let image = lab.import_busybox();
+    let links_before = lan.host.links();
+    let config = format!("docker_plugin = \"{name}\"\n");
+    let mut daemon = PluginDaemon::start(&lan.host, &dir, &config, socket.clone());
+    assert!(lan.wait_forwarding(Duration::from_secs(5)), "the uplink's port forwards");
+    docker_ok(
+        &lab,
+        &dir,
+        &[
+            "network",
+            "create",
+            "-d",
+            &name,
+            "-o",
+            "parent=uplink0",
+            "-o",
+            "macvlan_mode=bridge",
+            "-o",
+            "mtu=1400",
+            "--subnet",
+            "198.18.161.0/24",
+            "--gateway",
+            "198.18.161.1",
+            "m1",
+        ],
+    );
+    // The networks outlive the daemon: a restarted one serves what Docker already has.
+    drop(daemon);
+    daemon = PluginDaemon::start(&lan.host, &dir, &config, socket.clone());
+    docker_ok(
+        &lab,
+        &dir,
+        &[
+            "run",
+            "-d",
+            "--stop-timeout",
+            "1",
+            "--net",
+            "m1",
+            "--ip",
+            "198.18.161.50",
+            "--name",
+            "c1",
+            &image,
+            "sleep",
+            "3600",
+        ],
+    );
+    check_container(&lab, &dir, "c1", "198.18.161.50", "198.18.161.1");
+    assert_eq!(docker_ok(&lab, &dir, &["exec", "c1", "cat", "/sys/class/net/eth0/mtu"]), "1400");
+    // docker restart redoes every call with a new endpoint: the old one leaves nothing.
+    docker_ok(&lab, &dir, &["restart", "-t", "0", "c1"]);
+    check_container(&lab, &dir, "c1", "198.18.161.50", "198.18.161.1");
+    assert_eq!(plugin_store(&dir)["endpoints"].as_object().map(|e| e.len()), Some(1));
+    assert_eq!(support::cli::record_and_lease_files(&dir).len(), 1);
+    assert!(plugin_links(&lan.host).is_empty(), "{:?}", lan.host.links());
+    // Options lanyard does not know, or does not do yet, are refused at create, not ignored.
+    for option in ["parnet=uplink0", "slaac=true", "mtu=9999", "macvlan_mode=sideways"] {
+        let create =
+            ["network", "create", "-d", &name, "-o", "parent=uplink0", "-o", option, "bad"];
+        let out = docker(&lab, &create);
+        let key = option.split('=').next().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(key), "{option}: {stderr}");
+    }
+    // A crashed daemon's successor still knows the endpoint, and removes it.
+    daemon.crash();
+    // Dropped first: dropping it after its successor started would remove the new socket.
+    drop(daemon);
+    daemon = PluginDaemon::start(&lan.host, &dir, &config, socket.clone());
+    docker_ok(&lab, &dir, &["rm", "-f", "c1"]);
+    docker_ok(&lab, &dir, &["network", "rm", "m1"]);
+    drop(daemon);
+    assert_eq!(lan.host.links(), links_before, "no link left in the host namespace");
+    assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
+    assert_eq!(plugin_store(&dir)["endpoints"], serde_json::json!({}));
+}
+
+#[test]
+fn an_empty_docker_plugin_name_serves_no_socket() {
+    lab::require_root();
+    let ns = Netns::new("plugin-off");
+    let dir = TestDir::new("plugin-off");
+    let daemon = PluginDaemon::start(
+        &ns,
+        &dir,
+        "docker_plugin = \"\"\n",
+        lanyard::plugin::socket_path(&plugin_name("off")),
+    );
+    // Unix sockets are listed per network namespace: the daemon's namespace holds its own.
+    let sockets = std::fs::read_to_string(format!("/proc/{}/net/unix", daemon.child.id()))
+        .expect("read the daemon's unix sockets");
+    let control = lanyard::daemon::control::socket_path(&dir.join("state"));
+    assert!(sockets.contains(control.to_str().unwrap()), "the daemon serves: {sockets}");
+    assert!(!sockets.contains(lanyard::plugin::PLUGIN_DIR), "{sockets}");
+}
+
+#[test]
+fn a_stale_socket_is_replaced_a_live_one_kept_and_the_own_one_unlinked_at_sigterm() {
+    lab::require_root();
+    let ns = Netns::new("plugin-socket");
+    let (dir, other_dir) = (TestDir::new("plugin-socket"), TestDir::new("plugin-socket-2"));
+    let name = plugin_name("socket");
+    let socket = lanyard::plugin::socket_path(&name);
+    std::fs::create_dir_all(lanyard::plugin::PLUGIN_DIR).unwrap();
+    // A socket nobody listens on any more: what a killed daemon leaves.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind the stale socket"));
+    assert!(UnixStream::connect(&socket).is_err(), "the stale socket answers nobody");
+    let mut daemon =
+        PluginDaemon::start(&ns, &dir, &format!("docker_plugin = \"{name}\"\n"), socket.clone());
+    assert_eq!(post(&socket, "Plugin.Activate", "").0, 200, "the daemon replaced the stale socket");
+
+    // A second daemon (another state directory) with the same name leaves the live one alone.
+    let second = PluginDaemon::start(
+        &ns,
+        &other_dir,
+        &format!("docker_plugin = \"{name}\"\n"),
+        PathBuf::new(),
+    );
+    let log = std::fs::read_to_string(other_dir.join("daemon.log")).unwrap_or_default();
+    assert!(log.contains("served by another live process"), "{log}");
+    drop(second);
+    assert_eq!(post(&socket, "Plugin.Activate", "").0, 200, "the first daemon still serves");
+
+    // SIGTERM: the daemon unlinks its socket before it exits.
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+    let _ = daemon.child.wait();
+    assert!(!socket.exists(), "{} was unlinked at exit", socket.display());
+    daemon.socket = PathBuf::new();
+}
+
+#[test]
+fn deleting_a_network_removes_the_endpoints_docker_forgot_and_detach_removes_one() {
+    lab::require_root();
+    let lan = Lan::bridge(162);
+    let dir = TestDir::new("plugin-forgot");
+    let name = plugin_name("forgot");
+    let socket = lanyard::plugin::socket_path(&name);
+    let links_before = lan.host.links();
+    let _daemon = PluginDaemon::start(
+        &lan.host,
+        &dir,
+        &format!("docker_plugin = \"{name}\"\n"),
+        socket.clone(),
+    );
+    // Docker's calls by hand: a network, an endpoint whose DeleteEndpoint never arrives (the
+    // daemon was down when the container went), then DeleteNetwork.
+    let (network, endpoint) = ("ab".repeat(32), "cd".repeat(32));
+    let create = format!(
+        r#"{{"NetworkID":"{network}","Options":{{"com.docker.network.generic":{{"parent":"br0"}}}},
+            "IPv4Data":[{{"AddressSpace":"x","Pool":"198.18.162.0/24","Gateway":"198.18.162.1/24"}}],"IPv6Data":[]}}"#
+    );
+    assert_eq!(post(&socket, "NetworkDriver.CreateNetwork", &create).0, 200);
+    let endpoint_body = format!(
+        r#"{{"NetworkID":"{network}","EndpointID":"{endpoint}",
+            "Interface":{{"Address":"198.18.162.50/24","MacAddress":"02:00:c6:12:a2:32"}}}}"#
+    );
+    let (status, answer) = post(&socket, "NetworkDriver.CreateEndpoint", &endpoint_body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(plugin_links(&lan.host).len(), 2, "a veth: {:?}", lan.host.links());
+    assert_eq!(support::cli::record_and_lease_files(&dir).len(), 1);
+
+    let (status, answer) =
+        post(&socket, "NetworkDriver.DeleteNetwork", &format!(r#"{{"NetworkID":"{network}"}}"#));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(lan.host.links(), links_before, "the forgotten endpoint's veth is gone");
+    assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
+    let store = plugin_store(&dir);
+    assert_eq!(
+        (&store["networks"], &store["endpoints"]),
+        (&serde_json::json!({}), &serde_json::json!({}))
+    );
+    // `lanyard detach` by the endpoint's id removes its veth and record; Docker's
+    // DeleteEndpoint afterwards finds nothing left and succeeds.
+    assert_eq!(post(&socket, "NetworkDriver.CreateNetwork", &create).0, 200);
+    let second = endpoint_body.replace(&endpoint, &"ef".repeat(32));
+    assert_eq!(post(&socket, "NetworkDriver.CreateEndpoint", &second).0, 200);
+    let detached = support::cli::run(&lan.host, &dir, &["detach", "efefefef"]);
+    assert!(detached.status.success(), "{}", String::from_utf8_lossy(&detached.stderr));
+    assert_eq!(lan.host.links(), links_before, "detach removed the veth");
+    assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
+    let delete = format!(r#"{{"NetworkID":"{network}","EndpointID":"{}"}}"#, "ef".repeat(32));
+    assert_eq!(post(&socket, "NetworkDriver.DeleteEndpoint", &delete).0, 200);
+    assert_eq!(post(&socket, "NetworkDriver.DeleteNetwork", &delete).0, 200);
+    assert_eq!(plugin_store(&dir)["endpoints"], serde_json::json!({}));
+
+    // Docker retries: a second DeleteNetwork and DeleteEndpoint of what is gone succeed.
+    let again = format!(r#"{{"NetworkID":"{network}","EndpointID":"{endpoint}"}}"#);
+    assert_eq!(post(&socket, "NetworkDriver.DeleteEndpoint", &again).0, 200);
+    assert_eq!(post(&socket, "NetworkDriver.DeleteNetwork", &again).0, 200);
+}
