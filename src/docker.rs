@@ -69,6 +69,12 @@ pub struct ContainerDetails {
     pub labels: std::collections::BTreeMap<String, String>,
     /// `Config.Env`, "NAME=value" each.
     pub env: Vec<String>,
+    /// `HostConfig.RestartPolicy.Name`: "", "no", "always", "unless-stopped", "on-failure".
+    pub restart_policy: String,
+    /// `State.Error`: why the last start failed ("" when it did not, or it was stopped).
+    pub state_error: String,
+    /// The IDs of the networks the container is connected to.
+    pub network_ids: Vec<String>,
 }
 
 /// One container event as Docker sent it.
@@ -241,15 +247,53 @@ impl DockerApi {
                 None => Ok(None),
                 Some(response) => {
                     let config = response.config.clone().unwrap_or_default();
+                    let restart_policy = response
+                        .host_config
+                        .as_ref()
+                        .and_then(|hc| hc.restart_policy.as_ref())
+                        .and_then(|policy| policy.name)
+                        .map(|name| name.to_string())
+                        .unwrap_or_default();
+                    let state_error = response
+                        .state
+                        .as_ref()
+                        .and_then(|state| state.error.clone())
+                        .unwrap_or_default();
+                    let network_ids = response
+                        .network_settings
+                        .as_ref()
+                        .and_then(|settings| settings.networks.as_ref())
+                        .map(|networks| {
+                            networks.values().filter_map(|n| n.network_id.clone()).collect()
+                        })
+                        .unwrap_or_default();
                     let info = container_info(response, id)?;
                     Ok(Some(ContainerDetails {
                         info,
                         hostname: config.hostname.unwrap_or_default(),
                         labels: config.labels.unwrap_or_default().into_iter().collect(),
                         env: config.env.unwrap_or_default(),
+                        restart_policy,
+                        state_error,
+                        network_ids,
                     }))
                 }
             }
+        })
+    }
+
+    /// Start a container (blocking, like the rest of this API).
+    pub fn start_container(&self, id: &str) -> Result<()> {
+        self.runtime.block_on(async {
+            let request = async {
+                self.client(None)?
+                    .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+                    .await
+                    .map_err(|e| self.request_error(id, e))
+            };
+            tokio::time::timeout(self.timeout, request)
+                .await
+                .map_err(|_| self.timed_out(&format!("start container \"{id}\"")))?
         })
     }
 

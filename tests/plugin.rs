@@ -25,6 +25,18 @@ struct PluginDaemon {
 
 impl PluginDaemon {
     fn start(ns: &Netns, dir: &TestDir, config_text: &str, socket: PathBuf) -> PluginDaemon {
+        Self::start_with(ns, dir, config_text, socket, None)
+    }
+
+    /// [`PluginDaemon::start`] with the daemon following the dockerd at `docker_host` (a lab's
+    /// `DockerLab::env`): its watcher then reconciles and starts stranded containers.
+    fn start_with(
+        ns: &Netns,
+        dir: &TestDir,
+        config_text: &str,
+        socket: PathBuf,
+        docker_host: Option<(&str, String)>,
+    ) -> PluginDaemon {
         let config = dir.join("lanyard.toml");
         std::fs::write(&config, config_text).expect("write the config");
         let log = std::fs::OpenOptions::new()
@@ -32,14 +44,14 @@ impl PluginDaemon {
             .append(true)
             .open(dir.join("daemon.log"))
             .expect("open daemon.log");
-        let child =
-            support::cli::command(ns, dir, &["--config", config.to_str().unwrap(), "daemon"])
-                // Netns::command turns the plugin off; these daemons are for it.
-                .env_remove(lanyard::config::DOCKER_PLUGIN_ENV)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn lanyard daemon");
+        let mut command =
+            support::cli::command(ns, dir, &["--config", config.to_str().unwrap(), "daemon"]);
+        // Netns::command turns the plugin off; these daemons are for it.
+        command.env_remove(lanyard::config::DOCKER_PLUGIN_ENV).stdout(Stdio::null()).stderr(log);
+        if let Some((key, value)) = docker_host {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("spawn lanyard daemon");
         let daemon = PluginDaemon { child, socket };
         let state = dir.join("state");
         let answers = || {
@@ -517,4 +529,112 @@ fn deleting_a_network_removes_the_endpoints_docker_forgot_and_detach_removes_one
     let again = format!(r#"{{"NetworkID":"{network}","EndpointID":"{endpoint}"}}"#);
     assert_eq!(post(&socket, "NetworkDriver.DeleteEndpoint", &again).0, 200);
     assert_eq!(post(&socket, "NetworkDriver.DeleteNetwork", &again).0, 200);
+}
+
+/// The IPv4 address (CIDR) on eth0 of a running container, `None` when it is not running.
+fn eth0_of(lab: &DockerLab, name: &str) -> Option<String> {
+    let out = docker(lab, &["exec", name, "ip", "-4", "-o", "addr", "show", "eth0"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "inet")?;
+    words.next().map(str::to_string)
+}
+
+#[test]
+fn restart_policy_containers_run_again_whichever_of_dockerd_and_lanyard_comes_first() {
+    lab::require_root();
+    let lan = Lan::bridge(170);
+    let dir = TestDir::new("plugin-boot");
+    let name = plugin_name("boot");
+    let socket = lanyard::plugin::socket_path(&name);
+    let mut lab = DockerLab::start_in_netns(&lan.host.path, "198.19.170.1/24");
+    let config = format!("docker_plugin = \"{name}\"\n");
+    let daemon =
+        PluginDaemon::start_with(&lan.host, &dir, &config, socket.clone(), Some(lab.env()));
+    docker_ok(
+        &lab,
+        &dir,
+        &[
+            "network",
+            "create",
+            "-d",
+            &name,
+            "-o",
+            "parent=br0",
+            "--subnet",
+            "198.18.170.0/24",
+            "--gateway",
+            "198.18.170.1",
+            "boot",
+        ],
+    );
+    let names: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+    for (i, container) in names.iter().enumerate() {
+        let ip = format!("198.18.170.{}", 10 + i);
+        lab.run(container, &["--restart=always", "--net", "boot", "--ip", &ip]);
+    }
+    let all_back = |lab: &DockerLab| {
+        names.iter().enumerate().all(|(i, container)| {
+            eth0_of(lab, container).as_deref() == Some(&format!("198.18.170.{}/24", 10 + i))
+        })
+    };
+    assert!(wait_until(Duration::from_secs(30), || all_back(&lab)), "all ten run");
+
+    // lanyard first: dockerd restarts and restores them itself, the plugin answering.
+    lab.restart_dockerd();
+    assert!(
+        wait_until(Duration::from_secs(60), || all_back(&lab)),
+        "dockerd restored them with the plugin there; daemon log:\n{}",
+        std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+    );
+
+    // A reboot where dockerd comes first and lanyard a moment later: both stop (dockerd first:
+    // stopping containers asks the plugin); dockerd, restoring, retries the absent plugin, and
+    // finds it once the daemon serves.
+    lab.stop_dockerd();
+    drop(daemon);
+    let mut daemon = None;
+    let docker_host = lab.env();
+    lab.start_dockerd_with(|| {
+        std::thread::sleep(Duration::from_secs(2));
+        let started =
+            PluginDaemon::start_with(&lan.host, &dir, &config, socket.clone(), Some(docker_host));
+        daemon = Some(started);
+    });
+    assert!(
+        wait_until(Duration::from_secs(60), || all_back(&lab)),
+        "restored once the plugin came; daemon log:\n{}",
+        std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+    );
+
+    // lanyard long after dockerd: Docker gave up on the container (Exited, with the start
+    // error), and the daemon, once it serves, starts it itself. One container: dockerd keeps
+    // its API down while it retries the plugin (about 30 s per container here).
+    for container in &names[1..] {
+        docker_ok(&lab, &dir, &["rm", "-f", container]);
+    }
+    lab.stop_dockerd();
+    drop(daemon);
+    lab.start_dockerd_with(|| {});
+    let state =
+        docker_ok(&lab, &dir, &["inspect", "-f", "{{.State.Running}} {{.State.Error}}", "r0"]);
+    assert!(state.starts_with("false ") && state.len() > "false ".len(), "Docker gave up: {state}");
+    let _daemon =
+        PluginDaemon::start_with(&lan.host, &dir, &config, socket.clone(), Some(lab.env()));
+    let back = || eth0_of(&lab, "r0").as_deref() == Some("198.18.170.10/24");
+    assert!(
+        wait_until(Duration::from_secs(30), back),
+        "the daemon started it again with its address; daemon log:\n{}",
+        std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+    );
+    // A container someone stopped stays stopped: no start error, no restart by lanyard.
+    docker_ok(&lab, &dir, &["stop", "-t", "1", "r0"]);
+    drop(_daemon);
+    let _daemon =
+        PluginDaemon::start_with(&lan.host, &dir, &config, socket.clone(), Some(lab.env()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(docker_ok(&lab, &dir, &["inspect", "-f", "{{.State.Running}}", "r0"]), "false");
+    docker_ok(&lab, &dir, &["rm", "-f", "r0"]);
+    docker_ok(&lab, &dir, &["network", "rm", "boot"]);
+    assert!(plugin_links(&lan.host).is_empty(), "{:?}", plugin_links(&lan.host));
 }

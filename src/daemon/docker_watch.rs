@@ -389,6 +389,9 @@ impl Wirer {
                 return;
             }
         }
+        let stopped: Vec<&String> =
+            containers.iter().filter(|(_, running)| !*running).map(|(id, _)| id).collect();
+        self.start_stranded(&stopped);
         let known: BTreeSet<&str> = containers.iter().map(|(id, _)| id.as_str()).collect();
         for record in &records {
             if let GuestRef::Container { id, .. } = &record.guest {
@@ -411,6 +414,52 @@ impl Wirer {
             running_ids.len(),
             elapsed.as_millis()
         ));
+    }
+
+    /// Start the containers Docker gave up on because lanyard's network plugin was not there
+    /// yet: dockerd restores restart-policy containers once, at its start, and does not retry a
+    /// plugin that was absent (a boot where lanyard came up after dockerd). Only containers on
+    /// a network of lanyard's plugin, with a restart policy, whose last start failed (a
+    /// container someone stopped has no start error and stays stopped). Called from the wirer
+    /// thread, never from a plugin handler.
+    fn start_stranded(&mut self, stopped: &[&String]) {
+        if self.config.docker_plugin.is_none() || stopped.is_empty() {
+            return;
+        }
+        let networks = match crate::plugin::store::Store::load(self.host.state.path()) {
+            Ok(store) => store.networks.into_keys().collect::<BTreeSet<String>>(),
+            Err(e) => {
+                self.error(format!("restart stranded containers: {e}"));
+                return;
+            }
+        };
+        if networks.is_empty() {
+            return;
+        }
+        for id in stopped {
+            let Ok(Some(details)) = self.api.inspect_details(id) else { continue };
+            let stranded = !details.info.running
+                && matches!(
+                    details.restart_policy.as_str(),
+                    "always" | "unless-stopped" | "on-failure"
+                )
+                && !details.state_error.is_empty()
+                && details.network_ids.iter().any(|network| networks.contains(network));
+            if !stranded {
+                continue;
+            }
+            let name = &details.info.name;
+            match self.api.start_container(id) {
+                Ok(()) => log(format_args!(
+                    "container {name}: started (restart policy {}; Docker gave up on it: {})",
+                    details.restart_policy, details.state_error
+                )),
+                Err(e) => {
+                    log(format_args!("container {name}: could not start it again: {e}"));
+                    self.error(format!("container {name}: could not start it again: {e}"));
+                }
+            }
+        }
     }
 
     /// Make a running container's interfaces what its declarations say. Returns whether every

@@ -226,7 +226,18 @@ impl Daemon {
             watch_fd(&daemon.epoll, &mut daemon.owners, netns_watch.as_fd(), Owner::NetnsWatch)?;
         }
         daemon.resume_all();
-        // After the listener: the wirer's DHCP attaches ask this loop through the socket.
+        if let Some(name) = daemon.config.docker_plugin.clone() {
+            // Not fatal: leases and labelled containers do not need the plugin.
+            match daemon.host.try_clone().and_then(|host| crate::plugin::start(host, &name)) {
+                Ok(served) => {
+                    log(format_args!("docker plugin {name} on {}", served.path().display()));
+                    daemon.plugin = Some(served);
+                }
+                Err(e) => log(format_args!("no docker plugin {name}: {e}")),
+            }
+        }
+        // After the listener (the wirer's DHCP attaches ask this loop through the socket) and
+        // the plugin (the first reconcile starts containers Docker gave up on for want of it).
         match daemon
             .host
             .try_clone()
@@ -240,16 +251,6 @@ impl Daemon {
             // Not fatal: the daemon's job is the leases; the log says why there are no metrics.
             if let Err(e) = metrics::start(listen, daemon.state_dir.clone(), watch) {
                 log(format_args!("no metrics: {e}"));
-            }
-        }
-        if let Some(name) = daemon.config.docker_plugin.clone() {
-            // Not fatal either: leases and labelled containers do not need the plugin.
-            match daemon.host.try_clone().and_then(|host| crate::plugin::start(host, &name)) {
-                Ok(served) => {
-                    log(format_args!("docker plugin {name} on {}", served.path().display()));
-                    daemon.plugin = Some(served);
-                }
-                Err(e) => log(format_args!("no docker plugin {name}: {e}")),
             }
         }
         log(format_args!(

@@ -29,7 +29,8 @@ pub const BUSYBOX_IMAGE: &str = "lanyard-test/busybox:latest";
 pub const BUSYBOX_APPLETS: &[&str] =
     &["sh", "sleep", "ip", "ifconfig", "cat", "ping", "udhcpc", "ls"];
 
-const PING_TIMEOUT: Duration = Duration::from_secs(30);
+// A dockerd restoring containers whose network plugin is absent retries it for ~30 s first.
+const PING_TIMEOUT: Duration = Duration::from_secs(90);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -81,6 +82,7 @@ impl DockerLab {
             image: OnceLock::new(),
         };
         lab.start_dockerd();
+        lab.wait_for_ping();
         lab
     }
 
@@ -130,7 +132,19 @@ impl DockerLab {
         let child = spawn_from_long_lived_thread(cmd)
             .unwrap_or_else(|e| panic!("start dockerd for {}: {e}", self.dir.display()));
         self.dockerd = Some(child);
+    }
+
+    /// Start dockerd again (after [`DockerLab::stop_dockerd`]), run `meanwhile` while it comes
+    /// up (a boot where something else starts beside it), then wait until it answers.
+    pub fn start_dockerd_with(&mut self, meanwhile: impl FnOnce()) {
+        self.start_dockerd();
+        meanwhile();
         self.wait_for_ping();
+    }
+
+    /// The lines of dockerd's log so far.
+    pub fn dockerd_log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn wait_for_ping(&mut self) {
@@ -169,6 +183,7 @@ impl DockerLab {
     pub fn restart_dockerd(&mut self) {
         self.stop_dockerd();
         self.start_dockerd();
+        self.wait_for_ping();
     }
 
     /// SIGTERM, then SIGKILL after a bounded wait; Docker leaves its containers stopped.
