@@ -25,10 +25,31 @@ const SHORTENED_HASH_HEX: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum GuestRef {
-    Container { id: String, name: String },
-    Netns { name: String },
-    Pid { pid: u32 },
-    Path { path: String },
+    Container {
+        id: String,
+        name: String,
+    },
+    Netns {
+        name: String,
+    },
+    Pid {
+        pid: u32,
+    },
+    Path {
+        path: String,
+    },
+    /// A CNI attachment, identified as the spec identifies it: the runtime's container id and
+    /// the network's name (the interface is the record's own `guest_ifname`).
+    Cni {
+        container_id: String,
+        network: String,
+        /// CNI_NETNS at ADD: where the guest's namespace is found again.
+        netns: String,
+        /// What stable MACs and client ids derive from: `pod:NAMESPACE/NAME` when the runtime
+        /// passes K8S_POD_NAME (a re-created pod asks for the same address), else
+        /// `container:ID`.
+        stable_name: String,
+    },
 }
 
 impl GuestRef {
@@ -40,6 +61,7 @@ impl GuestRef {
             GuestRef::Netns { name } => format!("netns:{name}"),
             GuestRef::Pid { pid } => format!("pid:{pid}"),
             GuestRef::Path { path } => format!("path:{path}"),
+            GuestRef::Cni { network, stable_name, .. } => format!("cni:{network}:{stable_name}"),
         }
     }
 
@@ -52,6 +74,9 @@ impl GuestRef {
             GuestRef::Netns { name } => ("netns", vec![name.clone()]),
             GuestRef::Pid { pid } => ("pid", vec![pid.to_string()]),
             GuestRef::Path { path } => ("path", vec![path.clone()]),
+            GuestRef::Cni { container_id, network, .. } => {
+                ("cni", vec![container_id.clone(), network.clone()])
+            }
         }
     }
 
@@ -80,6 +105,9 @@ impl GuestRef {
                 let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
                 format!("path-{hex}")
             }
+            // No format-1 CNI records exist. A format-1 name has no `@` and every current one
+            // has, so the legacy lookup of a CNI slot never finds a file.
+            GuestRef::Cni { .. } => self.key(),
         }
     }
 
@@ -94,6 +122,9 @@ impl GuestRef {
                 token.strip_prefix("pid:").unwrap_or(token).parse::<u32>().ok() == Some(*pid)
             }
             GuestRef::Path { path } => token == path,
+            GuestRef::Cni { container_id, .. } => {
+                token == container_id || (token.len() >= 4 && container_id.starts_with(token))
+            }
         }
     }
 
@@ -103,6 +134,7 @@ impl GuestRef {
             GuestRef::Netns { name } => format!("netns:{name}"),
             GuestRef::Pid { pid } => format!("pid:{pid}"),
             GuestRef::Path { path } => path.clone(),
+            GuestRef::Cni { container_id, network, .. } => format!("cni:{network}:{container_id}"),
         }
     }
 }
@@ -309,6 +341,12 @@ mod tests {
             GuestRef::Pid { pid: 42 },
             GuestRef::Container { id: "abc".into(), name: "db".into() },
             GuestRef::Path { path: "/proc/7/ns/net".into() },
+            GuestRef::Cni {
+                container_id: "c0ffee".into(),
+                network: "lan+1".into(),
+                netns: "/run/netns/cni-1".into(),
+                stable_name: "pod:/web1".into(),
+            },
         ];
         for guest in &guests {
             for ifname in ["eth1", "lan 0"] {
@@ -370,6 +408,19 @@ mod tests {
             assert_ne!(name(&guest_a, if_a), name(&guest_b, if_b));
         }
         assert_eq!(name(&netns("lab"), "eth1"), "netns-lab@eth1.json");
+        // A CNI attachment's name is its container id and network, never the namespace path.
+        let cni = |id: &str, network: &str, netns: &str| GuestRef::Cni {
+            container_id: id.into(),
+            network: network.into(),
+            netns: netns.into(),
+            stable_name: "pod:/web1".into(),
+        };
+        assert_eq!(name(&cni("c0ffee", "lan", "/run/netns/a"), "eth0"), "cni-c0ffee+lan@eth0.json");
+        assert_eq!(
+            name(&cni("c0ffee", "lan", "/run/netns/a"), "eth0"),
+            name(&cni("c0ffee", "lan", ""), "eth0")
+        );
+        assert_ne!(name(&cni("a+b", "c", ""), "eth0"), name(&cni("a", "b+c", ""), "eth0"));
         assert_eq!(name(&netns("kc:1"), "eth1"), "netns-kc%3A1@eth1.json");
         assert_eq!(
             name(&GuestRef::Path { path: "/proc/7/ns/net".into() }, "eth1"),
