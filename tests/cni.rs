@@ -1,0 +1,461 @@
+//! lanyard as a CNI plugin, invoked directly as a runtime would: the `lanyard` binary run with
+//! `CNI_COMMAND` and the other `CNI_*` variables set and the network configuration on stdin,
+//! inside a lab namespace that plays the runtime's host, with a fresh namespace per container as
+//! `CNI_NETNS`. Every command (ADD, DEL, CHECK, STATUS, GC, VERSION), every version lanyard
+//! speaks (0.4.0, 1.0.0, 1.1.0), static addresses and a DHCP lease from dnsmasq, and the error
+//! paths. LANs 240..=248.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::cli::{self, record_and_lease_files};
+use support::daemon::DaemonGuard;
+use support::dhcp::Dnsmasq;
+use support::lab::{wait_until, Lan, Netns, TestDir};
+
+const VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
+
+/// One plugin run: what the runtime sees.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self}"))
+    }
+
+    /// Success with a result on stdout.
+    fn result(&self) -> Value {
+        assert_eq!(self.code, 0, "the plugin failed: {self}");
+        self.json()
+    }
+
+    /// Success with nothing on stdout (DEL, CHECK, STATUS, GC).
+    fn silent(&self) {
+        assert_eq!(self.code, 0, "the plugin failed: {self}");
+        assert_eq!(self.stdout.trim(), "", "nothing on stdout: {self}");
+    }
+
+    /// An error result with `code`, in the spec's shape; returns its details.
+    fn error(&self, code: u64, version: &str) -> String {
+        assert_ne!(self.code, 0, "the plugin should have failed: {self}");
+        let error = self.json();
+        assert_eq!(error["code"], code, "{self}");
+        assert_eq!(error["cniVersion"], version, "{self}");
+        assert!(error["msg"].as_str().is_some_and(|m| !m.is_empty()), "{self}");
+        error["details"].as_str().expect("details").to_string()
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\nstdout: {}\nstderr: {}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// The runtime's side of one invocation.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    command: &'a str,
+    container_id: Option<&'a str>,
+    netns: Option<&'a str>,
+    ifname: Option<&'a str>,
+    args: Option<&'a str>,
+}
+
+impl<'a> Call<'a> {
+    fn new(command: &'a str, container_id: &'a str, netns: &'a Netns) -> Call<'a> {
+        Call {
+            command,
+            container_id: Some(container_id),
+            netns: Some(netns.path.to_str().expect("utf-8 path")),
+            ifname: Some("eth0"),
+            args: None,
+        }
+    }
+
+    /// A command that takes no container (STATUS, GC, VERSION).
+    fn bare(command: &'a str) -> Call<'a> {
+        Call { command, container_id: None, netns: None, ifname: None, args: None }
+    }
+
+    fn run(&self, host: &Netns, dir: &TestDir, conf: &Value) -> Run {
+        run_plugin(host, dir, self, conf.to_string().as_bytes(), &[])
+    }
+}
+
+fn run_plugin(host: &Netns, dir: &TestDir, call: &Call, stdin: &[u8], argv: &[&str]) -> Run {
+    let mut command = cli::command(host, dir, argv);
+    command.env("CNI_COMMAND", call.command).env("CNI_PATH", "/nonexistent");
+    for (name, value) in [
+        ("CNI_CONTAINERID", call.container_id),
+        ("CNI_NETNS", call.netns),
+        ("CNI_IFNAME", call.ifname),
+        ("CNI_ARGS", call.args),
+    ] {
+        if let Some(value) = value {
+            command.env(name, value);
+        }
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the plugin");
+    child.stdin.take().expect("stdin").write_all(stdin).expect("write the conf");
+    let out: Output = child.wait_with_output().expect("wait for the plugin");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn static_conf(version: &str, lan: &Lan, host_octet: u8) -> Value {
+    json!({
+        "cniVersion": version,
+        "name": "lantest",
+        "type": "lanyard",
+        "hostInterface": "br0",
+        "addresses": [format!("{}/24", lan.addr4(host_octet))],
+        "gateway": lan.gateway4.to_string(),
+        "routes": [{"dst": "198.19.0.0/16"}],
+        "mtu": 1400,
+    })
+}
+
+/// The guest interface's entry of a result, checked against the spec's shape for `version`.
+fn check_add_result(result: &Value, version: &str, sandbox: &Netns, address: &str, gateway: &str) {
+    assert_eq!(result["cniVersion"], version, "{result}");
+    let interfaces = result["interfaces"].as_array().expect("interfaces");
+    let guest_index = interfaces
+        .iter()
+        .position(|i| i["sandbox"] == sandbox.path.to_str().unwrap())
+        .unwrap_or_else(|| panic!("no interface in the sandbox: {result}"));
+    let guest = &interfaces[guest_index];
+    assert_eq!(guest["name"], "eth0", "{result}");
+    assert!(guest["mac"].as_str().is_some_and(|m| m.len() == 17), "{result}");
+    assert_eq!(guest.get("mtu").is_some(), version == "1.1.0", "mtu only in 1.1.0: {result}");
+    let ip = &result["ips"][0];
+    assert_eq!(ip["address"], address, "{result}");
+    assert_eq!(ip["gateway"], gateway, "{result}");
+    assert_eq!(ip["interface"], guest_index, "{result}");
+    assert_eq!(ip.get("version").is_some(), version == "0.4.0", "version only in 0.4.0: {result}");
+    if version == "0.4.0" {
+        assert_eq!(ip["version"], "4");
+    }
+    let routes = result["routes"].as_array().expect("routes");
+    assert!(routes.contains(&json!({"dst": "0.0.0.0/0", "gw": gateway})), "{result}");
+    assert!(result["dns"].is_object(), "{result}");
+}
+
+#[test]
+fn static_add_check_del_in_every_version_leave_nothing_behind() {
+    let lan = Lan::bridge(240);
+    let dir = TestDir::new("cni-static");
+    let host_before = lan.host.snapshot();
+    for (n, version) in VERSIONS.iter().enumerate() {
+        let g = lan.guest("c");
+        let guest_before = g.snapshot();
+        let id = format!("static{n}");
+        let octet = 10 + n as u8;
+        let conf = static_conf(version, &lan, octet);
+        let address = format!("{}/24", lan.addr4(octet));
+        let result = Call::new("ADD", &id, &g).run(&lan.host, &dir, &conf).result();
+        check_add_result(&result, version, &g, &address, &lan.gateway4.to_string());
+        assert!(
+            result["routes"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"dst": "198.19.0.0/16", "gw": lan.gateway4.to_string()})),
+            "{result}"
+        );
+        assert!(g.addresses().iter().any(|a| a.contains(&address)), "{:?}", g.addresses());
+        assert!(
+            g.routes()
+                .iter()
+                .any(|r| r.starts_with(&format!("default via {} dev eth0", lan.gateway4))),
+            "{:?}",
+            g.routes()
+        );
+        assert!(g.ip(&["link", "show", "eth0"]).contains("mtu 1400"));
+
+        // `lanyard inspect --all` shows it beside any other attachment.
+        let inspect = cli::ok(cli::run(&lan.host, &dir, &["inspect", "--all"]));
+        assert!(inspect.contains(&format!("cni:lantest:{id}")), "{inspect}");
+
+        let mut checked = conf.clone();
+        checked["prevResult"] = result.clone();
+        Call::new("CHECK", &id, &g).run(&lan.host, &dir, &checked).silent();
+
+        let mut deleted = conf.clone();
+        deleted["prevResult"] = result;
+        Call::new("DEL", &id, &g).run(&lan.host, &dir, &deleted).silent();
+        assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
+        assert_eq!(g.snapshot(), guest_before, "{version}: the container as before");
+        assert_eq!(lan.host.snapshot(), host_before, "{version}: the host as before");
+        // DEL twice: success, nothing to do.
+        Call::new("DEL", &id, &g).run(&lan.host, &dir, &conf).silent();
+    }
+}
+
+#[test]
+fn version_lists_what_lanyard_speaks_in_the_version_asked() {
+    let host = Netns::new("cni-version");
+    let dir = TestDir::new("cni-version");
+    for version in VERSIONS {
+        let out = Call::bare("VERSION").run(&host, &dir, &json!({"cniVersion": version}));
+        assert_eq!(
+            out.result(),
+            json!({"cniVersion": version, "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]})
+        );
+    }
+    // The binary acts as a plugin whatever its arguments, as a runtime may exec it.
+    let out = run_plugin(
+        &host,
+        &dir,
+        &Call::bare("VERSION"),
+        b"{\"cniVersion\":\"1.0.0\"}",
+        &["attach", "--help"],
+    );
+    assert_eq!(out.result()["supportedVersions"][2], "1.1.0");
+}
+
+#[test]
+fn check_reports_drift_with_its_code() {
+    let lan = Lan::bridge(241);
+    let dir = TestDir::new("cni-drift");
+    let g = lan.guest("c");
+    let conf = static_conf("1.0.0", &lan, 20);
+    let result = Call::new("ADD", "drift", &g).run(&lan.host, &dir, &conf).result();
+    let mut checked = conf.clone();
+    checked["prevResult"] = result;
+    Call::new("CHECK", "drift", &g).run(&lan.host, &dir, &checked).silent();
+    // Someone removes the address behind lanyard's back.
+    g.ip(&["addr", "del", &format!("{}/24", lan.addr4(20)), "dev", "eth0"]);
+    let details =
+        Call::new("CHECK", "drift", &g).run(&lan.host, &dir, &checked).error(103, "1.0.0");
+    assert!(details.contains(&format!("address {}/24 is missing", lan.addr4(20))), "{details}");
+    // CHECK of an attachment lanyard never made: unknown container.
+    Call::new("CHECK", "never", &g).run(&lan.host, &dir, &checked).error(3, "1.0.0");
+    Call::new("DEL", "drift", &g).run(&lan.host, &dir, &conf).silent();
+    assert!(record_and_lease_files(&dir).is_empty());
+}
+
+#[test]
+fn bad_input_is_refused_with_the_spec_codes_and_changes_nothing() {
+    let lan = Lan::bridge(242);
+    let dir = TestDir::new("cni-bad");
+    let g = lan.guest("c");
+    let (host_before, guest_before) = (lan.host.snapshot(), g.snapshot());
+    let add = Call::new("ADD", "bad", &g);
+    let good = static_conf("1.0.0", &lan, 30);
+
+    let out = run_plugin(&lan.host, &dir, &add, b"{\"cniVersion\": ", &[]);
+    out.error(6, "1.1.0");
+    let mut old = good.clone();
+    old["cniVersion"] = json!("0.3.1");
+    add.run(&lan.host, &dir, &old).error(1, "1.1.0");
+    let mut ipam = good.clone();
+    ipam["ipam"] = json!({"type": "host-local"});
+    let details = add.run(&lan.host, &dir, &ipam).error(2, "1.0.0");
+    assert!(details.contains("\"ipam\"") && details.contains("host-local"), "{details}");
+    let mut no_interface = good.clone();
+    no_interface.as_object_mut().unwrap().remove("hostInterface");
+    assert!(add.run(&lan.host, &dir, &no_interface).error(7, "1.0.0").contains("hostInterface"));
+    let mut missing = good.clone();
+    missing["hostInterface"] = json!("brmissing0");
+    let details = add.run(&lan.host, &dir, &missing).error(7, "1.0.0");
+    assert!(details.contains("brmissing0"), "{details}");
+    let mut outside = good.clone();
+    outside["gateway"] = json!("198.19.9.1");
+    add.run(&lan.host, &dir, &outside).error(7, "1.0.0");
+    let no_id = Call { container_id: None, ..Call::new("ADD", "x", &g) };
+    assert!(no_id.run(&lan.host, &dir, &good).error(4, "1.0.0").contains("CNI_CONTAINERID"));
+    let no_netns =
+        Call { netns: Some("/run/netns/lanyard-no-such-ns"), ..Call::new("ADD", "x", &g) };
+    assert!(no_netns.run(&lan.host, &dir, &good).error(4, "1.0.0").contains("CNI_NETNS"));
+    let unknown_arg = Call { args: Some("FOO=1"), ..Call::new("ADD", "x", &g) };
+    unknown_arg.run(&lan.host, &dir, &good).error(4, "1.0.0");
+    Call::bare("FROB").run(&lan.host, &dir, &good).error(4, "1.0.0");
+
+    assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
+    assert_eq!(lan.host.snapshot(), host_before);
+    assert_eq!(g.snapshot(), guest_before);
+}
+
+#[test]
+fn add_twice_is_refused_and_keeps_the_first() {
+    let lan = Lan::bridge(243);
+    let dir = TestDir::new("cni-twice");
+    let g = lan.guest("c");
+    let conf = static_conf("1.1.0", &lan, 40);
+    Call::new("ADD", "twice", &g).run(&lan.host, &dir, &conf).result();
+    let details = Call::new("ADD", "twice", &g).run(&lan.host, &dir, &conf).error(100, "1.1.0");
+    assert!(details.contains("eth0"), "{details}");
+    assert!(g.addresses().iter().any(|a| a.contains(&format!("{}/24", lan.addr4(40)))));
+    assert_eq!(record_and_lease_files(&dir).len(), 1);
+    Call::new("DEL", "twice", &g).run(&lan.host, &dir, &conf).silent();
+    assert!(record_and_lease_files(&dir).is_empty());
+}
+
+#[test]
+fn del_succeeds_when_the_namespace_vanished_after_add() {
+    let lan = Lan::bridge(244);
+    let dir = TestDir::new("cni-vanished");
+    let host_before = lan.host.snapshot();
+    let g = lan.guest("c");
+    let conf = static_conf("1.0.0", &lan, 50);
+    let result = Call::new("ADD", "vanish", &g).run(&lan.host, &dir, &conf).result();
+    let host_end = result["interfaces"][0]["name"].as_str().expect("host end").to_string();
+    let netns_path = g.path.to_str().unwrap().to_string();
+    drop(g);
+    assert!(
+        wait_until(Duration::from_secs(5), || !lan.host.links().contains(&host_end)),
+        "the host end {host_end} outlived its namespace"
+    );
+    let del = Call {
+        command: "DEL",
+        container_id: Some("vanish"),
+        netns: Some(&netns_path),
+        ifname: Some("eth0"),
+        args: None,
+    };
+    del.run(&lan.host, &dir, &conf).silent();
+    assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
+    assert_eq!(lan.host.snapshot(), host_before);
+    // The runtime may also give no CNI_NETNS at all once the namespace is gone.
+    Call { netns: None, ..del }.run(&lan.host, &dir, &conf).silent();
+}
+
+#[test]
+fn gc_removes_what_the_valid_list_leaves_out_and_only_on_its_network() {
+    let lan = Lan::bridge(245);
+    let dir = TestDir::new("cni-gc");
+    let host_before = lan.host.snapshot();
+    let guests: Vec<Netns> = (0..3).map(|_| lan.guest("c")).collect();
+    let ids = ["gc0", "gc1", "gc2"];
+    for (n, (id, g)) in ids.iter().zip(&guests).enumerate() {
+        let conf = static_conf("1.1.0", &lan, 60 + n as u8);
+        Call::new("ADD", id, g).run(&lan.host, &dir, &conf).result();
+    }
+    // Another network's attachment is not this GC's business.
+    let other = lan.guest("other");
+    let mut other_conf = static_conf("1.1.0", &lan, 70);
+    other_conf["name"] = json!("othernet");
+    Call::new("ADD", "gc0", &other).run(&lan.host, &dir, &other_conf).result();
+    assert_eq!(record_and_lease_files(&dir).len(), 4);
+
+    let mut gc = static_conf("1.1.0", &lan, 0);
+    gc.as_object_mut().unwrap().remove("addresses");
+    Call::bare("GC").run(&lan.host, &dir, &gc).error(7, "1.1.0");
+    assert_eq!(record_and_lease_files(&dir).len(), 4, "GC without a list removes nothing");
+
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "gc1", "ifname": "eth0"}]);
+    Call::bare("GC").run(&lan.host, &dir, &gc).silent();
+    let left = record_and_lease_files(&dir);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().any(|f| f.contains("gc1+lantest")), "{left:?}");
+    assert!(left.iter().any(|f| f.contains("gc0+othernet")), "{left:?}");
+    assert!(!guests[0].links().contains(&"eth0".to_string()));
+    assert!(guests[1].links().contains(&"eth0".to_string()));
+    assert!(!guests[2].links().contains(&"eth0".to_string()));
+
+    gc["cni.dev/valid-attachments"] = json!([]);
+    Call::bare("GC").run(&lan.host, &dir, &gc).silent();
+    let left = record_and_lease_files(&dir);
+    assert_eq!(left.len(), 1, "{left:?}");
+    Call::new("DEL", "gc0", &other).run(&lan.host, &dir, &other_conf).silent();
+    assert!(record_and_lease_files(&dir).is_empty());
+    assert_eq!(lan.host.snapshot(), host_before);
+}
+
+#[test]
+fn status_is_50_when_the_state_dir_cannot_be_written() {
+    let host = Netns::new("cni-status");
+    let dir = TestDir::new("cni-status");
+    let conf = json!({"cniVersion": "1.1.0", "name": "lantest", "type": "lanyard", "hostInterface": "br0"});
+    Call::bare("STATUS").run(&host, &dir, &conf).silent();
+    // The same state directory read-only, in a mount namespace of the plugin's own (the
+    // test's mounts stay as they are).
+    let state = dir.join("state");
+    let mut command = host.command("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind -o ro \"$1\" \"$1\" && exec \"$2\"")
+        .arg("sh")
+        .arg(&state)
+        .arg(env!("CARGO_BIN_EXE_lanyard"))
+        .env("LANYARD_STATE_DIR", &state)
+        .env("LANYARD_HOST_ID", "test-status")
+        .env("CNI_COMMAND", "STATUS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn unshare");
+    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let details = run.error(50, "1.1.0");
+    assert!(details.contains("not writable"), "{details}");
+}
+
+#[test]
+fn dhcp_add_takes_a_lease_through_the_daemon_and_a_recreated_pod_gets_it_again() {
+    let lan = Lan::bridge(246);
+    let dir = TestDir::new("cni-dhcp");
+    let _daemon = DaemonGuard::new(&dir);
+    let dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.246.100", "198.18.246.200"), "2m", &[]);
+    let host_before = lan.host.snapshot();
+    for version in VERSIONS {
+        let conf = json!({
+            "cniVersion": version, "name": "lantest", "type": "lanyard",
+            "hostInterface": "br0", "addressing": "dhcp",
+        });
+        Call::bare("STATUS").run(&lan.host, &dir, &conf).silent();
+        let mut leased = Vec::new();
+        // Two containers in turn for the same pod (re-created): the same stable client id and
+        // MAC, so the same address.
+        for attempt in ["a", "b"] {
+            let g = lan.guest("pod");
+            let id = format!("dhcp-{version}-{attempt}");
+            let add = Call {
+                args: Some("IgnoreUnknown=1;K8S_POD_NAME=web1"),
+                ..Call::new("ADD", &id, &g)
+            };
+            let result = add.run(&lan.host, &dir, &conf).result();
+            let address = result["ips"][0]["address"].as_str().expect("address").to_string();
+            assert!(address.starts_with("198.18.246.") && address.ends_with("/24"), "{result}");
+            check_add_result(&result, version, &g, &address, &lan.gateway4.to_string());
+            assert!(g.addresses().iter().any(|a| a.contains(&address)), "{:?}", g.addresses());
+            let lease = dnsmasq
+                .leases()
+                .into_iter()
+                .find(|l| address.starts_with(&format!("{}/", l.ip)))
+                .expect("dnsmasq knows the lease");
+            assert_eq!(lease.hostname.as_deref(), Some("web1"));
+            let mut checked = conf.clone();
+            checked["prevResult"] = result;
+            Call { command: "CHECK", ..add }.run(&lan.host, &dir, &checked).silent();
+            Call { command: "DEL", ..add }.run(&lan.host, &dir, &checked).silent();
+            dnsmasq.expect_release("br0", lease.ip, Duration::from_secs(3));
+            assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
+            leased.push(address);
+        }
+        assert_eq!(leased[0], leased[1], "{version}: the re-created pod asked for its address");
+    }
+    assert_eq!(lan.host.snapshot(), host_before);
+}
