@@ -459,3 +459,40 @@ fn dhcp_add_takes_a_lease_through_the_daemon_and_a_recreated_pod_gets_it_again()
     }
     assert_eq!(lan.host.snapshot(), host_before);
 }
+
+#[test]
+fn dhcp_add_without_a_server_is_try_again_later_and_leaves_nothing() {
+    let lan = Lan::bridge(247);
+    let dir = TestDir::new("cni-dhcp-none");
+    let _daemon = DaemonGuard::new(&dir);
+    let g = lan.guest("c");
+    let (host_before, guest_before) = (lan.host.snapshot(), g.snapshot());
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "lantest", "type": "lanyard",
+        "hostInterface": "br0", "addressing": "dhcp", "dhcpTimeout": 1,
+    });
+    let details = Call::new("ADD", "noserver", &g).run(&lan.host, &dir, &conf).error(11, "1.0.0");
+    assert!(details.contains("no DHCP offer on br0"), "{details}");
+    assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
+    assert_eq!(lan.host.snapshot(), host_before);
+    assert_eq!(g.snapshot(), guest_before);
+}
+
+#[test]
+fn the_documented_conflists_are_accepted_by_the_plugin() {
+    for file in ["lanyard.conflist", "lanyard-static.conflist"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cni").join(file);
+        let list: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read it"))
+            .unwrap_or_else(|e| panic!("{file} is not JSON: {e}"));
+        // The runtime copies the list's name and version into each plugin's conf.
+        let mut conf = list["plugins"][0].clone();
+        conf["name"] = list["name"].clone();
+        conf["cniVersion"] = list["cniVersion"].clone();
+        let conf = lanyard::cni::conf::parse(conf.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{file} is refused: {e:?}"));
+        conf.check_common().unwrap_or_else(|e| panic!("{file} is refused: {e:?}"));
+        if let Err(e) = conf.wanted(&lanyard::cni::conf::CniArgs::default()) {
+            panic!("{file} is refused: {e:?}");
+        }
+    }
+}
