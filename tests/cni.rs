@@ -170,7 +170,11 @@ fn static_add_check_del_in_every_version_leave_nothing_behind() {
         let octet = 10 + n as u8;
         let conf = static_conf(version, &lan, octet);
         let address = format!("{}/24", lan.addr4(octet));
+        let capture = support::lab::capture_filtered(&lan.host, "br0", &["arp"]);
         let result = Call::new("ADD", &id, &g).run(&lan.host, &dir, &conf).result();
+        // Announced as the CLI announces a static address.
+        let announced = format!("Request who-has {0} tell {0}", lan.addr4(octet));
+        capture.expect(&announced, Duration::from_secs(3));
         check_add_result(&result, version, &g, &address, &lan.gateway4.to_string());
         assert!(
             result["routes"]
@@ -192,6 +196,8 @@ fn static_add_check_del_in_every_version_leave_nothing_behind() {
         // `lanyard inspect --all` shows it beside any other attachment.
         let inspect = cli::ok(cli::run(&lan.host, &dir, &["inspect", "--all"]));
         assert!(inspect.contains(&format!("cni:lantest:{id}")), "{inspect}");
+        let by_id = cli::ok(cli::run(&lan.host, &dir, &["inspect", &id]));
+        assert!(by_id.contains(&format!("cni:lantest:{id}")), "{by_id}");
 
         let mut checked = conf.clone();
         checked["prevResult"] = result.clone();

@@ -97,6 +97,11 @@ pub fn add(invocation: &Invocation, conf: &NetConf) -> Result<Value, CniError> {
     }
     let attached = crate::attach(&host, &request)
         .map_err(|e| CniError::from_lanyard("lanyard could not attach the container", &e))?;
+    if attached.record.dhcp.is_none() {
+        // Static addresses are announced (gratuitous ARP, unsolicited NA) as the CLI does, from
+        // a detached helper, so neighbours with a stale entry for the address learn the MAC.
+        crate::cli::spawn_announcer(host.state.path(), &attached);
+    }
     let lease = match attached.record.dhcp {
         Some(_) => crate::daemon::store::load(host.state.path(), &attached.record.file_name())
             .map_err(|e| CniError::from_lanyard("cannot read the lease", &e))?
