@@ -293,10 +293,39 @@ fn bad_input_is_refused_with_the_spec_codes_and_changes_nothing() {
     let unknown_arg = Call { args: Some("FOO=1"), ..Call::new("ADD", "x", &g) };
     unknown_arg.run(&lan.host, &dir, &good).error(4, "1.0.0");
     Call::bare("FROB").run(&lan.host, &dir, &good).error(4, "1.0.0");
+    let del_no_ifname = Call { ifname: None, ..Call::new("DEL", "x", &g) };
+    assert!(del_no_ifname.run(&lan.host, &dir, &good).error(4, "1.0.0").contains("CNI_IFNAME"));
 
     assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
     assert_eq!(lan.host.snapshot(), host_before);
     assert_eq!(g.snapshot(), guest_before);
+}
+
+#[test]
+fn add_passes_a_prev_result_on_with_its_own_entries_after_it() {
+    let lan = Lan::bridge(248);
+    let dir = TestDir::new("cni-prev");
+    let g = lan.guest("c");
+    let mut conf = static_conf("1.0.0", &lan, 80);
+    let previous = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth9", "sandbox": g.path.to_str().unwrap()}],
+        "ips": [{"address": "198.19.1.2/24", "interface": 0}],
+        "routes": [{"dst": "198.19.2.0/24", "gw": "198.19.1.1"}],
+        "dns": {"nameservers": ["198.19.1.53"]},
+    });
+    conf["prevResult"] = previous.clone();
+    let result = Call::new("ADD", "prev", &g).run(&lan.host, &dir, &conf).result();
+    assert_eq!(result["interfaces"][0], previous["interfaces"][0], "{result}");
+    assert_eq!(result["ips"][0], previous["ips"][0], "{result}");
+    assert_eq!(result["routes"][0], previous["routes"][0], "{result}");
+    assert_eq!(result["dns"], previous["dns"], "{result}");
+    // lanyard's own entries follow, indexed into the whole list.
+    assert_eq!(result["interfaces"][2]["name"], "eth0", "{result}");
+    assert_eq!(result["ips"][1]["address"], format!("{}/24", lan.addr4(80)), "{result}");
+    assert_eq!(result["ips"][1]["interface"], 2, "{result}");
+    Call::new("DEL", "prev", &g).run(&lan.host, &dir, &conf).silent();
+    assert!(record_and_lease_files(&dir).is_empty());
 }
 
 #[test]

@@ -114,6 +114,7 @@ pub fn add(invocation: &Invocation, conf: &NetConf) -> Result<Value, CniError> {
         &netns,
         lease.as_ref(),
         conf.dns.as_ref(),
+        conf.prev_result.as_ref(),
     ))
 }
 

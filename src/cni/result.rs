@@ -9,15 +9,20 @@ use crate::state::Record;
 
 /// The result of an ADD that made `record`, in the namespace at `sandbox` (CNI_NETNS), with the
 /// DHCP `lease` when there is one. `conf_dns` is the conf's `dns`, used when no lease brings
-/// servers.
+/// servers. A `prev_result` (lanyard chained after another plugin) is passed on with lanyard's
+/// interfaces, addresses and routes added after its own, as the spec asks.
 pub fn add_result(
     version: &str,
     record: &Record,
     sandbox: &str,
     lease: Option<&Lease>,
     conf_dns: Option<&Value>,
+    prev_result: Option<&Value>,
 ) -> Value {
-    let mut interfaces = Vec::new();
+    let previous = |key: &str| -> Vec<Value> {
+        prev_result.and_then(|p| p[key].as_array().cloned()).unwrap_or_default()
+    };
+    let mut interfaces = previous("interfaces");
     // The veth's host end is an interface of the attachment too (the spec lists host-level
     // interfaces); a macvlan has none.
     if let Some(host_end) = &record.host_ifname {
@@ -45,8 +50,8 @@ pub fn add_result(
         entry.insert("interface".into(), json!(guest_index));
         Value::Object(entry)
     };
-    let mut ips = Vec::new();
-    let mut routes = Vec::new();
+    let mut ips = previous("ips");
+    let mut routes = previous("routes");
     if let Some(lease) = lease {
         let gateway = lease.gateway();
         ips.push(ip(
@@ -92,7 +97,11 @@ pub fn add_result(
             }
             Value::Object(dns)
         }
-        None => conf_dns.cloned().unwrap_or_else(|| json!({})),
+        None => prev_result
+            .map(|p| p["dns"].clone())
+            .filter(|dns| dns.as_object().is_some_and(|d| !d.is_empty()))
+            .or_else(|| conf_dns.cloned())
+            .unwrap_or_else(|| json!({})),
     };
     json!({
         "cniVersion": version,
