@@ -3,7 +3,7 @@
 //! inside a lab namespace that plays the runtime's host, with a fresh namespace per container as
 //! `CNI_NETNS`. Every command (ADD, DEL, CHECK, STATUS, GC, VERSION), every version lanyard
 //! speaks (0.4.0, 1.0.0, 1.1.0), static addresses and a DHCP lease from dnsmasq, and the error
-//! paths. LANs 240..=248.
+//! paths. LANs 239..=248.
 
 mod support;
 
@@ -530,4 +530,42 @@ fn the_documented_conflists_are_accepted_by_the_plugin() {
             panic!("{file} is refused: {e:?}");
         }
     }
+}
+
+#[test]
+fn a_cni_lease_is_resumed_by_a_restarted_daemon_and_released_by_del() {
+    let lan = Lan::bridge(239);
+    let dir = TestDir::new("cni-resume");
+    let daemon = DaemonGuard::new(&dir);
+    let dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.239.100", "198.18.239.200"), "2m", &[]);
+    let g = lan.guest("pod");
+    let conf = json!({
+        "cniVersion": "1.1.0", "name": "lantest", "type": "lanyard",
+        "hostInterface": "br0", "addressing": "dhcp",
+    });
+    let add = Call::new("ADD", "resume", &g);
+    let result = add.run(&lan.host, &dir, &conf).result();
+    let address = result["ips"][0]["address"].as_str().expect("address").to_string();
+    let first = daemon.pid().expect("the ADD started the daemon");
+    assert!(daemon.kill(libc::SIGKILL));
+    // STATUS of a DHCP network brings a daemon up again; it finds the guest by its recorded
+    // namespace path and keeps the lease.
+    Call::bare("STATUS").run(&lan.host, &dir, &conf).silent();
+    let second = daemon.pid().expect("a daemon answers after STATUS");
+    assert_ne!(first, second);
+    let leases = |dir: &TestDir| -> Value {
+        serde_json::from_str(&cli::ok(cli::run(&lan.host, dir, &["leases", "--json"])))
+            .expect("leases JSON")
+    };
+    let bound = wait_until(Duration::from_secs(5), || {
+        leases(&dir).as_array().is_some_and(|all| {
+            all.iter().any(|l| l["State"] == "BOUND" && l["Address"] == address.as_str())
+        })
+    });
+    assert!(bound, "the restarted daemon holds {address}: {}", leases(&dir));
+    assert!(g.addresses().iter().any(|a| a.contains(&address)), "{:?}", g.addresses());
+    Call { command: "DEL", ..add }.run(&lan.host, &dir, &conf).silent();
+    let ip = address.split('/').next().unwrap().parse().unwrap();
+    dnsmasq.expect_release("br0", ip, Duration::from_secs(3));
+    assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
 }
