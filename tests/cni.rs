@@ -341,6 +341,17 @@ fn add_twice_is_refused_and_keeps_the_first() {
     assert_eq!(record_and_lease_files(&dir).len(), 1);
     Call::new("DEL", "twice", &g).run(&lan.host, &dir, &conf).silent();
     assert!(record_and_lease_files(&dir).is_empty());
+
+    // A missing `br*` host interface is made only when the conf asks, and goes with the last
+    // attachment.
+    let host_before = lan.host.snapshot();
+    let mut created = conf.clone();
+    created["hostInterface"] = json!("brcni0");
+    created["createBridge"] = json!(true);
+    Call::new("ADD", "created", &g).run(&lan.host, &dir, &created).result();
+    assert!(lan.host.links().contains(&"brcni0".to_string()), "{:?}", lan.host.links());
+    Call::new("DEL", "created", &g).run(&lan.host, &dir, &created).silent();
+    assert_eq!(lan.host.snapshot(), host_before);
 }
 
 #[test]

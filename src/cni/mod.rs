@@ -123,7 +123,9 @@ pub struct Invocation {
 }
 
 impl Invocation {
-    /// Read (and take out of the environment) the CNI variables.
+    /// Read (and take out of the environment) the CNI variables. Changing the environment is
+    /// only sound while no other thread reads it: call this first, before any thread starts,
+    /// as [`main`] does.
     pub fn from_env() -> Invocation {
         let mut values: Vec<Option<String>> = Vec::new();
         for name in CNI_VARIABLES {
