@@ -3,7 +3,7 @@
 //! inside a lab namespace that plays the runtime's host, with a fresh namespace per container as
 //! `CNI_NETNS`. Every command (ADD, DEL, CHECK, STATUS, GC, VERSION), every version lanyard
 //! speaks (0.4.0, 1.0.0, 1.1.0), static addresses and a DHCP lease from dnsmasq, and the error
-//! paths. LANs 239..=248.
+//! paths. LANs 238..=248.
 
 mod support;
 
@@ -579,4 +579,45 @@ fn a_cni_lease_is_resumed_by_a_restarted_daemon_and_released_by_del() {
     let ip = address.split('/').next().unwrap().parse().unwrap();
     dnsmasq.expect_release("br0", ip, Duration::from_secs(3));
     assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
+}
+
+#[test]
+fn concurrent_adds_as_a_node_starting_pods_all_succeed_with_distinct_macs() {
+    let lan = Lan::bridge(238);
+    let dir = TestDir::new("cni-parallel");
+    let host_before = lan.host.snapshot();
+    let guests: Vec<Netns> = (0..8).map(|_| lan.guest("c")).collect();
+    let ids: Vec<String> = (0..8).map(|n| format!("par{n}")).collect();
+    let results: Vec<Run> = std::thread::scope(|scope| {
+        let handles: Vec<_> = guests
+            .iter()
+            .zip(&ids)
+            .enumerate()
+            .map(|(n, (g, id))| {
+                let (lan, dir) = (&lan, &dir);
+                scope.spawn(move || {
+                    let conf = static_conf("1.1.0", lan, 100 + n as u8);
+                    Call::new("ADD", id, g).run(&lan.host, dir, &conf)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("ADD thread")).collect()
+    });
+    let mut macs: Vec<String> = results
+        .iter()
+        .map(|run| {
+            let result = run.result();
+            let guest = result["interfaces"].as_array().unwrap().last().unwrap().clone();
+            guest["mac"].as_str().expect("mac").to_string()
+        })
+        .collect();
+    macs.sort();
+    macs.dedup();
+    assert_eq!(macs.len(), 8, "distinct MACs: {macs:?}");
+    assert_eq!(record_and_lease_files(&dir).len(), 8);
+    let mut gc = static_conf("1.1.0", &lan, 100);
+    gc["cni.dev/valid-attachments"] = json!([]);
+    Call::bare("GC").run(&lan.host, &dir, &gc).silent();
+    assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
+    assert_eq!(lan.host.snapshot(), host_before);
 }
