@@ -3,7 +3,7 @@
 //! inside a lab namespace that plays the runtime's host, with a fresh namespace per container as
 //! `CNI_NETNS`. Every command (ADD, DEL, CHECK, STATUS, GC, VERSION), every version lanyard
 //! speaks (0.4.0, 1.0.0, 1.1.0), static addresses and a DHCP lease from dnsmasq, and the error
-//! paths. LANs 238..=248.
+//! paths. LANs 237..=248.
 
 mod support;
 
@@ -620,4 +620,35 @@ fn concurrent_adds_as_a_node_starting_pods_all_succeed_with_distinct_macs() {
     Call::bare("GC").run(&lan.host, &dir, &gc).silent();
     assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
     assert_eq!(lan.host.snapshot(), host_before);
+}
+
+#[test]
+fn gc_releases_a_lease_whose_record_was_lost() {
+    let lan = Lan::bridge(237);
+    let dir = TestDir::new("cni-gc-orphan");
+    let _daemon = DaemonGuard::new(&dir);
+    let dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.237.100", "198.18.237.200"), "2m", &[]);
+    let g = lan.guest("pod");
+    let conf = json!({
+        "cniVersion": "1.1.0", "name": "lantest", "type": "lanyard",
+        "hostInterface": "br0", "addressing": "dhcp",
+    });
+    let result = Call::new("ADD", "orphan", &g).run(&lan.host, &dir, &conf).result();
+    let address = result["ips"][0]["address"].as_str().expect("address").to_string();
+    // The record goes behind lanyard's back; the daemon still holds (and would renew) the lease.
+    let record = dir.join("state/cni-orphan+lantest@eth0.json");
+    std::fs::remove_file(&record).expect("remove the record");
+    assert_eq!(record_and_lease_files(&dir), ["state/leases/cni-orphan+lantest@eth0.json"]);
+    // A GC of another network leaves it alone.
+    let mut other = conf.clone();
+    other["name"] = json!("othernet");
+    other["cni.dev/valid-attachments"] = json!([]);
+    Call::bare("GC").run(&lan.host, &dir, &other).silent();
+    assert_eq!(record_and_lease_files(&dir).len(), 1);
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    Call::bare("GC").run(&lan.host, &dir, &gc).silent();
+    let ip = address.split('/').next().unwrap().parse().unwrap();
+    dnsmasq.expect_release("br0", ip, Duration::from_secs(3));
+    assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
 }

@@ -215,7 +215,8 @@ pub fn status(invocation: &Invocation, conf: &NetConf) -> Result<(), CniError> {
 }
 
 /// Detach every attachment of this network not listed in `cni.dev/valid-attachments` (its
-/// lease is released with it). Goes on past a failure and reports them all.
+/// lease is released with it), and release this network's leases whose record is gone. Goes on
+/// past a failure and reports them all.
 pub fn gc(invocation: &Invocation, conf: &NetConf) -> Result<(), CniError> {
     let valid = conf.valid_attachments.as_ref().ok_or_else(|| {
         CniError::new(
@@ -243,6 +244,7 @@ pub fn gc(invocation: &Invocation, conf: &NetConf) -> Result<(), CniError> {
             first_error.get_or_insert(e);
         }
     }
+    release_orphan_leases(&host, conf, &mut failures, &mut first_error);
     match first_error {
         None => Ok(()),
         Some(e) => {
@@ -254,6 +256,67 @@ pub fn gc(invocation: &Invocation, conf: &NetConf) -> Result<(), CniError> {
     }
 }
 
+/// Leases of this network whose record is gone (removed by hand, or lost in a crash between
+/// the two): a running daemon would keep renewing them for nobody, so it is asked to release
+/// them. With no daemon running there is nothing to do: the next one forgets a lease without a
+/// record when it starts.
+fn release_orphan_leases(
+    host: &Host,
+    conf: &NetConf,
+    failures: &mut Vec<String>,
+    first_error: &mut Option<crate::error::Error>,
+) {
+    use crate::daemon::control::{try_request, Request};
+    let leases = match crate::daemon::store::load_all(host.state.path()) {
+        Ok(leases) => leases,
+        Err(e) => {
+            failures.push(format!("leases: {e}"));
+            first_error.get_or_insert(e);
+            return;
+        }
+    };
+    for lease in leases {
+        if !is_record_of_network(&lease.record, &conf.name)
+            || host.state.load(&lease.record).ok().flatten().is_some()
+        {
+            continue;
+        }
+        let request = Request::Release { record: lease.record.clone() };
+        let answer = try_request(host.state.path(), &request, STATUS_DAEMON_TIMEOUT);
+        let error = match answer {
+            Ok(None) => continue,
+            Ok(Some(answer)) if answer.ok => continue,
+            Ok(Some(answer)) => answer.into_error(),
+            Err(e) => e,
+        };
+        failures.push(format!("lease {}: {error}", lease.record));
+        first_error.get_or_insert(error);
+    }
+}
+
+/// Is `file_name` the record file name of an attachment to `network`? CNI record names are
+/// `cni-ID+NETWORK@IFNAME.json` with every field escaped so that none holds `+` or `@`.
+fn is_record_of_network(file_name: &str, network: &str) -> bool {
+    let probe = GuestRef::Cni {
+        container_id: String::new(),
+        network: network.to_string(),
+        netns: String::new(),
+        stable_name: String::new(),
+    };
+    // "cni-+NETWORK@x.json": the network's escaped form sits between `+` and `@`.
+    let probe_name = Record::file_name_for(&probe, "x");
+    let Some(escaped_network) =
+        probe_name.strip_prefix("cni-+").and_then(|rest| rest.split_once('@')).map(|(n, _)| n)
+    else {
+        return false;
+    };
+    file_name
+        .strip_prefix("cni-")
+        .and_then(|rest| rest.split_once('@'))
+        .and_then(|(fields, _)| fields.split_once('+'))
+        .is_some_and(|(_, network)| network == escaped_network)
+}
+
 /// The versions lanyard speaks, answering in the version asked (or the newest).
 pub fn version(stdin: &[u8]) -> Outcome {
     let asked = serde_json::from_slice::<Value>(stdin)
@@ -263,5 +326,28 @@ pub fn version(stdin: &[u8]) -> Outcome {
     Outcome {
         version: asked.clone(),
         result: Ok(Some(json!({ "cniVersion": asked, "supportedVersions": SUPPORTED_VERSIONS }))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_names_are_told_apart_by_network() {
+        let name = |id: &str, network: &str| {
+            let guest = GuestRef::Cni {
+                container_id: id.into(),
+                network: network.into(),
+                netns: String::new(),
+                stable_name: String::new(),
+            };
+            Record::file_name_for(&guest, "eth0")
+        };
+        assert!(is_record_of_network(&name("abc", "lan"), "lan"));
+        assert!(is_record_of_network(&name("a+b", "l@n"), "l@n"));
+        assert!(!is_record_of_network(&name("abc", "lan"), "lan2"));
+        assert!(!is_record_of_network(&name("abc", "lan2"), "lan"));
+        assert!(!is_record_of_network("netns-lan@eth0.json", "lan"));
     }
 }
