@@ -260,6 +260,14 @@ impl NetConf {
                 .unwrap_or_default()
         };
         let networks = if runtime.is_empty() {
+            // An address with no host part names a subnet: it only gives bare runtime
+            // addresses their prefix, and would be a wrong address for the container itself.
+            if let Some(subnet) = conf_addresses.iter().find(|a| names_subnet(a)) {
+                return Err(invalid(format!(
+                    "\"addresses\": {subnet} is a subnet, not an address: the runtime gave the \
+                     container no address (podman --ip, the ips capability) to take its prefix"
+                )));
+            }
             conf_addresses
         } else {
             runtime
@@ -328,6 +336,12 @@ impl NetConf {
                 .unwrap_or(DEFAULT_DHCP_TIMEOUT),
         })
     }
+}
+
+/// An address whose host part is all zero, in a subnet big enough for that to be the subnet's
+/// own name (not a /31 or /32, /127 or /128, where every address is a host's).
+fn names_subnet(net: &IpNet) -> bool {
+    net.max_prefix_len() - net.prefix_len() >= 2 && net.addr() == net.network()
 }
 
 fn parse_cidr(text: &str, what: &str) -> Result<IpNet, CniError> {
@@ -408,6 +422,19 @@ mod tests {
         let mut elsewhere = v6;
         elsewhere.gateway = Some("2001:db8:5::1".parse().unwrap());
         assert_eq!(elsewhere.wanted(&CniArgs::default()).unwrap_err().code, Code::InvalidConfig);
+        // A subnet in "addresses" is a template for the runtime's bare address, never an address.
+        let template = conf(
+            r#"{"cniVersion":"1.0.0","name":"n","type":"lanyard","hostInterface":"br0",
+                "addresses":["198.18.4.0/24"]}"#,
+        );
+        assert_eq!(template.wanted(&CniArgs::default()).unwrap_err().code, Code::InvalidConfig);
+        let given = CniArgs::parse("IP=198.18.4.9").unwrap();
+        assert_eq!(template.wanted(&given).unwrap().addresses[0].to_string(), "198.18.4.9/24");
+        let point_to_point = conf(
+            r#"{"cniVersion":"1.0.0","name":"n","type":"lanyard","hostInterface":"br0",
+                "addresses":["198.18.4.0/31"]}"#,
+        );
+        assert!(point_to_point.wanted(&CniArgs::default()).is_ok());
         let outside = CniArgs::parse("IP=198.18.9.9").unwrap();
         assert_eq!(c.wanted(&outside).unwrap_err().code, Code::InvalidConfig);
     }
