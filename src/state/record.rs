@@ -21,35 +21,20 @@ const MAX_FILE_NAME: usize = 200;
 /// Hex digits of SHA-256 appended to a file name that had to be shortened.
 const SHORTENED_HASH_HEX: usize = 32;
 
-/// How to find the guest again.
+/// How to find the guest again. `Cni` is a CNI attachment, identified as the spec identifies
+/// it: the runtime's `container_id` and the `network`'s name (the interface is the record's own
+/// `guest_ifname`); `netns` is CNI_NETNS at ADD, where the guest's namespace is found again;
+/// `stable_name` is what stable MACs and client ids derive from: `pod:NAMESPACE/NAME` when the
+/// runtime passes K8S_POD_NAME (a re-created pod asks for the same address), else
+/// `container:ID`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum GuestRef {
-    Container {
-        id: String,
-        name: String,
-    },
-    Netns {
-        name: String,
-    },
-    Pid {
-        pid: u32,
-    },
-    Path {
-        path: String,
-    },
-    /// A CNI attachment, identified as the spec identifies it: the runtime's container id and
-    /// the network's name (the interface is the record's own `guest_ifname`).
-    Cni {
-        container_id: String,
-        network: String,
-        /// CNI_NETNS at ADD: where the guest's namespace is found again.
-        netns: String,
-        /// What stable MACs and client ids derive from: `pod:NAMESPACE/NAME` when the runtime
-        /// passes K8S_POD_NAME (a re-created pod asks for the same address), else
-        /// `container:ID`.
-        stable_name: String,
-    },
+    Container { id: String, name: String },
+    Netns { name: String },
+    Pid { pid: u32 },
+    Path { path: String },
+    Cni { container_id: String, network: String, netns: String, stable_name: String },
 }
 
 impl GuestRef {
