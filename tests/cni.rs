@@ -3,7 +3,7 @@
 //! inside a lab namespace that plays the runtime's host, with a fresh namespace per container as
 //! `CNI_NETNS`. Every command (ADD, DEL, CHECK, STATUS, GC, VERSION), every version lanyard
 //! speaks (0.4.0, 1.0.0, 1.1.0), static addresses and a DHCP lease from dnsmasq, and the error
-//! paths. LANs 237..=248.
+//! paths; and podman 4.3 running containers on lanyard networks. LANs 236..=248.
 
 mod support;
 
@@ -88,12 +88,24 @@ impl<'a> Call<'a> {
     }
 
     fn run(&self, host: &Netns, dir: &TestDir, conf: &Value) -> Run {
-        run_plugin(host, dir, self, conf.to_string().as_bytes(), &[])
+        run_plugin(host, dir, self, conf.to_string().as_bytes(), &[], &[])
     }
 }
 
-fn run_plugin(host: &Netns, dir: &TestDir, call: &Call, stdin: &[u8], argv: &[&str]) -> Run {
+/// The plugin run with `argv`, without the environment variables `unset` (cli::command sets
+/// LANYARD_STATE_DIR, which wins over the conf's `stateDir`).
+fn run_plugin(
+    host: &Netns,
+    dir: &TestDir,
+    call: &Call,
+    stdin: &[u8],
+    argv: &[&str],
+    unset: &[&str],
+) -> Run {
     let mut command = cli::command(host, dir, argv);
+    for name in unset {
+        command.env_remove(name);
+    }
     command.env("CNI_COMMAND", call.command).env("CNI_PATH", "/nonexistent");
     for (name, value) in [
         ("CNI_CONTAINERID", call.container_id),
@@ -232,6 +244,7 @@ fn version_lists_what_lanyard_speaks_in_the_version_asked() {
         &Call::bare("VERSION"),
         b"{\"cniVersion\":\"1.0.0\"}",
         &["attach", "--help"],
+        &[],
     );
     assert_eq!(out.result()["supportedVersions"][2], "1.1.0");
 }
@@ -266,7 +279,7 @@ fn bad_input_is_refused_with_the_spec_codes_and_changes_nothing() {
     let add = Call::new("ADD", "bad", &g);
     let good = static_conf("1.0.0", &lan, 30);
 
-    let out = run_plugin(&lan.host, &dir, &add, b"{\"cniVersion\": ", &[]);
+    let out = run_plugin(&lan.host, &dir, &add, b"{\"cniVersion\": ", &[], &[]);
     out.error(6, "1.1.0");
     let mut old = good.clone();
     old["cniVersion"] = json!("0.3.1");
@@ -293,6 +306,20 @@ fn bad_input_is_refused_with_the_spec_codes_and_changes_nothing() {
     let unknown_arg = Call { args: Some("FOO=1"), ..Call::new("ADD", "x", &g) };
     unknown_arg.run(&lan.host, &dir, &good).error(4, "1.0.0");
     Call::bare("FROB").run(&lan.host, &dir, &good).error(4, "1.0.0");
+    // A DEL where nothing was ever recorded creates no state directory.
+    let mut elsewhere = good.clone();
+    elsewhere["stateDir"] = json!(dir.join("never-made"));
+    let del_elsewhere = Call::new("DEL", "x", &g);
+    let out = run_plugin(
+        &lan.host,
+        &dir,
+        &del_elsewhere,
+        elsewhere.to_string().as_bytes(),
+        &[],
+        &["LANYARD_STATE_DIR"],
+    );
+    assert_eq!((out.code, out.stdout.trim()), (0, ""), "{out}");
+    assert!(!dir.join("never-made").exists());
     let del_no_ifname = Call { ifname: None, ..Call::new("DEL", "x", &g) };
     assert!(del_no_ifname.run(&lan.host, &dir, &good).error(4, "1.0.0").contains("CNI_IFNAME"));
 
@@ -651,4 +678,191 @@ fn gc_releases_a_lease_whose_record_was_lost() {
     let ip = address.split('/').next().unwrap().parse().unwrap();
     dnsmasq.expect_release("br0", ip, Duration::from_secs(3));
     assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
+}
+
+/// Podman 4.3 with its CNI backend, everything under a test directory (LAB.md's recipe), every
+/// command run inside the lab host namespace so the root namespace is never touched.
+struct Podman<'a> {
+    host: &'a Netns,
+    dir: TestDir,
+    /// /var/lib/cni and /var/lib/containers, which podman writes whatever the config says:
+    /// removed at the end when this test made them, else only what it added there.
+    made_var_lib: Vec<std::path::PathBuf>,
+}
+
+impl<'a> Podman<'a> {
+    fn new(host: &'a Netns, state: &std::path::Path, conflists: &[(&str, Value)]) -> Podman<'a> {
+        let made_var_lib = ["/var/lib/cni", "/var/lib/containers"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .filter(|p| !p.exists())
+            .collect();
+        let dir = TestDir::new("podman");
+        let p = dir.path().display().to_string();
+        for sub in ["plugins", "cni", "tmp", "root", "runroot", "rootfs/bin"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_lanyard"), dir.join("plugins/lanyard"))
+            .unwrap();
+        std::fs::write(
+            dir.join("containers.conf"),
+            format!(
+                "[containers]\ndefault_subnet = \"198.19.201.0/24\"\n\
+                 default_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
+                 [network]\nnetwork_backend = \"cni\"\n\
+                 cni_plugin_dirs = [\"{p}/plugins\", \"/usr/lib/cni\"]\n\
+                 network_config_dir = \"{p}/cni\"\ndefault_network = \"testdefault\"\n\
+                 [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n\
+                 events_logger = \"file\"\nevents_logfile_path = \"{p}/events.log\"\n\
+                 tmp_dir = \"{p}/tmp\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("storage.conf"),
+            format!("[storage]\ndriver = \"vfs\"\nrunroot = \"{p}/runroot\"\ngraphroot = \"{p}/root\"\n"),
+        )
+        .unwrap();
+        for (name, conflist) in conflists {
+            std::fs::write(dir.join(format!("cni/{name}.conflist")), conflist.to_string()).unwrap();
+        }
+        std::fs::copy("/bin/busybox", dir.join("rootfs/bin/busybox")).expect("busybox-static");
+        for tool in ["sh", "sleep", "ip"] {
+            std::os::unix::fs::symlink("busybox", dir.join(format!("rootfs/bin/{tool}"))).unwrap();
+        }
+        let tar = std::process::Command::new("tar")
+            .args(["-C", &format!("{p}/rootfs"), "-cf", &format!("{p}/rootfs.tar"), "."])
+            .status()
+            .unwrap();
+        assert!(tar.success());
+        let podman = Podman { host, dir, made_var_lib };
+        podman.ok(&["import", &format!("{p}/rootfs.tar"), "localhost/test/busybox"], state);
+        podman
+    }
+
+    fn run(&self, args: &[&str], state: &std::path::Path) -> Output {
+        self.host
+            .command("podman")
+            .args(args)
+            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
+            .env("LANYARD_STATE_DIR", state)
+            .env("LANYARD_HOST_ID", format!("test-{}", support::lab::run_id()))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run podman")
+    }
+
+    fn ok(&self, args: &[&str], state: &std::path::Path) -> String {
+        let out = self.run(args, state);
+        assert!(out.status.success(), "podman {args:?}: {}", cli::text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The container's IPv4 address on eth0, as the container sees it.
+    fn address(&self, name: &str, state: &std::path::Path) -> String {
+        let shown = self.ok(&["exec", name, "ip", "-4", "-o", "addr", "show", "eth0"], state);
+        shown
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no IPv4 address on eth0: {shown}"))
+            .to_string()
+    }
+}
+
+impl Drop for Podman<'_> {
+    fn drop(&mut self) {
+        let _ = self.run(&["system", "reset", "--force"], &self.dir.join("state"));
+        for made in &self.made_var_lib {
+            let _ = std::fs::remove_dir_all(made);
+        }
+    }
+}
+
+/// Podman runs a stopped container's DEL from its cleanup process, which may finish after the
+/// podman command returns: wait (bounded) for the records and leases to go.
+fn no_records(dir: &TestDir) -> bool {
+    wait_until(Duration::from_secs(5), || record_and_lease_files(dir).is_empty())
+}
+
+#[test]
+fn podman_runs_containers_on_lanyard_networks_static_and_dhcp() {
+    let lan = Lan::bridge(236);
+    let dir = TestDir::new("cni-podman");
+    let daemon = DaemonGuard::new(&dir);
+    let state = dir.join("state");
+    let dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.236.100", "198.18.236.200"), "2m", &[]);
+    let host_before = lan.host.snapshot();
+    let network = |name: &str, plugin: Value| json!({"cniVersion": "1.0.0", "name": name, "plugins": [plugin]});
+    let static_net = format!("lystatic{}", support::lab::run_id());
+    let dhcp_net = format!("lydhcp{}", support::lab::run_id());
+    let podman = Podman::new(
+        &lan.host,
+        &state,
+        &[
+            (
+                &static_net,
+                network(
+                    &static_net,
+                    json!({"type": "lanyard", "hostInterface": "br0", "stateDir": state,
+                           "addresses": ["198.18.236.0/24"], "gateway": "198.18.236.1"}),
+                ),
+            ),
+            (
+                &dhcp_net,
+                network(
+                    &dhcp_net,
+                    json!({"type": "lanyard", "hostInterface": "br0", "addressing": "dhcp",
+                           "stateDir": state}),
+                ),
+            ),
+        ],
+    );
+    let image = "localhost/test/busybox";
+
+    // Static: podman passes --ip as IP= in CNI_ARGS; the conf's subnet gives its prefix.
+    let web = format!("lyweb{}", support::lab::run_id());
+    podman.ok(
+        &[
+            "run",
+            "-d",
+            "--name",
+            &web,
+            "--network",
+            &static_net,
+            "--ip",
+            "198.18.236.77",
+            image,
+            "sleep",
+            "300",
+        ],
+        &state,
+    );
+    assert_eq!(podman.address(&web, &state), "198.18.236.77/24");
+    assert_eq!(record_and_lease_files(&dir).len(), 1);
+    podman.ok(&["stop", "-t", "0", &web], &state);
+    assert!(no_records(&dir), "stop is a DEL: {:?}", record_and_lease_files(&dir));
+    podman.ok(&["start", &web], &state);
+    assert_eq!(podman.address(&web, &state), "198.18.236.77/24");
+    podman.ok(&["rm", "-f", "-t", "0", &web], &state);
+    assert!(no_records(&dir), "{:?}", record_and_lease_files(&dir));
+
+    // DHCP: podman passes its container name as K8S_POD_NAME, so stop/start asks for (and gets)
+    // the same address, and the server knows the container by name.
+    let db = format!("lydb{}", support::lab::run_id());
+    podman.ok(&["run", "-d", "--name", &db, "--network", &dhcp_net, image, "sleep", "300"], &state);
+    let first = podman.address(&db, &state);
+    assert!(first.starts_with("198.18.236.1"), "{first}");
+    let ip: std::net::Ipv4Addr = first.split('/').next().unwrap().parse().unwrap();
+    let lease = dnsmasq.leases().into_iter().find(|l| l.ip == ip).expect("dnsmasq's lease");
+    assert_eq!(lease.hostname.as_deref(), Some(db.as_str()));
+    podman.ok(&["stop", "-t", "0", &db], &state);
+    dnsmasq.expect_release("br0", ip, Duration::from_secs(3));
+    podman.ok(&["start", &db], &state);
+    assert_eq!(podman.address(&db, &state), first, "the same address after stop and start");
+    podman.ok(&["rm", "-f", "-t", "0", &db], &state);
+    assert!(no_records(&dir), "{:?}", record_and_lease_files(&dir));
+    assert!(daemon.pid().is_some(), "the plugin started the lease daemon");
+    assert_eq!(lan.host.snapshot(), host_before, "podman rm leaves the host as before");
 }

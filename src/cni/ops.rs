@@ -123,6 +123,11 @@ pub fn add(invocation: &Invocation, conf: &NetConf) -> Result<Value, CniError> {
 pub fn del(invocation: &Invocation, conf: &NetConf) -> Result<(), CniError> {
     let container_id = invocation.container_id()?;
     let ifname = invocation.ifname()?;
+    // No state directory: nothing was ever recorded there, and a DEL must not create one (a
+    // runtime's cleanup process may run without the environment that named the real one).
+    if !state_dir(invocation, conf).is_dir() {
+        return Ok(());
+    }
     let host = host(invocation, conf)?;
     let Some(record) = find_record(&host, conf, &container_id, &ifname)? else {
         return Ok(());
