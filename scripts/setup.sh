@@ -18,17 +18,18 @@ fi
 # Test lab: iproute2 (ip, bridge), DHCP servers, dockerd, busybox for the test image, tcpdump,
 # radvd, ping, ebtables (iptables: the rebinding test drops unicast in its own namespace),
 # systemd-analyze (package systemd: checks the shipped unit), promtool (package prometheus:
-# checks the metrics text).
+# checks the metrics text), podman (runs containers on lanyard's CNI networks).
 # Build: a C toolchain for -sys crates; dpkg-dev (dpkg-shlibdeps: the Debian package's Depends).
 PACKAGES=(
     iproute2 iputils-ping dnsmasq-base kea-dhcp4-server docker.io busybox-static tcpdump radvd systemd
     prometheus
     iptables
+    podman
     ca-certificates gcc libc6-dev pkg-config dpkg-dev
 )
 # Packages whose postinst would start or enable a system service.
 SERVICE_UNITS=(docker.service docker.socket containerd.service radvd.service
-    kea-dhcp4-server.service prometheus.service)
+    kea-dhcp4-server.service prometheus.service podman.socket podman.service podman-restart.service)
 
 installed() {
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]

@@ -17,6 +17,14 @@ pub enum GuestSpec {
     Path(PathBuf),
     /// A container name or ID, or (when Docker has no match and it is a number) a pid.
     Bare(String),
+    /// A CNI runtime's container: its namespace is the path `netns` (CNI_NETNS), its identity
+    /// the runtime's (see [`GuestRef::Cni`]). Never parsed from a token: the CNI plugin builds it.
+    Cni {
+        container_id: String,
+        network: String,
+        netns: PathBuf,
+        stable_name: String,
+    },
 }
 
 impl GuestSpec {
@@ -51,7 +59,9 @@ pub fn locate(
 ) -> Option<(Netns, Option<u32>)> {
     let (netns, pid) = match &record.guest {
         GuestRef::Netns { name } => (Netns::from_name(name).ok()?, None),
-        GuestRef::Path { path } => (Netns::open(Path::new(path)).ok()?, None),
+        GuestRef::Path { path } | GuestRef::Cni { netns: path, .. } => {
+            (Netns::open(Path::new(path)).ok()?, None)
+        }
         GuestRef::Pid { pid } => (Netns::from_pid(*pid).ok()?, Some(*pid)),
         GuestRef::Container { id, .. } => {
             let info = docker().ok()?.inspect(id).ok()??;
@@ -81,7 +91,7 @@ impl Guest {
     pub fn netns_path(&self) -> PathBuf {
         match (&self.reference, self.pid) {
             (GuestRef::Netns { name }, _) => Path::new("/run/netns").join(name),
-            (GuestRef::Path { path }, _) => PathBuf::from(path),
+            (GuestRef::Path { path } | GuestRef::Cni { netns: path, .. }, _) => PathBuf::from(path),
             (_, Some(pid)) => PathBuf::from(format!("/proc/{pid}/ns/net")),
             _ => self.netns.origin().to_path_buf(),
         }
@@ -122,6 +132,19 @@ pub fn resolve(
             Ok(Guest {
                 netns,
                 reference: GuestRef::Path { path: path.display().to_string() },
+                pid: None,
+            })
+        }
+        GuestSpec::Cni { container_id, network, netns, stable_name } => {
+            let handle = Netns::open(netns)?;
+            Ok(Guest {
+                netns: handle,
+                reference: GuestRef::Cni {
+                    container_id: container_id.clone(),
+                    network: network.clone(),
+                    netns: netns.display().to_string(),
+                    stable_name: stable_name.clone(),
+                },
                 pid: None,
             })
         }

@@ -10,6 +10,7 @@
 pub mod announce;
 pub mod attach;
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod daemon;
 pub mod declare;

@@ -429,7 +429,7 @@ fn run_attach(settings: &Settings, request: &AttachRequest) -> Result<()> {
             }
             None => println!("lease pending: the daemon keeps asking (lanyard leases)"),
         },
-        None => spawn_announcer(settings, &attached),
+        None => spawn_announcer(&settings.state_dir, &attached),
     }
     Ok(())
 }
@@ -678,15 +678,16 @@ fn print_attached(attached: &Attached) {
 
 /// Announce from a detached helper process: the packet socket's close (~8 ms) and the exit of a
 /// process holding one (~16 ms) stay off this command's critical path. Its stdio is closed so
-/// a caller capturing our output never waits for it.
-fn spawn_announcer(settings: &Settings, attached: &Attached) {
+/// a caller capturing our output never waits for it (the CNI plugin's runtime reads its stdout
+/// to the end).
+pub(crate) fn spawn_announcer(state_dir: &std::path::Path, attached: &Attached) {
     if attached.announcement.ipv4.is_empty() && attached.announcement.ipv6.is_empty() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else { return };
     let spawned = Command::new(exe)
         .arg("--state-dir")
-        .arg(&settings.state_dir)
+        .arg(state_dir)
         .arg("announce-helper")
         .arg("--record")
         .arg(attached.record.file_name())

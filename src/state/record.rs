@@ -21,7 +21,12 @@ const MAX_FILE_NAME: usize = 200;
 /// Hex digits of SHA-256 appended to a file name that had to be shortened.
 const SHORTENED_HASH_HEX: usize = 32;
 
-/// How to find the guest again.
+/// How to find the guest again. `Cni` is a CNI attachment, identified as the spec identifies
+/// it: the runtime's `container_id` and the `network`'s name (the interface is the record's own
+/// `guest_ifname`); `netns` is CNI_NETNS at ADD, where the guest's namespace is found again;
+/// `stable_name` is what stable MACs and client ids derive from: `pod:NAMESPACE/NAME` when the
+/// runtime passes K8S_POD_NAME (a re-created pod asks for the same address), else
+/// `container:ID`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum GuestRef {
@@ -32,6 +37,7 @@ pub enum GuestRef {
     // An endpoint the Docker network plugin made (see `crate::plugin`): Docker names no
     // container to a plugin, so the endpoint is known by its network's and its own Docker id.
     DockerEndpoint { network: String, endpoint: String },
+    Cni { container_id: String, network: String, netns: String, stable_name: String },
 }
 
 impl GuestRef {
@@ -46,6 +52,7 @@ impl GuestRef {
             GuestRef::DockerEndpoint { network, endpoint } => {
                 format!("docker-endpoint:{network}/{endpoint}")
             }
+            GuestRef::Cni { network, stable_name, .. } => format!("cni:{network}:{stable_name}"),
         }
     }
 
@@ -60,6 +67,9 @@ impl GuestRef {
             GuestRef::Path { path } => ("path", vec![path.clone()]),
             GuestRef::DockerEndpoint { network, endpoint } => {
                 ("dockerendpoint", vec![network.clone(), endpoint.clone()])
+            }
+            GuestRef::Cni { container_id, network, .. } => {
+                ("cni", vec![container_id.clone(), network.clone()])
             }
         }
     }
@@ -94,6 +104,9 @@ impl GuestRef {
             GuestRef::DockerEndpoint { network, endpoint } => {
                 format!("dockerendpoint-{}-{}", safe(network), safe(endpoint))
             }
+            // No format-1 CNI records exist. A format-1 name has no `@` and every current one
+            // has, so the legacy lookup of a CNI slot never finds a file.
+            GuestRef::Cni { .. } => self.key(),
         }
     }
 
@@ -111,6 +124,9 @@ impl GuestRef {
             GuestRef::DockerEndpoint { endpoint, .. } => {
                 token.len() >= 4 && endpoint.starts_with(token)
             }
+            GuestRef::Cni { container_id, .. } => {
+                token == container_id || (token.len() >= 4 && container_id.starts_with(token))
+            }
         }
     }
 
@@ -125,6 +141,7 @@ impl GuestRef {
                 endpoint.chars().take(12).collect::<String>(),
                 network.chars().take(12).collect::<String>()
             ),
+            GuestRef::Cni { container_id, network, .. } => format!("cni:{network}:{container_id}"),
         }
     }
 }
@@ -332,6 +349,12 @@ mod tests {
             GuestRef::Container { id: "abc".into(), name: "db".into() },
             GuestRef::Path { path: "/proc/7/ns/net".into() },
             GuestRef::DockerEndpoint { network: "ab".repeat(32), endpoint: "cd".repeat(32) },
+            GuestRef::Cni {
+                container_id: "c0ffee".into(),
+                network: "lan+1".into(),
+                netns: "/run/netns/cni-1".into(),
+                stable_name: "pod:/web1".into(),
+            },
         ];
         for guest in &guests {
             for ifname in ["eth1", "lan 0"] {
@@ -395,6 +418,19 @@ mod tests {
         assert_eq!(name(&netns("lab"), "eth1"), "netns-lab@eth1.json");
         let endpoint = GuestRef::DockerEndpoint { network: "n1".into(), endpoint: "e1".into() };
         assert_eq!(name(&endpoint, "lyge1"), "dockerendpoint-n1+e1@lyge1.json");
+        // A CNI attachment's name is its container id and network, never the namespace path.
+        let cni = |id: &str, network: &str, netns: &str| GuestRef::Cni {
+            container_id: id.into(),
+            network: network.into(),
+            netns: netns.into(),
+            stable_name: "pod:/web1".into(),
+        };
+        assert_eq!(name(&cni("c0ffee", "lan", "/run/netns/a"), "eth0"), "cni-c0ffee+lan@eth0.json");
+        assert_eq!(
+            name(&cni("c0ffee", "lan", "/run/netns/a"), "eth0"),
+            name(&cni("c0ffee", "lan", ""), "eth0")
+        );
+        assert_ne!(name(&cni("a+b", "c", ""), "eth0"), name(&cni("a", "b+c", ""), "eth0"));
         assert_eq!(name(&netns("kc:1"), "eth1"), "netns-kc%3A1@eth1.json");
         assert_eq!(
             name(&GuestRef::Path { path: "/proc/7/ns/net".into() }, "eth1"),
