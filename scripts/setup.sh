@@ -18,13 +18,14 @@ fi
 # Test lab: iproute2 (ip, bridge), DHCP servers, dockerd, busybox for the test image, tcpdump,
 # radvd, ping, ebtables (iptables: the rebinding test drops unicast in its own namespace),
 # systemd-analyze (package systemd: checks the shipped unit), promtool (package prometheus:
-# checks the metrics text), podman (runs containers on lanyard's CNI networks).
+# checks the metrics text), podman (runs containers on lanyard's CNI networks), docker-compose
+# (Compose on lanyard's Docker networks).
 # Build: a C toolchain for -sys crates; dpkg-dev (dpkg-shlibdeps: the Debian package's Depends).
 PACKAGES=(
     iproute2 iputils-ping dnsmasq-base kea-dhcp4-server docker.io busybox-static tcpdump radvd systemd
     prometheus
     iptables
-    podman
+    podman docker-compose
     ca-certificates gcc libc6-dev pkg-config dpkg-dev
 )
 # Packages whose postinst would start or enable a system service.

@@ -638,3 +638,79 @@ fn restart_policy_containers_run_again_whichever_of_dockerd_and_lanyard_comes_fi
     docker_ok(&lab, &dir, &["network", "rm", "boot"]);
     assert!(plugin_links(&lan.host).is_empty(), "{:?}", plugin_links(&lan.host));
 }
+
+#[test]
+fn compose_brings_a_container_up_on_two_lanyard_networks_and_down_twice() {
+    lab::require_root();
+    let lan = Lan::bridge(171);
+    lan.host
+        .ip_batch("link add br1 type bridge\naddr add 198.18.172.1/24 dev br1\nlink set br1 up\n");
+    let dir = TestDir::new("plugin-compose");
+    let name = plugin_name("compose");
+    let socket = lanyard::plugin::socket_path(&name);
+    let lab = DockerLab::start_in_netns(&lan.host.path, "198.19.171.1/24");
+    let image = lab.import_busybox();
+    let links_before = lan.host.links();
+    let _daemon =
+        PluginDaemon::start(&lan.host, &dir, &format!("docker_plugin = \"{name}\"\n"), socket);
+    let compose_file = dir.join("docker-compose.yml");
+    std::fs::write(
+        &compose_file,
+        format!(
+            r#"version: "2.4"
+services:
+  web:
+    image: {image}
+    command: ["sleep", "3600"]
+    stop_grace_period: 1s
+    networks:
+      front:
+        ipv4_address: 198.18.171.10
+      back:
+        ipv4_address: 198.18.172.10
+networks:
+  front:
+    driver: {name}
+    driver_opts: {{parent: br0}}
+    ipam: {{config: [{{subnet: 198.18.171.0/24, gateway: 198.18.171.1}}]}}
+  back:
+    driver: {name}
+    driver_opts: {{parent: br1}}
+    ipam: {{config: [{{subnet: 198.18.172.0/24, gateway: 198.18.172.1}}]}}
+"#
+        ),
+    )
+    .unwrap();
+    let compose = |args: &[&str]| {
+        let (key, value) = lab.env();
+        let out = Command::new("docker-compose")
+            .args(["-p", "lyc", "-f", compose_file.to_str().unwrap()])
+            .args(args)
+            .env(key, value)
+            .env("DOCKER_CONFIG", lab.dir.join("cli"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker-compose (Debian package docker-compose)");
+        assert!(
+            out.status.success(),
+            "docker-compose {args:?}: {}\ndaemon log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+        );
+    };
+    for round in 0..2 {
+        compose(&["up", "-d"]);
+        let container = docker_ok(&lab, &dir, &["ps", "-q", "--filter", "name=lyc_web"]);
+        assert!(!container.is_empty(), "round {round}: the service runs");
+        let addresses = docker_ok(&lab, &dir, &["exec", &container, "ip", "-4", "-o", "addr"]);
+        for expected in ["198.18.171.10/24", "198.18.172.10/24"] {
+            assert!(addresses.contains(expected), "round {round}: {expected} in {addresses}");
+        }
+        for gateway in ["198.18.171.1", "198.18.172.1"] {
+            docker_ok(&lab, &dir, &["exec", &container, "ping", "-c", "1", "-W", "2", gateway]);
+        }
+        compose(&["down"]);
+        assert_eq!(lan.host.links(), links_before, "round {round}: nothing left after down");
+        assert_eq!(plugin_store(&dir)["endpoints"], serde_json::json!({}), "round {round}");
+    }
+}
