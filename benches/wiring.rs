@@ -18,6 +18,10 @@
 //! d. Idle daemon holding N DHCP leases (default 200, of netns guests) with those containers
 //!    running and Docker connected: its CPU (utime + stime from /proc/PID/stat) over a window
 //!    (default 60 s); reference: the same daemon, same leases, in a window with dockerd stopped.
+//! e. The Docker network plugin (issue 9): `docker run --rm --net X IMAGE sh -c true` for X a
+//!    Docker macvlan network and a lanyard network (`-d` this run's plugin, static, parent up0),
+//!    minus the same run's `--net none`, interleaved; target: lanyard's added cost at most
+//!    Docker macvlan's (the daemon serves the plugin under a name of this run's).
 //!
 //! Run as root: `cargo bench --bench wiring` (about 6-8 minutes). Knobs:
 //! `LANYARD_BENCH_WIRING_ROUNDS` (24), `LANYARD_BENCH_WIRING_BURST` (100),
@@ -147,7 +151,10 @@ fn run(config: &Config) {
         &["--no-ping", "--dhcp-lease-max=2000"],
     );
     let config_file = watcher::write_config(&dir, "allowed_host_interfaces = [\"br0\"]\n");
-    let daemon = WatchingDaemon::start(host, &dir, &docker, &config_file);
+    // The daemon also serves the Docker network plugin (part e), under a name of this run's.
+    let plugin = format!("lanyard-bench-{}-{}", lab::run_id(), std::process::id());
+    let plugin_env = [("LANYARD_DOCKER_PLUGIN", plugin.as_str())];
+    let daemon = WatchingDaemon::start_with_env(host, &dir, &docker, &config_file, &plugin_env);
 
     println!();
     println!(
@@ -169,6 +176,7 @@ fn run(config: &Config) {
     );
 
     part_a(config, &docker, &image, &lan, &dir);
+    part_e(config, &docker, &image, &plugin);
     part_b(config, &docker, &lan, &dir);
     daemon.stop();
     let daemon = part_c(config, &docker, &lan, &dir, &config_file);
@@ -379,6 +387,99 @@ fn part_a(config: &Config, docker: &DockerLab, image: &str, lan: &Lan, dir: &Tes
         "   the daemon's DHCP figure stops before the lease is bound, so DHCP's time to an address \
          is judged only the docker-run way (table above)"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// e. The Docker network plugin: `docker run --rm --net X IMAGE sh -c true`
+
+/// The issue's target for a lanyard static network: no more added cost than Docker's macvlan.
+const TARGET_PLUGIN_RATIO: f64 = 1.0;
+
+fn part_e(config: &Config, docker: &DockerLab, image: &str, plugin: &str) {
+    // Both on up0. Docker's IPAM refuses two networks with one subnet, so lanyard's gets its own
+    // (the container runs `true`: its address is never used).
+    let create = |args: &[&str]| {
+        docker.docker_ok(&[&["network", "create"][..], args].concat());
+    };
+    create(&[
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=up0",
+        "--subnet",
+        &format!("198.18.8.0/{LAN_PREFIX}"),
+        "--gateway",
+        GATEWAY,
+        "mv",
+    ]);
+    create(&[
+        "-d",
+        plugin,
+        "-o",
+        "parent=up0",
+        "--subnet",
+        "198.18.12.0/24",
+        "--gateway",
+        "198.18.12.1",
+        "lynet",
+    ]);
+    let ways: [(&str, &str); 3] = [
+        ("none", "--net none  [REF]"),
+        ("mv", "Docker macvlan network (Docker's IPAM)"),
+        ("lynet", "lanyard network (-d lanyard, static, macvlan on up0)"),
+    ];
+    let argv = |net: &str| -> Vec<String> {
+        ["run", "--rm", "--net", net, image, "sh", "-c", "true"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    for (net, _) in ways {
+        timed_docker_run(docker, &argv(net));
+    }
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); ways.len()];
+    for round in 0..config.rounds {
+        for k in 0..ways.len() {
+            let w = (round + k) % ways.len();
+            times[w].push(timed_docker_run(docker, &argv(ways[w].0)));
+        }
+    }
+    docker.docker_ok(&["network", "rm", "mv", "lynet"]);
+    let added = |w: usize| median(&times[w]).as_secs_f64() - median(&times[0]).as_secs_f64();
+    println!();
+    println!(
+        "e. Docker network plugin: `docker run --rm --net X IMAGE sh -c true`, {} rounds, \
+         interleaved",
+        config.rounds
+    );
+    let header = format!(
+        "{:<55} {:>8} {:>8} {:>10} {:>10}  target",
+        "way (times in ms)", "median", "p90", "med - REF", "/macvlan"
+    );
+    println!("{header}");
+    println!("{}", "-".repeat(header.len() + 12));
+    for (w, (_, label)) in ways.iter().enumerate() {
+        let ratio = added(w) / added(1);
+        let (ratio_text, target) = match w {
+            0 => ("-".to_string(), String::new()),
+            1 => ("1.00x".to_string(), String::new()),
+            _ => (
+                format!("{ratio:.2}x"),
+                format!(
+                    "<= {TARGET_PLUGIN_RATIO:.1}x {}",
+                    if ratio <= TARGET_PLUGIN_RATIO { "met" } else { "missed" }
+                ),
+            ),
+        };
+        println!(
+            "{:<55} {:>8} {:>8} {:>+10.2} {:>10}  {target}",
+            label,
+            ms(median(&times[w])),
+            ms(percentile(&times[w], 0.9)),
+            added(w) * 1e3,
+            ratio_text,
+        );
+    }
 }
 
 /// Runs the docker CLI to the end, timed from spawn to exit (polled every millisecond, bounded);

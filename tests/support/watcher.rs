@@ -25,6 +25,18 @@ impl WatchingDaemon {
     /// `lanyard --config CONFIG daemon` in `ns`, talking to `docker`, its log appended to
     /// dir/daemon.log; returns once its control socket answers (bounded: 10 s).
     pub fn start(ns: &Netns, dir: &TestDir, docker: &DockerLab, config: &Path) -> WatchingDaemon {
+        Self::start_with_env(ns, dir, docker, config, &[])
+    }
+
+    /// [`WatchingDaemon::start`] with more environment (e.g. a Docker plugin name in
+    /// `LANYARD_DOCKER_PLUGIN`, which the lab's commands otherwise set to "": no plugin).
+    pub fn start_with_env(
+        ns: &Netns,
+        dir: &TestDir,
+        docker: &DockerLab,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> WatchingDaemon {
         let (key, value) = docker.env();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -34,6 +46,7 @@ impl WatchingDaemon {
         let started = Instant::now();
         let child = super::cli::command(ns, dir, &["--config", config.to_str().unwrap(), "daemon"])
             .env(key, value)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
