@@ -184,6 +184,9 @@ fn a_dhcp_network_gives_containers_a_lease_before_they_start_and_the_same_one_pe
     let lab = DockerLab::start_in_netns(&lan.host.path, "198.19.163.1/24");
     lab.import_busybox();
     let links_before = lan.host.links();
+    // A default route of the host namespace's own, which a lease configured there would
+    // replace (and lose with the link when Docker moves it).
+    lan.host.ip_batch("route add default via 198.18.163.254 dev br0 onlink\n");
     // Without the carrier flag: br0 gets one with its first port.
     let routes = || lan.host.ip(&["-4", "route", "show", "table", "all"]).replace(" linkdown", "");
     let (addresses_before, routes_before) = (configured(&lan.host), routes());
