@@ -296,3 +296,36 @@ fn a_dhcp_lease_is_renewed_from_inside_the_container_and_survives_a_daemon_crash
     docker_ok(&lab, &dir, &["network", "rm", "n"]);
     assert_nothing_left(&lan.host, &links_before, &dir);
 }
+
+#[test]
+fn a_dhcp_network_on_a_macvlan_parent_leases_through_the_uplink() {
+    lab::require_root();
+    let lan = Lan::with_uplink(165);
+    let dir = TestDir::new("plugin-dhcp-macvlan");
+    let name = plugin_name("dhcp-macvlan");
+    let dnsmasq = Dnsmasq::start(&lan.lan, "br0", ("198.18.165.100", "198.18.165.200"), "2m", &[]);
+    // Started before dockerd: see the first test.
+    let _daemon = PluginDaemon::start(&lan.host, &dir, &name);
+    let lab = DockerLab::start_in_netns(&lan.host.path, "198.19.165.1/24");
+    lab.import_busybox();
+    let links_before = lan.host.links();
+    assert!(lan.wait_forwarding(Duration::from_secs(5)), "the uplink's port forwards");
+
+    docker_ok(
+        &lab,
+        &dir,
+        &["network", "create", "-d", &name, "--ipam-driver", &name, "-o", "parent=uplink0", "w"],
+    );
+    let mac = "02:00:c6:12:a5:07";
+    run_printing_address(&lab, &dir, "c1", "w", mac);
+    let address = address_at_start(&lab, &dir, "c1");
+    assert_eq!(dnsmasq.wait_lease(address, Duration::from_secs(5)).mac, mac);
+    assert_eq!(inspected(&lab, &dir, "c1", "w"), (address.to_string(), "198.18.165.1".to_string()));
+    // A macvlan child, now in the container: no veth host end in the host namespace.
+    assert_eq!(lan.host.links(), links_before, "no veth for a macvlan parent");
+    docker_ok(&lab, &dir, &["exec", "c1", "ping", "-c", "1", "-W", "2", "198.18.165.1"]);
+
+    docker_ok(&lab, &dir, &["rm", "-f", "c1"]);
+    docker_ok(&lab, &dir, &["network", "rm", "w"]);
+    assert_nothing_left(&lan.host, &links_before, &dir);
+}
