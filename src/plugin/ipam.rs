@@ -173,8 +173,8 @@ pub fn handle(plugin: &Plugin, call: &str, body: &[u8]) -> Result<Value> {
             };
             let options = request.options.unwrap_or_default();
             if options.get("RequestAddressType").is_some_and(|t| t == GATEWAY_DATA) {
-                // Docker asks only when RequestPool's data had no gateway (another lanyard's
-                // pool?): the marker again.
+                // Not asked while RequestPool's data names the gateway (checked with 20.10);
+                // should a Docker ask anyway, the marker is the answer.
                 return Ok(json!({ "Address": format!("{marker}/0"), "Data": {} }));
             }
             if !request.address.is_empty() {
@@ -213,5 +213,36 @@ fn check_pool_id(what: &str, pool_id: &str) -> Result<PoolKind> {
     match pool_id.strip_prefix(DHCP_POOL_PREFIX).map(str::parse::<Ipv4Addr>) {
         Some(Ok(marker)) if is_marker(marker) => Ok(PoolKind::Dhcp(marker)),
         _ => Err(Error::usage(format!("{what}: pool id {pool_id:?} is not one this plugin gave"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dhcp_pools_are_told_by_their_marker_and_other_pools_are_not() {
+        let pool = |pool: &str, gateway: Option<&str>| Pool {
+            pool: pool.parse().unwrap(),
+            gateway: gateway.map(|g| g.parse().unwrap()),
+        };
+        let marker = Ipv4Addr::new(0, 0, 1, 2);
+        assert_eq!(dhcp_marker(&[pool("0.0.0.0/0", Some("0.0.1.2"))]), Some(marker));
+        for not_dhcp in [
+            vec![pool("0.0.0.0/0", None)],                   // Docker's null IPAM
+            vec![pool("0.0.0.0/0", Some("0.0.0.0"))],        // not a marker
+            vec![pool("198.18.0.0/24", Some("198.18.0.1"))], // static
+            vec![pool("0.0.0.0/0", Some("0.0.1.2")), pool("0.0.0.0/0", Some("0.0.1.3"))],
+        ] {
+            assert_eq!(dhcp_marker(&not_dhcp), None, "{not_dhcp:?}");
+        }
+        assert_eq!(check_pool_id("X", "lanyard-dhcp/0.0.1.2").unwrap(), PoolKind::Dhcp(marker));
+        assert_eq!(
+            check_pool_id("X", "lanyard/198.18.0.0/24").unwrap(),
+            PoolKind::Static("198.18.0.0/24".parse().unwrap())
+        );
+        for bad in ["lanyard-dhcp/198.18.0.1", "lanyard-dhcp/0.0.0.0", "lanyard-dhcp/x", "other"] {
+            assert_eq!(check_pool_id("X", bad).unwrap_err().kind(), crate::error::ErrorKind::Usage);
+        }
     }
 }
