@@ -419,7 +419,8 @@ fn create_endpoint(plugin: &Plugin, request: CreateEndpoint) -> Result<Value> {
 
 /// Make an endpoint's link in the host namespace (Docker moves it into the container at Join):
 /// a veth whose host end joins a bridge parent, or a macvlan child of any other parent, named
-/// by [`link_names`] of `names_from`; and its record, not yet saved.
+/// by [`link_names`] of the guest's endpoint (Docker's endpoint id, or the MAC of a DHCP
+/// network's link); and its record, not yet saved.
 fn make_link(
     host: &crate::host::Host,
     netlink: &mut Netlink,
