@@ -222,6 +222,30 @@ fn a_static_network_on_a_bridge_wires_containers_and_leaves_nothing_behind() {
     assert!(!refused.status.success() && stderr.contains("nosuch0"), "{stderr}");
     assert!(stderr.contains("no such interface"), "{stderr}");
 
+    // Lanyard's IPAM with a subnet (static addresses are Docker's IPAM's job) is refused at
+    // create, saying what to use instead, and leaves no network behind.
+    let refused = docker(
+        &lab,
+        &[
+            "network",
+            "create",
+            "-d",
+            &name,
+            "--ipam-driver",
+            &name,
+            "--subnet",
+            "198.18.160.0/24",
+            "-o",
+            "parent=br0",
+            "nd",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a static network on lanyard's IPAM was created: {stderr}");
+    assert!(stderr.contains("DHCP networks only") && stderr.contains("--subnet"), "{stderr}");
+    let networks = docker_ok(&lab, &dir, &["network", "ls", "--format", "{{.Name}}"]);
+    assert!(!networks.lines().any(|n| n == "nd"), "{networks}");
+
     docker_ok(
         &lab,
         &dir,

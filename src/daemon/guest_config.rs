@@ -45,11 +45,21 @@ impl ResolvWrite {
     }
 }
 
+/// A Docker plugin endpoint's lease is configured by Docker (the address from IPAM's answer,
+/// the route from Join's gateway), and its link spends time in the host namespace (before Join,
+/// after the container stops), where a lease must change nothing: the daemon only keeps it.
+fn docker_configures(slot: &Slot) -> bool {
+    matches!(slot.record.guest, GuestRef::DockerEndpoint { .. })
+}
+
 /// Apply a lease in the guest, idempotently (every renewal comes here too): the address, the
 /// routes (option 121 or a default route via the router, replacing the guest's default route,
 /// which is kept to be restored). DNS for the guest's resolv.conf, when asked, is returned to
 /// be written off the loop.
 pub(super) fn configure(slot: &mut Slot, lease: &Lease) -> Result<Option<ResolvWrite>> {
+    if docker_configures(slot) {
+        return Ok(None);
+    }
     let Some(live) = &slot.live else { return Ok(None) };
     let ifname = slot.record.guest_ifname.clone();
     let mut netlink = Netlink::open(&live.netns, format!("guest {}", slot.record.guest.display()))?;
@@ -121,6 +131,9 @@ pub(super) fn configure(slot: &mut Slot, lease: &Lease) -> Result<Option<ResolvW
 
 /// Remove a lost lease's address and routes, and give the guest its old default route back.
 pub(super) fn deconfigure(slot: &mut Slot, lease: &Lease) -> Result<()> {
+    if docker_configures(slot) {
+        return Ok(());
+    }
     let Some(live) = &slot.live else { return Ok(()) };
     let mut netlink = Netlink::open(&live.netns, format!("guest {}", slot.record.guest.display()))?;
     let net = lease_net(lease);

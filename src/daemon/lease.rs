@@ -11,7 +11,7 @@ use crate::dhcp::{Action, Client, ClientConfig, Destination, Event};
 use crate::error::{Error, ErrorKind, Result};
 use crate::netlink::LinkChanges;
 use crate::netns::Netns;
-use crate::state::Record;
+use crate::state::{GuestRef, Record};
 
 use super::guest_config::{configure, deconfigure, restore_routes, same_configuration};
 use super::reach::{Done, ReachJob};
@@ -344,7 +344,9 @@ impl Daemon {
     }
 
     pub(super) fn link_changed(&mut self, key: &str) {
-        let Some(live) = self.slots.get_mut(key).and_then(|s| s.live.as_mut()) else { return };
+        let Some(slot) = self.slots.get_mut(key) else { return };
+        let docker_endpoint = matches!(slot.record.guest, GuestRef::DockerEndpoint { .. });
+        let Some(live) = slot.live.as_mut() else { return };
         let changes = match live.link_watch.link_changes() {
             Ok(changes) => changes,
             Err(e) => {
@@ -352,6 +354,21 @@ impl Daemon {
                 return;
             }
         };
+        // A Docker plugin endpoint's link leaves the namespace when Docker moves it (into the
+        // container after Join, back to the host when it stops): a move, not a loss. The lease
+        // goes on from wherever the link is now, reached again at once (off the loop).
+        let moved = docker_endpoint
+            && changes.seen.iter().any(|seen| {
+                seen.index == live.ifindex && !seen.running && seen.carrier_down_count.is_none()
+            });
+        if moved {
+            log(format_args!("{key}: its link left the namespace; following it"));
+            if let Some(live) = self.slots.get_mut(key).and_then(|slot| slot.live.take()) {
+                self.reacher.close(live);
+            }
+            self.reconnect(key);
+            return;
+        }
         let mut link = LinkKnown { running: live.link_up, carrier_down_count: live.carrier_downs };
         let transitions = link_transitions(&mut link, live.ifindex, &changes);
         live.link_up = link.running;

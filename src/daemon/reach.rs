@@ -290,11 +290,38 @@ fn reach_without_docker(host: &Host, record: &Record, pid: Option<u32>) -> Optio
         let netns = Netns::from_pid(pid).ok().filter(|netns| netns.id() == record.netns)?;
         return Some(open_in(host, record, netns, Some(pid)));
     }
+    if let GuestRef::DockerEndpoint { .. } = &record.guest {
+        return Some(reach_docker_endpoint(host, record));
+    }
     let no_docker = || Err(Error::new(ErrorKind::Io, "no Docker lookup on this thread"));
     Some(match crate::guest::locate(record, no_docker) {
         Some((netns, pid)) => open_in(host, record, netns, pid),
         None => Err(gone(record)),
     })
+}
+
+/// A Docker plugin endpoint's link (by its MAC: Docker renames it in the container), in the
+/// container's namespace once Join recorded it, else in the host namespace (before Join, and
+/// after the container stopped: Docker moves the link back). Nothing here asks Docker.
+fn reach_docker_endpoint(host: &Host, record: &Record) -> Result<Live> {
+    let mut tried = Vec::new();
+    if let Some(path) = crate::plugin::store::sandbox_of(host.state.path(), &record.file_name()) {
+        match Netns::open(&path).and_then(|netns| open_in(host, record, netns, None)) {
+            Ok(live) => return Ok(live),
+            Err(e) => tried.push(format!("container namespace {}: {e}", path.display())),
+        }
+    }
+    match host.netns.try_clone().and_then(|netns| open_in(host, record, netns, None)) {
+        Ok(live) => Ok(live),
+        Err(e) => {
+            tried.push(format!("host namespace: {e}"));
+            Err(Error::not_found(format!(
+                "the link of MAC {} is in neither namespace ({})",
+                record.mac,
+                tried.join("; ")
+            )))
+        }
+    }
 }
 
 /// The sockets of the lease inside the guest's namespace, its pidfd and its host end's index.
@@ -307,10 +334,16 @@ fn open_in(host: &Host, record: &Record, netns: Netns, pid: Option<u32>) -> Resu
     let (ifindex, socket, link_watch, link_known) = netns.run(|| {
         let link_watch = crate::netlink::LinkWatch::open_here()?;
         let mut netlink = Netlink::open_here("the guest")?;
-        let link = netlink
-            .link_by_name(&ifname)?
-            .ok_or_else(|| Error::not_found(format!("{ifname} is gone from the guest")))?;
-        let socket = LeaseSocket::open_here(link.index, &ifname)?;
+        let link = match record.guest {
+            // Docker renames the link when it moves it into the container: found by its MAC.
+            GuestRef::DockerEndpoint { .. } => {
+                netlink.links()?.into_iter().find(|link| link.mac == Some(record.mac.0))
+            }
+            _ => netlink.link_by_name(&ifname)?,
+        }
+        .ok_or_else(|| Error::not_found(format!("{ifname} is gone from the guest")))?;
+        // By the name it has here (a Docker endpoint's is not the recorded one).
+        let socket = LeaseSocket::open_here(link.index, &link.name)?;
         let link_known = LinkKnown::new(link.up && link.lower_up, link.carrier_down_count);
         Ok((link.index, socket, link_watch, link_known))
     })?;

@@ -62,6 +62,24 @@ fn client_port_filter() -> [SockFilter; 9] {
     ]
 }
 
+/// SO_BINDTOIFINDEX: by index, which a rename cannot change under the caller (Docker renames a
+/// plugin endpoint's link right after moving it into the container).
+fn bind_to_ifindex(socket: &OwnedFd, ifindex: u32) -> nix::Result<()> {
+    let index = ifindex as libc::c_int;
+    // SAFETY: setsockopt(2) on a socket this function borrows, with a pointer to a c_int that
+    // lives across the call and its exact size.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTOIFINDEX,
+            (&index as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    nix::errno::Errno::result(result).map(drop)
+}
+
 impl LeaseSocket {
     /// Open the sockets for `ifname` (index `ifindex`). Must run on a thread inside the guest's
     /// namespace: sockets belong to the namespace they were created in.
@@ -81,12 +99,14 @@ impl LeaseSocket {
         let udp = nix_socket::socket(AddressFamily::Inet, SockType::Datagram, nonblocking, None)
             .map_err(socket_error("open a DHCP UDP socket", ifname))?;
         nix_socket::setsockopt(&udp, nix_socket::sockopt::ReuseAddr, &true)
-            .and_then(|()| {
-                nix_socket::setsockopt(
+            .and_then(|()| match bind_to_ifindex(&udp, ifindex) {
+                // Kernels before 5.0 bind by name only.
+                Err(nix::errno::Errno::ENOPROTOOPT) => nix_socket::setsockopt(
                     &udp,
                     nix_socket::sockopt::BindToDevice,
                     &OsStr::new(ifname).to_os_string(),
-                )
+                ),
+                bound => bound,
             })
             .map_err(socket_error("bind a DHCP UDP socket to the interface", ifname))?;
         let local = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, DHCP_CLIENT_PORT));

@@ -53,6 +53,8 @@ pub fn socket_path(name: &str) -> PathBuf {
 pub struct Plugin {
     pub host: Host,
     pub store: Mutex<store::Store>,
+    /// Markers of DHCP pools handed to Docker and not yet a stored network's (see [`ipam`]).
+    pub dhcp_pools: Mutex<std::collections::BTreeSet<std::net::Ipv4Addr>>,
 }
 
 /// A served plugin socket; dropping it unlinks the socket if it is still this one (a newer
@@ -96,7 +98,11 @@ pub fn start(host: Host, name: &str) -> Result<Served> {
     let meta = std::fs::symlink_metadata(&path)
         .with_context(ErrorKind::Io, || format!("stat {}", path.display()))?;
     let served = Served { path: path.clone(), identity: (meta.dev(), meta.ino()) };
-    let plugin = Arc::new(Plugin { host, store: Mutex::new(store) });
+    let plugin = Arc::new(Plugin {
+        host,
+        store: Mutex::new(store),
+        dhcp_pools: Mutex::new(Default::default()),
+    });
     let slots: Slots = Arc::new((Mutex::new(0), Condvar::new()));
     std::thread::Builder::new()
         .name("docker-plugin".into())

@@ -254,14 +254,21 @@ fn create_network(plugin: &Plugin, request: CreateNetwork) -> Result<Value> {
         }
         Some(text) => return Err(Error::usage(format!("-o slaac={text}: expected true or false"))),
     };
+    let mut ipv4 = pools(&id, "IPv4", request.ipv4_data)?;
+    let dhcp_marker = super::ipam::dhcp_marker(&ipv4);
+    if dhcp_marker.is_some() {
+        // Not a router: the gateway of a DHCP network is the lease's, answered at Join.
+        ipv4.iter_mut().for_each(|pool| pool.gateway = None);
+    }
     let network = Network {
-        ipv4: pools(&id, "IPv4", request.ipv4_data)?,
+        ipv4,
         ipv6: pools(&id, "IPv6", request.ipv6_data)?,
         id: id.clone(),
         parent,
         macvlan_mode,
         mtu,
         slaac,
+        dhcp_marker,
     };
     let mut netlink = Netlink::open(&plugin.host.netns, "the host namespace")?;
     check_parent(&mut netlink, &network).map_err(|e| e.context(format!("network {id}")))?;
@@ -301,6 +308,17 @@ fn delete_network(plugin: &Plugin, request: NetworkOnly) -> Result<Value> {
             return Err(Error::new(
                 crate::error::ErrorKind::Kernel,
                 format!("remove the endpoints Docker forgot on network {}", request.network_id),
+            )
+            .with_leftovers(&leftovers));
+        }
+    }
+    if store.networks.get(&request.network_id).is_some_and(|n| n.dhcp_marker.is_some()) {
+        // The leases kept for MACs that may come back: no container of this network is left.
+        let leftovers = release_dhcp_records(host, &request.network_id);
+        if !leftovers.is_empty() {
+            return Err(Error::new(
+                crate::error::ErrorKind::Kernel,
+                format!("release the DHCP leases of network {}", request.network_id),
             )
             .with_leftovers(&leftovers));
         }
@@ -346,6 +364,9 @@ fn create_endpoint(plugin: &Plugin, request: CreateEndpoint) -> Result<Value> {
         return Ok(json!({}));
     }
     let interface = request.interface.unwrap_or_default();
+    if network.dhcp_marker.is_some() {
+        return adopt_dhcp_link(host, &mut store, &network, &request.endpoint_id, &interface);
+    }
     let mut addresses = Vec::new();
     for (text, ipv6) in [(&interface.address, false), (&interface.address_ipv6, true)] {
         if let Some(address) = parse_net(text, "Interface.Address")? {
@@ -360,65 +381,24 @@ fn create_endpoint(plugin: &Plugin, request: CreateEndpoint) -> Result<Value> {
         "" => (false, crate::naming::stable_mac(&host.host_id, &guest.identity(), "eth0", 0)),
         text => (true, text.parse::<MacAddr>()?),
     };
-    let (link_name, host_end) = link_names(&request.endpoint_id);
+    let link_name = link_names(&request.endpoint_id).0;
 
     let lock = host.state.lock()?;
     let mut netlink = Netlink::open(&host.netns, "the host namespace")?;
-    let kind = check_parent(&mut netlink, &network)?;
-    if netlink.link_by_name(&link_name)?.is_some() {
-        return Err(Error::conflict(format!(
-            "interface {link_name} already exists in the host namespace (another endpoint with \
-             the same id prefix?): remove it with ip link del {link_name}"
-        )));
-    }
-    let request_link = LinkRequest {
-        host_interface: &network.parent,
-        host_ifname: (kind == DriverKind::Bridge).then_some(host_end.as_str()),
-        guest_ifname: &link_name,
-        guest_mac: mac.0,
-        host_mac: crate::attach::host_end_mac(&host.host_id, &guest.identity(), &link_name),
-        guest_mtu: network.mtu,
-        macvlan_mode: network.macvlan_mode,
-        no_create: true,
-        host_addresses: &[],
-        fail_in_setup: None,
-    };
-    let driver = driver_for(kind);
-    let plan = driver.validate(&mut netlink, &request_link)?;
-    // The guest namespace is the host's own: Docker moves the link into the container at Join.
-    let created = driver.setup(&mut netlink, &host.netns, &request_link, &plan)?;
-    let record = Record {
-        version: RECORD_VERSION,
-        guest: guest.clone(),
-        netns: host.netns.id(),
-        guest_ifname: link_name.clone(),
-        driver: kind,
-        host_interface: network.parent.clone(),
-        host_ifname: created.host_link.clone(),
-        created_bridge: false,
-        macvlan_mode: (kind == DriverKind::Macvlan).then_some(network.macvlan_mode),
-        mac,
-        mac_scheme: MacScheme::default(),
-        mtu: plan.guest_mtu,
-        addresses: addresses.clone(),
-        routes: Vec::new(),
-        host_addresses: Vec::new(),
-        replaced_default_routes: Vec::new(),
-        attached_at: crate::attach::now_unix(),
-        dhcp: None,
-        declared: None,
-        host_route: false,
-    };
+    let record = make_link(host, &mut netlink, &network, &guest, mac, addresses.clone(), None)?;
+    let kind = record.driver;
     let endpoint = Endpoint {
         network: network.id.clone(),
         id: request.endpoint_id.clone(),
         driver: kind,
         link_name: link_name.clone(),
-        host_end: created.host_link.clone(),
+        host_end: record.host_ifname.clone(),
         mac,
         addresses: addresses.iter().map(|a| a.address).collect(),
         record: record.file_name(),
         joined: false,
+        dhcp: false,
+        sandbox_key: None,
     };
     let saved = host.state.save(&record).and_then(|_| {
         store.endpoints.insert(endpoint.id.clone(), endpoint.clone());
@@ -435,6 +415,261 @@ fn create_endpoint(plugin: &Plugin, request: CreateEndpoint) -> Result<Value> {
         true => json!({}),
         false => json!({ "Interface": { "MacAddress": mac.to_string() } }),
     })
+}
+
+/// Make an endpoint's link in the host namespace (Docker moves it into the container at Join):
+/// a veth whose host end joins a bridge parent, or a macvlan child of any other parent, named
+/// by [`link_names`] of the guest's endpoint (Docker's endpoint id, or the MAC of a DHCP
+/// network's link); and its record, not yet saved.
+fn make_link(
+    host: &crate::host::Host,
+    netlink: &mut Netlink,
+    network: &Network,
+    guest: &GuestRef,
+    mac: MacAddr,
+    addresses: Vec<AddressSpec>,
+    dhcp: Option<crate::state::DhcpSettings>,
+) -> Result<Record> {
+    let (link_name, host_end) = match guest {
+        GuestRef::DockerEndpoint { endpoint, .. } => link_names(endpoint),
+        _ => return Err(Error::usage("a Docker endpoint's link needs a Docker endpoint guest")),
+    };
+    let kind = check_parent(netlink, network)?;
+    if netlink.link_by_name(&link_name)?.is_some() {
+        return Err(Error::conflict(format!(
+            "interface {link_name} already exists in the host namespace (another endpoint with \
+             the same id prefix or MAC?): remove it with ip link del {link_name}"
+        )));
+    }
+    let request_link = LinkRequest {
+        host_interface: &network.parent,
+        host_ifname: (kind == DriverKind::Bridge).then_some(host_end.as_str()),
+        guest_ifname: &link_name,
+        guest_mac: mac.0,
+        host_mac: crate::attach::host_end_mac(&host.host_id, &guest.identity(), &link_name),
+        guest_mtu: network.mtu,
+        macvlan_mode: network.macvlan_mode,
+        no_create: true,
+        host_addresses: &[],
+        fail_in_setup: None,
+    };
+    let driver = driver_for(kind);
+    let plan = driver.validate(netlink, &request_link)?;
+    // The guest namespace is the host's own: Docker moves the link into the container at Join.
+    let created = driver.setup(netlink, &host.netns, &request_link, &plan)?;
+    Ok(Record {
+        version: RECORD_VERSION,
+        guest: guest.clone(),
+        netns: host.netns.id(),
+        guest_ifname: link_name,
+        driver: kind,
+        host_interface: network.parent.clone(),
+        host_ifname: created.host_link,
+        created_bridge: false,
+        macvlan_mode: (kind == DriverKind::Macvlan).then_some(network.macvlan_mode),
+        mac,
+        mac_scheme: MacScheme::default(),
+        mtu: plan.guest_mtu,
+        addresses,
+        routes: Vec::new(),
+        host_addresses: Vec::new(),
+        replaced_default_routes: Vec::new(),
+        attached_at: crate::attach::now_unix(),
+        dhcp,
+        declared: None,
+        host_route: false,
+    })
+}
+
+/// The guest of a DHCP network's link: named by the MAC, which is all RequestAddress knows (the
+/// endpoint id comes later), and which the lease follows.
+fn dhcp_guest(network_id: &str, mac: MacAddr) -> (GuestRef, String) {
+    let hex: String = mac.0.iter().map(|b| format!("{b:02x}")).collect();
+    let link_name = link_names(&hex).0;
+    (GuestRef::DockerEndpoint { network: network_id.to_string(), endpoint: hex }, link_name)
+}
+
+/// How long RequestAddress waits for a lease (Docker waits for the answer; a LAN without a
+/// DHCP server fails the container's start with this daemon's reason).
+const LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// RequestAddress on a DHCP network: make the container's link in the host namespace with
+/// Docker's MAC, have the daemon take a lease on it (client id from the MAC, so the same MAC
+/// gets the same lease back), and answer the leased address. CreateEndpoint adopts the link.
+pub(super) fn take_lease(
+    plugin: &Plugin,
+    marker: std::net::Ipv4Addr,
+    mac: MacAddr,
+) -> Result<IpNet> {
+    let host = &plugin.host;
+    let network = {
+        let store = plugin.store.lock().unwrap_or_else(|e| e.into_inner());
+        store.networks.values().find(|n| n.dhcp_marker == Some(marker)).cloned()
+    }
+    .ok_or_else(|| {
+        Error::not_found(format!(
+            "no lanyard network has the DHCP pool of gateway {marker} (its CreateNetwork never \
+             reached this daemon's state directory): remove the network and create it again"
+        ))
+    })?;
+    let (guest, _) = dhcp_guest(&network.id, mac);
+    let settings = crate::state::DhcpSettings {
+        hostname: None,
+        fqdn: false,
+        client_id: format!("docker-{mac}"),
+        set_resolv: false,
+        slaac: false,
+        probe: false,
+    };
+    let record = {
+        let _lock = host.state.lock()?;
+        let mut netlink = Netlink::open(&host.netns, "the host namespace")?;
+        let record =
+            make_link(host, &mut netlink, &network, &guest, mac, Vec::new(), Some(settings))?;
+        // Up for DHCP before Join (Docker brings it up again inside the container); nothing
+        // else is configured on it in the host namespace.
+        let up = netlink.link_by_name(&record.guest_ifname).and_then(|link| match link {
+            Some(link) => netlink.set_up(link.index, &record.guest_ifname),
+            None => Err(Error::not_found(format!("{} vanished", record.guest_ifname))),
+        });
+        if let Err(e) = up.and_then(|()| host.state.save(&record)) {
+            let leftovers = remove_links(&mut netlink, &record);
+            return Err(e.with_leftovers(&leftovers));
+        }
+        record
+    };
+    // Without the locks: the daemon's lease loop answers through its control socket, and
+    // other containers' calls go on meanwhile.
+    let wait = crate::attach::DhcpWait { timeout: LEASE_TIMEOUT, wait: true };
+    let leased = crate::lease::acquire(host, &record, None, wait).and_then(|view| {
+        view["Address"].as_str().and_then(|a| a.parse::<IpNet>().ok()).ok_or_else(|| {
+            Error::new(
+                crate::error::ErrorKind::Io,
+                format!("the daemon's lease has no address: {view}"),
+            )
+        })
+    });
+    match leased {
+        Ok(address) => Ok(address),
+        Err(e) => {
+            let mut leftovers = Vec::new();
+            if let Err(released) = crate::lease::release(host, &record) {
+                leftovers.push(format!("the lease of {}: {released}", record.file_name()));
+            }
+            let _lock = host.state.lock();
+            match Netlink::open(&host.netns, "the host namespace") {
+                Ok(mut netlink) => leftovers.extend(remove_links(&mut netlink, &record)),
+                Err(open) => leftovers.push(format!(
+                    "link {} in the host namespace: {open} (remove it: ip link del {})",
+                    record.guest_ifname, record.guest_ifname
+                )),
+            }
+            if let Err(removed) = host.state.remove(&record) {
+                leftovers.push(format!(
+                    "record {}: {removed} (delete it from {})",
+                    record.file_name(),
+                    host.state.path().display()
+                ));
+            }
+            Err(e
+                .context(format!("a DHCP lease for MAC {mac} on {}", network.parent))
+                .with_leftovers(&leftovers))
+        }
+    }
+}
+
+/// A DHCP link's links in the host namespace, removed (the host end takes a veth's guest end
+/// along); a line per one left behind.
+fn remove_links(netlink: &mut Netlink, record: &Record) -> Vec<String> {
+    let mut leftovers = Vec::new();
+    let names = record.host_ifname.iter().chain(std::iter::once(&record.guest_ifname));
+    for name in names {
+        let result = netlink.link_by_name(name).and_then(|link| match link {
+            Some(link) => netlink.delete_link(link.index, name),
+            None => Ok(()),
+        });
+        if let Err(e) = result {
+            leftovers.push(format!(
+                "link {name} in the host namespace: {e} (remove it: ip link del {name})"
+            ));
+        }
+    }
+    leftovers
+}
+
+/// CreateEndpoint on a DHCP network: the link RequestAddress made for this MAC becomes the
+/// endpoint's.
+fn adopt_dhcp_link(
+    host: &crate::host::Host,
+    store: &mut super::store::Store,
+    network: &Network,
+    endpoint_id: &str,
+    interface: &InterfaceData,
+) -> Result<Value> {
+    let mac: MacAddr = interface.mac_address.parse().map_err(|_| {
+        Error::usage(format!(
+            "endpoint {endpoint_id}: Interface.MacAddress {:?} is not a MAC (Docker sends the \
+             one it gave IPAM)",
+            interface.mac_address
+        ))
+    })?;
+    let (guest, link_name) = dhcp_guest(&network.id, mac);
+    let record_file = Record::file_name_for(&guest, &link_name);
+    let record = host.state.load(&record_file)?.ok_or_else(|| {
+        Error::not_found(format!(
+            "endpoint {endpoint_id}: no lease was taken for MAC {mac} (RequestAddress comes \
+             first)"
+        ))
+    })?;
+    let address = parse_net(&interface.address, "Interface.Address")?;
+    let endpoint = Endpoint {
+        network: network.id.clone(),
+        id: endpoint_id.to_string(),
+        driver: record.driver,
+        link_name,
+        host_end: record.host_ifname.clone(),
+        mac,
+        addresses: address.into_iter().collect(),
+        record: record_file,
+        joined: false,
+        dhcp: true,
+        sandbox_key: None,
+    };
+    store.endpoints.insert(endpoint.id.clone(), endpoint);
+    if let Err(e) = store.save() {
+        store.endpoints.remove(endpoint_id);
+        return Err(e);
+    }
+    Ok(json!({}))
+}
+
+/// Release (DHCPRELEASE where the link still exists) and remove the records of a DHCP
+/// network; a line per thing left behind.
+fn release_dhcp_records(host: &crate::host::Host, network_id: &str) -> Vec<String> {
+    let records = match host.state.records() {
+        Ok(records) => records,
+        Err(e) => return vec![format!("the records in {}: {e}", host.state.path().display())],
+    };
+    let mut leftovers = Vec::new();
+    for record in records {
+        if !matches!(&record.guest, GuestRef::DockerEndpoint { network, .. } if network == network_id)
+            || record.dhcp.is_none()
+        {
+            continue;
+        }
+        if let Err(e) = crate::lease::release(host, &record) {
+            leftovers.push(format!("the lease of {}: {e}", record.file_name()));
+            continue;
+        }
+        if let Err(e) = host.state.remove(&record) {
+            leftovers.push(format!(
+                "record {}: {e} (delete it from {})",
+                record.file_name(),
+                host.state.path().display()
+            ));
+        }
+    }
+    leftovers
 }
 
 /// Remove an endpoint's links and record, each step even when one before failed; returns a
@@ -467,6 +702,11 @@ fn remove_endpoint_parts(
     // The guest end while still (or again, after the container stopped) in the host namespace;
     // in a container's namespace it dies with it.
     remove(&endpoint.link_name, Some(endpoint.mac));
+    if endpoint.dhcp {
+        // The record stays with its lease, for the next endpoint of the same MAC (Docker makes
+        // a new endpoint at every restart); DeleteNetwork or the lease's end removes it.
+        return leftovers;
+    }
     let record = match record {
         Some(record) => Ok(Some(record.clone())),
         None => host.state.load(&endpoint.record),
@@ -534,8 +774,16 @@ fn join(plugin: &Plugin, request: Join) -> Result<Value> {
         )));
     }
     let src_name = endpoint.link_name.clone();
-    if !endpoint.joined {
+    let lease_gateway = match endpoint.dhcp {
+        true => crate::daemon::store::load(plugin.host.state.path(), &endpoint.record)?
+            .and_then(|stored| stored.lease)
+            .and_then(|lease| lease.gateway()),
+        false => None,
+    };
+    let sandbox_key = endpoint.dhcp.then(|| request.sandbox_key.clone());
+    if !endpoint.joined || endpoint.sandbox_key != sandbox_key {
         endpoint.joined = true;
+        endpoint.sandbox_key = sandbox_key;
         store.save()?;
     }
     let mut answer = json!({
@@ -543,7 +791,7 @@ fn join(plugin: &Plugin, request: Join) -> Result<Value> {
         // Without it Docker adds docker_gwbridge and a second interface with the default route.
         "DisableGatewayService": true,
     });
-    if let Some(gateway) = network.gateway(false) {
+    if let Some(gateway) = lease_gateway.map(IpAddr::V4).or(network.gateway(false)) {
         answer["Gateway"] = json!(gateway.to_string());
     }
     if let Some(gateway) = network.gateway(true) {

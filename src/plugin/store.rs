@@ -3,7 +3,7 @@
 //! networks Docker already has (Docker never repeats CreateNetwork).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -36,6 +36,10 @@ pub struct Network {
     pub slaac: bool,
     pub ipv4: Vec<Pool>,
     pub ipv6: Vec<Pool>,
+    /// A DHCP network (lanyard's IPAM without `--subnet`): the marker its pool gave Docker as
+    /// the gateway (see [`super::ipam`]), by which RequestAddress finds the network.
+    #[serde(default)]
+    pub dhcp_marker: Option<Ipv4Addr>,
 }
 
 impl Network {
@@ -61,6 +65,14 @@ pub struct Endpoint {
     pub record: String,
     /// Join happened: the link is in the container (or back, named `link_name`, after it).
     pub joined: bool,
+    /// On a DHCP network: the link and record were made at RequestAddress (the record outlives
+    /// the endpoint, for the next endpoint of the same MAC, until its lease ends).
+    #[serde(default)]
+    pub dhcp: bool,
+    /// The container's namespace, from Join: where the daemon renews the lease once Docker has
+    /// moved the link there.
+    #[serde(default)]
+    pub sandbox_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +88,17 @@ pub struct Store {
 /// Where the store of `state_dir` lives.
 pub fn store_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("docker-plugin")
+}
+
+/// The container namespace of the Docker endpoint whose lease is `record_file`, as its Join
+/// recorded it (read from disk: the daemon's reaching threads do not share the plugin's memory).
+pub fn sandbox_of(state_dir: &Path, record_file: &str) -> Option<PathBuf> {
+    let store = Store::load(state_dir).ok()?;
+    store
+        .endpoints
+        .values()
+        .filter(|endpoint| endpoint.record == record_file)
+        .find_map(|endpoint| endpoint.sandbox_key.as_ref().map(PathBuf::from))
 }
 
 impl Store {
