@@ -8,111 +8,12 @@ mod support;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::docker::DockerLab;
-use support::lab::{self, run_id, wait_until, Lan, Netns, TestDir};
-
-const DOCKER_CLI: &str = "/usr/bin/docker";
-
-/// The lanyard daemon of a test, serving plugin `name`: killed at the end, and its socket
-/// removed even when the test failed (the path is shared by every dockerd on the machine).
-struct PluginDaemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl PluginDaemon {
-    fn start(ns: &Netns, dir: &TestDir, config_text: &str, socket: PathBuf) -> PluginDaemon {
-        Self::start_with(ns, dir, config_text, socket, None)
-    }
-
-    /// [`PluginDaemon::start`] with the daemon following the dockerd at `docker_host` (a lab's
-    /// `DockerLab::env`): its watcher then reconciles and starts stranded containers.
-    fn start_with(
-        ns: &Netns,
-        dir: &TestDir,
-        config_text: &str,
-        socket: PathBuf,
-        docker_host: Option<(&str, String)>,
-    ) -> PluginDaemon {
-        let config = dir.join("lanyard.toml");
-        std::fs::write(&config, config_text).expect("write the config");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("daemon.log"))
-            .expect("open daemon.log");
-        let mut command =
-            support::cli::command(ns, dir, &["--config", config.to_str().unwrap(), "daemon"]);
-        // Netns::command turns the plugin off; these daemons are for it.
-        command.env_remove(lanyard::config::DOCKER_PLUGIN_ENV).stdout(Stdio::null()).stderr(log);
-        if let Some((key, value)) = docker_host {
-            command.env(key, value);
-        }
-        let child = command.spawn().expect("spawn lanyard daemon");
-        let daemon = PluginDaemon { child, socket };
-        let state = dir.join("state");
-        let answers = || {
-            let ping = lanyard::daemon::control::Request::Ping;
-            matches!(
-                lanyard::daemon::control::try_request(&state, &ping, Duration::from_secs(2)),
-                Ok(Some(_))
-            )
-        };
-        assert!(wait_until(Duration::from_secs(10), answers), "the daemon answers");
-        daemon
-    }
-}
-
-impl PluginDaemon {
-    /// SIGKILL, as a crash would: the socket stays behind, for the next daemon to replace.
-    fn crash(&mut self) {
-        // SAFETY: kill(2) on our own child, not yet reaped (reaped just below).
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PluginDaemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: kill(2) on our own child, not yet reaped.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.socket);
-    }
-}
-
-fn plugin_name(tag: &str) -> String {
-    format!("lanyard-test-{}-{}-{tag}", run_id(), std::process::id())
-}
-
-/// Debian's docker CLI against the lab's dockerd.
-fn docker(lab: &DockerLab, args: &[&str]) -> Output {
-    let (key, value) = lab.env();
-    Command::new(DOCKER_CLI)
-        .args(args)
-        .env(key, value)
-        .env("DOCKER_CONFIG", lab.dir.join("cli"))
-        .env_remove("DOCKER_CONTEXT")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run docker")
-}
-
-fn docker_ok(lab: &DockerLab, dir: &TestDir, args: &[&str]) -> String {
-    let out = docker(lab, args);
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}\ndaemon log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use support::lab::{self, wait_until, Lan, Netns, TestDir};
+use support::plugin::{docker, docker_ok, plugin_name, plugin_store, PluginDaemon};
 
 /// One HTTP POST on the plugin socket: (status, JSON body).
 fn post(socket: &Path, call: &str, body: &str) -> (u16, serde_json::Value) {
@@ -134,11 +35,6 @@ fn post(socket: &Path, call: &str, body: &str) -> (u16, serde_json::Value) {
 /// Links in `ns` that the plugin makes (lyg* guest ends, lyh* host ends).
 fn plugin_links(ns: &Netns) -> Vec<String> {
     ns.links().into_iter().filter(|l| l.starts_with("lyg") || l.starts_with("lyh")).collect()
-}
-
-fn plugin_store(dir: &TestDir) -> serde_json::Value {
-    let path = dir.join("state/docker-plugin/store.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|_| "{}".into())).unwrap()
 }
 
 /// Everything a container on the network should have: eth0 only, the address and MAC Docker

@@ -5,104 +5,12 @@
 mod support;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use support::dhcp::{Dnsmasq, Kea, KeaConfig};
 use support::docker::DockerLab;
-use support::lab::{self, run_id, wait_until, Lan, Netns, TestDir};
-
-const DOCKER_CLI: &str = "/usr/bin/docker";
-
-/// The lanyard daemon of a test, serving plugin `name`: killed at the end, and its socket
-/// removed even when the test failed (the path is shared by every dockerd on the machine).
-struct PluginDaemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl PluginDaemon {
-    fn start(ns: &Netns, dir: &TestDir, name: &str) -> PluginDaemon {
-        let config = dir.join("lanyard.toml");
-        std::fs::write(&config, format!("docker_plugin = \"{name}\"\n")).expect("write config");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("daemon.log"))
-            .expect("open daemon.log");
-        let child =
-            support::cli::command(ns, dir, &["--config", config.to_str().unwrap(), "daemon"])
-                // Netns::command turns the plugin off; these daemons are for it.
-                .env_remove(lanyard::config::DOCKER_PLUGIN_ENV)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn lanyard daemon");
-        let daemon = PluginDaemon { child, socket: lanyard::plugin::socket_path(name) };
-        let state = dir.join("state");
-        let answers = || {
-            let ping = lanyard::daemon::control::Request::Ping;
-            matches!(
-                lanyard::daemon::control::try_request(&state, &ping, Duration::from_secs(2)),
-                Ok(Some(_))
-            )
-        };
-        assert!(wait_until(Duration::from_secs(10), answers), "the daemon answers");
-        daemon
-    }
-
-    /// SIGKILL, as a crash would: the socket stays behind, for the next daemon to replace.
-    fn crash(&mut self) {
-        // SAFETY: kill(2) on our own child, not yet reaped (reaped just below).
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PluginDaemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: kill(2) on our own child, not yet reaped.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.socket);
-    }
-}
-
-fn plugin_name(tag: &str) -> String {
-    format!("lanyard-test-{}-{}-{tag}", run_id(), std::process::id())
-}
-
-/// Debian's docker CLI against the lab's dockerd (see tests/plugin.rs).
-fn docker(lab: &DockerLab, args: &[&str]) -> Output {
-    let (key, value) = lab.env();
-    Command::new(DOCKER_CLI)
-        .args(args)
-        .env(key, value)
-        .env("DOCKER_CONFIG", lab.dir.join("cli"))
-        .env_remove("DOCKER_CONTEXT")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run docker")
-}
-
-fn docker_ok(lab: &DockerLab, dir: &TestDir, args: &[&str]) -> String {
-    let out = docker(lab, args);
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}\ndaemon log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn plugin_store(dir: &TestDir) -> serde_json::Value {
-    let path = dir.join("state/docker-plugin/store.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|_| "{}".into())).unwrap()
-}
+use support::lab::{self, wait_until, Lan, Netns, TestDir};
+use support::plugin::{docker, docker_ok, plugin_name, plugin_store, PluginDaemon};
 
 /// Run container `name` on network `net` with `mac`; its command prints eth0's IPv4 address
 /// first thing (so the address was there before the application's first instruction).
@@ -180,7 +88,7 @@ fn a_dhcp_network_gives_containers_a_lease_before_they_start_and_the_same_one_pe
     let dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.163.100", "198.18.163.200"), "2m", &[]);
     // Started before dockerd, so that it is dropped after it: a failed test's containers are
     // removed while the plugin still answers.
-    let _daemon = PluginDaemon::start(&lan.host, &dir, &name);
+    let _daemon = PluginDaemon::for_plugin(&lan.host, &dir, &name);
     let lab = DockerLab::start_in_netns(&lan.host.path, "198.19.163.1/24");
     lab.import_busybox();
     let links_before = lan.host.links();
@@ -252,7 +160,7 @@ fn a_dhcp_lease_is_renewed_from_inside_the_container_and_survives_a_daemon_crash
     const VALID: u64 = 4;
     let kea = Kea::start(&lan.host, "br0", KeaConfig::timed(164, VALID as u32, 1, 3));
     // Started before dockerd: see the test above.
-    let mut daemon = PluginDaemon::start(&lan.host, &dir, &name);
+    let mut daemon = PluginDaemon::for_plugin(&lan.host, &dir, &name);
     let lab = DockerLab::start_in_netns(&lan.host.path, "198.19.164.1/24");
     lab.import_busybox();
     let links_before = lan.host.links();
@@ -287,7 +195,7 @@ fn a_dhcp_lease_is_renewed_from_inside_the_container_and_survives_a_daemon_crash
     // The daemon crashes and comes back: renewals resume, the container keeps its address.
     daemon.crash();
     let before = kea.renewals_of(address);
-    let _daemon = PluginDaemon::start(&lan.host, &dir, &name);
+    let _daemon = PluginDaemon::for_plugin(&lan.host, &dir, &name);
     assert!(renewed(before + 3), "renewals resumed after the crash");
     let shown = docker_ok(&lab, &dir, &["exec", "c1", "ip", "-4", "-o", "addr", "show", "eth0"]);
     assert!(shown.contains(&format!("inet {address}/")), "{shown}");
@@ -305,7 +213,7 @@ fn a_dhcp_network_on_a_macvlan_parent_leases_through_the_uplink() {
     let name = plugin_name("dhcp-macvlan");
     let dnsmasq = Dnsmasq::start(&lan.lan, "br0", ("198.18.165.100", "198.18.165.200"), "2m", &[]);
     // Started before dockerd: see the first test.
-    let _daemon = PluginDaemon::start(&lan.host, &dir, &name);
+    let _daemon = PluginDaemon::for_plugin(&lan.host, &dir, &name);
     let lab = DockerLab::start_in_netns(&lan.host.path, "198.19.165.1/24");
     lab.import_busybox();
     let links_before = lan.host.links();

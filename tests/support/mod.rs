@@ -9,6 +9,7 @@ pub mod dhcp;
 pub mod docker;
 pub mod lab;
 pub mod monitor;
+pub mod plugin;
 pub mod watcher;
 
 pub use lab::*;
