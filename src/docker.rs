@@ -214,16 +214,21 @@ impl DockerApi {
         if !is_container_token(token) {
             return Ok(None);
         }
-        match tokio::time::timeout(self.timeout, self.inspect_request(token)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::new(
+        self.within(&format!("inspect container \"{token}\""), self.inspect_request(token)).await
+    }
+
+    /// `request`, or a Timeout error naming `what` when Docker does not answer in time.
+    async fn within<T>(
+        &self,
+        what: &str,
+        request: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout(self.timeout, request).await.unwrap_or_else(|_| {
+            Err(Error::new(
                 ErrorKind::Timeout,
-                format!(
-                    "inspect container \"{token}\": Docker at {} did not answer within {:?}",
-                    self.host, self.timeout
-                ),
-            )),
-        }
+                format!("{what}: Docker at {} did not answer within {:?}", self.host, self.timeout),
+            ))
+        })
     }
 
     async fn inspect_request(&self, token: &str) -> Result<Option<ContainerInfo>> {
@@ -240,10 +245,8 @@ impl DockerApi {
             if !is_container_token(id) {
                 return Ok(None);
             }
-            let answer = tokio::time::timeout(self.timeout, self.inspect_response(id))
-                .await
-                .map_err(|_| self.timed_out(&format!("inspect container \"{id}\"")))??;
-            match answer {
+            let what = format!("inspect container \"{id}\"");
+            match self.within(&what, self.inspect_response(id)).await? {
                 None => Ok(None),
                 Some(response) => {
                     let config = response.config.clone().unwrap_or_default();
@@ -284,35 +287,30 @@ impl DockerApi {
 
     /// Start a container (blocking, like the rest of this API).
     pub fn start_container(&self, id: &str) -> Result<()> {
-        self.runtime.block_on(async {
-            let request = async {
-                self.client(None)?
-                    .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-                    .await
-                    .map_err(|e| self.request_error(id, e))
-            };
-            tokio::time::timeout(self.timeout, request)
+        let what = format!("start container \"{id}\"");
+        self.runtime.block_on(self.within(&what, async {
+            self.client(None)?
+                .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
                 .await
-                .map_err(|_| self.timed_out(&format!("start container \"{id}\"")))?
-        })
+                .map_err(|e| self.request_error(&what, e))
+        }))
     }
 
     /// Every container Docker has, running or not: (full ID, running).
     pub fn list_containers(&self) -> Result<Vec<(String, bool)>> {
+        let what = "list containers";
         self.runtime.block_on(async {
+            let options = bollard::query_parameters::ListContainersOptions {
+                all: true,
+                ..Default::default()
+            };
             let request = async {
-                let options = bollard::query_parameters::ListContainersOptions {
-                    all: true,
-                    ..Default::default()
-                };
                 self.client(None)?
                     .list_containers(Some(options))
                     .await
-                    .map_err(|e| self.request_error("(list)", e))
+                    .map_err(|e| self.request_error(what, e))
             };
-            let summaries = tokio::time::timeout(self.timeout, request)
-                .await
-                .map_err(|_| self.timed_out("list containers"))??;
+            let summaries = self.within(what, request).await?;
             Ok(summaries
                 .into_iter()
                 .filter_map(|c| {
@@ -341,10 +339,9 @@ impl DockerApi {
                 Ok(client) => client,
                 Err(e) => return e,
             };
-            match tokio::time::timeout(self.timeout, client.ping()).await {
-                Err(_) => return self.timed_out("ping"),
-                Ok(Err(e)) => return self.request_error("(ping)", e),
-                Ok(Ok(_)) => {}
+            let ping = async { client.ping().await.map_err(|e| self.request_error("ping", e)) };
+            if let Err(e) = self.within("ping", ping).await {
+                return e;
             }
             let filters = std::collections::HashMap::from([
                 ("type".to_string(), vec!["container".to_string()]),
@@ -372,7 +369,7 @@ impl DockerApi {
                         let at_nanos = message.time_nano.unwrap_or(0);
                         each(ContainerEvent { id, name, action, at_nanos });
                     }
-                    Err(e) => return self.request_error("(events)", e),
+                    Err(e) => return self.request_error("follow container events", e),
                 }
             }
             Error::new(
@@ -380,13 +377,6 @@ impl DockerApi {
                 format!("Docker at {} closed the event stream", self.host),
             )
         })
-    }
-
-    fn timed_out(&self, what: &str) -> Error {
-        Error::new(
-            ErrorKind::Timeout,
-            format!("{what}: Docker at {} did not answer within {:?}", self.host, self.timeout),
-        )
     }
 
     /// The container's whole inspect answer; `Ok(None)` when Docker knows no such container.
@@ -399,12 +389,22 @@ impl DockerApi {
                 Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {
                     return Ok(None)
                 }
+                // 20.10 answers 500 here, later releases 400.
+                Err(BollardError::DockerResponseServerError { ref message, .. })
+                    if message.to_ascii_lowercase().contains("multiple ids found") =>
+                {
+                    return Err(Error::usage(format!(
+                        "\"{token}\" matches more than one container ID: give more of the ID or the name"
+                    )))
+                }
                 Err(err) => match daemon_wants_version(&err) {
                     Some(version) if !switched => {
                         client = self.client(Some(version))?;
                         switched = true;
                     }
-                    _ => return Err(self.request_error(token, err)),
+                    _ => {
+                        return Err(self.request_error(&format!("inspect container \"{token}\""), err))
+                    }
                 },
             }
         }
@@ -446,26 +446,15 @@ impl DockerApi {
         }
     }
 
-    fn request_error(&self, token: &str, err: BollardError) -> Error {
+    /// The error of request `what` ("inspect container \"web\"", "list containers").
+    fn request_error(&self, what: &str, err: BollardError) -> Error {
         match err {
-            // 20.10 answers 500 here, later releases 400.
-            BollardError::DockerResponseServerError { ref message, .. }
-                if message.to_ascii_lowercase().contains("multiple ids found") =>
-            {
-                Error::usage(format!(
-                    "\"{token}\" matches more than one container ID: give more of the ID or the name"
-                ))
-            }
             BollardError::DockerResponseServerError { .. } | BollardError::JsonDataError { .. } => {
-                Error::with_source(
-                    ErrorKind::Docker,
-                    format!("inspect container \"{token}\" at {}", self.host),
-                    err,
-                )
+                Error::with_source(ErrorKind::Docker, format!("{what} at {}", self.host), err)
             }
             BollardError::RequestTimeoutError => Error::with_source(
                 ErrorKind::Timeout,
-                format!("inspect container \"{token}\": Docker at {} did not answer", self.host),
+                format!("{what}: Docker at {} did not answer", self.host),
                 err,
             ),
             // Everything else is the transport: no socket, refused, reset, not HTTP.
@@ -655,6 +644,21 @@ mod tests {
         assert_eq!(err.to_string(), "container \"web\" is not running: start it first");
         let running = ContainerInfo { pid: 42, running: true, ..stopped };
         assert_eq!(Fixed(Some(running.clone())).inspect_running("/web").unwrap(), running);
+    }
+
+    #[test]
+    fn a_failed_request_is_named_in_its_error() {
+        let api = DockerApi::with_host(DockerHost::Unix("/run/x.sock".into())).unwrap();
+        let refused =
+            || BollardError::DockerResponseServerError { status_code: 500, message: "boom".into() };
+        for what in ["list containers", "start container \"web\"", "ping"] {
+            let error = api.request_error(what, refused());
+            assert_eq!(error.kind(), ErrorKind::Docker);
+            assert!(
+                error.to_string().starts_with(&format!("{what} at unix:///run/x.sock")),
+                "{error}"
+            );
+        }
     }
 
     #[test]
