@@ -223,7 +223,8 @@ fn wait_script(ifname: &str) -> String {
     )
 }
 
-fn part_a(config: &Config, docker: &DockerLab, image: &str, lan: &Lan, dir: &TestDir) {
+/// Docker's own macvlan network "mv" on up0, the LAN's subnet: what users pick instead.
+fn create_docker_macvlan(docker: &DockerLab) {
     docker.docker_ok(&[
         "network",
         "create",
@@ -237,6 +238,10 @@ fn part_a(config: &Config, docker: &DockerLab, image: &str, lan: &Lan, dir: &Tes
         GATEWAY,
         "mv",
     ]);
+}
+
+fn part_a(config: &Config, docker: &DockerLab, image: &str, lan: &Lan, dir: &TestDir) {
+    create_docker_macvlan(docker);
     let static_label = format!("lanyard.net=br0 {STATIC_ROUND}@{GATEWAY}");
     let argv = |way: Way| -> Vec<String> {
         let mut argv: Vec<String> = ["run", "--rm"].iter().map(|s| s.to_string()).collect();
@@ -398,21 +403,10 @@ const TARGET_PLUGIN_RATIO: f64 = 1.0;
 fn part_e(config: &Config, docker: &DockerLab, image: &str, plugin: &str) {
     // Both on up0. Docker's IPAM refuses two networks with one subnet, so lanyard's gets its own
     // (the container runs `true`: its address is never used).
-    let create = |args: &[&str]| {
-        docker.docker_ok(&[&["network", "create"][..], args].concat());
-    };
-    create(&[
-        "-d",
-        "macvlan",
-        "-o",
-        "parent=up0",
-        "--subnet",
-        &format!("198.18.8.0/{LAN_PREFIX}"),
-        "--gateway",
-        GATEWAY,
-        "mv",
-    ]);
-    create(&[
+    create_docker_macvlan(docker);
+    docker.docker_ok(&[
+        "network",
+        "create",
         "-d",
         plugin,
         "-o",

@@ -19,46 +19,32 @@ use super::log;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_REQUEST: usize = 8192;
 
-enum Listener {
-    Tcp(std::net::TcpListener),
-    Unix(std::os::unix::net::UnixListener),
-}
-
 /// Bind `listen` (in the daemon's own namespace: the host's) and serve from a new thread.
 pub fn start(
     listen: &MetricsListen,
     state_dir: PathBuf,
     watch: Option<Arc<Mutex<WatchStatus>>>,
 ) -> Result<()> {
-    let listener = match listen {
-        MetricsListen::Tcp(address) => Listener::Tcp(
-            std::net::TcpListener::bind(address)
-                .with_context(ErrorKind::Io, || format!("serve metrics on {address}"))?,
-        ),
+    // One socket type for both kinds, so one accept loop serves them.
+    let listener: socket2::Socket = match listen {
+        MetricsListen::Tcp(address) => std::net::TcpListener::bind(address)
+            .with_context(ErrorKind::Io, || format!("serve metrics on {address}"))?
+            .into(),
         MetricsListen::Unix(path) => {
             let _ = std::fs::remove_file(path);
-            Listener::Unix(
-                std::os::unix::net::UnixListener::bind(path).with_context(ErrorKind::Io, || {
-                    format!("serve metrics on {}", path.display())
-                })?,
-            )
+            std::os::unix::net::UnixListener::bind(path)
+                .with_context(ErrorKind::Io, || format!("serve metrics on {}", path.display()))?
+                .into()
         }
     };
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || loop {
-            let served = match &listener {
-                Listener::Tcp(listener) => listener.accept().and_then(|(stream, _)| {
-                    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-                    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-                    serve_one(stream, &state_dir, watch.as_deref())
-                }),
-                Listener::Unix(listener) => listener.accept().and_then(|(stream, _)| {
-                    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-                    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-                    serve_one(stream, &state_dir, watch.as_deref())
-                }),
-            };
+            let served = listener.accept().and_then(|(stream, _)| {
+                stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+                stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+                serve_one(stream, &state_dir, watch.as_deref())
+            });
             if let Err(e) = served {
                 log(format_args!("metrics: {e}"));
             }
