@@ -353,6 +353,8 @@ fn an_empty_docker_plugin_name_serves_no_socket() {
     let control = lanyard::daemon::control::socket_path(&dir.join("state"));
     assert!(sockets.contains(control.to_str().unwrap()), "the daemon serves: {sockets}");
     assert!(!sockets.contains(lanyard::plugin::PLUGIN_DIR), "{sockets}");
+    let status = support::cli::ok(support::cli::run(&ns, &dir, &["status"]));
+    assert!(status.contains("docker plugin: off (docker_plugin = \"\" in the config)"), "{status}");
 }
 
 #[test]
@@ -379,6 +381,15 @@ fn a_stale_socket_is_replaced_a_live_one_kept_and_the_own_one_unlinked_at_sigter
     );
     let log = std::fs::read_to_string(other_dir.join("daemon.log")).unwrap_or_default();
     assert!(log.contains("served by another live process"), "{log}");
+    // `lanyard status` says so, and why; the first daemon's says it serves.
+    let status = support::cli::ok(support::cli::run(&ns, &other_dir, &["status"]));
+    let line = format!("docker plugin: not serving {}: ", socket.display());
+    assert!(
+        status.contains(&line) && status.contains("served by another live process"),
+        "{status}"
+    );
+    let status = support::cli::ok(support::cli::run(&ns, &dir, &["status"]));
+    assert!(status.contains(&format!("docker plugin: serving {}", socket.display())), "{status}");
     drop(second);
     assert_eq!(post(&socket, "Plugin.Activate", "").0, 200, "the first daemon still serves");
 

@@ -562,9 +562,12 @@ fn print_status(settings: &Settings, json: bool) -> Result<()> {
         println!("warning: {warning}");
     }
     match daemon {
-        None => println!(
-            "daemon: not running (attach ... dhcp starts it; `lanyard daemon` or the systemd unit keeps it)"
-        ),
+        None => {
+            println!(
+                "daemon: not running (attach ... dhcp starts it; `lanyard daemon` or the systemd unit keeps it)"
+            );
+            println!("docker plugin: not serving (the daemon serves it)");
+        }
         Some(data) => {
             let by_state: Vec<String> = data["LeasesByState"]
                 .as_object()
@@ -577,13 +580,57 @@ fn print_status(settings: &Settings, json: bool) -> Result<()> {
                 "daemon: running (pid {}, up {uptime}), {} lease(s){}; {} guest(s) reachable",
                 data["Pid"],
                 data["Leases"],
-                if by_state.is_empty() { String::new() } else { format!(": {}", by_state.join(", ")) },
+                if by_state.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", by_state.join(", "))
+                },
                 data["GuestsAlive"],
             );
             print_docker_status(&data["Docker"]);
+            print_plugin_status(&data["DockerPlugin"]);
         }
     }
     Ok(())
+}
+
+/// The daemon's Docker network plugin: its socket, then each network.
+fn print_plugin_status(plugin: &serde_json::Value) {
+    let socket = plugin["Socket"].as_str().unwrap_or("-");
+    match (plugin["Serving"].as_bool(), plugin["Why"].as_str()) {
+        (Some(true), _) => println!("docker plugin: serving {socket}"),
+        (_, Some(why)) if plugin["Name"].is_null() => println!("docker plugin: off ({why})"),
+        (_, why) => println!("docker plugin: not serving {socket}: {}", why.unwrap_or("?")),
+    }
+    if let Some(error) = plugin["StoreError"].as_str() {
+        println!("  error: {error}");
+    }
+    for network in plugin["Networks"].as_array().into_iter().flatten() {
+        let leases = match network["Leases"].as_u64() {
+            None => String::new(),
+            Some(n) => {
+                let states: Vec<String> = network["LeasesByState"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(state, count)| format!("{state} {count}"))
+                    .collect();
+                let states = if states.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", states.join(", "))
+                };
+                format!(", {n} lease(s){states}")
+            }
+        };
+        println!(
+            "  network {} on {}: {}, {} endpoint(s){leases}",
+            network["Id"].as_str().unwrap_or("?"),
+            network["Parent"].as_str().unwrap_or("?"),
+            network["Addressing"].as_str().unwrap_or("?"),
+            network["Endpoints"],
+        );
+    }
 }
 
 /// What in the config is legal but probably not meant: a network named like an interface of

@@ -136,6 +136,8 @@ pub struct Daemon {
     attempts: u64,
     /// The Docker network plugin's socket (config `docker_plugin`), unlinked when dropped.
     plugin: Option<crate::plugin::Served>,
+    /// Why the plugin is not served (for `lanyard status`), when it failed to start.
+    plugin_error: Option<String>,
     /// Declared before the lock: everything queued is on disk before another daemon may start.
     writer: store::Writer,
     _lock: crate::state::StateLock,
@@ -216,6 +218,7 @@ impl Daemon {
             reacher,
             attempts: 0,
             plugin: None,
+            plugin_error: None,
             writer,
             _lock: lock,
         };
@@ -233,7 +236,10 @@ impl Daemon {
                     log(format_args!("docker plugin {name} on {}", served.path().display()));
                     daemon.plugin = Some(served);
                 }
-                Err(e) => log(format_args!("no docker plugin {name}: {e}")),
+                Err(e) => {
+                    log(format_args!("no docker plugin {name}: {e}"));
+                    daemon.plugin_error = Some(e.to_string());
+                }
             }
         }
         // After the listener (the wirer's DHCP attaches ask this loop through the socket) and

@@ -257,6 +257,23 @@ impl Daemon {
                     }
                     view
                 });
+                let plugin_leases: Vec<(String, String)> = self
+                    .slots
+                    .values()
+                    .filter_map(|slot| match &slot.record.guest {
+                        crate::state::GuestRef::DockerEndpoint { network, .. } => {
+                            Some((network.clone(), slot_state(slot)))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let plugin = crate::plugin::status_view(
+                    self.config.docker_plugin.as_deref(),
+                    self.plugin.as_ref(),
+                    self.plugin_error.as_deref(),
+                    &self.state_dir,
+                    &plugin_leases,
+                );
                 reply(
                     stream,
                     &Response::ok(json!({
@@ -268,6 +285,7 @@ impl Daemon {
                         "LeasesByState": by_state,
                         "GuestsAlive": alive,
                         "Docker": docker,
+                        "DockerPlugin": plugin,
                     })),
                 );
             }

@@ -111,6 +111,64 @@ pub fn start(host: Host, name: &str) -> Result<Served> {
     Ok(served)
 }
 
+/// What `lanyard status` shows of the plugin: its socket and whether it is served (and why
+/// not), and each network (Docker names none to a plugin: by its ID) with its parent, its
+/// addressing, its endpoints and, on a DHCP network, the leases the daemon holds for it.
+/// `leases` is (network ID, lease state) per lease of a Docker endpoint.
+pub fn status_view(
+    name: Option<&str>,
+    served: Option<&Served>,
+    error: Option<&str>,
+    state_dir: &Path,
+    leases: &[(String, String)],
+) -> Value {
+    let Some(name) = name else {
+        return json!({ "Serving": false, "Why": "docker_plugin = \"\" in the config" });
+    };
+    let why = match (served, error) {
+        (Some(_), _) => None,
+        (None, Some(error)) => Some(error.to_string()),
+        (None, None) => Some("stopped".to_string()),
+    };
+    let (networks, store_error) = match store::Store::load(state_dir) {
+        Ok(store) => (network_views(&store, leases), None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    json!({
+        "Name": name,
+        "Socket": socket_path(name),
+        "Serving": served.is_some(),
+        "Why": why,
+        "Networks": networks,
+        "StoreError": store_error,
+    })
+}
+
+fn network_views(store: &store::Store, leases: &[(String, String)]) -> Vec<Value> {
+    store
+        .networks
+        .values()
+        .map(|network| {
+            let endpoints = store.endpoints.values().filter(|e| e.network == network.id).count();
+            let mut view = json!({
+                "Id": &network.id[..network.id.len().min(12)],
+                "Parent": network.parent,
+                "Addressing": if network.dhcp_marker.is_some() { "dhcp" } else { "static" },
+                "Endpoints": endpoints,
+            });
+            if network.dhcp_marker.is_some() {
+                let mut by_state = std::collections::BTreeMap::<&str, usize>::new();
+                for (_, state) in leases.iter().filter(|(id, _)| *id == network.id) {
+                    *by_state.entry(state).or_default() += 1;
+                }
+                view["Leases"] = json!(by_state.values().sum::<usize>());
+                view["LeasesByState"] = json!(by_state);
+            }
+            view
+        })
+        .collect()
+}
+
 fn remove_stale_socket(path: &Path) -> Result<()> {
     let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
     if !meta.file_type().is_socket() {
