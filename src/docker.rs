@@ -75,6 +75,8 @@ pub struct ContainerDetails {
     pub state_error: String,
     /// The IDs of the networks the container is connected to.
     pub network_ids: Vec<String>,
+    /// The container's MAC on each of those networks, by network ID (where Docker gives one).
+    pub network_macs: std::collections::BTreeMap<String, String>,
 }
 
 /// One container event as Docker sent it.
@@ -270,6 +272,20 @@ impl DockerApi {
                             networks.values().filter_map(|n| n.network_id.clone()).collect()
                         })
                         .unwrap_or_default();
+                    let network_macs = response
+                        .network_settings
+                        .as_ref()
+                        .and_then(|settings| settings.networks.as_ref())
+                        .map(|networks| {
+                            networks
+                                .values()
+                                .filter_map(|n| {
+                                    Some((n.network_id.clone()?, n.mac_address.clone()?))
+                                })
+                                .filter(|(_, mac)| !mac.is_empty())
+                                .collect()
+                        })
+                        .unwrap_or_default();
                     let info = container_info(response, id)?;
                     Ok(Some(ContainerDetails {
                         info,
@@ -279,6 +295,7 @@ impl DockerApi {
                         restart_policy,
                         state_error,
                         network_ids,
+                        network_macs,
                     }))
                 }
             }

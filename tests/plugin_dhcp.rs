@@ -237,3 +237,138 @@ fn a_dhcp_network_on_a_macvlan_parent_leases_through_the_uplink() {
     docker_ok(&lab, &dir, &["network", "rm", "w"]);
     assert_nothing_left(&lan.host, &links_before, &dir);
 }
+
+/// How many DHCPRELEASEs of `address` dnsmasq has logged.
+fn releases_of(dnsmasq: &Dnsmasq, address: Ipv4Addr) -> usize {
+    dnsmasq.log_text().matches(&format!("DHCPRELEASE(br0) {address} ")).count()
+}
+
+#[test]
+fn network_rm_with_containers_changes_nothing_and_a_removed_containers_lease_is_released() {
+    lab::require_root();
+    // The server in a namespace of its own, as on a LAN (reached through the macvlan parent):
+    // in the daemon's namespace it would take the DHCPRELEASE's unicast as its own traffic.
+    let lan = Lan::with_uplink(168);
+    let dir = TestDir::new("plugin-dhcp-release");
+    let name = plugin_name("release");
+    let socket = lanyard::plugin::socket_path(&name);
+    let config = format!("docker_plugin = \"{name}\"\n");
+    let dnsmasq = Dnsmasq::start(&lan.lan, "br0", ("198.18.168.100", "198.18.168.200"), "2m", &[]);
+    // Declared before the lab, so dropped after it (see the first test); started after dockerd,
+    // whose socket its Docker watcher follows (it sees the containers start and go).
+    let mut daemon: Option<PluginDaemon>;
+    let lab = DockerLab::start_in_netns(&lan.host.path, "198.19.168.1/24");
+    daemon =
+        Some(PluginDaemon::start_with(&lan.host, &dir, &config, socket.clone(), Some(lab.env())));
+    lab.import_busybox();
+    let links_before = lan.host.links();
+    assert!(lan.wait_forwarding(Duration::from_secs(5)), "the uplink's port forwards");
+    docker_ok(
+        &lab,
+        &dir,
+        &["network", "create", "-d", &name, "--ipam-driver", &name, "-o", "parent=uplink0", "n"],
+    );
+    let network_id = docker_ok(&lab, &dir, &["network", "inspect", "-f", "{{.Id}}", "n"]);
+    let (mac1, mac2) = ("02:00:c6:12:a8:07", "02:00:c6:12:a8:08");
+    run_printing_address(&lab, &dir, "c1", "n", mac1);
+    run_printing_address(&lab, &dir, "c2", "n", mac2);
+    let (address1, address2) =
+        (address_at_start(&lab, &dir, "c1"), address_at_start(&lab, &dir, "c2"));
+
+    // `docker network rm` with containers attached: Docker refuses, and lanyard's links,
+    // records, leases and store are as they were; the containers keep working.
+    let files = support::cli::record_and_lease_files(&dir);
+    let (links, store) = (lan.host.links(), plugin_store(&dir));
+    let refused = docker(&lab, &["network", "rm", "n"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("active endpoints"), "{stderr}");
+    assert_eq!(support::cli::record_and_lease_files(&dir), files);
+    assert_eq!((lan.host.links(), plugin_store(&dir)), (links, store));
+    for (container, address) in [("c1", address1), ("c2", address2)] {
+        let shown =
+            docker_ok(&lab, &dir, &["exec", container, "ip", "-4", "-o", "addr", "show", "eth0"]);
+        assert!(shown.contains(&format!("inet {address}/")), "{shown}");
+        docker_ok(&lab, &dir, &["exec", container, "ping", "-c", "1", "-W", "2", "198.18.168.1"]);
+    }
+
+    // `lanyard status` shows the plugin: its socket served, the network and its leases.
+    let status = support::cli::ok(support::cli::run(&lan.host, &dir, &["status", "--json"]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let plugin = &status["Daemon"]["DockerPlugin"];
+    assert_eq!(plugin["Serving"], true, "{plugin}");
+    assert_eq!(plugin["Socket"], socket.to_str().unwrap(), "{plugin}");
+    let network = &plugin["Networks"][0];
+    assert_eq!(
+        (&network["Id"], &network["Parent"], &network["Addressing"], &network["Endpoints"]),
+        (
+            &serde_json::json!(&network_id[..12]),
+            &serde_json::json!("uplink0"),
+            &serde_json::json!("dhcp"),
+            &serde_json::json!(2)
+        ),
+        "{plugin}"
+    );
+    let bound = || {
+        let status = support::cli::ok(support::cli::run(&lan.host, &dir, &["status", "--json"]));
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        status["Daemon"]["DockerPlugin"]["Networks"][0]["LeasesByState"]["BOUND"] == 2
+    };
+    assert!(wait_until(Duration::from_secs(5), bound), "{plugin}");
+    let text = support::cli::ok(support::cli::run(&lan.host, &dir, &["status"]));
+    let line = format!(
+        "  network {} on uplink0: dhcp, 2 endpoint(s), 2 lease(s): BOUND 2",
+        &network_id[..12]
+    );
+    assert!(text.contains(&format!("docker plugin: serving {}", socket.display())), "{text}");
+    assert!(text.contains(&line), "{text}");
+
+    // `docker rm` and `docker run` with the same MAC: the same address (a lease released at
+    // the removal is asked for again by the same client).
+    docker_ok(&lab, &dir, &["rm", "-f", "c1"]);
+    run_printing_address(&lab, &dir, "c1", "n", mac1);
+    assert_eq!(address_at_start(&lab, &dir, "c1"), address1, "the same address for the same MAC");
+
+    // Removed for good: the daemon's Docker watcher sees the container destroyed, releases the
+    // lease (dnsmasq hears the DHCPRELEASE) and removes its record.
+    let record_of = |mac: &str| mac.replace(':', "");
+    let released_before = releases_of(&dnsmasq, address1);
+    docker_ok(&lab, &dir, &["rm", "-f", "c1"]);
+    let released = || {
+        releases_of(&dnsmasq, address1) > released_before
+            && !support::cli::record_and_lease_files(&dir)
+                .iter()
+                .any(|f| f.contains(&record_of(mac1)))
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), released),
+        "the lease of the removed container was released: {:?}\ndnsmasq:\n{}\ndaemon log:\n{}",
+        support::cli::record_and_lease_files(&dir),
+        dnsmasq.log_text(),
+        std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+    );
+
+    // Removed while the daemon was down: released at its start (the reconcile finds it gone).
+    docker_ok(&lab, &dir, &["stop", "-t", "1", "c2"]);
+    let mut crashed = daemon.take().expect("the daemon");
+    crashed.crash();
+    drop(crashed);
+    docker_ok(&lab, &dir, &["rm", "c2"]);
+    let released_before = releases_of(&dnsmasq, address2);
+    daemon =
+        Some(PluginDaemon::start_with(&lan.host, &dir, &config, socket.clone(), Some(lab.env())));
+    let released = || {
+        releases_of(&dnsmasq, address2) > released_before
+            && support::cli::record_and_lease_files(&dir).is_empty()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), released),
+        "the lease of the container removed meanwhile was released: {:?}\ndaemon log:\n{}",
+        support::cli::record_and_lease_files(&dir),
+        std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+    );
+
+    docker_ok(&lab, &dir, &["network", "rm", "n"]);
+    assert_nothing_left(&lan.host, &links_before, &dir);
+    drop(lab);
+    drop(daemon);
+}

@@ -152,6 +152,7 @@ impl DockerWatch {
             connected: false,
             reconcile_at: None,
             retry: BTreeSet::new(),
+            dhcp_containers: None,
         };
         std::thread::Builder::new()
             .name("docker-wirer".into())
@@ -211,6 +212,9 @@ struct Wirer {
     /// every RETRY_INTERVAL, and by every reconcile. Refusals are not retried: only a new
     /// configuration changes their verdict, and a reload reconciles.
     retry: BTreeSet<String>,
+    /// Containers on lanyard DHCP networks and their MACs (see [`crate::plugin::removed`]),
+    /// read at the first use; `None` when the plugin is off.
+    dhcp_containers: Option<crate::plugin::store::DhcpContainers>,
 }
 
 /// How often failed wirings and unfinished reconciles are tried again.
@@ -342,7 +346,10 @@ impl Wirer {
                     log(format_args!("container {}: stopped", event.name));
                 }
             }
-            "destroy" => self.collect_container(&event.id),
+            "destroy" => {
+                self.collect_container(&event.id);
+                self.release_dhcp_leases(&event.id);
+            }
             _ => {}
         }
     }
@@ -399,6 +406,15 @@ impl Wirer {
                     self.collect_record(record, "Docker no longer has its container");
                 }
             }
+        }
+        let gone: Vec<String> = self
+            .dhcp_note()
+            .map(|note| {
+                note.containers.keys().filter(|id| !known.contains(id.as_str())).cloned().collect()
+            })
+            .unwrap_or_default();
+        for id in gone {
+            self.release_dhcp_leases(&id);
         }
         let running_ids: BTreeSet<&str> = running.iter().map(|id| id.as_str()).collect();
         let elapsed = started.elapsed();
@@ -493,6 +509,7 @@ impl Wirer {
         if !details.info.running {
             return Some(false);
         }
+        self.note_dhcp_macs(id, &details);
         let name = details.info.name.clone();
         let recorded = match recorded {
             Some(records) => Ok(records),
@@ -611,6 +628,52 @@ impl Wirer {
                 }
             }
             Err(e) => self.error(format!("container {}: read its records: {e}", short(id))),
+        }
+    }
+
+    /// The note of containers on lanyard DHCP networks, read at the first use; `None` when the
+    /// plugin is off or the note cannot be read (said in the status's errors).
+    fn dhcp_note(&mut self) -> Option<&mut crate::plugin::store::DhcpContainers> {
+        self.config.docker_plugin.as_ref()?;
+        if self.dhcp_containers.is_none() {
+            match crate::plugin::store::DhcpContainers::load(self.host.state.path()) {
+                Ok(note) => self.dhcp_containers = Some(note),
+                Err(e) => {
+                    self.error(format!("docker plugin: {e}"));
+                    return None;
+                }
+            }
+        }
+        self.dhcp_containers.as_mut()
+    }
+
+    /// A running container's MACs on lanyard DHCP networks, noted for when it is removed.
+    fn note_dhcp_macs(&mut self, id: &str, details: &ContainerDetails) {
+        if self.dhcp_note().is_none() {
+            return;
+        }
+        let Some(note) = self.dhcp_containers.as_mut() else { return };
+        let noted =
+            crate::plugin::removed::note_container(&self.host, note, id, &details.network_macs);
+        if let Err(e) = noted {
+            self.error(format!("container {}: note its DHCP networks: {e}", short(id)));
+        }
+    }
+
+    /// Container `id` is gone for good: the leases of its MACs on lanyard DHCP networks that no
+    /// other container has are released.
+    fn release_dhcp_leases(&mut self, id: &str) {
+        if self.dhcp_note().is_none() {
+            return;
+        }
+        let Some(note) = self.dhcp_containers.as_mut() else { return };
+        let (released, failed) = crate::plugin::removed::container_removed(&self.host, note, id);
+        for line in released {
+            log(format_args!("{line}"));
+        }
+        for line in failed {
+            log(format_args!("{line}"));
+            self.error(line);
         }
     }
 

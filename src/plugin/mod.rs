@@ -13,6 +13,7 @@
 
 pub mod ipam;
 pub mod network;
+pub mod removed;
 pub mod store;
 
 use std::io::{BufRead, BufReader, Read, Write};

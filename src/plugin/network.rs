@@ -421,7 +421,7 @@ fn create_endpoint(plugin: &Plugin, request: CreateEndpoint) -> Result<Value> {
 /// a veth whose host end joins a bridge parent, or a macvlan child of any other parent, named
 /// by [`link_names`] of the guest's endpoint (Docker's endpoint id, or the MAC of a DHCP
 /// network's link); and its record, not yet saved.
-fn make_link(
+pub(super) fn make_link(
     host: &crate::host::Host,
     netlink: &mut Netlink,
     network: &Network,
@@ -483,7 +483,7 @@ fn make_link(
 
 /// The guest of a DHCP network's link: named by the MAC, which is all RequestAddress knows (the
 /// endpoint id comes later), and which the lease follows.
-fn dhcp_guest(network_id: &str, mac: MacAddr) -> (GuestRef, String) {
+pub(super) fn dhcp_guest(network_id: &str, mac: MacAddr) -> (GuestRef, String) {
     let hex: String = mac.0.iter().map(|b| format!("{b:02x}")).collect();
     let link_name = link_names(&hex).0;
     (GuestRef::DockerEndpoint { network: network_id.to_string(), endpoint: hex }, link_name)
@@ -580,7 +580,7 @@ pub(super) fn take_lease(
 
 /// A DHCP link's links in the host namespace, removed (the host end takes a veth's guest end
 /// along); a line per one left behind.
-fn remove_links(netlink: &mut Netlink, record: &Record) -> Vec<String> {
+pub(super) fn remove_links(netlink: &mut Netlink, record: &Record) -> Vec<String> {
     let mut leftovers = Vec::new();
     let names = record.host_ifname.iter().chain(std::iter::once(&record.guest_ifname));
     for name in names {

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result, ResultExt};
@@ -105,31 +106,12 @@ impl Store {
     /// The store of `state_dir` (empty when there is none yet).
     pub fn load(state_dir: &Path) -> Result<Store> {
         let dir = store_dir(state_dir);
-        let path = dir.join(FILE);
-        let mut store = match std::fs::read(&path) {
-            Ok(bytes) => {
-                crate::state::check_format("docker plugin store", &path, &bytes, STORE_VERSION)?;
-                serde_json::from_slice::<Store>(&bytes).map_err(|e| {
-                    Error::with_source(
-                        ErrorKind::Io,
-                        format!(
-                            "read the docker plugin's networks from {} (fix or remove it; Docker \
-                             then needs its lanyard networks created again)",
-                            path.display()
-                        ),
-                        e,
-                    )
-                })?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Store::default(),
-            Err(e) => {
-                return Err(Error::with_source(
-                    ErrorKind::Io,
-                    format!("read {}", path.display()),
-                    e,
-                ))
-            }
-        };
+        let mut store: Store = load_file(
+            &dir,
+            FILE,
+            "docker plugin store",
+            "Docker then needs its lanyard networks created again",
+        )?;
         store.dir = dir;
         Ok(store)
     }
@@ -137,11 +119,86 @@ impl Store {
     /// Write the store as it is now (atomically: a crash leaves the old or the new one).
     pub fn save(&mut self) -> Result<()> {
         self.version = STORE_VERSION;
-        std::fs::create_dir_all(&self.dir)
-            .with_context(ErrorKind::Io, || format!("create {}", self.dir.display()))?;
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| {
-            Error::with_source(ErrorKind::Io, "serialize the docker plugin's networks", e)
-        })?;
-        crate::state::write_atomically(&self.dir, FILE, &bytes)
+        save_file(&self.dir, FILE, self)
     }
+}
+
+/// One MAC a container had on a lanyard DHCP network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub network: String,
+    pub mac: MacAddr,
+}
+
+/// The Docker watcher's note of the containers on lanyard DHCP networks, by container ID, in
+/// `docker-plugin/containers.json`: Docker tells IPAM nothing about containers, so this is how
+/// a lease is released when its container is removed for good (also while the daemon was
+/// down). Written only by the watcher's thread (the plugin's handlers keep [`Store`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpContainers {
+    #[serde(default)]
+    pub version: u32,
+    #[serde(skip)]
+    dir: PathBuf,
+    pub containers: BTreeMap<String, Vec<Membership>>,
+}
+
+const CONTAINERS_FILE: &str = "containers.json";
+
+impl DhcpContainers {
+    /// The note of `state_dir` (empty when there is none yet).
+    pub fn load(state_dir: &Path) -> Result<DhcpContainers> {
+        let dir = store_dir(state_dir);
+        let mut note: DhcpContainers = load_file(
+            &dir,
+            CONTAINERS_FILE,
+            "docker plugin's containers",
+            "the leases of containers removed since then end on their own",
+        )?;
+        note.dir = dir;
+        Ok(note)
+    }
+
+    /// Write the note as it is now (atomically).
+    pub fn save(&mut self) -> Result<()> {
+        self.version = STORE_VERSION;
+        save_file(&self.dir, CONTAINERS_FILE, self)
+    }
+}
+
+/// Read `dir/file` (what it holds is `what`; `if_removed` says what removing a damaged one
+/// costs); a missing file is the empty default.
+fn load_file<T: DeserializeOwned + Default>(
+    dir: &Path,
+    file: &str,
+    what: &str,
+    if_removed: &str,
+) -> Result<T> {
+    let path = dir.join(file);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            crate::state::check_format(what, &path, &bytes, STORE_VERSION)?;
+            serde_json::from_slice::<T>(&bytes).map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Io,
+                    format!(
+                        "read the {what} from {} (fix or remove it; {if_removed})",
+                        path.display()
+                    ),
+                    e,
+                )
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(Error::with_source(ErrorKind::Io, format!("read {}", path.display()), e)),
+    }
+}
+
+/// Write `value` to `dir/file` atomically (a crash leaves the old or the new one).
+fn save_file<T: Serialize>(dir: &Path, file: &str, value: &T) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(ErrorKind::Io, || format!("create {}", dir.display()))?;
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::with_source(ErrorKind::Io, format!("serialize {file}"), e))?;
+    crate::state::write_atomically(dir, file, &bytes)
 }
