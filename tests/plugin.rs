@@ -478,6 +478,13 @@ fn restart_policy_containers_run_again_whichever_of_dockerd_and_lanyard_comes_fi
     let dir = TestDir::new("plugin-boot");
     let name = plugin_name("boot");
     let socket = lanyard::plugin::socket_path(&name);
+    let dnsmasq = support::dhcp::Dnsmasq::start(
+        &lan.host,
+        "br0",
+        ("198.18.170.100", "198.18.170.200"),
+        "2m",
+        &[],
+    );
     let mut lab = DockerLab::start_in_netns(&lan.host.path, "198.19.170.1/24");
     let config = format!("docker_plugin = \"{name}\"\n");
     let daemon =
@@ -504,12 +511,54 @@ fn restart_policy_containers_run_again_whichever_of_dockerd_and_lanyard_comes_fi
         let ip = format!("198.18.170.{}", 10 + i);
         lab.run(container, &["--restart=always", "--net", "boot", "--ip", &ip]);
     }
+    // Beside them, a few on a DHCP network, each with a fixed MAC (the lease follows it).
+    docker_ok(
+        &lab,
+        &dir,
+        &[
+            "network",
+            "create",
+            "-d",
+            &name,
+            "--ipam-driver",
+            &name,
+            "-o",
+            "parent=br0",
+            "boot-dhcp",
+        ],
+    );
+    let dhcp_names: Vec<String> = (0..3).map(|i| format!("d{i}")).collect();
+    for (i, container) in dhcp_names.iter().enumerate() {
+        let mac = format!("02:00:c6:12:aa:{:02x}", 16 + i);
+        let mut argv = vec!["run", "-d", "--stop-timeout", "1", "--name", container];
+        argv.extend(["--restart=always", "--net", "boot-dhcp", "--mac-address", &mac]);
+        let image = lab.import_busybox();
+        argv.extend([image.as_str(), "sleep", "3600"]);
+        docker_ok(&lab, &dir, &argv);
+    }
+    let mut dhcp_addresses = Vec::new();
+    for container in &dhcp_names {
+        let mut address = None;
+        wait_until(Duration::from_secs(10), || {
+            address = eth0_of(&lab, container);
+            address.is_some()
+        });
+        let address = address.unwrap_or_else(|| panic!("{container} has no address"));
+        dnsmasq.wait_lease(
+            address.split('/').next().unwrap().parse().unwrap(),
+            Duration::from_secs(5),
+        );
+        dhcp_addresses.push(address);
+    }
     let all_back = |lab: &DockerLab| {
         names.iter().enumerate().all(|(i, container)| {
             eth0_of(lab, container).as_deref() == Some(&format!("198.18.170.{}/24", 10 + i))
-        })
+        }) && dhcp_names
+            .iter()
+            .zip(&dhcp_addresses)
+            .all(|(container, address)| eth0_of(lab, container).as_ref() == Some(address))
     };
-    assert!(wait_until(Duration::from_secs(30), || all_back(&lab)), "all ten run");
+    assert!(wait_until(Duration::from_secs(30), || all_back(&lab)), "all thirteen run");
 
     // lanyard first: dockerd restarts and restores them itself, the plugin answering.
     lab.restart_dockerd();
@@ -541,9 +590,10 @@ fn restart_policy_containers_run_again_whichever_of_dockerd_and_lanyard_comes_fi
     // lanyard long after dockerd: Docker gave up on the container (Exited, with the start
     // error), and the daemon, once it serves, starts it itself. One container: dockerd keeps
     // its API down while it retries the plugin (about 30 s per container here).
-    for container in &names[1..] {
+    for container in names[1..].iter().chain(&dhcp_names) {
         docker_ok(&lab, &dir, &["rm", "-f", container]);
     }
+    docker_ok(&lab, &dir, &["network", "rm", "boot-dhcp"]);
     lab.stop_dockerd();
     drop(daemon);
     lab.start_dockerd_with(|| {});
