@@ -130,6 +130,10 @@ fn detach_record(
     record: &Record,
     done: &mut Detached,
 ) -> Result<()> {
+    let plugin_guest_end = match &record.guest {
+        GuestRef::DockerEndpoint { .. } => plugin_guest_end(host, host_netlink, record)?,
+        _ => None,
+    };
     let guest_netns =
         if record.driver == DriverKind::Macvlan || !record.replaced_default_routes.is_empty() {
             live_guest_netns(host, record)
@@ -167,6 +171,7 @@ fn detach_record(
             host_netlink,
             guest_netlink.as_mut(),
             record,
+            plugin_guest_end,
             bridge_still_used,
             done,
         );
@@ -188,6 +193,37 @@ fn detach_record(
     }
 }
 
+/// A Docker plugin endpoint's macvlan child, to remove with the record: found in the host
+/// namespace (the daemon's, where the plugin makes it) by its name and MAC, where it is before
+/// Join, after its container stopped, or when Docker forgot the endpoint. A veth needs nothing
+/// here: its host end takes it along. An endpoint whose link Docker has moved into a running
+/// container is Docker's: refused, with what to do, rather than pulled out from under it.
+fn plugin_guest_end(
+    host: &Host,
+    host_netlink: &mut Netlink,
+    record: &Record,
+) -> Result<Option<u32>> {
+    let link = host_netlink
+        .link_by_name(&record.guest_ifname)?
+        .filter(|link| link.mac == Some(record.mac.0));
+    if let Some(link) = link {
+        return Ok((record.driver == DriverKind::Macvlan).then_some(link.index));
+    }
+    let store = crate::plugin::store::Store::load(host.state.path())?;
+    let file = record.file_name();
+    if let Some(endpoint) = store.endpoints.values().find(|e| e.record == file && e.joined) {
+        return Err(Error::conflict(format!(
+            "Docker endpoint {} (network {}) is in use: its interface is in a container Docker \
+             runs; remove the container (docker rm -f) or disconnect it (docker network \
+             disconnect), and Docker removes the endpoint itself (lanyard detach is for \
+             endpoints Docker no longer uses)",
+            &endpoint.id[..endpoint.id.len().min(12)],
+            &endpoint.network[..endpoint.network.len().min(12)]
+        )));
+    }
+    Ok(None)
+}
+
 /// The kernel side of a detach: the host's routes to the guest (`--host-route`, also when the
 /// guest is gone: they live in the host), the link, the guest's default routes, and a bridge
 /// lanyard made once nothing uses it.
@@ -196,10 +232,15 @@ fn undo_in_kernel(
     host_netlink: &mut Netlink,
     mut guest_netlink: Option<&mut Netlink>,
     record: &Record,
+    plugin_guest_end: Option<u32>,
     bridge_still_used: bool,
     done: &mut Detached,
 ) -> Result<()> {
     crate::host_routes::remove_recorded(host, host_netlink, record)?;
+    if let Some(index) = plugin_guest_end {
+        // A macvlan child has no host end to take it along.
+        host_netlink.delete_link(index, &record.guest_ifname)?;
+    }
     driver_for(record.driver).teardown(host_netlink, guest_netlink.as_deref_mut(), record)?;
     if let Some(guest) = guest_netlink {
         // The interface, and lanyard's default route with it, is gone now.

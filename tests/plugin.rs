@@ -462,6 +462,75 @@ fn deleting_a_network_removes_the_endpoints_docker_forgot_and_detach_removes_one
     assert_eq!(post(&socket, "NetworkDriver.DeleteNetwork", &again).0, 200);
 }
 
+#[test]
+fn detach_removes_a_plugin_macvlan_endpoint_and_refuses_one_in_a_container() {
+    lab::require_root();
+    let lan = Lan::bridge(172);
+    let dir = TestDir::new("plugin-detach");
+    let name = plugin_name("detach");
+    let socket = lanyard::plugin::socket_path(&name);
+    // A parent that is not a bridge: the endpoints are macvlan children.
+    lan.host.ip_batch("link add up0 type veth peer name up1\nlink set up0 up\nlink set up1 up\n");
+    let links_before = lan.host.links();
+    let _daemon = PluginDaemon::for_plugin(&lan.host, &dir, &name);
+    let network = "ab".repeat(32);
+    let create = format!(
+        r#"{{"NetworkID":"{network}","Options":{{"com.docker.network.generic":{{"parent":"up0"}}}},
+            "IPv4Data":[{{"AddressSpace":"x","Pool":"198.18.172.0/24","Gateway":"198.18.172.1/24"}}],"IPv6Data":[]}}"#
+    );
+    assert_eq!(post(&socket, "NetworkDriver.CreateNetwork", &create).0, 200);
+    let endpoint = |id: &str, mac: &str| {
+        let body = format!(
+            r#"{{"NetworkID":"{network}","EndpointID":"{id}",
+                "Interface":{{"Address":"198.18.172.50/24","MacAddress":"{mac}"}}}}"#
+        );
+        let (status, answer) = post(&socket, "NetworkDriver.CreateEndpoint", &body);
+        assert_eq!(status, 200, "{answer}");
+    };
+
+    // Not joined (or back from a stopped container, or forgotten by Docker): the macvlan child
+    // is in the daemon's namespace, and detach removes it with the record.
+    let first = "cd".repeat(32);
+    endpoint(&first, "02:00:c6:12:ac:32");
+    assert_eq!(plugin_links(&lan.host), [format!("lyg{}", &first[..12])]);
+    let detached = support::cli::run(&lan.host, &dir, &["detach", &first[..8]]);
+    assert!(detached.status.success(), "{}", support::cli::text(&detached));
+    assert_eq!(lan.host.links(), links_before, "detach removed the macvlan child");
+    assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
+
+    // Joined, its link moved into a container's namespace (Docker's doing): refused, with what
+    // to do, and nothing changed; back in the daemon's namespace, it is removed.
+    let second = "ef".repeat(32);
+    endpoint(&second, "02:00:c6:12:ac:33");
+    let link = format!("lyg{}", &second[..12]);
+    let container = Netns::new("plugin-detach-c");
+    let join = format!(
+        r#"{{"NetworkID":"{network}","EndpointID":"{second}","SandboxKey":"{}","Options":{{}}}}"#,
+        container.path.display()
+    );
+    assert_eq!(post(&socket, "NetworkDriver.Join", &join).0, 200);
+    lan.host.ip(&["link", "set", &link, "netns", container.path.to_str().unwrap()]);
+    let files = support::cli::record_and_lease_files(&dir);
+    let refused = support::cli::run(&lan.host, &dir, &["detach", &second[..8]]);
+    let text = support::cli::text(&refused);
+    assert!(!refused.status.success(), "{text}");
+    assert!(
+        text.contains("is in a container Docker runs") && text.contains("docker rm -f"),
+        "{text}"
+    );
+    assert_eq!(support::cli::record_and_lease_files(&dir), files, "the record stays");
+    assert!(container.links().contains(&link), "the container keeps its interface");
+    container.ip(&["link", "set", &link, "netns", lan.host.path.to_str().unwrap()]);
+    let detached = support::cli::run(&lan.host, &dir, &["detach", &second[..8]]);
+    assert!(detached.status.success(), "{}", support::cli::text(&detached));
+    assert_eq!(lan.host.links(), links_before, "detach removed the macvlan child");
+    assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
+    let delete = format!(r#"{{"NetworkID":"{network}","EndpointID":"{second}"}}"#);
+    assert_eq!(post(&socket, "NetworkDriver.DeleteEndpoint", &delete).0, 200);
+    assert_eq!(post(&socket, "NetworkDriver.DeleteNetwork", &delete).0, 200);
+    assert_eq!(plugin_store(&dir)["endpoints"], serde_json::json!({}));
+}
+
 /// The IPv4 address (CIDR) on eth0 of a running container, `None` when it is not running.
 fn eth0_of(lab: &DockerLab, name: &str) -> Option<String> {
     let out = docker(lab, &["exec", name, "ip", "-4", "-o", "addr", "show", "eth0"]);
