@@ -347,6 +347,21 @@ fn network_rm_with_containers_changes_nothing_and_a_removed_containers_lease_is_
         std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
     );
 
+    // A stopped container keeps its MAC's lease: another container with that MAC runs and is
+    // removed meanwhile, and the first one starts again with its address.
+    docker_ok(&lab, &dir, &["stop", "-t", "1", "c2"]);
+    run_printing_address(&lab, &dir, "c3", "n", mac2);
+    assert_eq!(address_at_start(&lab, &dir, "c3"), address2);
+    let c3 = docker_ok(&lab, &dir, &["inspect", "-f", "{{.Id}}", "c3"]);
+    let released_before = releases_of(&dnsmasq, address2);
+    docker_ok(&lab, &dir, &["rm", "-f", "c3"]);
+    let noted = || std::fs::read_to_string(dir.join("state/docker-plugin/containers.json"));
+    let forgotten = || noted().is_ok_and(|text| !text.contains(&c3));
+    assert!(wait_until(Duration::from_secs(10), forgotten), "{:?}", noted());
+    docker_ok(&lab, &dir, &["start", "c2"]);
+    assert_eq!(address_at_start(&lab, &dir, "c2"), address2);
+    assert_eq!(releases_of(&dnsmasq, address2), released_before, "no DHCPRELEASE of {address2}");
+
     // Removed while the daemon was down: released at its start (the reconcile finds it gone).
     docker_ok(&lab, &dir, &["stop", "-t", "1", "c2"]);
     let mut crashed = daemon.take().expect("the daemon");
