@@ -581,21 +581,7 @@ fn restart_policy_containers_run_again_whichever_of_dockerd_and_lanyard_comes_fi
         lab.run(container, &["--restart=always", "--net", "boot", "--ip", &ip]);
     }
     // Beside them, a few on a DHCP network, each with a fixed MAC (the lease follows it).
-    docker_ok(
-        &lab,
-        &dir,
-        &[
-            "network",
-            "create",
-            "-d",
-            &name,
-            "--ipam-driver",
-            &name,
-            "-o",
-            "parent=br0",
-            "boot-dhcp",
-        ],
-    );
+    support::plugin::create_dhcp_network(&lab, &dir, &name, "br0", "boot-dhcp");
     let dhcp_names: Vec<String> = (0..3).map(|i| format!("d{i}")).collect();
     for (i, container) in dhcp_names.iter().enumerate() {
         let mac = format!("02:00:c6:12:aa:{:02x}", 16 + i);

@@ -10,7 +10,9 @@ use std::time::Duration;
 use support::dhcp::{Dnsmasq, Kea, KeaConfig};
 use support::docker::DockerLab;
 use support::lab::{self, wait_until, Lan, Netns, TestDir};
-use support::plugin::{docker, docker_ok, plugin_name, plugin_store, PluginDaemon};
+use support::plugin::{
+    create_dhcp_network, docker, docker_ok, plugin_name, plugin_store, PluginDaemon,
+};
 
 /// Run container `name` on network `net` with `mac`; its command prints eth0's IPv4 address
 /// first thing (so the address was there before the application's first instruction).
@@ -99,11 +101,7 @@ fn a_dhcp_network_gives_containers_a_lease_before_they_start_and_the_same_one_pe
     let routes = || lan.host.ip(&["-4", "route", "show", "table", "all"]).replace(" linkdown", "");
     let (addresses_before, routes_before) = (configured(&lan.host), routes());
 
-    docker_ok(
-        &lab,
-        &dir,
-        &["network", "create", "-d", &name, "--ipam-driver", &name, "-o", "parent=br0", "n"],
-    );
+    create_dhcp_network(&lab, &dir, &name, "br0", "n");
     let mac = "02:00:c6:12:a3:07";
     run_printing_address(&lab, &dir, "c1", "n", mac);
     let address = address_at_start(&lab, &dir, "c1");
@@ -165,11 +163,7 @@ fn a_dhcp_lease_is_renewed_from_inside_the_container_and_survives_a_daemon_crash
     lab.import_busybox();
     let links_before = lan.host.links();
 
-    docker_ok(
-        &lab,
-        &dir,
-        &["network", "create", "-d", &name, "--ipam-driver", &name, "-o", "parent=br0", "n"],
-    );
+    create_dhcp_network(&lab, &dir, &name, "br0", "n");
     run_printing_address(&lab, &dir, "c1", "n", "02:00:c6:12:a4:07");
     let address = address_at_start(&lab, &dir, "c1");
 
@@ -219,11 +213,7 @@ fn a_dhcp_network_on_a_macvlan_parent_leases_through_the_uplink() {
     let links_before = lan.host.links();
     assert!(lan.wait_forwarding(Duration::from_secs(5)), "the uplink's port forwards");
 
-    docker_ok(
-        &lab,
-        &dir,
-        &["network", "create", "-d", &name, "--ipam-driver", &name, "-o", "parent=uplink0", "w"],
-    );
+    create_dhcp_network(&lab, &dir, &name, "uplink0", "w");
     let mac = "02:00:c6:12:a5:07";
     run_printing_address(&lab, &dir, "c1", "w", mac);
     let address = address_at_start(&lab, &dir, "c1");
@@ -263,11 +253,7 @@ fn network_rm_with_containers_changes_nothing_and_a_removed_containers_lease_is_
     lab.import_busybox();
     let links_before = lan.host.links();
     assert!(lan.wait_forwarding(Duration::from_secs(5)), "the uplink's port forwards");
-    docker_ok(
-        &lab,
-        &dir,
-        &["network", "create", "-d", &name, "--ipam-driver", &name, "-o", "parent=uplink0", "n"],
-    );
+    create_dhcp_network(&lab, &dir, &name, "uplink0", "n");
     let network_id = docker_ok(&lab, &dir, &["network", "inspect", "-f", "{{.Id}}", "n"]);
     let (mac1, mac2) = ("02:00:c6:12:a8:07", "02:00:c6:12:a8:08");
     run_printing_address(&lab, &dir, "c1", "n", mac1);

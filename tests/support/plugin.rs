@@ -120,3 +120,10 @@ pub fn plugin_store(dir: &TestDir) -> serde_json::Value {
     let path = dir.join("state/docker-plugin/store.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|_| "{}".into())).unwrap()
 }
+
+/// `docker network create -d PLUGIN --ipam-driver PLUGIN -o parent=PARENT NET`: a DHCP network.
+pub fn create_dhcp_network(lab: &DockerLab, dir: &TestDir, plugin: &str, parent: &str, net: &str) {
+    let parent = format!("parent={parent}");
+    let args = ["network", "create", "-d", plugin, "--ipam-driver", plugin, "-o", &parent, net];
+    docker_ok(lab, dir, &args);
+}
