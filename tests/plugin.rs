@@ -355,6 +355,17 @@ fn an_empty_docker_plugin_name_serves_no_socket() {
     assert!(!sockets.contains(lanyard::plugin::PLUGIN_DIR), "{sockets}");
     let status = support::cli::ok(support::cli::run(&ns, &dir, &["status"]));
     assert!(status.contains("docker plugin: off (docker_plugin = \"\" in the config)"), "{status}");
+    // Without a daemon, the CLI says so from the config: here, a plugin named there.
+    drop(daemon);
+    let config = dir.join("named.toml");
+    std::fs::write(&config, "docker_plugin = \"named\"\n").unwrap();
+    let mut command =
+        support::cli::command(&ns, &dir, &["--config", config.to_str().unwrap(), "status"]);
+    command.env_remove(lanyard::config::DOCKER_PLUGIN_ENV);
+    let status = support::cli::ok(command.output().unwrap());
+    let socket = lanyard::plugin::socket_path("named");
+    let line = format!("docker plugin: not serving {} (the daemon serves it)", socket.display());
+    assert!(status.contains("daemon: not running") && status.contains(&line), "{status}");
 }
 
 #[test]

@@ -566,7 +566,13 @@ fn print_status(settings: &Settings, json: bool) -> Result<()> {
             println!(
                 "daemon: not running (attach ... dhcp starts it; `lanyard daemon` or the systemd unit keeps it)"
             );
-            println!("docker plugin: not serving (the daemon serves it)");
+            match &settings.config.docker_plugin {
+                Some(name) => println!(
+                    "docker plugin: not serving {} (the daemon serves it)",
+                    crate::plugin::socket_path(name).display()
+                ),
+                None => println!("docker plugin: off (docker_plugin = \"\" in the config)"),
+            }
         }
         Some(data) => {
             let by_state: Vec<String> = data["LeasesByState"]

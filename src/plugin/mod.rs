@@ -441,6 +441,55 @@ mod tests {
     }
 
     #[test]
+    fn the_status_counts_each_networks_endpoints_and_a_dhcp_networks_leases_by_state() {
+        let network = |id: &str, dhcp: bool| store::Network {
+            id: id.to_string(),
+            parent: "br0".into(),
+            macvlan_mode: Default::default(),
+            mtu: None,
+            slaac: false,
+            ipv4: Vec::new(),
+            ipv6: Vec::new(),
+            dhcp_marker: dhcp.then_some(std::net::Ipv4Addr::new(0, 0, 0, 1)),
+        };
+        let endpoint = |network: &str, id: &str| store::Endpoint {
+            network: network.into(),
+            id: id.into(),
+            driver: crate::state::DriverKind::Bridge,
+            link_name: format!("lyg{id}"),
+            host_end: None,
+            mac: crate::spec::MacAddr([2, 0, 0, 0, 0, 1]),
+            addresses: Vec::new(),
+            record: format!("{id}.json"),
+            joined: true,
+            dhcp: false,
+            sandbox_key: None,
+        };
+        let (static_id, dhcp_id) = ("a".repeat(64), "b".repeat(64));
+        let mut store = store::Store::default();
+        store.networks.insert(static_id.clone(), network(&static_id, false));
+        store.networks.insert(dhcp_id.clone(), network(&dhcp_id, true));
+        for (net, id) in [(&static_id, "e1"), (&dhcp_id, "e2"), (&dhcp_id, "e3")] {
+            store.endpoints.insert(id.into(), endpoint(net, id));
+        }
+        let leases = [
+            (dhcp_id.clone(), "BOUND".to_string()),
+            (dhcp_id.clone(), "REACHING".to_string()),
+            (dhcp_id.clone(), "BOUND".to_string()),
+            ("c".repeat(64), "BOUND".to_string()),
+        ];
+        let views = network_views(&store, &leases);
+        assert_eq!(
+            views,
+            [
+                json!({"Id": "aaaaaaaaaaaa", "Parent": "br0", "Addressing": "static", "Endpoints": 1}),
+                json!({"Id": "bbbbbbbbbbbb", "Parent": "br0", "Addressing": "dhcp", "Endpoints": 2,
+                       "Leases": 3, "LeasesByState": {"BOUND": 2, "REACHING": 1}}),
+            ]
+        );
+    }
+
+    #[test]
     fn requests_are_read_by_length_chunks_and_one_after_another() {
         let two = "POST /A HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}\
                    POST /B HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\n{\"a\r\n3;x=y\r\n\":1\r\n2\r\n}\n\r\n0\r\n\r\n";
