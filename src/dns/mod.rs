@@ -1,0 +1,419 @@
+//! lanyard's own DNS updates (RFC 2136, signed with TSIG): an attachment's name gets A/AAAA
+//! records in a forward zone, PTR records in the matching reverse zones, and a DHCID record
+//! (RFC 4701) that says which client owns the name.
+//!
+//! Ownership works as in RFC 4703, the way Kea and ISC dhcpd do it:
+//! - [`register`] first adds the addresses and the DHCID with the prerequisite "name not in use".
+//!   If the name is in use, it replaces the name's A and AAAA records only with the prerequisite
+//!   "the name's DHCID is ours". A name with another DHCID, or with records and no DHCID at all
+//!   (a plain A someone made by hand or another host registered), belongs to someone else: that
+//!   is a [`ErrorKind::Conflict`] error and nothing is changed.
+//! - [`unregister`] deletes address records only with the prerequisite "the DHCID is ours", then
+//!   the DHCID once no A or AAAA record is left.
+//!
+//! Every call is blocking and bounded by [`UpdateServer::timeout`] as a whole. Requests go over
+//! UDP, and over TCP when the answer is truncated; nothing here retries a failed call (the
+//! caller owns retries and backoff).
+
+mod key;
+mod label;
+pub mod wire;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::Name;
+
+use crate::error::{Error, ErrorKind, Result};
+
+pub use key::{TsigAlgorithm, TsigKey};
+pub use label::{render_label, NameVars, MAX_LABEL};
+
+use wire::ExchangeError;
+
+/// Where and how to send updates.
+#[derive(Debug, Clone)]
+pub struct UpdateServer {
+    /// The primary server that accepts updates, e.g. `198.18.0.53:53`.
+    pub server: SocketAddr,
+    /// The forward zone, e.g. `app.lan` (a trailing dot is allowed).
+    pub zone: String,
+    /// Signs every update; `None` sends them unsigned (only for servers that allow that).
+    pub key: Option<TsigKey>,
+    /// TTL of the records lanyard adds.
+    pub ttl: u32,
+    /// Also keep PTR records, in whatever reverse zone `server` is authoritative for (found with
+    /// an SOA query for each address's reverse name).
+    pub reverse: bool,
+    /// Bound on one whole [`register`] or [`unregister`] call.
+    pub timeout: Duration,
+}
+
+/// One name and the addresses it should have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The full name, inside [`UpdateServer::zone`], e.g. `web.app.lan`.
+    pub fqdn: String,
+    /// All the addresses the name should have: [`register`] makes the name's A and AAAA records
+    /// exactly these.
+    pub addresses: Vec<IpAddr>,
+    /// The DHCP client identifier (option 61 data, type byte included) the DHCID is derived
+    /// from; static attachments use the same derivation as DHCP ones.
+    pub client_id: Vec<u8>,
+}
+
+/// How the forward name was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// The name was free: addresses and DHCID added.
+    Added,
+    /// The name was ours already (same DHCID): its addresses replaced.
+    Replaced,
+}
+
+/// A PTR record written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReverseRecord {
+    pub address: IpAddr,
+    /// e.g. `5.0.18.198.in-addr.arpa`
+    pub name: String,
+    /// The reverse zone the server said holds it, e.g. `18.198.in-addr.arpa`.
+    pub zone: String,
+}
+
+/// What [`register`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub forward: Forward,
+    /// One per address when [`UpdateServer::reverse`] is on, else empty.
+    pub reverse: Vec<ReverseRecord>,
+}
+
+/// A call's names, checked before anything is sent.
+struct Target {
+    zone: Name,
+    fqdn: Name,
+    dhcid: Vec<u8>,
+}
+
+fn dns_name(what: &str, text: &str) -> Result<Name> {
+    let mut name = Name::from_ascii(text)
+        .map_err(|e| Error::usage(format!("{what} {text:?} is not a valid DNS name: {e}")))?;
+    if name.is_root() {
+        return Err(Error::usage(format!("{what} {text:?} is the root, not a name")));
+    }
+    name.set_fqdn(true);
+    Ok(name.to_lowercase())
+}
+
+fn target(server: &UpdateServer, reg: &Registration) -> Result<Target> {
+    let zone = dns_name("zone", &server.zone)?;
+    let fqdn = dns_name("name", &reg.fqdn)?;
+    if !zone.zone_of(&fqdn) || zone == fqdn {
+        return Err(Error::usage(format!(
+            "name {} is not inside zone {} (lanyard updates names below the configured zone)",
+            show(&fqdn),
+            show(&zone)
+        )));
+    }
+    if reg.client_id.is_empty() {
+        return Err(Error::usage(format!(
+            "name {}: no client id to derive its DHCID from",
+            show(&fqdn)
+        )));
+    }
+    let dhcid = wire::dhcid(&reg.client_id, &fqdn);
+    Ok(Target { zone, fqdn, dhcid })
+}
+
+/// A name as users write it: no trailing dot.
+fn show(name: &Name) -> String {
+    name.to_ascii().trim_end_matches('.').to_string()
+}
+
+/// Error context: "DNS update of NAME in zone ZONE at SERVER".
+fn update_context(server: &UpdateServer, name: &Name, zone: &Name) -> String {
+    format!("DNS update of {} in zone {} at {}", show(name), show(zone), server.server)
+}
+
+/// Sends one update and returns its RCODE, or the error a user should see for a failed exchange
+/// or an RCODE that is neither success nor a prerequisite outcome.
+fn send_update(
+    server: &UpdateServer,
+    message: hickory_proto::op::Message,
+    name: &Name,
+    zone: &Name,
+    deadline: Instant,
+) -> Result<ResponseCode> {
+    let context = || update_context(server, name, zone);
+    let answer = wire::exchange(server.server, server.key.as_ref(), message, deadline)
+        .map_err(|e| e.context(context()))?;
+    let code = answer.message.metadata.response_code;
+    if let Some(tsig_error) = answer.tsig_error {
+        return Err(Error::new(
+            ErrorKind::Permission,
+            format!(
+                "{}: the TSIG key {} is not accepted ({} {}){}",
+                context(),
+                key_name(server),
+                wire::rcode_name(code),
+                wire::tsig_error_name(tsig_error),
+                if tsig_error == hickory_proto::rr::rdata::tsig::TsigError::BadTime {
+                    ": the clocks of this host and the server differ by more than 5 minutes"
+                } else {
+                    ": check that the key file matches the server's key (name, algorithm, secret)"
+                }
+            ),
+        ));
+    }
+    match code {
+        ResponseCode::NoError
+        | ResponseCode::YXDomain
+        | ResponseCode::YXRRSet
+        | ResponseCode::NXRRSet
+        | ResponseCode::NXDomain => Ok(code),
+        ResponseCode::Refused => Err(Error::new(
+            ErrorKind::Permission,
+            format!(
+                "{}: the server refuses updates to zone {} (REFUSED){}",
+                context(),
+                show(zone),
+                if server.key.is_some() {
+                    format!(
+                        ": allow key {} in the zone's allow-update or update-policy",
+                        key_name(server)
+                    )
+                } else {
+                    ": the server may want a TSIG key (tsig_key_file)".to_string()
+                }
+            ),
+        )),
+        ResponseCode::NotAuth => Err(Error::new(
+            ErrorKind::Permission,
+            format!(
+                "{}: the server is not authoritative for zone {} or does not accept the TSIG key \
+                 (NOTAUTH): check the zone and the key",
+                context(),
+                show(zone)
+            ),
+        )),
+        other => Err(Error::new(
+            ErrorKind::Io,
+            format!("{}: the server answered {}", context(), wire::rcode_name(other)),
+        )),
+    }
+}
+
+fn key_name(server: &UpdateServer) -> String {
+    server.key.as_ref().map(|k| format!("\"{}\"", k.name)).unwrap_or_else(|| "(none)".into())
+}
+
+impl ExchangeError {
+    fn context(self, prefix: String) -> Error {
+        match self {
+            ExchangeError::Timeout => {
+                Error::new(ErrorKind::Timeout, format!("{prefix}: no answer"))
+            }
+            ExchangeError::Io(e) => Error::with_source(ErrorKind::Io, prefix, e),
+            ExchangeError::BadAnswer(why) => Error::new(ErrorKind::Io, format!("{prefix}: {why}")),
+        }
+    }
+}
+
+/// Turns a timeout error into "no answer from S within T".
+fn with_timeout_text(server: &UpdateServer, err: Error) -> Error {
+    if err.kind() == ErrorKind::Timeout {
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "{} from {} within {:?} (is the server up and reachable?)",
+                err.message(),
+                server.server,
+                server.timeout
+            ),
+        )
+    } else {
+        err
+    }
+}
+
+/// Gives `reg.fqdn` exactly `reg.addresses` (A and AAAA) and our DHCID, unless another client
+/// owns the name; with [`UpdateServer::reverse`], a PTR per address too. The forward name is
+/// written first; a failure on a PTR is an error that says the forward records were written.
+pub fn register(server: &UpdateServer, reg: &Registration) -> Result<Registered> {
+    let deadline = Instant::now() + server.timeout;
+    let target = target(server, reg)?;
+    if reg.addresses.is_empty() {
+        return Err(Error::usage(format!(
+            "register {}: no addresses (use unregister to remove a name)",
+            show(&target.fqdn)
+        )));
+    }
+    register_forward(server, reg, &target, deadline)
+        .and_then(|forward| {
+            let mut reverse = Vec::new();
+            if server.reverse {
+                for &address in &reg.addresses {
+                    let record =
+                        register_reverse(server, &target, address, deadline).map_err(|e| {
+                            e.context(format!(
+                                "the address records of {} are in place, but its PTR is not",
+                                show(&target.fqdn)
+                            ))
+                        })?;
+                    reverse.push(record);
+                }
+            }
+            Ok(Registered { forward, reverse })
+        })
+        .map_err(|e| with_timeout_text(server, e))
+}
+
+fn register_forward(
+    server: &UpdateServer,
+    reg: &Registration,
+    target: &Target,
+    deadline: Instant,
+) -> Result<Forward> {
+    let (zone, fqdn) = (&target.zone, &target.fqdn);
+    let add = wire::forward_add(zone, fqdn, &reg.addresses, &target.dhcid, server.ttl);
+    match send_update(server, add, fqdn, zone, deadline)? {
+        ResponseCode::NoError => return Ok(Forward::Added),
+        ResponseCode::YXDomain => {}
+        other => return Err(unexpected(server, fqdn, zone, other)),
+    }
+    let replace = wire::forward_replace(zone, fqdn, &reg.addresses, &target.dhcid, server.ttl);
+    match send_update(server, replace, fqdn, zone, deadline)? {
+        ResponseCode::NoError => Ok(Forward::Replaced),
+        ResponseCode::NXRRSet => Err(Error::conflict(format!(
+            "{}: name {} is held by another client (its DHCID differs): not changed",
+            update_context(server, fqdn, zone),
+            show(fqdn)
+        ))),
+        other => Err(unexpected(server, fqdn, zone, other)),
+    }
+}
+
+fn unexpected(server: &UpdateServer, name: &Name, zone: &Name, code: ResponseCode) -> Error {
+    Error::new(
+        ErrorKind::Io,
+        format!(
+            "{}: unexpected answer {} to a prerequisite",
+            update_context(server, name, zone),
+            wire::rcode_name(code)
+        ),
+    )
+}
+
+/// The reverse zone `server` is authoritative for that holds `ptr_name`, from an SOA query for
+/// that name (its answer or authority section names the zone apex). Asking the server beats
+/// deriving a /24 or /16 zone: delegations on other boundaries (`18.198.in-addr.arpa`, RFC 2317
+/// classless zones, any nibble boundary in ip6.arpa) are found the same way.
+fn reverse_zone(server: &UpdateServer, ptr_name: &Name, deadline: Instant) -> Result<Name> {
+    let context =
+        || format!("find the reverse zone of {} at {} (SOA query)", show(ptr_name), server.server);
+    let answer = wire::exchange(server.server, None, wire::soa_query(ptr_name), deadline)
+        .map_err(|e| e.context(context()))?;
+    match wire::zone_of_soa_answer(&answer.message) {
+        Some(zone) if zone.zone_of(ptr_name) => Ok(zone.to_lowercase()),
+        _ => Err(Error::not_found(format!(
+            "{}: the server is not authoritative for a zone holding it (answer {}{}): add a \
+             reverse zone there or set reverse = false",
+            context(),
+            wire::rcode_name(answer.message.metadata.response_code),
+            if answer.message.metadata.authoritative { "" } else { ", not authoritative" }
+        ))),
+    }
+}
+
+fn register_reverse(
+    server: &UpdateServer,
+    target: &Target,
+    address: IpAddr,
+    deadline: Instant,
+) -> Result<ReverseRecord> {
+    let ptr_name = Name::from(address).to_lowercase();
+    let zone = reverse_zone(server, &ptr_name, deadline)?;
+    let message = wire::reverse_replace(&zone, &ptr_name, &target.fqdn, &target.dhcid, server.ttl);
+    match send_update(server, message, &ptr_name, &zone, deadline)? {
+        ResponseCode::NoError => {
+            Ok(ReverseRecord { address, name: show(&ptr_name), zone: show(&zone) })
+        }
+        other => Err(unexpected(server, &ptr_name, &zone, other)),
+    }
+}
+
+/// Removes our records of `reg.fqdn`: its `reg.addresses` (every A and AAAA record of the name
+/// when the list is empty) only if the name's DHCID is ours, then the DHCID once no address
+/// record is left; with [`UpdateServer::reverse`], each address's PTR if it still points at the
+/// name. A name that is gone, or is now another client's, is left as it is and is no error:
+/// nothing of ours remains there. Every step is tried; the first failure is returned, with the
+/// others appended.
+pub fn unregister(server: &UpdateServer, reg: &Registration) -> Result<()> {
+    let deadline = Instant::now() + server.timeout;
+    let target = target(server, reg)?;
+    let mut errors: Vec<Error> = Vec::new();
+    if let Err(e) = unregister_forward(server, reg, &target, deadline) {
+        errors.push(e);
+    }
+    if server.reverse {
+        for &address in &reg.addresses {
+            if let Err(e) = unregister_reverse(server, &target, address, deadline) {
+                errors.push(e);
+            }
+        }
+    }
+    let mut errors = errors.into_iter().map(|e| with_timeout_text(server, e));
+    match errors.next() {
+        None => Ok(()),
+        Some(first) => {
+            let rest: Vec<String> = errors.map(|e| e.to_string()).collect();
+            if rest.is_empty() {
+                Err(first)
+            } else {
+                Err(first.context(format!("{} more: {}", rest.len(), rest.join("; "))))
+            }
+        }
+    }
+}
+
+fn unregister_forward(
+    server: &UpdateServer,
+    reg: &Registration,
+    target: &Target,
+    deadline: Instant,
+) -> Result<()> {
+    let (zone, fqdn) = (&target.zone, &target.fqdn);
+    let remove = wire::forward_remove(zone, fqdn, &reg.addresses, &target.dhcid);
+    match send_update(server, remove, fqdn, zone, deadline)? {
+        ResponseCode::NoError => {}
+        // No DHCID of ours: the name is gone or someone else's.
+        ResponseCode::NXRRSet | ResponseCode::NXDomain => return Ok(()),
+        other => return Err(unexpected(server, fqdn, zone, other)),
+    }
+    let remove_dhcid = wire::forward_remove_dhcid(zone, fqdn, &target.dhcid);
+    match send_update(server, remove_dhcid, fqdn, zone, deadline)? {
+        // YXRRSET: address records remain (others than ours were listed): keep the DHCID.
+        ResponseCode::NoError | ResponseCode::YXRRSet | ResponseCode::NXRRSet => Ok(()),
+        other => Err(unexpected(server, fqdn, zone, other)),
+    }
+}
+
+fn unregister_reverse(
+    server: &UpdateServer,
+    target: &Target,
+    address: IpAddr,
+    deadline: Instant,
+) -> Result<()> {
+    let ptr_name = Name::from(address).to_lowercase();
+    let zone = reverse_zone(server, &ptr_name, deadline)?;
+    let message = wire::reverse_remove(&zone, &ptr_name, &target.fqdn);
+    match send_update(server, message, &ptr_name, &zone, deadline)? {
+        ResponseCode::NoError | ResponseCode::NXRRSet | ResponseCode::NXDomain => Ok(()),
+        other => Err(unexpected(server, &ptr_name, &zone, other)),
+    }
+}
+
+#[cfg(test)]
+mod tests;
