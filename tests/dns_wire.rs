@@ -1,0 +1,225 @@
+//! lanyard's DNS updates (src/dns) against a real BIND 9 in a lab namespace: records appear and
+//! go, ownership (DHCID) is respected, and refusals are reported with what to do.
+//!
+//! "Owned by someone else" means: the name has records and no DHCID of ours, either a DHCID of
+//! another client id or no DHCID at all (a plain A made by hand); RFC 4703 treats both alike.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use lanyard::dns::{self, Forward, Registration, TsigKey, UpdateServer};
+use lanyard::error::ErrorKind;
+use support::bind::{Bind, BindZone, TsigKeyFile};
+use support::{Netns, Stopped, TestDir};
+
+const NAMED: Ipv4Addr = Ipv4Addr::new(198, 18, 53, 1);
+const FORWARD: &str = "app.lan";
+const REVERSE4: &str = "18.198.in-addr.arpa";
+const REVERSE6: &str = "8.b.d.0.1.0.0.2.ip6.arpa";
+
+const V4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 5));
+const V4_NEW: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 6));
+const V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 5));
+
+/// A namespace with named on 198.18.53.1 (on its `lo`) serving `zones`, and the lab's key.
+struct DnsLab {
+    // Declared first: named dies before its files go.
+    bind: Bind,
+    key: TsigKeyFile,
+    dir: TestDir,
+    ns: Netns,
+}
+
+impl DnsLab {
+    fn new(zones: &[BindZone]) -> DnsLab {
+        let ns = Netns::new("dns");
+        ns.ip(&["addr", "add", &format!("{NAMED}/32"), "dev", "lo"]);
+        let dir = TestDir::new("bind");
+        let key = TsigKeyFile::generate(&dir, "ddns.key", "ddns");
+        let bind = Bind::start_zones(&ns, &dir, NAMED, zones, Some(&key));
+        DnsLab { bind, key, dir, ns }
+    }
+
+    fn standard() -> DnsLab {
+        DnsLab::new(&[
+            BindZone::updatable(FORWARD),
+            BindZone::updatable(REVERSE4),
+            BindZone::updatable(REVERSE6),
+        ])
+    }
+
+    fn server(&self) -> UpdateServer {
+        UpdateServer {
+            server: (NAMED, 53).into(),
+            zone: FORWARD.into(),
+            key: Some(TsigKey::from_file(&self.key.path).expect("read the lab's key")),
+            ttl: 60,
+            reverse: true,
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    fn query(&self, name: &str, rtype: &str) -> Vec<String> {
+        self.bind.query(&self.ns, name, rtype)
+    }
+
+    /// A, AAAA and DHCID of `fqdn`, for "nothing changed" comparisons.
+    fn forward_records(&self, fqdn: &str) -> Vec<Vec<String>> {
+        ["A", "AAAA", "DHCID"].iter().map(|t| self.query(fqdn, t)).collect()
+    }
+
+    /// nsupdate with the lab's key, run inside the namespace: the way an admin (or another
+    /// host's tool) makes records lanyard does not own.
+    fn nsupdate(&self, commands: &str) {
+        let script = self.dir.join("nsupdate.txt");
+        std::fs::write(&script, format!("server {NAMED}\n{commands}\nsend\n")).unwrap();
+        let key = self.key.path.to_string_lossy().into_owned();
+        self.ns.exec_ok(&["nsupdate", "-k", &key, &script.to_string_lossy()]);
+    }
+}
+
+fn registration(fqdn: &str, addresses: &[IpAddr], client_id: &[u8]) -> Registration {
+    Registration { fqdn: fqdn.into(), addresses: addresses.to_vec(), client_id: client_id.to_vec() }
+}
+
+#[test]
+fn register_is_answered_within_200ms_and_unregister_removes_everything() {
+    let lab = DnsLab::standard();
+    let server = lab.server();
+    let reg = registration("web.app.lan", &[V4, V6], b"\xffweb-eth1");
+    let started = Instant::now();
+    let done = lab.ns.run_in(|| dns::register(&server, &reg)).expect("register");
+    let registered_in = started.elapsed();
+    assert_eq!(lab.query("web.app.lan", "A"), ["198.18.0.5"]);
+    let answered_in = started.elapsed();
+    assert!(
+        answered_in < Duration::from_millis(200),
+        "A answered {answered_in:?} after register started (register itself: {registered_in:?})"
+    );
+    assert_eq!(done.forward, Forward::Added);
+    let zones: Vec<&str> = done.reverse.iter().map(|r| r.zone.as_str()).collect();
+    assert_eq!(zones, [REVERSE4, REVERSE6]);
+    assert_eq!(done.reverse[0].name, "5.0.18.198.in-addr.arpa");
+    assert_eq!(lab.query("web.app.lan", "AAAA"), ["2001:db8::5"]);
+    assert_eq!(lab.query("5.0.18.198.in-addr.arpa", "PTR"), ["web.app.lan."]);
+    assert_eq!(lab.query(&done.reverse[1].name, "PTR"), ["web.app.lan."]);
+    assert_eq!(lab.query("web.app.lan", "DHCID").len(), 1);
+    let dhcid = lab.query("web.app.lan", "DHCID");
+
+    lab.ns.run_in(|| dns::unregister(&server, &reg)).expect("unregister");
+    for rtype in ["A", "AAAA", "DHCID"] {
+        assert_eq!(lab.query("web.app.lan", rtype), Vec::<String>::new(), "{rtype} left");
+    }
+    assert!(lab.query("5.0.18.198.in-addr.arpa", "PTR").is_empty());
+    assert!(lab.query(&done.reverse[1].name, "PTR").is_empty());
+    assert!(lab.query("5.0.18.198.in-addr.arpa", "DHCID").is_empty());
+    // Unregistering again finds nothing of ours: no error.
+    lab.ns.run_in(|| dns::unregister(&server, &reg)).expect("unregister again");
+    // The DHCID was the RFC 4701 one for this client id and name (what Kea would write).
+    assert!(!dhcid[0].is_empty());
+}
+
+#[test]
+fn registering_again_replaces_the_addresses_and_a_gone_address_loses_its_ptr() {
+    let lab = DnsLab::standard();
+    let server = lab.server();
+    let first = registration("web.app.lan", &[V4], b"\xffweb-eth1");
+    lab.ns.run_in(|| dns::register(&server, &first)).expect("register");
+    let dhcid = lab.query("web.app.lan", "DHCID");
+
+    let second = registration("web.app.lan", &[V4_NEW], b"\xffweb-eth1");
+    let done = lab.ns.run_in(|| dns::register(&server, &second)).expect("register again");
+    assert_eq!(done.forward, Forward::Replaced);
+    assert_eq!(lab.query("web.app.lan", "A"), ["198.18.0.6"]);
+    assert_eq!(lab.query("web.app.lan", "DHCID"), dhcid, "the owner record stays");
+    assert_eq!(lab.query("6.0.18.198.in-addr.arpa", "PTR"), ["web.app.lan."]);
+
+    // The address that went: its PTR goes, the name and its new address stay.
+    lab.ns.run_in(|| dns::unregister(&server, &first)).expect("unregister the old address");
+    assert!(lab.query("5.0.18.198.in-addr.arpa", "PTR").is_empty());
+    assert_eq!(lab.query("web.app.lan", "A"), ["198.18.0.6"]);
+    assert_eq!(lab.query("web.app.lan", "DHCID"), dhcid);
+    assert_eq!(lab.query("6.0.18.198.in-addr.arpa", "PTR"), ["web.app.lan."]);
+}
+
+#[test]
+fn a_wrong_key_is_reported_and_changes_nothing() {
+    let lab = DnsLab::standard();
+    let wrong = TsigKeyFile::generate(&lab.dir, "wrong.key", "ddns");
+    let mut server = lab.server();
+    server.key = Some(TsigKey::from_file(&wrong.path).unwrap());
+    let reg = registration("web.app.lan", &[V4], b"\xffweb-eth1");
+    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Permission, "{text}");
+    assert!(text.contains("the TSIG key \"ddns\" is not accepted"), "{text}");
+    assert!(text.contains("BADSIG"), "{text}");
+    assert!(text.contains("web.app.lan") && text.contains("zone app.lan"), "{text}");
+    assert!(text.contains("198.18.53.1:53"), "{text}");
+    assert!(lab.forward_records("web.app.lan").iter().all(Vec::is_empty));
+    assert!(lab.query("5.0.18.198.in-addr.arpa", "PTR").is_empty());
+}
+
+#[test]
+fn a_zone_that_refuses_updates_is_reported() {
+    let lab = DnsLab::new(&[BindZone::read_only(FORWARD), BindZone::updatable(REVERSE4)]);
+    let server = lab.server();
+    let reg = registration("web.app.lan", &[V4], b"\xffweb-eth1");
+    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Permission, "{text}");
+    assert!(text.contains("the server refuses updates to zone app.lan (REFUSED)"), "{text}");
+    assert!(lab.forward_records("web.app.lan").iter().all(Vec::is_empty));
+    assert!(lab.query("5.0.18.198.in-addr.arpa", "PTR").is_empty(), "no PTR without the name");
+}
+
+#[test]
+fn a_name_held_by_another_client_is_never_overwritten() {
+    let lab = DnsLab::standard();
+    let server = lab.server();
+    // Another client registered the name first (its own client id, so its own DHCID).
+    let theirs = registration("web.app.lan", &[V4], b"\xffother-host");
+    lab.ns.run_in(|| dns::register(&server, &theirs)).expect("their register");
+    let before = lab.forward_records("web.app.lan");
+    let ours = registration("web.app.lan", &[V4_NEW], b"\xffweb-eth1");
+    let err = lab.ns.run_in(|| dns::register(&server, &ours)).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{text}");
+    assert!(
+        text.contains(
+            "name web.app.lan is held by another client (its DHCID differs): not changed"
+        ),
+        "{text}"
+    );
+    assert_eq!(lab.forward_records("web.app.lan"), before);
+    assert!(lab.query("6.0.18.198.in-addr.arpa", "PTR").is_empty(), "no PTR for a name not ours");
+    // Removing "our" registration of a name that is not ours leaves it alone.
+    lab.ns.run_in(|| dns::unregister(&server, &ours)).expect("unregister finds nothing of ours");
+    assert_eq!(lab.forward_records("web.app.lan"), before);
+
+    // A plain A record without any DHCID (made by hand) is someone else's too.
+    lab.nsupdate("update add db.app.lan 300 IN A 198.18.0.99");
+    let by_hand = registration("db.app.lan", &[V4], b"\xffdb-eth1");
+    let err = lab.ns.run_in(|| dns::register(&server, &by_hand)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert_eq!(lab.query("db.app.lan", "A"), ["198.18.0.99"]);
+    assert!(lab.query("db.app.lan", "DHCID").is_empty());
+}
+
+#[test]
+fn a_server_that_does_not_answer_is_a_timeout_naming_it() {
+    let lab = DnsLab::standard();
+    let mut server = lab.server();
+    server.timeout = Duration::from_millis(300);
+    let _frozen = Stopped::new(lab.bind.pid() as i32);
+    let reg = registration("web.app.lan", &[V4], b"\xffweb-eth1");
+    let started = Instant::now();
+    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
+    let took = started.elapsed();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{text}");
+    assert!(text.contains("no answer from 198.18.53.1:53 within 300ms"), "{text}");
+    assert!(took < Duration::from_millis(600), "the 300 ms bound took {took:?}");
+}
