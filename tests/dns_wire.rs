@@ -9,9 +9,11 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
+use hickory_proto::rr::RecordType;
 use lanyard::dns::{self, Forward, Registration, TsigKey, UpdateServer};
 use lanyard::error::ErrorKind;
-use support::bind::{Bind, BindZone, TsigKeyFile};
+use sha2::{Digest, Sha256};
+use support::bind::{Bind, BindZone, KeaDdns, TsigKeyFile};
 use support::{Netns, Stopped, TestDir};
 
 const NAMED: Ipv4Addr = Ipv4Addr::new(198, 18, 53, 1);
@@ -92,12 +94,17 @@ fn register_is_answered_within_200ms_and_unregister_removes_everything() {
     let started = Instant::now();
     let done = lab.ns.run_in(|| dns::register(&server, &reg)).expect("register");
     let registered_in = started.elapsed();
-    assert_eq!(lab.query("web.app.lan", "A"), ["198.18.0.5"]);
+    assert_eq!(lab.bind.query_udp(&lab.ns, "web.app.lan", RecordType::A), ["198.18.0.5"]);
+    assert_eq!(
+        lab.bind.query_udp(&lab.ns, "5.0.18.198.in-addr.arpa", RecordType::PTR),
+        ["web.app.lan."]
+    );
     let answered_in = started.elapsed();
     assert!(
         answered_in < Duration::from_millis(200),
-        "A answered {answered_in:?} after register started (register itself: {registered_in:?})"
+        "A and PTR answered {answered_in:?} after register started (register: {registered_in:?})"
     );
+    assert_eq!(lab.query("web.app.lan", "A"), ["198.18.0.5"], "dig agrees");
     assert_eq!(done.forward, Forward::Added);
     let zones: Vec<&str> = done.reverse.iter().map(|r| r.zone.as_str()).collect();
     assert_eq!(zones, [REVERSE4, REVERSE6]);
@@ -222,4 +229,55 @@ fn a_server_that_does_not_answer_is_a_timeout_naming_it() {
     assert_eq!(err.kind(), ErrorKind::Timeout, "{text}");
     assert!(text.contains("no answer from 198.18.53.1:53 within 300ms"), "{text}");
     assert!(took < Duration::from_millis(600), "the 300 ms bound took {took:?}");
+}
+
+/// Kea's D2 (what DHCP-side DDNS uses) registers a name the way lanyard reads ownership: a
+/// name it added with the DHCID of client id X is replaced by lanyard's `register` for X, and
+/// refused for any other client id.
+#[test]
+fn a_name_kea_registered_is_ours_only_for_the_same_client_id() {
+    let lab = DnsLab::standard();
+    let d2 = KeaDdns::start(&lab.ns, &lab.dir, &lab.bind, FORWARD, &[REVERSE4], &lab.key, 53001);
+    let client_id = b"\x01\x02\x00\x00\x5e\x00\x53\x07".to_vec();
+    // The DHCID kea-dhcp4 computes for option 61 (RFC 4701 identifier type 1, SHA-256 over the
+    // client id and the name in wire form), spelled out here rather than taken from lanyard.
+    let mut hashed = client_id.clone();
+    hashed.extend_from_slice(b"\x03kea\x03app\x03lan\x00");
+    let mut dhcid = vec![0x00, 0x01, 0x01];
+    dhcid.extend_from_slice(&Sha256::digest(&hashed));
+    // A NameChangeRequest as kea-dhcp4 sends it: 2-byte length, then JSON.
+    let ncr = serde_json::json!({
+        "change-type": 0,
+        "forward-change": true,
+        "reverse-change": true,
+        "fqdn": "kea.app.lan.",
+        "ip-address": "198.18.0.7",
+        "dhcid": dhcid.iter().map(|b| format!("{b:02X}")).collect::<String>(),
+        "lease-expires-on": "20991231000000",
+        "lease-length": 3600,
+        "use-conflict-resolution": true,
+    })
+    .to_string();
+    let mut datagram = (ncr.len() as u16).to_be_bytes().to_vec();
+    datagram.extend_from_slice(ncr.as_bytes());
+    lab.ns.run_in(|| {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.send_to(&datagram, ("127.0.0.1", d2.port)).unwrap();
+    });
+    let registered = support::wait_until(Duration::from_secs(5), || {
+        !lab.bind.query_udp(&lab.ns, "kea.app.lan", RecordType::A).is_empty()
+    });
+    assert!(registered, "D2 did not register kea.app.lan:\n{}", d2.log_text());
+    assert_eq!(lab.query("kea.app.lan", "A"), ["198.18.0.7"]);
+    assert_eq!(lab.query("7.0.18.198.in-addr.arpa", "PTR"), ["kea.app.lan."]);
+
+    let server = lab.server();
+    let other = registration("kea.app.lan", &[V4], b"\x01\x02\x00\x00\x5e\x00\x53\x08");
+    let err = lab.ns.run_in(|| dns::register(&server, &other)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert_eq!(lab.query("kea.app.lan", "A"), ["198.18.0.7"]);
+    let same = registration("kea.app.lan", &[V4], &client_id);
+    let done = lab.ns.run_in(|| dns::register(&server, &same)).expect("register over Kea's name");
+    assert_eq!(done.forward, Forward::Replaced);
+    assert_eq!(lab.query("kea.app.lan", "A"), ["198.18.0.5"]);
 }
