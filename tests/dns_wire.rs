@@ -281,3 +281,22 @@ fn a_name_kea_registered_is_ours_only_for_the_same_client_id() {
     assert_eq!(done.forward, Forward::Replaced);
     assert_eq!(lab.query("kea.app.lan", "A"), ["198.18.0.5"]);
 }
+
+#[test]
+fn a_stopped_server_is_reported_at_once() {
+    let mut lab = DnsLab::standard();
+    lab.bind.stop();
+    let server = lab.server();
+    let reg = registration("web.app.lan", &[V4], b"\xffweb-eth1");
+    let started = Instant::now();
+    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
+    let took = started.elapsed();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Io, "{text}");
+    assert!(
+        text.contains("at 198.18.53.1:53: nothing serves DNS there (is the server running?)"),
+        "{text}"
+    );
+    // The port-unreachable answer ends the wait; the 2 s bound is not spent.
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}

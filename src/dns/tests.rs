@@ -206,3 +206,142 @@ fn names_outside_the_zone_and_empty_inputs_are_refused_before_sending() {
         ErrorKind::Usage
     );
 }
+
+/// A one-request DNS server on loopback: answers the UDP request with `udp_answer(request)`;
+/// when `tcp_answer` is given, also takes one TCP connection on the same port number and
+/// answers the request read there.
+struct FakeServer {
+    addr: std::net::SocketAddr,
+    thread: std::thread::JoinHandle<()>,
+}
+
+type Answerer = Box<dyn FnOnce(&Message) -> Message + Send>;
+
+impl FakeServer {
+    fn start(udp_answer: Answerer, tcp_answer: Option<Answerer>) -> FakeServer {
+        use std::io::{Read, Write};
+        // A TCP listener on the UDP socket's port number: retried if that port is taken.
+        let (udp, tcp) = (0..20)
+            .find_map(|_| {
+                let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+                let tcp = std::net::TcpListener::bind(udp.local_addr().ok()?).ok()?;
+                Some((udp, tcp))
+            })
+            .expect("a free UDP+TCP port on loopback");
+        let addr = udp.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            udp.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            let mut buf = vec![0u8; 65535];
+            let (n, from) = udp.recv_from(&mut buf).expect("a UDP request");
+            let request = Message::from_vec(&buf[..n]).unwrap();
+            udp.send_to(&udp_answer(&request).to_vec().unwrap(), from).unwrap();
+            if let Some(tcp_answer) = tcp_answer {
+                // Bounded: a client that never comes over TCP must not hang the test.
+                tcp.set_nonblocking(true).unwrap();
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                let mut stream = loop {
+                    match tcp.accept() {
+                        Ok((stream, _)) => break stream,
+                        Err(_) if std::time::Instant::now() < until => {
+                            std::thread::sleep(std::time::Duration::from_millis(5))
+                        }
+                        Err(e) => {
+                            eprintln!("fake server: no TCP connection: {e}");
+                            return;
+                        }
+                    }
+                };
+                stream.set_nonblocking(false).unwrap();
+                let mut length = [0u8; 2];
+                stream.read_exact(&mut length).unwrap();
+                let mut request = vec![0u8; usize::from(u16::from_be_bytes(length))];
+                stream.read_exact(&mut request).unwrap();
+                let answer = tcp_answer(&Message::from_vec(&request).unwrap()).to_vec().unwrap();
+                stream.write_all(&(answer.len() as u16).to_be_bytes()).unwrap();
+                stream.write_all(&answer).unwrap();
+            }
+        });
+        FakeServer { addr, thread }
+    }
+
+    fn join(self) {
+        self.thread.join().expect("the fake server's thread");
+    }
+}
+
+fn answer_to(request: &Message, code: hickory_proto::op::ResponseCode) -> Message {
+    let mut answer = Message::response(request.metadata.id, request.metadata.op_code);
+    answer.metadata.response_code = code;
+    answer.queries = request.queries.clone();
+    answer
+}
+
+fn deadline() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(5)
+}
+
+#[test]
+fn a_truncated_udp_answer_is_asked_again_over_tcp() {
+    use hickory_proto::op::ResponseCode;
+    let server = FakeServer::start(
+        Box::new(|request| {
+            let mut answer = answer_to(request, ResponseCode::NoError);
+            answer.metadata.truncation = true;
+            answer
+        }),
+        Some(Box::new(|request| {
+            let mut answer = answer_to(request, ResponseCode::NoError);
+            answer.add_answer(Record::from_rdata(
+                name("web.app.lan."),
+                60,
+                RData::A(hickory_proto::rr::rdata::A(Ipv4Addr::new(198, 18, 0, 5))),
+            ));
+            answer
+        })),
+    );
+    let query = wire::soa_query(&name("web.app.lan."));
+    let answer = wire::exchange(server.addr, None, query, deadline()).expect("answer over TCP");
+    server.join();
+    assert!(!answer.message.metadata.truncation);
+    assert_eq!(lines(&answer.message.answers), ["web.app.lan. IN A 60 198.18.0.5"]);
+}
+
+fn lab_key() -> TsigKey {
+    TsigKey { name: "ddns".into(), algorithm: TsigAlgorithm::HmacSha256, secret: vec![7; 32] }
+}
+
+#[test]
+fn an_unsigned_success_to_a_signed_update_is_not_believed() {
+    use hickory_proto::op::ResponseCode;
+    let server =
+        FakeServer::start(Box::new(|request| answer_to(request, ResponseCode::NoError)), None);
+    let update = wire::forward_add(&name("app.lan."), &name("web.app.lan."), &[V4], &[0, 1, 1], 60);
+    let err = match wire::exchange(server.addr, Some(&lab_key()), update, deadline()) {
+        Err(wire::ExchangeError::BadAnswer(why)) => why,
+        Err(other) => panic!("expected a bad answer, got {other:?}"),
+        Ok(_) => panic!("an unsigned NOERROR was accepted for a signed update"),
+    };
+    server.join();
+    assert!(err.contains("TSIG signature does not verify"), "{err}");
+}
+
+#[test]
+fn a_signed_request_is_signed_with_the_key() {
+    use hickory_proto::op::ResponseCode;
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let server = FakeServer::start(
+        Box::new(move |request| {
+            seen_tx.send(request.signature().map(|s| (s.name.clone(), s.data.mac.len()))).unwrap();
+            // An unsigned refusal, as a server sends when it does not know the key.
+            answer_to(request, ResponseCode::Refused)
+        }),
+        None,
+    );
+    let update = wire::forward_add(&name("app.lan."), &name("web.app.lan."), &[V4], &[0, 1, 1], 60);
+    let answer = wire::exchange(server.addr, Some(&lab_key()), update, deadline())
+        .unwrap_or_else(|e| panic!("an unsigned refusal is an answer: {e:?}"));
+    server.join();
+    assert_eq!(answer.message.metadata.response_code, ResponseCode::Refused);
+    // HMAC-SHA256: a 32-byte MAC under the key's name.
+    assert_eq!(seen_rx.recv().unwrap(), Some((name("ddns."), 32)));
+}
