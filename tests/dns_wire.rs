@@ -167,6 +167,46 @@ fn a_wrong_key_is_reported_and_changes_nothing() {
     assert!(text.contains("198.18.53.1:53"), "{text}");
     assert!(lab.forward_records("web.app.lan").iter().all(Vec::is_empty));
     assert!(lab.query("5.0.18.198.in-addr.arpa", "PTR").is_empty());
+
+    // A key the server does not know at all (another name): BADKEY.
+    let unknown = TsigKeyFile::generate(&lab.dir, "unknown.key", "other");
+    server.key = Some(TsigKey::from_file(&unknown.path).unwrap());
+    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("the TSIG key \"other\" is not accepted (NOTAUTH BADKEY)"), "{text}");
+    assert!(lab.forward_records("web.app.lan").iter().all(Vec::is_empty));
+}
+
+#[test]
+fn a_zone_the_server_does_not_serve_is_reported() {
+    let lab = DnsLab::standard();
+    let mut server = lab.server();
+    server.zone = "other.lan".into();
+    let reg = registration("web.other.lan", &[V4], b"\xffweb-eth1");
+    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Permission, "{text}");
+    assert!(
+        text.contains("DNS update of web.other.lan in zone other.lan at 198.18.53.1:53: the server is not authoritative for zone other.lan"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_reverse_zone_is_reported_after_the_forward_records() {
+    let lab = DnsLab::new(&[BindZone::updatable(FORWARD), BindZone::updatable(REVERSE4)]);
+    let server = lab.server();
+    let reg = registration("web.app.lan", &[V6], b"\xffweb-eth1");
+    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{text}");
+    assert!(
+        text.contains("the address records of web.app.lan are in place, but its PTR is not"),
+        "{text}"
+    );
+    assert!(text.contains("the server is not authoritative for a zone holding it"), "{text}");
+    assert!(text.contains("set reverse = false"), "{text}");
+    assert_eq!(lab.query("web.app.lan", "AAAA"), ["2001:db8::5"]);
 }
 
 #[test]

@@ -215,6 +215,14 @@ impl ExchangeError {
             ExchangeError::Timeout => {
                 Error::new(ErrorKind::Timeout, format!("{prefix}: no answer"))
             }
+            // ICMP port unreachable on the connected UDP socket, or a TCP reset.
+            ExchangeError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Error::with_source(
+                    ErrorKind::Io,
+                    format!("{prefix}: nothing serves DNS there (is the server running?)"),
+                    e,
+                )
+            }
             ExchangeError::Io(e) => Error::with_source(ErrorKind::Io, prefix, e),
             ExchangeError::BadAnswer(why) => Error::new(ErrorKind::Io, format!("{prefix}: {why}")),
         }
