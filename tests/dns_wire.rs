@@ -251,6 +251,13 @@ fn a_name_held_by_another_client_is_never_overwritten() {
     let by_hand = registration("db.app.lan", &[V4], b"\xffdb-eth1");
     let err = lab.ns.run_in(|| dns::register(&server, &by_hand)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(
+        err.to_string().contains(
+            "name db.app.lan is held by another client (it has records but no DHCID: made by \
+             hand or by a tool that does not mark ownership): not changed"
+        ),
+        "{err}"
+    );
     assert_eq!(lab.query("db.app.lan", "A"), ["198.18.0.99"]);
     assert!(lab.query("db.app.lan", "DHCID").is_empty());
 }

@@ -295,11 +295,29 @@ fn register_forward(
     match send_update(server, replace, fqdn, zone, deadline)? {
         ResponseCode::NoError => Ok(Forward::Replaced),
         ResponseCode::NXRRSet => Err(Error::conflict(format!(
-            "{}: name {} is held by another client (its DHCID differs): not changed",
+            "{}: name {} is held by another client ({}): not changed",
             update_context(server, fqdn, zone),
-            show(fqdn)
+            show(fqdn),
+            foreign_owner(server, fqdn, deadline)
         ))),
         other => Err(unexpected(server, fqdn, zone, other)),
+    }
+}
+
+/// Why a name in use is not ours, for the conflict message: asks the server for the name's
+/// DHCID (one query, within the call's deadline).
+fn foreign_owner(server: &UpdateServer, fqdn: &Name, deadline: Instant) -> &'static str {
+    let query = wire::query(fqdn, wire::DHCID_TYPE);
+    match wire::exchange(server.server, None, query, deadline) {
+        Ok(answer)
+            if answer.message.answers.iter().any(|r| r.record_type() == wire::DHCID_TYPE) =>
+        {
+            "its DHCID differs"
+        }
+        Ok(answer) if answer.message.metadata.response_code == ResponseCode::NoError => {
+            "it has records but no DHCID: made by hand or by a tool that does not mark ownership"
+        }
+        _ => "its DHCID is not ours",
     }
 }
 
@@ -315,9 +333,9 @@ fn unexpected(server: &UpdateServer, name: &Name, zone: &Name, code: ResponseCod
 }
 
 /// The reverse zone `server` is authoritative for that holds `ptr_name`, from an SOA query for
-/// that name (its answer or authority section names the zone apex). Asking the server beats
-/// deriving a /24 or /16 zone: delegations on other boundaries (`18.198.in-addr.arpa`, RFC 2317
-/// classless zones, any nibble boundary in ip6.arpa) are found the same way.
+/// that name (its answer or authority section names the zone apex). Asking the server rather than
+/// deriving the zone from the address finds a zone on any label boundary (a /16 such as
+/// `18.198.in-addr.arpa`, a /24, any nibble of ip6.arpa) without guessing.
 fn reverse_zone(server: &UpdateServer, ptr_name: &Name, deadline: Instant) -> Result<Name> {
     let context =
         || format!("find the reverse zone of {} at {} (SOA query)", show(ptr_name), server.server);
@@ -355,9 +373,13 @@ fn register_reverse(
 /// Removes our records of `reg.fqdn`: its `reg.addresses` (every A and AAAA record of the name
 /// when the list is empty) only if the name's DHCID is ours, then the DHCID once no address
 /// record is left; with [`UpdateServer::reverse`], each address's PTR if it still points at the
-/// name. A name that is gone, or is now another client's, is left as it is and is no error:
-/// nothing of ours remains there. Every step is tried; the first failure is returned, with the
-/// others appended.
+/// name (only the listed addresses' PTRs). A name that is gone, or is now another client's, is
+/// left as it is and is no error: nothing of ours remains there. Every step is tried; the first
+/// failure is returned, with the others appended.
+///
+/// When an attachment's addresses change, [`register`] the new set, then unregister a
+/// [`Registration`] listing only the addresses that went: their PTRs go, while the name and its
+/// DHCID stay because the name still has addresses.
 pub fn unregister(server: &UpdateServer, reg: &Registration) -> Result<()> {
     let deadline = Instant::now() + server.timeout;
     let target = target(server, reg)?;
@@ -380,7 +402,7 @@ pub fn unregister(server: &UpdateServer, reg: &Registration) -> Result<()> {
             if rest.is_empty() {
                 Err(first)
             } else {
-                Err(first.context(format!("{} more: {}", rest.len(), rest.join("; "))))
+                Err(Error::new(first.kind(), format!("{first}; and: {}", rest.join("; "))))
             }
         }
     }
@@ -402,7 +424,7 @@ fn unregister_forward(
     }
     let remove_dhcid = wire::forward_remove_dhcid(zone, fqdn, &target.dhcid);
     match send_update(server, remove_dhcid, fqdn, zone, deadline)? {
-        // YXRRSET: address records remain (others than ours were listed): keep the DHCID.
+        // YXRRSET: the name still has addresses that were not listed: the DHCID stays.
         ResponseCode::NoError | ResponseCode::YXRRSet | ResponseCode::NXRRSet => Ok(()),
         other => Err(unexpected(server, fqdn, zone, other)),
     }

@@ -203,13 +203,18 @@ pub fn reverse_remove(zone: &Name, ptr_name: &Name, fqdn: &Name) -> Message {
     message
 }
 
+/// A non-recursive query for `name`'s `rtype` records.
+pub fn query(name: &Name, rtype: RecordType) -> Message {
+    let mut message = Message::query();
+    message.metadata.recursion_desired = false;
+    message.add_query(Query::query(name.clone(), rtype));
+    message
+}
+
 /// A non-recursive `NAME SOA` query: an authoritative server answers with its zone's SOA (in the
 /// answer at the apex, else in the authority section).
 pub fn soa_query(name: &Name) -> Message {
-    let mut message = Message::query();
-    message.metadata.recursion_desired = false;
-    message.add_query(Query::query(name.clone(), RecordType::SOA));
-    message
+    query(name, RecordType::SOA)
 }
 
 /// The zone an authoritative answer to [`soa_query`] names, if it is one.
