@@ -63,6 +63,18 @@ impl DnsLab {
         }
     }
 
+    /// `register` inside the namespace, which must fail with `kind`; the error's text.
+    fn register_refused(
+        &self,
+        server: &UpdateServer,
+        reg: &Registration,
+        kind: ErrorKind,
+    ) -> String {
+        let err = self.ns.run_in(|| dns::register(server, reg)).unwrap_err();
+        assert_eq!(err.kind(), kind, "{err}");
+        err.to_string()
+    }
+
     fn query(&self, name: &str, rtype: &str) -> Vec<String> {
         self.bind.query(&self.ns, name, rtype)
     }
@@ -158,9 +170,7 @@ fn a_wrong_key_is_reported_and_changes_nothing() {
     let mut server = lab.server();
     server.key = Some(TsigKey::from_file(&wrong.path).unwrap());
     let reg = registration("web.app.lan", &[V4], b"\xffweb-eth1");
-    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Permission, "{text}");
+    let text = lab.register_refused(&server, &reg, ErrorKind::Permission);
     assert!(text.contains("the TSIG key \"ddns\" is not accepted"), "{text}");
     assert!(text.contains("BADSIG"), "{text}");
     assert!(text.contains("web.app.lan") && text.contains("zone app.lan"), "{text}");
@@ -171,8 +181,7 @@ fn a_wrong_key_is_reported_and_changes_nothing() {
     // A key the server does not know at all (another name): BADKEY.
     let unknown = TsigKeyFile::generate(&lab.dir, "unknown.key", "other");
     server.key = Some(TsigKey::from_file(&unknown.path).unwrap());
-    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
-    let text = err.to_string();
+    let text = lab.register_refused(&server, &reg, ErrorKind::Permission);
     assert!(text.contains("the TSIG key \"other\" is not accepted (NOTAUTH BADKEY)"), "{text}");
     assert!(lab.forward_records("web.app.lan").iter().all(Vec::is_empty));
 }
@@ -183,9 +192,7 @@ fn a_zone_the_server_does_not_serve_is_reported() {
     let mut server = lab.server();
     server.zone = "other.lan".into();
     let reg = registration("web.other.lan", &[V4], b"\xffweb-eth1");
-    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Permission, "{text}");
+    let text = lab.register_refused(&server, &reg, ErrorKind::Permission);
     assert!(
         text.contains("DNS update of web.other.lan in zone other.lan at 198.18.53.1:53: the server is not authoritative for zone other.lan"),
         "{text}"
@@ -197,9 +204,7 @@ fn a_missing_reverse_zone_is_reported_after_the_forward_records() {
     let lab = DnsLab::new(&[BindZone::updatable(FORWARD), BindZone::updatable(REVERSE4)]);
     let server = lab.server();
     let reg = registration("web.app.lan", &[V6], b"\xffweb-eth1");
-    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::NotFound, "{text}");
+    let text = lab.register_refused(&server, &reg, ErrorKind::NotFound);
     assert!(
         text.contains("the address records of web.app.lan are in place, but its PTR is not"),
         "{text}"
@@ -214,9 +219,7 @@ fn a_zone_that_refuses_updates_is_reported() {
     let lab = DnsLab::new(&[BindZone::read_only(FORWARD), BindZone::updatable(REVERSE4)]);
     let server = lab.server();
     let reg = registration("web.app.lan", &[V4], b"\xffweb-eth1");
-    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Permission, "{text}");
+    let text = lab.register_refused(&server, &reg, ErrorKind::Permission);
     assert!(text.contains("the server refuses updates to zone app.lan (REFUSED)"), "{text}");
     assert!(lab.forward_records("web.app.lan").iter().all(Vec::is_empty));
     assert!(lab.query("5.0.18.198.in-addr.arpa", "PTR").is_empty(), "no PTR without the name");
@@ -231,9 +234,7 @@ fn a_name_held_by_another_client_is_never_overwritten() {
     lab.ns.run_in(|| dns::register(&server, &theirs)).expect("their register");
     let before = lab.forward_records("web.app.lan");
     let ours = registration("web.app.lan", &[V4_NEW], b"\xffweb-eth1");
-    let err = lab.ns.run_in(|| dns::register(&server, &ours)).unwrap_err();
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Conflict, "{text}");
+    let text = lab.register_refused(&server, &ours, ErrorKind::Conflict);
     assert!(
         text.contains(
             "name web.app.lan is held by another client (its DHCID differs): not changed"
@@ -249,14 +250,13 @@ fn a_name_held_by_another_client_is_never_overwritten() {
     // A plain A record without any DHCID (made by hand) is someone else's too.
     lab.nsupdate("update add db.app.lan 300 IN A 198.18.0.99");
     let by_hand = registration("db.app.lan", &[V4], b"\xffdb-eth1");
-    let err = lab.ns.run_in(|| dns::register(&server, &by_hand)).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    let text = lab.register_refused(&server, &by_hand, ErrorKind::Conflict);
     assert!(
-        err.to_string().contains(
+        text.contains(
             "name db.app.lan is held by another client (it has records but no DHCID: made by \
              hand or by a tool that does not mark ownership): not changed"
         ),
-        "{err}"
+        "{text}"
     );
     assert_eq!(lab.query("db.app.lan", "A"), ["198.18.0.99"]);
     assert!(lab.query("db.app.lan", "DHCID").is_empty());
@@ -270,10 +270,8 @@ fn a_server_that_does_not_answer_is_a_timeout_naming_it() {
     let _frozen = Stopped::new(lab.bind.pid() as i32);
     let reg = registration("web.app.lan", &[V4], b"\xffweb-eth1");
     let started = Instant::now();
-    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
+    let text = lab.register_refused(&server, &reg, ErrorKind::Timeout);
     let took = started.elapsed();
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Timeout, "{text}");
     assert!(text.contains("no answer from 198.18.53.1:53 within 300ms"), "{text}");
     assert!(took < Duration::from_millis(600), "the 300 ms bound took {took:?}");
 }
@@ -320,8 +318,7 @@ fn a_name_kea_registered_is_ours_only_for_the_same_client_id() {
 
     let server = lab.server();
     let other = registration("kea.app.lan", &[V4], b"\x01\x02\x00\x00\x5e\x00\x53\x08");
-    let err = lab.ns.run_in(|| dns::register(&server, &other)).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    lab.register_refused(&server, &other, ErrorKind::Conflict);
     assert_eq!(lab.query("kea.app.lan", "A"), ["198.18.0.7"]);
     let same = registration("kea.app.lan", &[V4], &client_id);
     let done = lab.ns.run_in(|| dns::register(&server, &same)).expect("register over Kea's name");
@@ -336,14 +333,17 @@ fn a_stopped_server_is_reported_at_once() {
     let server = lab.server();
     let reg = registration("web.app.lan", &[V4], b"\xffweb-eth1");
     let started = Instant::now();
-    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
+    let text = lab.register_refused(&server, &reg, ErrorKind::Io);
     let took = started.elapsed();
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Io, "{text}");
     assert!(
         text.contains("at 198.18.53.1:53: nothing serves DNS there (is the server running?)"),
         "{text}"
     );
     // The port-unreachable answer ends the wait; the 2 s bound is not spent.
     assert!(took < Duration::from_secs(1), "took {took:?}");
+
+    // Back up: the same call goes through.
+    lab.bind.restart(&lab.ns);
+    lab.ns.run_in(|| dns::register(&server, &reg)).expect("register once named is back");
+    assert_eq!(lab.query("web.app.lan", "A"), ["198.18.0.5"]);
 }

@@ -76,21 +76,26 @@ fn update(zone: &Name) -> Message {
     message
 }
 
+/// A record without RDATA and TTL 0: RFC 2136's way of naming a whole RRset (or with type ANY,
+/// every RRset of the name), its class saying what is meant.
+fn rrset_marker(name: &Name, rtype: RecordType, class: DNSClass) -> Record {
+    let mut record = Record::update0(name.clone(), 0, rtype).into_record_of_rdata();
+    record.dns_class = class;
+    record
+}
+
 /// Prerequisite "name is not in use" (RFC 2136 2.4.5: class NONE, type ANY).
 fn name_not_in_use(name: &Name) -> Record {
-    let mut record = Record::update0(name.clone(), 0, RecordType::ANY).into_record_of_rdata();
-    record.dns_class = DNSClass::NONE;
-    record
+    rrset_marker(name, RecordType::ANY, DNSClass::NONE)
 }
 
 /// Prerequisite "RRset of `rtype` does not exist" (RFC 2136 2.4.3: class NONE).
 fn rrset_absent(name: &Name, rtype: RecordType) -> Record {
-    let mut record = Record::update0(name.clone(), 0, rtype).into_record_of_rdata();
-    record.dns_class = DNSClass::NONE;
-    record
+    rrset_marker(name, rtype, DNSClass::NONE)
 }
 
-/// Prerequisite "this exact record exists" (RFC 2136 2.4.2: class IN, TTL 0, with RDATA).
+/// Prerequisite "the RRset is exactly this record" (RFC 2136 2.4.2, value-dependent: class IN,
+/// TTL 0, with RDATA; an RRset holding other records too does not match).
 fn record_exists(mut record: Record) -> Record {
     record.ttl = 0;
     record
@@ -98,9 +103,7 @@ fn record_exists(mut record: Record) -> Record {
 
 /// Update "delete the RRset of `rtype`" (RFC 2136 2.5.2: class ANY, no RDATA).
 fn delete_rrset(name: &Name, rtype: RecordType) -> Record {
-    let mut record = Record::update0(name.clone(), 0, rtype).into_record_of_rdata();
-    record.dns_class = DNSClass::ANY;
-    record
+    rrset_marker(name, rtype, DNSClass::ANY)
 }
 
 /// Update "delete this one record" (RFC 2136 2.5.4: class NONE, TTL 0, with RDATA).
@@ -110,7 +113,7 @@ fn delete_record(mut record: Record) -> Record {
     record
 }
 
-/// RFC 4703 5.3.1, first try: add the addresses and our DHCID if nobody uses the name.
+/// RFC 4703's first try at adding a name: add the addresses and our DHCID if nobody uses the name.
 pub fn forward_add(
     zone: &Name,
     fqdn: &Name,
@@ -127,7 +130,7 @@ pub fn forward_add(
     message
 }
 
-/// RFC 4703 5.3.2: the name is in use; if its DHCID is ours, its address records become
+/// RFC 4703's second try, when the name is in use: if its DHCID is ours, its address records become
 /// `addresses` (both A and AAAA sets are replaced: a registration lists all of a name's
 /// addresses).
 pub fn forward_replace(
@@ -147,7 +150,7 @@ pub fn forward_replace(
     message
 }
 
-/// RFC 4703 5.5, first step: if the DHCID is ours, delete our address records (`addresses`,
+/// RFC 4703's removal, first step: if the DHCID is ours, delete our address records (`addresses`,
 /// or every A and AAAA record of the name when it is empty).
 pub fn forward_remove(zone: &Name, fqdn: &Name, addresses: &[IpAddr], dhcid: &[u8]) -> Message {
     let mut message = update(zone);
@@ -163,7 +166,7 @@ pub fn forward_remove(zone: &Name, fqdn: &Name, addresses: &[IpAddr], dhcid: &[u
     message
 }
 
-/// RFC 4703 5.5, second step: delete our DHCID once the name has no address records left.
+/// RFC 4703's removal, second step: delete our DHCID once the name has no address records left.
 pub fn forward_remove_dhcid(zone: &Name, fqdn: &Name, dhcid: &[u8]) -> Message {
     let mut message = update(zone);
     message.add_pre_requisite(record_exists(dhcid_record(fqdn, 0, dhcid)));
