@@ -282,8 +282,9 @@ pub struct Answer {
 /// Sends `message` (signed with `key` if there is one) to `server` and waits until `deadline`
 /// for its answer: UDP first, TCP when the answer comes back truncated. Answers with another id,
 /// from elsewhere, or that do not parse are ignored until the deadline. A signed request's answer
-/// must carry a valid signature, except an error answer without one (servers send BADSIG,
-/// BADKEY and some refusals unsigned).
+/// must carry a valid signature, except a failure without one (servers send BADSIG and BADKEY
+/// unsigned): success and the prerequisite outcomes decide what lanyard does next, so they must
+/// be the server's, while a forged failure can only cause a reported error and a retry.
 pub fn exchange(
     server: SocketAddr,
     key: Option<&TsigKey>,
@@ -313,9 +314,8 @@ pub fn exchange(
         .ok_or_else(|| ExchangeError::BadAnswer("the answer does not parse".into()))?;
     let tsig_error = answer.signature().and_then(|s| s.data.error);
     if let Some(verifier) = verifier.as_mut() {
-        let unsigned_refusal = answer.metadata.response_code != ResponseCode::NoError
-            && answer.signature().is_none_or(|s| s.data.mac.is_empty());
-        if !unsigned_refusal {
+        let unsigned = answer.signature().is_none_or(|s| s.data.mac.is_empty());
+        if !(unsigned && is_failure(answer.metadata.response_code)) {
             verifier.verify(&bytes).map_err(|e| {
                 ExchangeError::BadAnswer(format!(
                     "the answer's TSIG signature does not verify: {e}"
@@ -324,6 +324,19 @@ pub fn exchange(
         }
     }
     Ok(Answer { message: answer, tsig_error })
+}
+
+/// RCODEs that end a call as an error; the others (NOERROR, NXDOMAIN and the prerequisite
+/// outcomes YXDOMAIN, YXRRSET, NXRRSET) are answers lanyard acts on.
+fn is_failure(code: ResponseCode) -> bool {
+    !matches!(
+        code,
+        ResponseCode::NoError
+            | ResponseCode::NXDomain
+            | ResponseCode::YXDomain
+            | ResponseCode::YXRRSet
+            | ResponseCode::NXRRSet
+    )
 }
 
 fn signer(key: &TsigKey) -> Result<TSigner, ExchangeError> {
