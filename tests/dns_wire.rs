@@ -9,7 +9,7 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{Name, RecordType};
 use lanyard::dns::{self, Forward, Registration, TsigKey, UpdateServer};
 use lanyard::error::ErrorKind;
 use sha2::{Digest, Sha256};
@@ -144,23 +144,34 @@ fn register_is_answered_within_200ms_and_unregister_removes_everything() {
 fn registering_again_replaces_the_addresses_and_a_gone_address_loses_its_ptr() {
     let lab = DnsLab::standard();
     let server = lab.server();
-    let first = registration("web.app.lan", &[V4], b"\xffweb-eth1");
+    let first = registration("web.app.lan", &[V4, V6], b"\xffweb-eth1");
     lab.ns.run_in(|| dns::register(&server, &first)).expect("register");
     let dhcid = lab.query("web.app.lan", "DHCID");
+    let v6_ptr = Name::from(V6).to_ascii();
 
-    let second = registration("web.app.lan", &[V4_NEW], b"\xffweb-eth1");
+    let second = registration("web.app.lan", &[V4_NEW, V6], b"\xffweb-eth1");
     let done = lab.ns.run_in(|| dns::register(&server, &second)).expect("register again");
     assert_eq!(done.forward, Forward::Replaced);
     assert_eq!(lab.query("web.app.lan", "A"), ["198.18.0.6"]);
+    assert_eq!(lab.query("web.app.lan", "AAAA"), ["2001:db8::5"]);
     assert_eq!(lab.query("web.app.lan", "DHCID"), dhcid, "the owner record stays");
     assert_eq!(lab.query("6.0.18.198.in-addr.arpa", "PTR"), ["web.app.lan."]);
-
-    // The address that went: its PTR goes, the name and its new address stay.
-    lab.ns.run_in(|| dns::unregister(&server, &first)).expect("unregister the old address");
+    assert_eq!(lab.query(&v6_ptr, "PTR"), ["web.app.lan."]);
+    // The address that went loses its PTR.
+    let removed: Vec<&str> = done.reverse_removed.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(removed, ["5.0.18.198.in-addr.arpa"]);
     assert!(lab.query("5.0.18.198.in-addr.arpa", "PTR").is_empty());
-    assert_eq!(lab.query("web.app.lan", "A"), ["198.18.0.6"]);
-    assert_eq!(lab.query("web.app.lan", "DHCID"), dhcid);
-    assert_eq!(lab.query("6.0.18.198.in-addr.arpa", "PTR"), ["web.app.lan."]);
+
+    // 198.18.0.6 moves to another host, whose PTR it now is: when web drops that address, the
+    // PTR (not pointing at web any more) stays.
+    let db = registration("db.app.lan", &[V4_NEW], b"\xffdb-eth1");
+    lab.ns.run_in(|| dns::register(&server, &db)).expect("register db");
+    let third = registration("web.app.lan", &[V6], b"\xffweb-eth1");
+    let done = lab.ns.run_in(|| dns::register(&server, &third)).expect("register web once more");
+    assert!(done.reverse_removed.is_empty(), "{:?}", done.reverse_removed);
+    assert_eq!(lab.query("6.0.18.198.in-addr.arpa", "PTR"), ["db.app.lan."]);
+    assert!(lab.query("web.app.lan", "A").is_empty());
+    assert_eq!(lab.query("web.app.lan", "AAAA"), ["2001:db8::5"]);
 }
 
 #[test]
