@@ -136,8 +136,28 @@ fn register_is_answered_within_200ms_and_unregister_removes_everything() {
     assert!(lab.query("5.0.18.198.in-addr.arpa", "DHCID").is_empty());
     // Unregistering again finds nothing of ours: no error.
     lab.ns.run_in(|| dns::unregister(&server, &reg)).expect("unregister again");
-    // The DHCID was the RFC 4701 one for this client id and name (what Kea would write).
-    assert!(!dhcid[0].is_empty());
+
+    // Without the addresses (a registration whose addresses were not kept): the name's
+    // addresses, as the server has them, lose their PTRs too.
+    lab.ns.run_in(|| dns::register(&server, &reg)).expect("register again");
+    let unknown_addresses = registration("web.app.lan", &[], b"\xffweb-eth1");
+    lab.ns.run_in(|| dns::unregister(&server, &unknown_addresses)).expect("unregister all");
+    assert!(lab.forward_records("web.app.lan").iter().all(Vec::is_empty));
+    assert!(lab.query("5.0.18.198.in-addr.arpa", "PTR").is_empty());
+    assert!(lab.query(&done.reverse[1].name, "PTR").is_empty());
+
+    // The name went by other means (removed by hand, or by an unregister cut short) and its
+    // PTRs stayed: they are removed.
+    lab.ns.run_in(|| dns::register(&server, &reg)).expect("register once more");
+    lab.nsupdate("update delete web.app.lan");
+    assert!(lab.forward_records("web.app.lan").iter().all(Vec::is_empty));
+    lab.ns.run_in(|| dns::unregister(&server, &reg)).expect("unregister a gone name");
+    assert!(lab.query("5.0.18.198.in-addr.arpa", "PTR").is_empty());
+    assert!(lab.query(&done.reverse[1].name, "PTR").is_empty());
+    // The DHCID named held was the RFC 4701 one for this client id and name.
+    let fqdn = Name::from_ascii("web.app.lan.").unwrap();
+    let expected = data_encoding::BASE64.encode(&dns::wire::dhcid(b"\xffweb-eth1", &fqdn));
+    assert_eq!(dhcid, [expected]);
 }
 
 #[test]
@@ -254,9 +274,16 @@ fn a_name_held_by_another_client_is_never_overwritten() {
     );
     assert_eq!(lab.forward_records("web.app.lan"), before);
     assert!(lab.query("6.0.18.198.in-addr.arpa", "PTR").is_empty(), "no PTR for a name not ours");
-    // Removing "our" registration of a name that is not ours leaves it alone.
-    lab.ns.run_in(|| dns::unregister(&server, &ours)).expect("unregister finds nothing of ours");
-    assert_eq!(lab.forward_records("web.app.lan"), before);
+    // Removing "our" registration of a name that is not ours leaves it alone, and the PTR of
+    // its address too (which names the same name), listed or not.
+    let their_ptr = lab.query("5.0.18.198.in-addr.arpa", "PTR");
+    assert_eq!(their_ptr, ["web.app.lan."]);
+    for addresses in [vec![V4], vec![]] {
+        let ours = registration("web.app.lan", &addresses, b"\xffweb-eth1");
+        lab.ns.run_in(|| dns::unregister(&server, &ours)).expect("unregister: nothing of ours");
+        assert_eq!(lab.forward_records("web.app.lan"), before);
+        assert_eq!(lab.query("5.0.18.198.in-addr.arpa", "PTR"), their_ptr, "{addresses:?}");
+    }
 
     // A plain A record without any DHCID (made by hand) is someone else's too.
     lab.nsupdate("update add db.app.lan 300 IN A 198.18.0.99");

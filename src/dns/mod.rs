@@ -414,10 +414,12 @@ fn register_reverse(
 
 /// Removes our records of `reg.fqdn`: its `reg.addresses` (every A and AAAA record of the name
 /// when the list is empty) only if the name's DHCID is ours, then the DHCID once no address
-/// record is left; with [`UpdateServer::reverse`], each address's PTR if it still points at the
-/// name (only the listed addresses' PTRs). A name that is gone, or is now another client's, is
-/// left as it is and is no error: nothing of ours remains there. Every step is tried; the first
-/// failure is returned, with the others appended.
+/// record is left; with [`UpdateServer::reverse`] and when the name was ours or no longer exists,
+/// each address's PTR if it still points at the name (with an empty list: the PTRs of the
+/// addresses the name has when the call starts). A name that is gone, or is now another
+/// client's, is left as it is and is no error: nothing of ours remains there; another client's
+/// name also keeps the PTRs that point at it. The first failure is returned, with any later
+/// ones appended.
 ///
 /// When an attachment's addresses change, [`register`] the new set: it removes the PTRs of the
 /// addresses that went by itself.
@@ -425,11 +427,25 @@ pub fn unregister(server: &UpdateServer, reg: &Registration) -> Result<()> {
     let deadline = Instant::now() + server.timeout;
     let target = target(server, reg)?;
     let mut errors: Vec<Error> = Vec::new();
-    if let Err(e) = unregister_forward(server, reg, &target, deadline) {
-        errors.push(e);
+    let mut ptr_addresses = reg.addresses.clone();
+    if server.reverse && ptr_addresses.is_empty() {
+        // Read before the forward records go; each PTR is removed only if it names the name.
+        match addresses_of(server, &target.fqdn, deadline) {
+            Ok(found) => ptr_addresses = found,
+            Err(e) => errors.push(e),
+        }
     }
-    if server.reverse {
-        for &address in &reg.addresses {
+    // PTRs go only when the name was ours or is gone: a name held by another client keeps the
+    // PTRs that name it, and after a failure it is not known which it is.
+    let name_freed = match unregister_forward(server, reg, &target, deadline) {
+        Ok(owner) => owner != NameOwner::Other,
+        Err(e) => {
+            errors.push(e);
+            false
+        }
+    };
+    if server.reverse && name_freed {
+        for &address in &ptr_addresses {
             if let Err(e) = unregister_reverse(server, &target, address, deadline) {
                 errors.push(e);
             }
@@ -449,24 +465,43 @@ pub fn unregister(server: &UpdateServer, reg: &Registration) -> Result<()> {
     }
 }
 
+/// Whose the name was when [`unregister`] came to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameOwner {
+    /// Our DHCID was there: our records are removed.
+    Us,
+    /// The name does not exist (any more).
+    Nobody,
+    /// The name exists without our DHCID.
+    Other,
+}
+
 fn unregister_forward(
     server: &UpdateServer,
     reg: &Registration,
     target: &Target,
     deadline: Instant,
-) -> Result<()> {
+) -> Result<NameOwner> {
     let (zone, fqdn) = (&target.zone, &target.fqdn);
     let remove = wire::forward_remove(zone, fqdn, &reg.addresses, &target.dhcid);
     match send_update(server, remove, fqdn, zone, deadline)? {
         ResponseCode::NoError => {}
         // No DHCID of ours: the name is gone or someone else's.
-        ResponseCode::NXRRSet | ResponseCode::NXDomain => return Ok(()),
+        ResponseCode::NXRRSet | ResponseCode::NXDomain => {
+            let query = wire::query(fqdn, wire::DHCID_TYPE);
+            let answer = wire::exchange(server.server, None, query, deadline)
+                .map_err(|e| e.context(format!("look up {} at {}", show(fqdn), server.server)))?;
+            return Ok(match answer.message.metadata.response_code {
+                ResponseCode::NXDomain => NameOwner::Nobody,
+                _ => NameOwner::Other,
+            });
+        }
         other => return Err(unexpected(server, fqdn, zone, other)),
     }
     let remove_dhcid = wire::forward_remove_dhcid(zone, fqdn, &target.dhcid);
     match send_update(server, remove_dhcid, fqdn, zone, deadline)? {
         // YXRRSET: the name still has addresses that were not listed: the DHCID stays.
-        ResponseCode::NoError | ResponseCode::YXRRSet | ResponseCode::NXRRSet => Ok(()),
+        ResponseCode::NoError | ResponseCode::YXRRSet | ResponseCode::NXRRSet => Ok(NameOwner::Us),
         other => Err(unexpected(server, fqdn, zone, other)),
     }
 }
