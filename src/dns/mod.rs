@@ -10,10 +10,14 @@
 //!   is a [`ErrorKind::Conflict`] error and nothing is changed.
 //! - [`unregister`] deletes address records only with the prerequisite "the DHCID is ours", then
 //!   the DHCID once no A or AAAA record is left.
+//! - PTRs (with [`UpdateServer::reverse`]): an address's PTR is written whatever it held before,
+//!   as Kea does (the reverse name belongs to whoever holds the address now), and removed only
+//!   while it still names our name and that name was ours or is gone.
 //!
-//! Every call is blocking and bounded by [`UpdateServer::timeout`] as a whole. Requests go over
-//! UDP, and over TCP when the answer is truncated; nothing here retries a failed call (the
-//! caller owns retries and backoff).
+//! Every call is blocking and bounded by [`UpdateServer::timeout`] as a whole. Updates are signed
+//! with the key; the few queries a call makes (the SOA that names a reverse zone, a name's
+//! addresses or DHCID) are not. Requests go over UDP, and over TCP when the answer is truncated;
+//! nothing here retries a failed call (the caller owns retries and backoff).
 
 mod key;
 mod label;
