@@ -19,18 +19,21 @@ fi
 # radvd, ping, ebtables (iptables: the rebinding test drops unicast in its own namespace),
 # systemd-analyze (package systemd: checks the shipped unit), promtool (package prometheus:
 # checks the metrics text), podman (runs containers on lanyard's CNI networks), docker-compose
-# (Compose on lanyard's Docker networks).
+# (Compose on lanyard's Docker networks), BIND 9 (named, tsig-keygen), dig and Kea's DDNS daemon
+# (DNS update tests: every named and kea-dhcp-ddns runs inside a test namespace).
 # Build: a C toolchain for -sys crates; dpkg-dev (dpkg-shlibdeps: the Debian package's Depends).
 PACKAGES=(
     iproute2 iputils-ping dnsmasq-base kea-dhcp4-server docker.io busybox-static tcpdump radvd systemd
     prometheus
     iptables
     podman docker-compose
+    bind9 bind9-dnsutils kea-dhcp-ddns-server
     ca-certificates gcc libc6-dev pkg-config dpkg-dev
 )
 # Packages whose postinst would start or enable a system service.
 SERVICE_UNITS=(docker.service docker.socket containerd.service radvd.service
-    kea-dhcp4-server.service prometheus.service podman.socket podman.service podman-restart.service)
+    kea-dhcp4-server.service prometheus.service podman.socket podman.service podman-restart.service
+    named.service named-resolvconf.service kea-dhcp-ddns-server.service)
 
 installed() {
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]
@@ -118,7 +121,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
 
-for tool in ip bridge tcpdump dnsmasq kea-dhcp4 dockerd busybox radvd ping gcc; do
+for tool in ip bridge tcpdump dnsmasq kea-dhcp4 dockerd busybox radvd ping gcc named tsig-keygen dig \
+    kea-dhcp-ddns; do
     if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ] && [ ! -x "/sbin/$tool" ]; then
         echo "setup.sh: $tool is still missing after install" >&2
         exit 1

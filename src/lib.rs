@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod declare;
 pub mod detach;
 pub mod dhcp;
+pub mod dns;
 pub mod docker;
 pub mod driver;
 pub mod error;

@@ -3,6 +3,7 @@
 //! `mod support;` and uses what it needs, so unused helpers are expected.
 #![allow(dead_code, unused_imports)]
 
+pub mod bind;
 pub mod cli;
 pub mod daemon;
 pub mod dhcp;
