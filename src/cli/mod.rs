@@ -210,6 +210,14 @@ pub struct AttachArgs {
     /// With `dhcp`: hand the interface to the daemon and return at once.
     #[arg(long)]
     pub no_wait: bool,
+    /// With `[dns_update]` in the config: register this label (in the config's zone) instead
+    /// of the config's `name` template; `{container}` etc. may appear in it too.
+    #[arg(long, value_name = "NAME")]
+    pub dns_name: Option<String>,
+    /// Never register this attachment in DNS (with `dhcp`, the DHCP server may still do it:
+    /// see --hostname).
+    #[arg(long, conflicts_with = "dns_name")]
+    pub no_dns_update: bool,
 }
 
 /// What every command runs with: the global options resolved against the config file.
@@ -522,6 +530,7 @@ pub fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
     request.no_create = args.no_create;
     request.host_route = args.host_route;
     request.probe = args.probe.map(Duration::from_millis);
+    request.dns = crate::state::DnsChoice { name: args.dns_name.clone(), off: args.no_dns_update };
     request.validate()?;
     Ok(request)
 }
