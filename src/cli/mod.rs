@@ -430,6 +430,10 @@ fn run_attach(settings: &Settings, request: &AttachRequest) -> Result<()> {
     let host = host_from(settings)?;
     let attached = attach(&host, request)?;
     print_attached(&attached);
+    if let Some(warning) = crate::daemon::dns::hand_over(&host, &settings.config, &attached.record)
+    {
+        eprintln!("lanyard: warning: {warning}");
+    }
     match &attached.lease {
         Some(lease) => match lease["Address"].as_str() {
             Some(address) => {
@@ -590,6 +594,7 @@ fn print_status(settings: &Settings, json: bool) -> Result<()> {
                 data["GuestsAlive"],
             );
             print_docker_status(&data["Docker"]);
+            print_dns_status(&data["Dns"]);
         }
     }
     Ok(())
@@ -615,6 +620,27 @@ fn config_warnings(config: &crate::config::Config) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// The daemon's DNS updates: where, how many names, what waits and why.
+fn print_dns_status(dns: &serde_json::Value) {
+    if dns.is_null() {
+        println!("dns updates: off (no [dns_update] in the daemon's config)");
+        return;
+    }
+    println!(
+        "dns updates: zone {} on {}: {} name(s) registered, {} update(s) pending",
+        dns["Zone"].as_str().unwrap_or("?"),
+        dns["Server"].as_str().unwrap_or("?"),
+        dns["Registered"],
+        dns["Pending"],
+    );
+    for (record, error) in dns["Failing"].as_object().into_iter().flatten() {
+        println!("  failing: {record}: {}", error.as_str().unwrap_or(""));
+    }
+    if let Some(error) = dns["LastError"].as_str() {
+        println!("  last error: {error}");
+    }
 }
 
 /// The daemon's Docker side: the connection, then each container with declarations.
