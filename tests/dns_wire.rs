@@ -9,7 +9,7 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{Name, RecordType};
 use lanyard::dns::{self, Forward, Registration, TsigKey, UpdateServer};
 use lanyard::error::ErrorKind;
 use sha2::{Digest, Sha256};
@@ -61,6 +61,18 @@ impl DnsLab {
             reverse: true,
             timeout: Duration::from_secs(2),
         }
+    }
+
+    /// `register` inside the namespace, which must fail with `kind`; the error's text.
+    fn register_refused(
+        &self,
+        server: &UpdateServer,
+        reg: &Registration,
+        kind: ErrorKind,
+    ) -> String {
+        let err = self.ns.run_in(|| dns::register(server, reg)).unwrap_err();
+        assert_eq!(err.kind(), kind, "{err}");
+        err.to_string()
     }
 
     fn query(&self, name: &str, rtype: &str) -> Vec<String> {
@@ -132,23 +144,34 @@ fn register_is_answered_within_200ms_and_unregister_removes_everything() {
 fn registering_again_replaces_the_addresses_and_a_gone_address_loses_its_ptr() {
     let lab = DnsLab::standard();
     let server = lab.server();
-    let first = registration("web.app.lan", &[V4], b"\xffweb-eth1");
+    let first = registration("web.app.lan", &[V4, V6], b"\xffweb-eth1");
     lab.ns.run_in(|| dns::register(&server, &first)).expect("register");
     let dhcid = lab.query("web.app.lan", "DHCID");
+    let v6_ptr = Name::from(V6).to_ascii();
 
-    let second = registration("web.app.lan", &[V4_NEW], b"\xffweb-eth1");
+    let second = registration("web.app.lan", &[V4_NEW, V6], b"\xffweb-eth1");
     let done = lab.ns.run_in(|| dns::register(&server, &second)).expect("register again");
     assert_eq!(done.forward, Forward::Replaced);
     assert_eq!(lab.query("web.app.lan", "A"), ["198.18.0.6"]);
+    assert_eq!(lab.query("web.app.lan", "AAAA"), ["2001:db8::5"]);
     assert_eq!(lab.query("web.app.lan", "DHCID"), dhcid, "the owner record stays");
     assert_eq!(lab.query("6.0.18.198.in-addr.arpa", "PTR"), ["web.app.lan."]);
-
-    // The address that went: its PTR goes, the name and its new address stay.
-    lab.ns.run_in(|| dns::unregister(&server, &first)).expect("unregister the old address");
+    assert_eq!(lab.query(&v6_ptr, "PTR"), ["web.app.lan."]);
+    // The address that went loses its PTR.
+    let removed: Vec<&str> = done.reverse_removed.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(removed, ["5.0.18.198.in-addr.arpa"]);
     assert!(lab.query("5.0.18.198.in-addr.arpa", "PTR").is_empty());
-    assert_eq!(lab.query("web.app.lan", "A"), ["198.18.0.6"]);
-    assert_eq!(lab.query("web.app.lan", "DHCID"), dhcid);
-    assert_eq!(lab.query("6.0.18.198.in-addr.arpa", "PTR"), ["web.app.lan."]);
+
+    // 198.18.0.6 moves to another host, whose PTR it now is: when web drops that address, the
+    // PTR (not pointing at web any more) stays.
+    let db = registration("db.app.lan", &[V4_NEW], b"\xffdb-eth1");
+    lab.ns.run_in(|| dns::register(&server, &db)).expect("register db");
+    let third = registration("web.app.lan", &[V6], b"\xffweb-eth1");
+    let done = lab.ns.run_in(|| dns::register(&server, &third)).expect("register web once more");
+    assert!(done.reverse_removed.is_empty(), "{:?}", done.reverse_removed);
+    assert_eq!(lab.query("6.0.18.198.in-addr.arpa", "PTR"), ["db.app.lan."]);
+    assert!(lab.query("web.app.lan", "A").is_empty());
+    assert_eq!(lab.query("web.app.lan", "AAAA"), ["2001:db8::5"]);
 }
 
 #[test]
@@ -158,15 +181,48 @@ fn a_wrong_key_is_reported_and_changes_nothing() {
     let mut server = lab.server();
     server.key = Some(TsigKey::from_file(&wrong.path).unwrap());
     let reg = registration("web.app.lan", &[V4], b"\xffweb-eth1");
-    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Permission, "{text}");
+    let text = lab.register_refused(&server, &reg, ErrorKind::Permission);
     assert!(text.contains("the TSIG key \"ddns\" is not accepted"), "{text}");
     assert!(text.contains("BADSIG"), "{text}");
     assert!(text.contains("web.app.lan") && text.contains("zone app.lan"), "{text}");
     assert!(text.contains("198.18.53.1:53"), "{text}");
     assert!(lab.forward_records("web.app.lan").iter().all(Vec::is_empty));
     assert!(lab.query("5.0.18.198.in-addr.arpa", "PTR").is_empty());
+
+    // A key the server does not know at all (another name): BADKEY.
+    let unknown = TsigKeyFile::generate(&lab.dir, "unknown.key", "other");
+    server.key = Some(TsigKey::from_file(&unknown.path).unwrap());
+    let text = lab.register_refused(&server, &reg, ErrorKind::Permission);
+    assert!(text.contains("the TSIG key \"other\" is not accepted (NOTAUTH BADKEY)"), "{text}");
+    assert!(lab.forward_records("web.app.lan").iter().all(Vec::is_empty));
+}
+
+#[test]
+fn a_zone_the_server_does_not_serve_is_reported() {
+    let lab = DnsLab::standard();
+    let mut server = lab.server();
+    server.zone = "other.lan".into();
+    let reg = registration("web.other.lan", &[V4], b"\xffweb-eth1");
+    let text = lab.register_refused(&server, &reg, ErrorKind::Permission);
+    assert!(
+        text.contains("DNS update of web.other.lan in zone other.lan at 198.18.53.1:53: the server is not authoritative for zone other.lan"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_reverse_zone_is_reported_after_the_forward_records() {
+    let lab = DnsLab::new(&[BindZone::updatable(FORWARD), BindZone::updatable(REVERSE4)]);
+    let server = lab.server();
+    let reg = registration("web.app.lan", &[V6], b"\xffweb-eth1");
+    let text = lab.register_refused(&server, &reg, ErrorKind::NotFound);
+    assert!(
+        text.contains("the address records of web.app.lan are in place, but its PTR is not"),
+        "{text}"
+    );
+    assert!(text.contains("the server is not authoritative for a zone holding it"), "{text}");
+    assert!(text.contains("set reverse = false"), "{text}");
+    assert_eq!(lab.query("web.app.lan", "AAAA"), ["2001:db8::5"]);
 }
 
 #[test]
@@ -174,9 +230,7 @@ fn a_zone_that_refuses_updates_is_reported() {
     let lab = DnsLab::new(&[BindZone::read_only(FORWARD), BindZone::updatable(REVERSE4)]);
     let server = lab.server();
     let reg = registration("web.app.lan", &[V4], b"\xffweb-eth1");
-    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Permission, "{text}");
+    let text = lab.register_refused(&server, &reg, ErrorKind::Permission);
     assert!(text.contains("the server refuses updates to zone app.lan (REFUSED)"), "{text}");
     assert!(lab.forward_records("web.app.lan").iter().all(Vec::is_empty));
     assert!(lab.query("5.0.18.198.in-addr.arpa", "PTR").is_empty(), "no PTR without the name");
@@ -191,9 +245,7 @@ fn a_name_held_by_another_client_is_never_overwritten() {
     lab.ns.run_in(|| dns::register(&server, &theirs)).expect("their register");
     let before = lab.forward_records("web.app.lan");
     let ours = registration("web.app.lan", &[V4_NEW], b"\xffweb-eth1");
-    let err = lab.ns.run_in(|| dns::register(&server, &ours)).unwrap_err();
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Conflict, "{text}");
+    let text = lab.register_refused(&server, &ours, ErrorKind::Conflict);
     assert!(
         text.contains(
             "name web.app.lan is held by another client (its DHCID differs): not changed"
@@ -209,8 +261,14 @@ fn a_name_held_by_another_client_is_never_overwritten() {
     // A plain A record without any DHCID (made by hand) is someone else's too.
     lab.nsupdate("update add db.app.lan 300 IN A 198.18.0.99");
     let by_hand = registration("db.app.lan", &[V4], b"\xffdb-eth1");
-    let err = lab.ns.run_in(|| dns::register(&server, &by_hand)).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    let text = lab.register_refused(&server, &by_hand, ErrorKind::Conflict);
+    assert!(
+        text.contains(
+            "name db.app.lan is held by another client (it has records but no DHCID: made by \
+             hand or by a tool that does not mark ownership): not changed"
+        ),
+        "{text}"
+    );
     assert_eq!(lab.query("db.app.lan", "A"), ["198.18.0.99"]);
     assert!(lab.query("db.app.lan", "DHCID").is_empty());
 }
@@ -223,10 +281,8 @@ fn a_server_that_does_not_answer_is_a_timeout_naming_it() {
     let _frozen = Stopped::new(lab.bind.pid() as i32);
     let reg = registration("web.app.lan", &[V4], b"\xffweb-eth1");
     let started = Instant::now();
-    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
+    let text = lab.register_refused(&server, &reg, ErrorKind::Timeout);
     let took = started.elapsed();
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Timeout, "{text}");
     assert!(text.contains("no answer from 198.18.53.1:53 within 300ms"), "{text}");
     assert!(took < Duration::from_millis(600), "the 300 ms bound took {took:?}");
 }
@@ -273,8 +329,7 @@ fn a_name_kea_registered_is_ours_only_for_the_same_client_id() {
 
     let server = lab.server();
     let other = registration("kea.app.lan", &[V4], b"\x01\x02\x00\x00\x5e\x00\x53\x08");
-    let err = lab.ns.run_in(|| dns::register(&server, &other)).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    lab.register_refused(&server, &other, ErrorKind::Conflict);
     assert_eq!(lab.query("kea.app.lan", "A"), ["198.18.0.7"]);
     let same = registration("kea.app.lan", &[V4], &client_id);
     let done = lab.ns.run_in(|| dns::register(&server, &same)).expect("register over Kea's name");
@@ -289,14 +344,17 @@ fn a_stopped_server_is_reported_at_once() {
     let server = lab.server();
     let reg = registration("web.app.lan", &[V4], b"\xffweb-eth1");
     let started = Instant::now();
-    let err = lab.ns.run_in(|| dns::register(&server, &reg)).unwrap_err();
+    let text = lab.register_refused(&server, &reg, ErrorKind::Io);
     let took = started.elapsed();
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Io, "{text}");
     assert!(
         text.contains("at 198.18.53.1:53: nothing serves DNS there (is the server running?)"),
         "{text}"
     );
     // The port-unreachable answer ends the wait; the 2 s bound is not spent.
     assert!(took < Duration::from_secs(1), "took {took:?}");
+
+    // Back up: the same call goes through.
+    lab.bind.restart(&lab.ns);
+    lab.ns.run_in(|| dns::register(&server, &reg)).expect("register once named is back");
+    assert_eq!(lab.query("web.app.lan", "A"), ["198.18.0.5"]);
 }

@@ -23,7 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::Name;
+use hickory_proto::rr::{Name, RData, RecordType};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -88,6 +88,9 @@ pub struct Registered {
     pub forward: Forward,
     /// One per address when [`UpdateServer::reverse`] is on, else empty.
     pub reverse: Vec<ReverseRecord>,
+    /// With [`UpdateServer::reverse`]: the PTRs removed because their address is no longer the
+    /// name's (it had them before this call replaced its addresses).
+    pub reverse_removed: Vec<ReverseRecord>,
 }
 
 /// A call's names, checked before anything is sent.
@@ -215,6 +218,14 @@ impl ExchangeError {
             ExchangeError::Timeout => {
                 Error::new(ErrorKind::Timeout, format!("{prefix}: no answer"))
             }
+            // ICMP port unreachable on the connected UDP socket, or a TCP reset.
+            ExchangeError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Error::with_source(
+                    ErrorKind::Io,
+                    format!("{prefix}: nothing serves DNS there (is the server running?)"),
+                    e,
+                )
+            }
             ExchangeError::Io(e) => Error::with_source(ErrorKind::Io, prefix, e),
             ExchangeError::BadAnswer(why) => Error::new(ErrorKind::Io, format!("{prefix}: {why}")),
         }
@@ -239,8 +250,10 @@ fn with_timeout_text(server: &UpdateServer, err: Error) -> Error {
 }
 
 /// Gives `reg.fqdn` exactly `reg.addresses` (A and AAAA) and our DHCID, unless another client
-/// owns the name; with [`UpdateServer::reverse`], a PTR per address too. The forward name is
-/// written first; a failure on a PTR is an error that says the forward records were written.
+/// owns the name; with [`UpdateServer::reverse`], a PTR per address too, and the PTRs of the
+/// addresses the name had before and no longer has are removed (if they still point at it). The
+/// forward name is written first; a failure on a PTR is an error that says the forward records
+/// were written.
 pub fn register(server: &UpdateServer, reg: &Registration) -> Result<Registered> {
     let deadline = Instant::now() + server.timeout;
     let target = target(server, reg)?;
@@ -251,47 +264,102 @@ pub fn register(server: &UpdateServer, reg: &Registration) -> Result<Registered>
         )));
     }
     register_forward(server, reg, &target, deadline)
-        .and_then(|forward| {
-            let mut reverse = Vec::new();
-            if server.reverse {
-                for &address in &reg.addresses {
-                    let record =
-                        register_reverse(server, &target, address, deadline).map_err(|e| {
-                            e.context(format!(
-                                "the address records of {} are in place, but its PTR is not",
-                                show(&target.fqdn)
-                            ))
-                        })?;
-                    reverse.push(record);
-                }
+        .and_then(|(forward, previous)| {
+            let mut done = Registered { forward, reverse: Vec::new(), reverse_removed: Vec::new() };
+            if !server.reverse {
+                return Ok(done);
             }
-            Ok(Registered { forward, reverse })
+            for &address in &reg.addresses {
+                let record = register_reverse(server, &target, address, deadline).map_err(|e| {
+                    e.context(format!(
+                        "the address records of {} are in place, but its PTR is not",
+                        show(&target.fqdn)
+                    ))
+                })?;
+                done.reverse.push(record);
+            }
+            for address in previous.into_iter().filter(|a| !reg.addresses.contains(a)) {
+                let record =
+                    unregister_reverse(server, &target, address, deadline).map_err(|e| {
+                        e.context(format!(
+                            "{} is registered, but the PTR of {address}, an address it no longer \
+                             has, may still point at it",
+                            show(&target.fqdn)
+                        ))
+                    })?;
+                done.reverse_removed.extend(record);
+            }
+            Ok(done)
         })
         .map_err(|e| with_timeout_text(server, e))
 }
 
+/// The forward records, and (when they were replaced and PTRs are kept) the addresses the name
+/// had before.
 fn register_forward(
     server: &UpdateServer,
     reg: &Registration,
     target: &Target,
     deadline: Instant,
-) -> Result<Forward> {
+) -> Result<(Forward, Vec<IpAddr>)> {
     let (zone, fqdn) = (&target.zone, &target.fqdn);
     let add = wire::forward_add(zone, fqdn, &reg.addresses, &target.dhcid, server.ttl);
     match send_update(server, add, fqdn, zone, deadline)? {
-        ResponseCode::NoError => return Ok(Forward::Added),
+        ResponseCode::NoError => return Ok((Forward::Added, Vec::new())),
         ResponseCode::YXDomain => {}
         other => return Err(unexpected(server, fqdn, zone, other)),
     }
+    // Read before the replace: which PTRs may be left pointing at the name afterwards. What
+    // these unsigned answers say only selects PTRs, each removed only if it names this name.
+    let previous = if server.reverse { addresses_of(server, fqdn, deadline)? } else { Vec::new() };
     let replace = wire::forward_replace(zone, fqdn, &reg.addresses, &target.dhcid, server.ttl);
     match send_update(server, replace, fqdn, zone, deadline)? {
-        ResponseCode::NoError => Ok(Forward::Replaced),
+        ResponseCode::NoError => Ok((Forward::Replaced, previous)),
         ResponseCode::NXRRSet => Err(Error::conflict(format!(
-            "{}: name {} is held by another client (its DHCID differs): not changed",
+            "{}: name {} is held by another client ({}): not changed",
             update_context(server, fqdn, zone),
-            show(fqdn)
+            show(fqdn),
+            foreign_owner(server, fqdn, deadline)
         ))),
         other => Err(unexpected(server, fqdn, zone, other)),
+    }
+}
+
+/// The name's A and AAAA records as the server answers them now.
+fn addresses_of(server: &UpdateServer, fqdn: &Name, deadline: Instant) -> Result<Vec<IpAddr>> {
+    let mut addresses = Vec::new();
+    for rtype in [RecordType::A, RecordType::AAAA] {
+        let answer = wire::exchange(server.server, None, wire::query(fqdn, rtype), deadline)
+            .map_err(|e| {
+                e.context(format!(
+                    "query the {rtype} records of {} at {}",
+                    show(fqdn),
+                    server.server
+                ))
+            })?;
+        addresses.extend(answer.message.answers.iter().filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        }));
+    }
+    Ok(addresses)
+}
+
+/// Why a name in use is not ours, for the conflict message: asks the server for the name's
+/// DHCID (one query, within the call's deadline).
+fn foreign_owner(server: &UpdateServer, fqdn: &Name, deadline: Instant) -> &'static str {
+    let query = wire::query(fqdn, wire::DHCID_TYPE);
+    match wire::exchange(server.server, None, query, deadline) {
+        Ok(answer)
+            if answer.message.answers.iter().any(|r| r.record_type() == wire::DHCID_TYPE) =>
+        {
+            "its DHCID differs"
+        }
+        Ok(answer) if answer.message.metadata.response_code == ResponseCode::NoError => {
+            "it has records but no DHCID: made by hand or by a tool that does not mark ownership"
+        }
+        _ => "its DHCID is not ours",
     }
 }
 
@@ -307,9 +375,9 @@ fn unexpected(server: &UpdateServer, name: &Name, zone: &Name, code: ResponseCod
 }
 
 /// The reverse zone `server` is authoritative for that holds `ptr_name`, from an SOA query for
-/// that name (its answer or authority section names the zone apex). Asking the server beats
-/// deriving a /24 or /16 zone: delegations on other boundaries (`18.198.in-addr.arpa`, RFC 2317
-/// classless zones, any nibble boundary in ip6.arpa) are found the same way.
+/// that name (its answer or authority section names the zone apex). Asking the server rather than
+/// deriving the zone from the address finds a zone on any label boundary (a /16 such as
+/// `18.198.in-addr.arpa`, a /24, any nibble of ip6.arpa) without guessing.
 fn reverse_zone(server: &UpdateServer, ptr_name: &Name, deadline: Instant) -> Result<Name> {
     let context =
         || format!("find the reverse zone of {} at {} (SOA query)", show(ptr_name), server.server);
@@ -347,9 +415,12 @@ fn register_reverse(
 /// Removes our records of `reg.fqdn`: its `reg.addresses` (every A and AAAA record of the name
 /// when the list is empty) only if the name's DHCID is ours, then the DHCID once no address
 /// record is left; with [`UpdateServer::reverse`], each address's PTR if it still points at the
-/// name. A name that is gone, or is now another client's, is left as it is and is no error:
-/// nothing of ours remains there. Every step is tried; the first failure is returned, with the
-/// others appended.
+/// name (only the listed addresses' PTRs). A name that is gone, or is now another client's, is
+/// left as it is and is no error: nothing of ours remains there. Every step is tried; the first
+/// failure is returned, with the others appended.
+///
+/// When an attachment's addresses change, [`register`] the new set: it removes the PTRs of the
+/// addresses that went by itself.
 pub fn unregister(server: &UpdateServer, reg: &Registration) -> Result<()> {
     let deadline = Instant::now() + server.timeout;
     let target = target(server, reg)?;
@@ -372,7 +443,7 @@ pub fn unregister(server: &UpdateServer, reg: &Registration) -> Result<()> {
             if rest.is_empty() {
                 Err(first)
             } else {
-                Err(first.context(format!("{} more: {}", rest.len(), rest.join("; "))))
+                Err(Error::new(first.kind(), format!("{first}; and: {}", rest.join("; "))))
             }
         }
     }
@@ -394,23 +465,28 @@ fn unregister_forward(
     }
     let remove_dhcid = wire::forward_remove_dhcid(zone, fqdn, &target.dhcid);
     match send_update(server, remove_dhcid, fqdn, zone, deadline)? {
-        // YXRRSET: address records remain (others than ours were listed): keep the DHCID.
+        // YXRRSET: the name still has addresses that were not listed: the DHCID stays.
         ResponseCode::NoError | ResponseCode::YXRRSet | ResponseCode::NXRRSet => Ok(()),
         other => Err(unexpected(server, fqdn, zone, other)),
     }
 }
 
+/// Removes the PTR of `address` if it points at the name; what was removed, if anything.
 fn unregister_reverse(
     server: &UpdateServer,
     target: &Target,
     address: IpAddr,
     deadline: Instant,
-) -> Result<()> {
+) -> Result<Option<ReverseRecord>> {
     let ptr_name = Name::from(address).to_lowercase();
     let zone = reverse_zone(server, &ptr_name, deadline)?;
     let message = wire::reverse_remove(&zone, &ptr_name, &target.fqdn);
     match send_update(server, message, &ptr_name, &zone, deadline)? {
-        ResponseCode::NoError | ResponseCode::NXRRSet | ResponseCode::NXDomain => Ok(()),
+        ResponseCode::NoError => {
+            Ok(Some(ReverseRecord { address, name: show(&ptr_name), zone: show(&zone) }))
+        }
+        // No PTR, or one that names something else: not ours to remove.
+        ResponseCode::NXRRSet | ResponseCode::NXDomain => Ok(None),
         other => Err(unexpected(server, &ptr_name, &zone, other)),
     }
 }

@@ -311,18 +311,20 @@ fn lab_key() -> TsigKey {
 }
 
 #[test]
-fn an_unsigned_success_to_a_signed_update_is_not_believed() {
+fn an_unsigned_success_or_prerequisite_outcome_to_a_signed_update_is_not_believed() {
     use hickory_proto::op::ResponseCode;
-    let server =
-        FakeServer::start(Box::new(|request| answer_to(request, ResponseCode::NoError)), None);
-    let update = wire::forward_add(&name("app.lan."), &name("web.app.lan."), &[V4], &[0, 1, 1], 60);
-    let err = match wire::exchange(server.addr, Some(&lab_key()), update, deadline()) {
-        Err(wire::ExchangeError::BadAnswer(why)) => why,
-        Err(other) => panic!("expected a bad answer, got {other:?}"),
-        Ok(_) => panic!("an unsigned NOERROR was accepted for a signed update"),
-    };
-    server.join();
-    assert!(err.contains("TSIG signature does not verify"), "{err}");
+    for code in [ResponseCode::NoError, ResponseCode::NXRRSet, ResponseCode::YXDomain] {
+        let server = FakeServer::start(Box::new(move |request| answer_to(request, code)), None);
+        let update =
+            wire::forward_add(&name("app.lan."), &name("web.app.lan."), &[V4], &[0, 1, 1], 60);
+        let err = match wire::exchange(server.addr, Some(&lab_key()), update, deadline()) {
+            Err(wire::ExchangeError::BadAnswer(why)) => why,
+            Err(other) => panic!("expected a bad answer, got {other:?}"),
+            Ok(_) => panic!("an unsigned {code:?} was accepted for a signed update"),
+        };
+        server.join();
+        assert!(err.contains("TSIG signature does not verify"), "{code:?}: {err}");
+    }
 }
 
 #[test]

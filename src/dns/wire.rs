@@ -76,21 +76,26 @@ fn update(zone: &Name) -> Message {
     message
 }
 
+/// A record without RDATA and TTL 0: RFC 2136's way of naming a whole RRset (or with type ANY,
+/// every RRset of the name), its class saying what is meant.
+fn rrset_marker(name: &Name, rtype: RecordType, class: DNSClass) -> Record {
+    let mut record = Record::update0(name.clone(), 0, rtype).into_record_of_rdata();
+    record.dns_class = class;
+    record
+}
+
 /// Prerequisite "name is not in use" (RFC 2136 2.4.5: class NONE, type ANY).
 fn name_not_in_use(name: &Name) -> Record {
-    let mut record = Record::update0(name.clone(), 0, RecordType::ANY).into_record_of_rdata();
-    record.dns_class = DNSClass::NONE;
-    record
+    rrset_marker(name, RecordType::ANY, DNSClass::NONE)
 }
 
 /// Prerequisite "RRset of `rtype` does not exist" (RFC 2136 2.4.3: class NONE).
 fn rrset_absent(name: &Name, rtype: RecordType) -> Record {
-    let mut record = Record::update0(name.clone(), 0, rtype).into_record_of_rdata();
-    record.dns_class = DNSClass::NONE;
-    record
+    rrset_marker(name, rtype, DNSClass::NONE)
 }
 
-/// Prerequisite "this exact record exists" (RFC 2136 2.4.2: class IN, TTL 0, with RDATA).
+/// Prerequisite "the RRset is exactly this record" (RFC 2136 2.4.2, value-dependent: class IN,
+/// TTL 0, with RDATA; an RRset holding other records too does not match).
 fn record_exists(mut record: Record) -> Record {
     record.ttl = 0;
     record
@@ -98,9 +103,7 @@ fn record_exists(mut record: Record) -> Record {
 
 /// Update "delete the RRset of `rtype`" (RFC 2136 2.5.2: class ANY, no RDATA).
 fn delete_rrset(name: &Name, rtype: RecordType) -> Record {
-    let mut record = Record::update0(name.clone(), 0, rtype).into_record_of_rdata();
-    record.dns_class = DNSClass::ANY;
-    record
+    rrset_marker(name, rtype, DNSClass::ANY)
 }
 
 /// Update "delete this one record" (RFC 2136 2.5.4: class NONE, TTL 0, with RDATA).
@@ -110,7 +113,7 @@ fn delete_record(mut record: Record) -> Record {
     record
 }
 
-/// RFC 4703 5.3.1, first try: add the addresses and our DHCID if nobody uses the name.
+/// RFC 4703's first try at adding a name: add the addresses and our DHCID if nobody uses the name.
 pub fn forward_add(
     zone: &Name,
     fqdn: &Name,
@@ -127,7 +130,7 @@ pub fn forward_add(
     message
 }
 
-/// RFC 4703 5.3.2: the name is in use; if its DHCID is ours, its address records become
+/// RFC 4703's second try, when the name is in use: if its DHCID is ours, its address records become
 /// `addresses` (both A and AAAA sets are replaced: a registration lists all of a name's
 /// addresses).
 pub fn forward_replace(
@@ -147,7 +150,7 @@ pub fn forward_replace(
     message
 }
 
-/// RFC 4703 5.5, first step: if the DHCID is ours, delete our address records (`addresses`,
+/// RFC 4703's removal, first step: if the DHCID is ours, delete our address records (`addresses`,
 /// or every A and AAAA record of the name when it is empty).
 pub fn forward_remove(zone: &Name, fqdn: &Name, addresses: &[IpAddr], dhcid: &[u8]) -> Message {
     let mut message = update(zone);
@@ -163,7 +166,7 @@ pub fn forward_remove(zone: &Name, fqdn: &Name, addresses: &[IpAddr], dhcid: &[u
     message
 }
 
-/// RFC 4703 5.5, second step: delete our DHCID once the name has no address records left.
+/// RFC 4703's removal, second step: delete our DHCID once the name has no address records left.
 pub fn forward_remove_dhcid(zone: &Name, fqdn: &Name, dhcid: &[u8]) -> Message {
     let mut message = update(zone);
     message.add_pre_requisite(record_exists(dhcid_record(fqdn, 0, dhcid)));
@@ -203,13 +206,18 @@ pub fn reverse_remove(zone: &Name, ptr_name: &Name, fqdn: &Name) -> Message {
     message
 }
 
+/// A non-recursive query for `name`'s `rtype` records.
+pub fn query(name: &Name, rtype: RecordType) -> Message {
+    let mut message = Message::query();
+    message.metadata.recursion_desired = false;
+    message.add_query(Query::query(name.clone(), rtype));
+    message
+}
+
 /// A non-recursive `NAME SOA` query: an authoritative server answers with its zone's SOA (in the
 /// answer at the apex, else in the authority section).
 pub fn soa_query(name: &Name) -> Message {
-    let mut message = Message::query();
-    message.metadata.recursion_desired = false;
-    message.add_query(Query::query(name.clone(), RecordType::SOA));
-    message
+    query(name, RecordType::SOA)
 }
 
 /// The zone an authoritative answer to [`soa_query`] names, if it is one.
@@ -274,8 +282,9 @@ pub struct Answer {
 /// Sends `message` (signed with `key` if there is one) to `server` and waits until `deadline`
 /// for its answer: UDP first, TCP when the answer comes back truncated. Answers with another id,
 /// from elsewhere, or that do not parse are ignored until the deadline. A signed request's answer
-/// must carry a valid signature, except an error answer without one (servers send BADSIG,
-/// BADKEY and some refusals unsigned).
+/// must carry a valid signature, except a failure without one (servers send BADSIG and BADKEY
+/// unsigned): success and the prerequisite outcomes decide what lanyard does next, so they must
+/// be the server's, while a forged failure can only cause a reported error and a retry.
 pub fn exchange(
     server: SocketAddr,
     key: Option<&TsigKey>,
@@ -305,9 +314,8 @@ pub fn exchange(
         .ok_or_else(|| ExchangeError::BadAnswer("the answer does not parse".into()))?;
     let tsig_error = answer.signature().and_then(|s| s.data.error);
     if let Some(verifier) = verifier.as_mut() {
-        let unsigned_refusal = answer.metadata.response_code != ResponseCode::NoError
-            && answer.signature().is_none_or(|s| s.data.mac.is_empty());
-        if !unsigned_refusal {
+        let unsigned = answer.signature().is_none_or(|s| s.data.mac.is_empty());
+        if !(unsigned && is_failure(answer.metadata.response_code)) {
             verifier.verify(&bytes).map_err(|e| {
                 ExchangeError::BadAnswer(format!(
                     "the answer's TSIG signature does not verify: {e}"
@@ -316,6 +324,19 @@ pub fn exchange(
         }
     }
     Ok(Answer { message: answer, tsig_error })
+}
+
+/// RCODEs that end a call as an error; the others (NOERROR, NXDOMAIN and the prerequisite
+/// outcomes YXDOMAIN, YXRRSET, NXRRSET) are answers lanyard acts on.
+fn is_failure(code: ResponseCode) -> bool {
+    !matches!(
+        code,
+        ResponseCode::NoError
+            | ResponseCode::NXDomain
+            | ResponseCode::YXDomain
+            | ResponseCode::YXRRSet
+            | ResponseCode::NXRRSet
+    )
 }
 
 fn signer(key: &TsigKey) -> Result<TSigner, ExchangeError> {

@@ -15,7 +15,8 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;
 
-use super::lab::{wait_until, Netns, Server, TestDir};
+use super::dhcp::wait_for_file_log;
+use super::lab::{Netns, Server, TestDir};
 
 /// How long named or kea-dhcp-ddns may take to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,7 +88,6 @@ pub struct Bind {
     ns_name: String,
     /// From spawn until named logged "running", for the latest start.
     pub startup: Duration,
-    starts: u32,
 }
 
 impl Bind {
@@ -145,7 +145,6 @@ impl Bind {
             config,
             ns_name: ns.name.clone(),
             startup: Duration::ZERO,
-            starts: 0,
         };
         bind.spawn(ns);
         bind
@@ -153,32 +152,15 @@ impl Bind {
 
     fn spawn(&mut self, ns: &Netns) {
         assert_eq!(ns.name, self.ns_name, "restart named in the namespace it was started in");
-        self.starts += 1;
         let mut command = ns.command("named");
         // -g: foreground, log to stderr; -c: our config (its path names the test's directory,
         // which lets a sweep find a leftover named).
         command.arg("-g").arg("-c").arg(&self.config);
         let started = Instant::now();
         let mut server = Server::spawn(command, "named");
-        let mut exited = false;
-        let ready = wait_until(READY_TIMEOUT, || {
-            // named logs "<date> <time> running" once every zone is loaded and it listens.
-            if server.log().lines().any(|l| l.ends_with(" running")) {
-                return true;
-            }
-            exited = !server.is_running();
-            exited
-        });
-        if !ready || exited {
-            panic!(
-                "named in {} {} (start {}):\n{}\n--- named.conf:\n{}",
-                self.ns_name,
-                if exited { "exited before it was running" } else { "not running in time" },
-                self.starts,
-                server.log(),
-                fs::read_to_string(&self.config).unwrap_or_default()
-            );
-        }
+        // named logs "<date> <time> running" once every zone is loaded and it listens (and
+        // "running as: named ..." when it starts, which the line end tells apart).
+        server.wait_for_log(" running\n", READY_TIMEOUT);
         self.startup = started.elapsed();
         self.server = Some(server);
     }
@@ -315,24 +297,7 @@ impl KeaDdns {
         let mut command = ns.command("kea-dhcp-ddns");
         command.arg("-c").arg(&path).env("KEA_PIDFILE_DIR", &run).env("KEA_LOCKFILE_DIR", &run);
         let mut server = Server::spawn(command, "kea-dhcp-ddns");
-        let mut exited = false;
-        let read = |log: &PathBuf| fs::read_to_string(log).unwrap_or_default();
-        let ready = wait_until(READY_TIMEOUT, || {
-            if read(&log).contains("DHCP_DDNS_STARTED") {
-                return true;
-            }
-            exited = !server.is_running();
-            exited
-        });
-        if !ready || exited {
-            panic!(
-                "kea-dhcp-ddns in {} {}:\n{}\n--- its stdout/stderr:\n{}",
-                ns.name,
-                if exited { "exited before DHCP_DDNS_STARTED" } else { "not started in time" },
-                read(&log),
-                server.log()
-            );
-        }
+        wait_for_file_log(&mut server, &log, "DHCP_DDNS_STARTED", READY_TIMEOUT);
         KeaDdns { server, port, log }
     }
 

@@ -55,7 +55,7 @@ fn read_lossy(path: &Path) -> String {
 
 /// Waits (bounded) until the file `log` contains `needle`; panics with the log and the server's
 /// own output if the server exits first or time runs out.
-fn wait_for_file_log(server: &mut Server, log: &Path, needle: &str, timeout: Duration) {
+pub fn wait_for_file_log(server: &mut Server, log: &Path, needle: &str, timeout: Duration) {
     let mut exited = false;
     wait_until(timeout, || {
         if read_lossy(log).contains(needle) {
