@@ -473,12 +473,9 @@ impl Worker {
                 return Ok(());
             }
             // Renamed: the old name goes first (the new one may be refused; the old one
-            // would then stay behind with no attachment asking for it). Readdressed with PTR
-            // records: the old ones go too (a register replaces A and AAAA records, but writes
-            // PTRs only for the addresses it is given); the name is missing meanwhile, for the
-            // length of one update.
-            let readdressed = self.server.reverse && kept.addresses != registration.addresses;
-            if kept.fqdn != registration.fqdn || readdressed {
+            // would then stay behind with no attachment asking for it). Readdressed, the
+            // register itself replaces the addresses and removes the PTRs of those that went.
+            if kept.fqdn != registration.fqdn {
                 self.unregister(key)?;
             }
         }
