@@ -134,6 +134,12 @@ pub fn declarations(facts: &ContainerFacts, config: &Config) -> Declarations {
             continue;
         }
         if request.dns.name.is_none() && !request.dns.off {
+            if let Some(Err(e)) = dns_name.map(|name| crate::config::check_dns_name_template(name))
+            {
+                let error = Error::usage(format!("label {DNS_LABEL}: {}", e.message()));
+                result.refused.push(Refusal { source, error });
+                continue;
+            }
             request.dns.name = dns_name.cloned();
         }
         result.wanted.push(Declaration { source, text, request, host_route });
@@ -562,6 +568,17 @@ addressing = "dhcp"
             [choice(Some("shop-web"), false), choice(Some("other"), false), choice(None, true)]
         );
         assert!(wanted(label("br0 dhcp")).request.dns.name.is_none(), "no label, no name");
+        // A name that can never render is refused before anything is wired.
+        let error = refused(label("br0 dhcp --dns-name {nope}"), ErrorKind::Usage);
+        assert!(error.contains("--dns-name \"{nope}\"") && error.contains("unknown"), "{error}");
+        let error = refused(label("br0 dhcp --dns-name x --no-dns-update"), ErrorKind::Usage);
+        assert!(error.contains("--no-dns-update"), "{error}");
+        let found = declarations(
+            &facts(&[("lanyard.net", "br0 dhcp"), (DNS_LABEL, "{nope}")], &[]),
+            &sample_config(),
+        );
+        assert!(found.wanted.is_empty());
+        assert!(found.refused[0].error.to_string().contains("label lanyard.dns"), "{found:?}");
     }
 
     #[test]

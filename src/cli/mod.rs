@@ -534,6 +534,11 @@ pub fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
     request.no_create = args.no_create;
     request.host_route = args.host_route;
     request.probe = args.probe.map(Duration::from_millis);
+    if let Some(name) = &args.dns_name {
+        // Checked now as the config's template is, not first by the daemon after the attach.
+        crate::config::check_dns_name_template(name)
+            .map_err(|e| Error::usage(format!("--dns-name {name:?}: {}", e.message())))?;
+    }
     request.dns = crate::state::DnsChoice { name: args.dns_name.clone(), off: args.no_dns_update };
     request.validate()?;
     Ok(request)
