@@ -76,6 +76,15 @@ impl World {
         wait_until(limit, &mut check).then(|| start.elapsed())
     }
 
+    /// A neighbour on br0, plugged and forwarding before Kea starts: Kea skips an interface that
+    /// is not running, and a bridge without a port has no carrier (as `support::dhcp::kea_lan`).
+    fn neighbour(&self) -> support::lab::Netns {
+        let neighbour = self.lan.guest("neighbour");
+        self.lan.plug(&neighbour, "neighbour0", "eth0");
+        assert!(self.lan.wait_forwarding("neighbour0", Duration::from_secs(3)));
+        neighbour
+    }
+
     fn status(&self, config: &std::path::Path) -> serde_json::Value {
         let out = self.lanyard(config, &["status", "--json"]);
         serde_json::from_str(&cli::ok(out)).expect("status --json")
@@ -276,9 +285,7 @@ fn kea_for(world: &World, mut config: KeaConfig, ddns: bool) -> (Kea, Option<Kea
 #[test]
 fn kea_registers_a_dhcp_attachment_by_option_12_or_81_and_removes_it_at_release() {
     let world = World::new(65, "dns-kea", BindZone::updatable(ZONE));
-    let neighbour = world.lan.guest("neighbour");
-    world.lan.plug(&neighbour, "neighbour0", "eth0");
-    assert!(world.lan.wait_forwarding("neighbour0", Duration::from_secs(3)));
+    let _neighbour = world.neighbour();
     let (_kea, d2) = kea_for(&world, KeaConfig::timed(65, 60, 20, 40), true);
     let d2 = d2.expect("D2");
     // No [dns_update]: the server registers, from option 12 (plain hostname) or option 81 with
@@ -318,9 +325,7 @@ fn kea_registers_a_dhcp_attachment_by_option_12_or_81_and_removes_it_at_release(
 #[test]
 fn lanyards_own_updates_follow_a_short_lease_through_renewals_and_end_with_it() {
     let world = World::new(66, "dns-lease", BindZone::updatable(ZONE));
-    let neighbour = world.lan.guest("neighbour");
-    world.lan.plug(&neighbour, "neighbour0", "eth0");
-    assert!(world.lan.wait_forwarding("neighbour0", Duration::from_secs(3)));
+    let _neighbour = world.neighbour();
     // Kea's own DDNS is on too: lanyard's option 81 with N must keep it out.
     let (mut kea, d2) = kea_for(&world, KeaConfig::timed(66, 6, 2, 4), true);
     let d2 = d2.expect("D2");
@@ -361,9 +366,7 @@ fn lanyards_own_updates_follow_a_short_lease_through_renewals_and_end_with_it() 
 #[test]
 fn a_lease_that_comes_back_with_another_address_moves_its_name_along() {
     let world = World::new(67, "dns-moved", BindZone::updatable(ZONE));
-    let neighbour = world.lan.guest("neighbour");
-    world.lan.plug(&neighbour, "neighbour0", "eth0");
-    assert!(world.lan.wait_forwarding("neighbour0", Duration::from_secs(3)));
+    let _neighbour = world.neighbour();
     let mut first = KeaConfig::timed(67, 6, 2, 4);
     first.pool = ("198.18.67.150".parse().unwrap(), "198.18.67.199".parse().unwrap());
     let (mut kea, _) = kea_for(&world, first, false);
