@@ -38,7 +38,32 @@ pub struct Config {
     pub docker_plugin: Option<String>,
     /// Named networks, by name.
     pub networks: BTreeMap<String, Network>,
+    /// `[dns_update]`: the daemon registers attachments' addresses itself (RFC 2136).
+    pub dns_update: Option<DnsUpdate>,
 }
+
+/// `[dns_update]`: where and how the daemon registers each attachment's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsUpdate {
+    /// The primary server of `zone` (port 53 when the value has none).
+    pub server: std::net::SocketAddr,
+    /// Lower case, without the final dot.
+    pub zone: String,
+    /// The label template (`{container}` by default; see [`crate::dns::render_label`]).
+    pub name: String,
+    /// BIND's `tsig-keygen` format; read and checked when the config is loaded.
+    pub tsig_key_file: Option<PathBuf>,
+    /// PTR records in the matching reverse zone too.
+    pub reverse: bool,
+    pub ttl: u32,
+}
+
+/// `name` when `[dns_update]` gives none.
+pub const DEFAULT_DNS_NAME: &str = "{container}";
+/// `ttl` when `[dns_update]` gives none: short, since a container's address can change soon.
+pub const DEFAULT_DNS_TTL: u32 = 60;
+/// Largest `ttl`: a day; a record outliving its container longer than that helps no one.
+const MAX_DNS_TTL: u32 = 86_400;
 
 /// The environment variable that overrides `docker_plugin` (see [`Config::load`]).
 pub const DOCKER_PLUGIN_ENV: &str = "LANYARD_DOCKER_PLUGIN";
@@ -61,6 +86,7 @@ impl Default for Config {
             metrics: None,
             docker_plugin: Some(DEFAULT_DOCKER_PLUGIN.to_string()),
             networks: BTreeMap::new(),
+            dns_update: None,
         }
     }
 }
@@ -385,7 +411,12 @@ impl Config {
                 None => Some(value.into_inner()),
             },
         };
+        let dns_update = match raw.dns_update {
+            None => None,
+            Some(table) => Some(parse_dns_update(table, path, &refuse)?),
+        };
         Ok(Config {
+            dns_update,
             source: Some(path.to_path_buf()),
             state_dir,
             allowed_host_interfaces,
@@ -408,6 +439,106 @@ impl Config {
     /// The network called `name`, if the config defines one.
     pub fn network(&self, name: &str) -> Option<&Network> {
         self.networks.get(name)
+    }
+}
+
+/// `[dns_update]`, checked whole: the key file is read now, so a daemon never starts with a
+/// key it cannot use.
+fn parse_dns_update(
+    table: Spanned<RawDnsUpdate>,
+    path: &Path,
+    refuse: &dyn Fn(usize, &str) -> Error,
+) -> Result<DnsUpdate> {
+    let table_at = table.span().start;
+    let raw = table.into_inner();
+    let server = raw.server.ok_or_else(|| {
+        refuse(table_at, "dns_update: server is missing; add server = \"ADDRESS:53\"")
+    })?;
+    let server_at = server.span().start;
+    let server_text = server.into_inner();
+    let server = server_text
+        .parse::<std::net::SocketAddr>()
+        .or_else(|_| server_text.parse::<IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+        .map_err(|_| {
+            refuse(
+                server_at,
+                &format!(
+                    "dns_update: server {server_text:?} is not an IP address (with an optional \
+                     port), e.g. \"198.18.0.53:53\"; give the zone's primary by address"
+                ),
+            )
+        })?;
+    let zone = raw.zone.ok_or_else(|| {
+        refuse(table_at, "dns_update: zone is missing; add zone = \"ZONE\" (e.g. \"app.lan\")")
+    })?;
+    let zone_at = zone.span().start;
+    let zone_text = zone.into_inner().trim_end_matches('.').to_ascii_lowercase();
+    if zone_text.is_empty() || !crate::dhcp::valid_domain(&zone_text) {
+        return Err(refuse(
+            zone_at,
+            &format!(
+                "dns_update: zone {zone_text:?} is not a domain name; give one such as \"app.lan\""
+            ),
+        ));
+    }
+    let name = match raw.name {
+        None => DEFAULT_DNS_NAME.to_string(),
+        Some(name) => {
+            let at = name.span().start;
+            let name = name.into_inner();
+            check_dns_name_template(&name)
+                .map_err(|e| refuse(at, &format!("dns_update: name {name:?}: {}", e.message())))?;
+            name
+        }
+    };
+    let tsig_key_file = match raw.tsig_key_file {
+        None => None,
+        Some(file) => {
+            let at = file.span().start;
+            let file = PathBuf::from(file.into_inner());
+            // Relative to the config file, as a person reading it would take it.
+            let file = match path.parent() {
+                Some(dir) if file.is_relative() => dir.join(file),
+                _ => file,
+            };
+            crate::dns::TsigKey::from_file(&file).map_err(|e| {
+                refuse(
+                    at,
+                    &format!("dns_update: tsig_key_file {}: {}", file.display(), e.message()),
+                )
+            })?;
+            Some(file)
+        }
+    };
+    let ttl = match raw.ttl {
+        None => DEFAULT_DNS_TTL,
+        Some(ttl) if (1..=MAX_DNS_TTL).contains(ttl.get_ref()) => ttl.into_inner(),
+        Some(ttl) => {
+            return Err(refuse(
+                ttl.span().start,
+                &format!(
+                    "dns_update: ttl {} is out of range; give 1 to {MAX_DNS_TTL} seconds",
+                    ttl.get_ref()
+                ),
+            ))
+        }
+    };
+    Ok(DnsUpdate { server, zone: zone_text, name, tsig_key_file, reverse: raw.reverse, ttl })
+}
+
+/// Whether `template` renders to a label for some guest: every `{...}` is a known variable.
+pub fn check_dns_name_template(template: &str) -> Result<()> {
+    crate::dns::render_label(template, &sample_name_vars()).map(|_| ())
+}
+
+/// Values for checking a template: each variable non-empty, as any real guest has them.
+fn sample_name_vars() -> crate::dns::NameVars {
+    crate::dns::NameVars {
+        container: "web".into(),
+        container_id: "4f1e2d3c4b5a".into(),
+        ifname: "eth1".into(),
+        network: "lan".into(),
+        host: "host".into(),
     }
 }
 
@@ -443,6 +574,19 @@ struct RawConfig {
     docker_plugin: Option<Spanned<String>>,
     #[serde(default)]
     network: BTreeMap<Spanned<String>, Spanned<RawNetwork>>,
+    dns_update: Option<Spanned<RawDnsUpdate>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnsUpdate {
+    server: Option<Spanned<String>>,
+    zone: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
+    tsig_key_file: Option<Spanned<String>>,
+    #[serde(default)]
+    reverse: bool,
+    ttl: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -557,6 +701,83 @@ gateway = "198.18.8.1"
         assert_eq!(over(Some("other")).unwrap().docker_plugin.as_deref(), Some("other"));
         let err = over(Some("a/b")).unwrap_err();
         assert!(err.kind() == ErrorKind::Usage && err.to_string().contains(DOCKER_PLUGIN_ENV));
+    }
+
+    /// A directory of this test run's own, removed when dropped.
+    struct TestDir(PathBuf);
+
+    impl TestDir {
+        fn new(name: &str) -> TestDir {
+            let dir = std::env::temp_dir()
+                .join(format!("lanyard-config-test-{}-{name}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            TestDir(dir)
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn dns_update_is_read_with_defaults_and_its_key_file_checked() {
+        let dir = TestDir::new("dns-update-read");
+        let key = dir.0.join("ddns.key");
+        std::fs::write(
+            &key,
+            "key \"ddns\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0\";\n};\n",
+        )
+        .unwrap();
+        let config_path = dir.0.join("lanyard.toml");
+        let text = "[dns_update]\nserver = \"198.18.0.53:5353\"\nzone = \"App.LAN.\"\nname = \"{container}-{ifname}\"\ntsig_key_file = \"ddns.key\"\nreverse = true\nttl = 30\n";
+        let dns = Config::parse(text, &config_path).unwrap().dns_update.unwrap();
+        assert_eq!(
+            dns,
+            DnsUpdate {
+                server: "198.18.0.53:5353".parse().unwrap(),
+                zone: "app.lan".into(),
+                name: "{container}-{ifname}".into(),
+                tsig_key_file: Some(key.clone()),
+                reverse: true,
+                ttl: 30,
+            }
+        );
+        let plain = parse("[dns_update]\nserver = \"198.18.0.53\"\nzone = \"app.lan\"\n").unwrap();
+        let plain = plain.dns_update.unwrap();
+        assert_eq!(plain.server, "198.18.0.53:53".parse().unwrap());
+        assert_eq!((plain.name.as_str(), plain.ttl, plain.reverse), ("{container}", 60, false));
+        assert_eq!(plain.tsig_key_file, None);
+        assert_eq!(parse("").unwrap().dns_update, None);
+    }
+
+    #[test]
+    fn a_bad_dns_update_is_refused_with_its_line() {
+        let table = |body: &str| format!("state_dir = \"/x\"\n[dns_update]\n{body}");
+        refused(&table("zone = \"app.lan\"\n"), 2, "server is missing");
+        refused(&table("server = \"198.18.0.53\"\n"), 2, "zone is missing");
+        refused(&table("server = \"ns1\"\nzone = \"a\"\n"), 3, "not an IP address");
+        refused(&table("server = \"198.18.0.53\"\nzone = \"a b\"\n"), 4, "not a domain name");
+        let ok = "server = \"198.18.0.53\"\nzone = \"app.lan\"\n";
+        refused(&table(&format!("{ok}name = \"{{nope}}\"\n")), 5, "dns_update: name");
+        refused(&table(&format!("{ok}ttl = 0\n")), 5, "ttl 0 is out of range");
+        refused(&table(&format!("{ok}ttl = 86401\n")), 5, "out of range");
+        refused(
+            &table(&format!("{ok}tsig_key_file = \"/nonexistent/k.key\"\n")),
+            5,
+            "tsig_key_file /nonexistent/k.key",
+        );
+        refused(&table(&format!("{ok}secret = \"x\"\n")), 5, "secret");
+        // A key file that is not one: the key file's own complaint, on the config's line.
+        let dir = TestDir::new("dns-update-bad");
+        let bad = dir.0.join("bad.key");
+        std::fs::write(&bad, "not a key\n").unwrap();
+        refused(
+            &table(&format!("{ok}tsig_key_file = \"{}\"\n", bad.display())),
+            5,
+            &format!("tsig_key_file {}", bad.display()),
+        );
     }
 
     #[test]

@@ -19,6 +19,9 @@ use crate::guest::GuestSpec;
 pub const LABEL: &str = "lanyard.net";
 /// Any environment variable whose name contains this is a docker-pipework command line.
 pub const PIPEWORK_CMD: &str = "pipework_cmd";
+/// `lanyard.dns=NAME`: the DNS name of every interface the container declares (as
+/// `--dns-name NAME`, which a declaration's own words override).
+pub const DNS_LABEL: &str = "lanyard.dns";
 /// docker-pipework's per-container wish for host routes (either spelling).
 pub const HOST_ROUTE_ENV: [&str; 2] = ["pipework_host_route", "pipework_host_routes"];
 /// The key a container carries when the config sets `pipework_key`.
@@ -111,8 +114,9 @@ pub fn declarations(facts: &ContainerFacts, config: &Config) -> Declarations {
         }
         return result;
     }
+    let dns_name = facts.labels.get(DNS_LABEL);
     for (source, text, request) in parsed {
-        let request = match request {
+        let mut request = match request {
             Ok(request) => request,
             Err(error) => {
                 result.refused.push(Refusal { source, error });
@@ -128,6 +132,15 @@ pub fn declarations(facts: &ContainerFacts, config: &Config) -> Declarations {
             ));
             result.refused.push(Refusal { source, error });
             continue;
+        }
+        if request.dns.name.is_none() && !request.dns.off {
+            if let Some(Err(e)) = dns_name.map(|name| crate::config::check_dns_name_template(name))
+            {
+                let error = Error::usage(format!("label {DNS_LABEL}: {}", e.message()));
+                result.refused.push(Refusal { source, error });
+                continue;
+            }
+            request.dns.name = dns_name.cloned();
         }
         result.wanted.push(Declaration { source, text, request, host_route });
     }
@@ -529,6 +542,43 @@ addressing = "dhcp"
 
     fn addresses(request: &AttachRequest) -> Vec<String> {
         request.addresses.iter().map(AddressSpec::to_string).collect()
+    }
+
+    #[test]
+    fn the_dns_label_names_every_interface_unless_its_own_words_say_otherwise() {
+        let found = declarations(
+            &facts(
+                &[
+                    ("lanyard.net", "br0 dhcp"),
+                    ("lanyard.net.b", "br0 dhcp -i eth2 --dns-name other"),
+                    ("lanyard.net.c", "br0 dhcp -i eth3 --no-dns-update"),
+                    (DNS_LABEL, "shop-web"),
+                ],
+                &[],
+            ),
+            &sample_config(),
+        );
+        let choices: Vec<_> = found.wanted.iter().map(|d| d.request.dns.clone()).collect();
+        let choice = |name: Option<&str>, off| crate::state::DnsChoice {
+            name: name.map(str::to_string),
+            off,
+        };
+        assert_eq!(
+            choices,
+            [choice(Some("shop-web"), false), choice(Some("other"), false), choice(None, true)]
+        );
+        assert!(wanted(label("br0 dhcp")).request.dns.name.is_none(), "no label, no name");
+        // A name that can never render is refused before anything is wired.
+        let error = refused(label("br0 dhcp --dns-name {nope}"), ErrorKind::Usage);
+        assert!(error.contains("--dns-name \"{nope}\"") && error.contains("unknown"), "{error}");
+        let error = refused(label("br0 dhcp --dns-name x --no-dns-update"), ErrorKind::Usage);
+        assert!(error.contains("--no-dns-update"), "{error}");
+        let found = declarations(
+            &facts(&[("lanyard.net", "br0 dhcp"), (DNS_LABEL, "{nope}")], &[]),
+            &sample_config(),
+        );
+        assert!(found.wanted.is_empty());
+        assert!(found.refused[0].error.to_string().contains("label lanyard.dns"), "{found:?}");
     }
 
     #[test]

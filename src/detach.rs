@@ -140,6 +140,7 @@ fn detach_record(
         } else {
             None
         };
+    crate::daemon::dns::take_back(host, record);
     if record.dhcp.is_some() {
         // A daemon that cannot be reached must not keep the interface from going away: the
         // server then simply lets the lease run out.

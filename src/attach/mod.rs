@@ -69,6 +69,8 @@ pub struct AttachRequest {
     /// macvlan shim on the same parent (see [`crate::host_routes`]). With `dhcp` it is only
     /// recorded: the daemon adds the route when the lease binds.
     pub host_route: bool,
+    /// `--dns-name` / `--no-dns-update`: recorded for the daemon's DNS updates.
+    pub dns: crate::state::DnsChoice,
     pub fail_at: Option<FailPoint>,
     /// Test hook: the rollback's link deletion fails (the link really stays), to prove that an
     /// incomplete rollback is reported.
@@ -112,6 +114,7 @@ impl AttachRequest {
             dhcp_wait: DhcpWait::default(),
             declared: None,
             host_route: false,
+            dns: Default::default(),
             fail_at: None,
             fail_undo: false,
         }

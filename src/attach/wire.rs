@@ -170,6 +170,7 @@ pub(super) fn wire(
         }),
         declared: request.declared.clone(),
         host_route: request.host_route,
+        dns: request.dns.clone(),
     };
     host.state.save(&record)?;
     rollback.steps.push(Undo::RemoveRecord(Box::new(record.clone())));

@@ -210,6 +210,14 @@ pub struct AttachArgs {
     /// With `dhcp`: hand the interface to the daemon and return at once.
     #[arg(long)]
     pub no_wait: bool,
+    /// With `[dns_update]` in the config: register this label (in the config's zone) instead
+    /// of the config's `name` template; `{container}` etc. may appear in it too.
+    #[arg(long, value_name = "NAME")]
+    pub dns_name: Option<String>,
+    /// Never register this attachment in DNS (with `dhcp`, the DHCP server may still do it:
+    /// see --hostname).
+    #[arg(long, conflicts_with = "dns_name")]
+    pub no_dns_update: bool,
 }
 
 /// What every command runs with: the global options resolved against the config file.
@@ -422,6 +430,10 @@ fn run_attach(settings: &Settings, request: &AttachRequest) -> Result<()> {
     let host = host_from(settings)?;
     let attached = attach(&host, request)?;
     print_attached(&attached);
+    if let Some(warning) = crate::daemon::dns::hand_over(&host, &settings.config, &attached.record)
+    {
+        eprintln!("lanyard: warning: {warning}");
+    }
     match &attached.lease {
         Some(lease) => match lease["Address"].as_str() {
             Some(address) => {
@@ -522,6 +534,12 @@ pub fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
     request.no_create = args.no_create;
     request.host_route = args.host_route;
     request.probe = args.probe.map(Duration::from_millis);
+    if let Some(name) = &args.dns_name {
+        // Checked now as the config's template is, not first by the daemon after the attach.
+        crate::config::check_dns_name_template(name)
+            .map_err(|e| Error::usage(format!("--dns-name {name:?}: {}", e.message())))?;
+    }
+    request.dns = crate::state::DnsChoice { name: args.dns_name.clone(), off: args.no_dns_update };
     request.validate()?;
     Ok(request)
 }
@@ -595,6 +613,7 @@ fn print_status(settings: &Settings, json: bool) -> Result<()> {
             );
             print_docker_status(&data["Docker"]);
             print_plugin_status(&data["DockerPlugin"]);
+            print_dns_status(&data["Dns"]);
         }
     }
     Ok(())
@@ -659,6 +678,27 @@ fn config_warnings(config: &crate::config::Config) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// The daemon's DNS updates: where, how many names, what waits and why.
+fn print_dns_status(dns: &serde_json::Value) {
+    if dns.is_null() {
+        println!("dns updates: off (no [dns_update] in the daemon's config)");
+        return;
+    }
+    println!(
+        "dns updates: zone {} on {}: {} name(s) registered, {} update(s) pending",
+        dns["Zone"].as_str().unwrap_or("?"),
+        dns["Server"].as_str().unwrap_or("?"),
+        dns["Registered"],
+        dns["Pending"],
+    );
+    for (record, error) in dns["Failing"].as_object().into_iter().flatten() {
+        println!("  failing: {record}: {}", error.as_str().unwrap_or(""));
+    }
+    if let Some(error) = dns["LastError"].as_str() {
+        println!("  last error: {error}");
+    }
 }
 
 /// The daemon's Docker side: the connection, then each container with declarations.

@@ -43,6 +43,15 @@ pub enum Request {
         record: String,
     },
     Leases,
+    /// Register a static attachment's addresses in DNS (config `[dns_update]`); answered
+    /// once queued, never after the update.
+    DnsRegister {
+        record: String,
+    },
+    /// Remove what a detached static attachment registered in DNS (queued likewise).
+    DnsUnregister {
+        record: String,
+    },
     /// How the daemon is: pid, uptime, the config in force, leases by state.
     Status,
 }

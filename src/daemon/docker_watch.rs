@@ -569,6 +569,12 @@ impl Wirer {
                             request.host_interface, declaration.source
                         ));
                         announce(&self.host, &attached);
+                        let record = &attached.record;
+                        if let Some(warning) =
+                            super::dns::hand_over(&self.host, &self.config, record)
+                        {
+                            log(format_args!("container {name}: {warning}"));
+                        }
                     }
                     interfaces.push(InterfaceStatus {
                         source: declaration.source.clone(),

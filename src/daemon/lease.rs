@@ -45,9 +45,15 @@ pub(super) fn client_id_bytes(text: &str) -> Vec<u8> {
     bytes
 }
 
-pub(super) fn client_config(record: &Record, requested: Option<Ipv4Addr>) -> ClientConfig {
+/// `lanyard_updates_dns`: lanyard registers the name itself, so the server is asked not to.
+pub(super) fn client_config(
+    record: &Record,
+    requested: Option<Ipv4Addr>,
+    lanyard_updates_dns: bool,
+) -> ClientConfig {
     let settings = record.dhcp.clone().unwrap_or_default();
     let mut config = ClientConfig::new(record.mac.0, client_id_bytes(&settings.client_id));
+    config.server_must_not_update_dns = lanyard_updates_dns;
     match settings.hostname {
         Some(name) if settings.fqdn || name.contains('.') => config.fqdn = Some(name),
         Some(name) => config.hostname = Some(name),
@@ -120,7 +126,7 @@ impl Daemon {
         stored: &StoredLease,
         alive: bool,
     ) -> Result<Client> {
-        let config = client_config(record, stored.last_address);
+        let config = client_config(record, stored.last_address, self.lanyard_updates_dns(record));
         let seed = random_seed()?;
         match &stored.lease {
             Some(lease) if alive => Client::resume(config.clone(), lease.clone(), self.now(), seed)
@@ -450,6 +456,7 @@ impl Daemon {
                                 slot.resolving = Some(self.attempts);
                                 self.reacher.write_resolv(key.to_string(), self.attempts, resolv);
                                 self.writer.save(&slot.stored, Vec::new());
+                                self.dns_lease_bound(key);
                                 continue;
                             }
                             Response::ok(lease_view(slot))
@@ -464,9 +471,12 @@ impl Daemon {
                     // Those waiting hear of the lease once it is on disk.
                     let after = answers_after_write(slot, &response);
                     self.writer.save(&slot.stored, after);
+                    self.dns_lease_bound(key);
                 }
                 Action::Deconfigure { lease, reason } => {
                     log(format_args!("{key}: lost {} ({reason:?})", lease.address));
+                    self.dns_gone(key);
+                    let Some(slot) = self.slots.get_mut(key) else { return };
                     if let Err(e) = deconfigure(slot, &lease) {
                         log(format_args!("{key}: deconfigure {}: {e}", lease.address));
                     }
@@ -581,6 +591,7 @@ impl Daemon {
         if self.slots.get(record_file).is_some_and(|slot| slot.live.is_some()) {
             self.drive(record_file, Event::Release);
         }
+        self.dns_gone(record_file);
         let restored = match self.slots.remove(record_file) {
             Some(mut slot) => {
                 if let Some(held) = &slot.stored.lease {
@@ -605,6 +616,7 @@ impl Daemon {
             Some(slot) => self.lease_end(&slot.stored),
             None => return,
         };
+        self.dns_gone(key);
         let Some(slot) = self.slots.get_mut(key) else { return };
         let live = slot.live.take();
         slot.retry_at = None;
@@ -661,6 +673,7 @@ impl Daemon {
 
     /// Drop a lease and its record: no record outlives its lease.
     pub(super) fn forget(&mut self, key: &str, record: &Record) {
+        self.dns_gone(key);
         if let Some(held) = self.slots.get(key).and_then(|slot| slot.stored.lease.as_ref()) {
             queue_host_route(&self.reacher, key, record, held.address, false);
         }

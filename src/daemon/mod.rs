@@ -11,6 +11,7 @@
 //! thread ([`store::Writer`]).
 
 pub mod control;
+pub mod dns;
 pub mod docker_watch;
 mod guest_config;
 mod lease;
@@ -138,6 +139,8 @@ pub struct Daemon {
     plugin: Option<crate::plugin::Served>,
     /// Why the plugin is not served (for `lanyard status`), when it failed to start.
     plugin_error: Option<String>,
+    /// Sends lanyard's own DNS updates (config `[dns_update]`), off the loop.
+    dns: Option<dns::DnsUpdater>,
     /// Declared before the lock: everything queued is on disk before another daemon may start.
     writer: store::Writer,
     _lock: crate::state::StateLock,
@@ -219,6 +222,7 @@ impl Daemon {
             attempts: 0,
             plugin: None,
             plugin_error: None,
+            dns: None,
             writer,
             _lock: lock,
         };
@@ -227,6 +231,13 @@ impl Daemon {
         watch_fd(&daemon.epoll, &mut daemon.owners, daemon.reacher.wake_fd(), Owner::Finished)?;
         if let Some(netns_watch) = &daemon.netns_watch {
             watch_fd(&daemon.epoll, &mut daemon.owners, netns_watch.as_fd(), Owner::NetnsWatch)?;
+        }
+        if let Some(settings) = daemon.config.dns_update.clone() {
+            // Not fatal: the leases do not need DNS; the log says why names are not updated.
+            match dns::DnsUpdater::start(&daemon.host, &settings, &daemon.state_dir) {
+                Ok(updater) => daemon.dns = Some(updater),
+                Err(e) => log(format_args!("no DNS updates: {e}")),
+            }
         }
         daemon.resume_all();
         if let Some(name) = daemon.config.docker_plugin.clone() {
@@ -290,6 +301,9 @@ impl Daemon {
                 }
                 if let Some(docker) = &self.docker {
                     docker.reload(config.clone());
+                }
+                if config.dns_update != self.config.dns_update {
+                    log("SIGHUP: [dns_update] changed; it takes effect when the daemon restarts");
                 }
                 self.config = config;
             }

@@ -216,7 +216,11 @@ impl Daemon {
                 return;
             }
         };
-        if let Request::Acquire { record, .. } | Request::Release { record } = &request {
+        if let Request::Acquire { record, .. }
+        | Request::Release { record }
+        | Request::DnsRegister { record }
+        | Request::DnsUnregister { record } = &request
+        {
             if let Err(e) = control::check_record_name(record) {
                 reply(stream, &Response::error(&e));
                 return;
@@ -286,6 +290,7 @@ impl Daemon {
                         "GuestsAlive": alive,
                         "Docker": docker,
                         "DockerPlugin": plugin,
+                        "Dns": self.dns.as_ref().map(|dns| dns.status_json()),
                     })),
                 );
             }
@@ -293,6 +298,8 @@ impl Daemon {
                 self.acquire(&record, pid, Pending { stream, wait, timeout_ms })
             }
             Request::Release { record } => self.release(&record, stream),
+            Request::DnsRegister { record } => self.serve_dns(stream, &record, true),
+            Request::DnsUnregister { record } => self.serve_dns(stream, &record, false),
         }
     }
 }

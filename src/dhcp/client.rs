@@ -64,6 +64,10 @@ pub struct ClientConfig {
     pub hostname: Option<String>,
     /// Option 81 (RFC 4702). When set, option 12 is not sent at all (RFC 4702 §3.1).
     pub fqdn: Option<String>,
+    /// lanyard registers this interface in DNS itself (config `[dns_update]`): option 81 goes
+    /// with the N flag, so the server updates nothing and the two never fight over one name.
+    /// The name (FQDN or hostname) rides along in it, for the server's lease list only.
+    pub server_must_not_update_dns: bool,
     /// An address from an earlier lease: the client starts in INIT-REBOOT and asks for it.
     pub requested_address: Option<Ipv4Addr>,
     /// Ask the daemon for an ARP probe ([`Action::Probe`]) of an acknowledged address before
@@ -84,6 +88,7 @@ impl ClientConfig {
             client_id,
             hostname: None,
             fqdn: None,
+            server_must_not_update_dns: false,
             requested_address: None,
             probe: false,
             broadcast_flag: false,

@@ -34,3 +34,5 @@ pub use client::{
 };
 pub use lease::{Lease, Timers, INFINITE_LEASE, MAX_LEASE_SECS, MIN_LEASE_SECS};
 pub use options::Route;
+// A DNS name lanyard sends or registers (option 81, `[dns_update]` zone): one rule for both.
+pub(crate) use options::valid_domain;

@@ -91,14 +91,14 @@ pub(crate) fn build(config: &ClientConfig, out: &Outgoing) -> Option<Vec<u8>> {
         ));
         opts.insert(DhcpOption::MaxMessageSize(config.max_message_size));
         // RFC 4702 §3.1: a client that sends option 81 must not also send option 12.
-        if let Some(fqdn) = &config.fqdn {
-            let name = dhcproto::Name::from_ascii(fqdn).ok()?;
+        if config.server_must_not_update_dns {
+            // N: the server must not update DNS (S must then be 0, RFC 4702 §2.1). The name
+            // only informs the server; with none, an empty one (RFC 4702 §3.1 allows it).
+            let name = config.fqdn.as_deref().or(config.hostname.as_deref());
+            opts.insert(client_fqdn(FQDN_N | FQDN_E, name));
+        } else if let Some(fqdn) = &config.fqdn {
             // S: the server updates the A record; E: canonical wire encoding (RFC 4702 §2.1).
-            // RCODE1/2 are deprecated and SHOULD be 0 (§2.2); dhcproto's default is 255.
-            let flags = v4::fqdn::FqdnFlags::default().set_s(true).set_e(true);
-            let mut opt = v4::fqdn::ClientFQDN::new(flags, name);
-            opt.set_r1(0).set_r2(0);
-            opts.insert(DhcpOption::ClientFQDN(opt));
+            opts.insert(client_fqdn(FQDN_S | FQDN_E, Some(fqdn)));
         } else if let Some(host) = &config.hostname {
             opts.insert(DhcpOption::Hostname(host.clone()));
         }
@@ -336,6 +336,35 @@ pub(crate) fn lease_from_reply(reply: &Reply, acquired_unix_ms: u64) -> Lease {
     }
 }
 
+/// Option 81 flags (RFC 4702 §2.1): the server updates A (S), canonical wire encoding (E), the
+/// server must not update (N).
+const FQDN_S: u8 = 0x01;
+const FQDN_E: u8 = 0x04;
+const FQDN_N: u8 = 0x08;
+
+/// Option 81 with `flags` and `name` in canonical wire encoding (RFC 4702 §2.3.1). A dotted
+/// name is fully qualified (it ends with the root label); a single label is a partial name,
+/// sent without the root label so the server completes it with its own suffix (sent as
+/// `web.`, Kea takes it as complete and registers no `web.app.lan`); none is the empty name.
+/// RCODE1/2 are deprecated and SHOULD be 0 (§2.2). Encoded here because dhcproto always ends
+/// a name with the root label. The name was checked by [`ClientConfig::validate`].
+fn client_fqdn(flags: u8, name: Option<&str>) -> DhcpOption {
+    let mut data = vec![flags, 0, 0];
+    match name.map(|name| name.strip_suffix('.').unwrap_or(name)) {
+        Some(name) if !name.is_empty() => {
+            for label in name.split('.') {
+                data.push(label.len() as u8);
+                data.extend_from_slice(label.as_bytes());
+            }
+            if name.contains('.') {
+                data.push(0);
+            }
+        }
+        _ => data.push(0),
+    }
+    DhcpOption::Unknown(v4::UnknownOption::new(v4::OptionCode::ClientFQDN, data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +428,28 @@ mod tests {
         let fqdn = &opts[&81];
         assert_eq!(&fqdn[..3], &[0x05, 0, 0]); // flags S|E, RCODE1/2 = 0
         assert_eq!(&fqdn[3..], b"\x03web\x03lab\x07example\x00");
+
+        // A single label with --fqdn is a partial name (no root label): the server completes it.
+        let mut partial = config();
+        partial.fqdn = Some("web".into());
+        let opts = collect_options(&build(&partial, &out).unwrap()).unwrap();
+        assert_eq!(opts[&81], b"\x05\x00\x00\x03web");
+
+        // lanyard's own DNS updates: N|E, no S, and still no option 12, with either kind of name.
+        for (fqdn, hostname, wire) in [
+            (Some("web.lab.example"), None, &b"\x03web\x03lab\x07example\x00"[..]),
+            (None, Some("web"), &b"\x03web"[..]),
+            (None, None, &b"\x00"[..]),
+        ] {
+            let mut own = config();
+            own.fqdn = fqdn.map(str::to_string);
+            own.hostname = hostname.map(str::to_string);
+            own.server_must_not_update_dns = true;
+            let opts = collect_options(&build(&own, &out).unwrap()).unwrap();
+            assert!(!opts.contains_key(&12), "{hostname:?}");
+            assert_eq!(&opts[&81][..3], &[0x0c, 0, 0], "flags N|E for {fqdn:?} {hostname:?}");
+            assert_eq!(&opts[&81][3..], wire, "{fqdn:?} {hostname:?}");
+        }
 
         let out = Outgoing { kind: Kind::Release, ciaddr: Ipv4Addr::new(10, 0, 0, 5), ..out };
         let opts = collect_options(&build(&c, &out).unwrap()).unwrap();

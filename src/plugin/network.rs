@@ -478,6 +478,7 @@ pub(super) fn make_link(
         dhcp,
         declared: None,
         host_route: false,
+        dns: Default::default(),
     })
 }
 

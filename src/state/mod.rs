@@ -7,7 +7,7 @@ mod record;
 
 pub use index::Index;
 pub use record::{
-    slot_file_name, Declared, DhcpSettings, DriverKind, GuestRef, Record, RECORD_VERSION,
+    slot_file_name, Declared, DhcpSettings, DnsChoice, DriverKind, GuestRef, Record, RECORD_VERSION,
 };
 
 use std::fs::{self, File, OpenOptions};
@@ -318,6 +318,7 @@ mod tests {
             dhcp: None,
             declared: None,
             host_route: false,
+            dns: Default::default(),
         }
     }
 

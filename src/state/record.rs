@@ -207,6 +207,29 @@ pub struct Record {
     /// when false, so a record without host routes reads the same in any lanyard of format 2.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_route: bool,
+    /// This attachment's choices for lanyard's own DNS updates (config `[dns_update]`); left
+    /// out of the file when it has none, so such a record reads the same in any lanyard of
+    /// format 2.
+    #[serde(default, skip_serializing_if = "DnsChoice::is_default")]
+    pub dns: DnsChoice,
+}
+
+/// `--dns-name` / `--no-dns-update` (label `lanyard.dns`): whether and under which name the
+/// daemon registers this attachment's addresses when the config has `[dns_update]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsChoice {
+    /// The label to register instead of the config's `name` template (rendered as one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `--no-dns-update`: never registered by lanyard (a DHCP server may still register it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub off: bool,
+}
+
+impl DnsChoice {
+    fn is_default(&self) -> bool {
+        *self == DnsChoice::default()
+    }
 }
 
 /// Where an attachment's declaration came from and what it said: the daemon re-wires the

@@ -281,6 +281,9 @@ pub struct KeaConfig {
     /// Further `option-data` entries of the subnet, e.g.
     /// `json!({"name": "interface-mtu", "data": "1400"})`.
     pub options: Vec<serde_json::Value>,
+    /// More top-level `Dhcp4` entries (e.g. [`super::bind::KeaDdns::kea4_settings`]), added
+    /// as they are.
+    pub dhcp4_extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl KeaConfig {
@@ -304,6 +307,7 @@ impl KeaConfig {
             dns: vec![gw],
             domain: None,
             options: Vec::new(),
+            dhcp4_extra: serde_json::Map::new(),
         }
     }
 
@@ -321,7 +325,7 @@ impl KeaConfig {
             options.push(json!({"name": "domain-name", "data": domain}));
         }
         options.extend(self.options.iter().cloned());
-        json!({"Dhcp4": {
+        let mut dhcp4 = json!({
             "interfaces-config": {"interfaces": [iface], "dhcp-socket-type": "raw"},
             "lease-database": {
                 "type": "memfile", "persist": true, "lfc-interval": 0,
@@ -342,7 +346,11 @@ impl KeaConfig {
                 "output_options": [{"output": log.to_string_lossy(), "flush": true}],
                 "severity": "INFO",
             }],
-        }})
+        });
+        if let Some(object) = dhcp4.as_object_mut() {
+            object.extend(self.dhcp4_extra.clone());
+        }
+        json!({ "Dhcp4": dhcp4 })
     }
 }
 
