@@ -13,124 +13,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::cli::{self, record_and_lease_files};
+use support::cni::{run_plugin, Call, Run};
 use support::daemon::DaemonGuard;
 use support::dhcp::Dnsmasq;
 use support::lab::{wait_until, Lan, Netns, TestDir};
 
 const VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
-
-/// One plugin run: what the runtime sees.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self}"))
-    }
-
-    /// Success with a result on stdout.
-    fn result(&self) -> Value {
-        assert_eq!(self.code, 0, "the plugin failed: {self}");
-        self.json()
-    }
-
-    /// Success with nothing on stdout (DEL, CHECK, STATUS, GC).
-    fn silent(&self) {
-        assert_eq!(self.code, 0, "the plugin failed: {self}");
-        assert_eq!(self.stdout.trim(), "", "nothing on stdout: {self}");
-    }
-
-    /// An error result with `code`, in the spec's shape; returns its details.
-    fn error(&self, code: u64, version: &str) -> String {
-        assert_ne!(self.code, 0, "the plugin should have failed: {self}");
-        let error = self.json();
-        assert_eq!(error["code"], code, "{self}");
-        assert_eq!(error["cniVersion"], version, "{self}");
-        assert!(error["msg"].as_str().is_some_and(|m| !m.is_empty()), "{self}");
-        error["details"].as_str().expect("details").to_string()
-    }
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\nstdout: {}\nstderr: {}", self.code, self.stdout, self.stderr)
-    }
-}
-
-/// The runtime's side of one invocation.
-#[derive(Clone, Copy)]
-struct Call<'a> {
-    command: &'a str,
-    container_id: Option<&'a str>,
-    netns: Option<&'a str>,
-    ifname: Option<&'a str>,
-    args: Option<&'a str>,
-}
-
-impl<'a> Call<'a> {
-    fn new(command: &'a str, container_id: &'a str, netns: &'a Netns) -> Call<'a> {
-        Call {
-            command,
-            container_id: Some(container_id),
-            netns: Some(netns.path.to_str().expect("utf-8 path")),
-            ifname: Some("eth0"),
-            args: None,
-        }
-    }
-
-    /// A command that takes no container (STATUS, GC, VERSION).
-    fn bare(command: &'a str) -> Call<'a> {
-        Call { command, container_id: None, netns: None, ifname: None, args: None }
-    }
-
-    fn run(&self, host: &Netns, dir: &TestDir, conf: &Value) -> Run {
-        run_plugin(host, dir, self, conf.to_string().as_bytes(), &[], &[])
-    }
-}
-
-/// The plugin run with `argv`, without the environment variables `unset` (cli::command sets
-/// LANYARD_STATE_DIR, which wins over the conf's `stateDir`).
-fn run_plugin(
-    host: &Netns,
-    dir: &TestDir,
-    call: &Call,
-    stdin: &[u8],
-    argv: &[&str],
-    unset: &[&str],
-) -> Run {
-    let mut command = cli::command(host, dir, argv);
-    for name in unset {
-        command.env_remove(name);
-    }
-    command.env("CNI_COMMAND", call.command).env("CNI_PATH", "/nonexistent");
-    for (name, value) in [
-        ("CNI_CONTAINERID", call.container_id),
-        ("CNI_NETNS", call.netns),
-        ("CNI_IFNAME", call.ifname),
-        ("CNI_ARGS", call.args),
-    ] {
-        if let Some(value) = value {
-            command.env(name, value);
-        }
-    }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the plugin");
-    child.stdin.take().expect("stdin").write_all(stdin).expect("write the conf");
-    let out: Output = child.wait_with_output().expect("wait for the plugin");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn static_conf(version: &str, lan: &Lan, host_octet: u8) -> Value {
     json!({

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cli;
+pub mod cni;
 pub mod daemon;
 pub mod dhcp;
 pub mod docker;
