@@ -21,7 +21,7 @@ pub const SUPPORTED_VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
 pub const LATEST_VERSION: &str = "1.1.0";
 
 /// The longest a DHCP ADD waits for its lease by default (`dhcpTimeout` changes it).
-const DEFAULT_DHCP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_DHCP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The plugin configuration, as the spec and lanyard's own keys name it. Unknown keys are
 /// ignored, as the spec asks of plugins (runtimes add their own).
@@ -62,6 +62,10 @@ pub struct NetConf {
     pub ipam: Option<Value>,
     #[serde(rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<ValidAttachment>>,
+    /// Set when lanyard runs as the IPAM plugin (`"ipam": {"type": "lanyard"}`) of the main
+    /// plugin of this type: see [`super::ipam`].
+    #[serde(skip)]
+    pub ipam_of: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -5,6 +5,7 @@
 //! namespace the plugin runs in, with the same state directory as the CLI and the daemon.
 
 pub mod conf;
+pub mod ipam;
 mod ops;
 pub mod result;
 
@@ -214,7 +215,13 @@ pub fn run(invocation: &Invocation, stdin: &[u8]) -> Outcome {
     if invocation.command == "VERSION" {
         return ops::version(stdin);
     }
-    let conf = match conf::parse(stdin) {
+    let decoded = serde_json::from_slice::<serde_json::Value>(stdin).unwrap_or_default();
+    let as_ipam = ipam::is_ipam_conf(&decoded);
+    let parsed = match as_ipam {
+        true => ipam::parse(&decoded),
+        false => conf::parse(stdin).and_then(|conf| conf.check_common().map(|()| conf)),
+    };
+    let conf = match parsed {
         Ok(conf) => conf,
         Err(error) => {
             // An error speaks the version asked for when lanyard speaks it.
@@ -226,15 +233,17 @@ pub fn run(invocation: &Invocation, stdin: &[u8]) -> Outcome {
             return Outcome { version, result: Err(error) };
         }
     };
-    let result = conf.check_common().and_then(|()| dispatch(invocation, &conf));
+    let result = dispatch(invocation, &conf, &decoded);
     Outcome { version: conf.cni_version.clone(), result }
 }
 
 fn dispatch(
     invocation: &Invocation,
     conf: &NetConf,
+    stdin: &serde_json::Value,
 ) -> Result<Option<serde_json::Value>, CniError> {
     match invocation.command.as_str() {
+        "ADD" if conf.ipam_of.is_some() => ipam::add(invocation, conf, stdin).map(Some),
         "ADD" => ops::add(invocation, conf).map(Some),
         "DEL" => ops::del(invocation, conf).map(|()| None),
         "CHECK" => ops::check(invocation, conf).map(|()| None),

@@ -29,13 +29,20 @@ fn state_dir(invocation: &Invocation, conf: &NetConf) -> PathBuf {
 }
 
 /// The host is the namespace the runtime runs the plugin in.
-fn host(invocation: &Invocation, conf: &NetConf) -> Result<Host, CniError> {
+pub(super) fn host(invocation: &Invocation, conf: &NetConf) -> Result<Host, CniError> {
     let host_id = crate::naming::read_host_id(invocation.host_id.as_deref())
         .map_err(|e| CniError::from_lanyard("no host id", &e))?;
     let netns = Netns::current()
         .map_err(|e| CniError::from_lanyard("cannot open the host's namespace", &e))?;
     Host::new(netns, &state_dir(invocation, conf), host_id)
         .map_err(|e| CniError::from_lanyard("cannot open the state directory", &e))
+}
+
+/// Is `guest` an attachment of this conf's kind? lanyard as the main plugin and lanyard as
+/// another plugin's IPAM never take each other's records (a conf that changed type keeps its
+/// old attachments for the old plugin's DEL).
+fn is_of_this_kind(conf: &NetConf, guest: &GuestRef) -> bool {
+    matches!(guest, GuestRef::Cni { ipam_only, .. } if *ipam_only == conf.ipam_of.is_some())
 }
 
 /// The record of exactly this attachment, found by its identity; never by a guest's name.
@@ -51,6 +58,7 @@ fn find_record(
         network: conf.name.clone(),
         netns: String::new(),
         stable_name: String::new(),
+        ipam_only: false,
     };
     let record = host
         .state
@@ -58,6 +66,7 @@ fn find_record(
         .map_err(|e| CniError::from_lanyard("cannot read the attachment's record", &e))?;
     Ok(record.filter(|r| {
         r.guest_ifname == ifname
+            && is_of_this_kind(conf, &r.guest)
             && matches!(&r.guest, GuestRef::Cni { container_id: id, network, .. }
                 if id == container_id && *network == conf.name)
     }))
@@ -208,9 +217,10 @@ pub fn status(invocation: &Invocation, conf: &NetConf) -> Result<(), CniError> {
         unavailable(format!("state directory {} is not writable: {e}", host.state.path().display()))
     })?;
     let _ = std::fs::remove_file(&probe);
-    let dhcp = conf
-        .wanted(&super::conf::CniArgs::default())
-        .is_ok_and(|w| w.addressing == Addressing::Dhcp);
+    let dhcp = conf.ipam_of.is_some()
+        || conf
+            .wanted(&super::conf::CniArgs::default())
+            .is_ok_and(|w| w.addressing == Addressing::Dhcp);
     if dhcp {
         let request = crate::daemon::control::Request::Ping;
         crate::daemon::control::request(&host, &request, STATUS_DAEMON_TIMEOUT)
@@ -241,7 +251,10 @@ pub fn gc(invocation: &Invocation, conf: &NetConf) -> Result<(), CniError> {
             container_id: container_id.clone(),
             ifname: record.guest_ifname.clone(),
         };
-        if *network != conf.name || valid.contains(&attachment) {
+        if *network != conf.name
+            || !is_of_this_kind(conf, &record.guest)
+            || valid.contains(&attachment)
+        {
             continue;
         }
         if let Err(e) = crate::detach::detach_exact(&host, &record) {
@@ -307,6 +320,7 @@ fn is_record_of_network(file_name: &str, network: &str) -> bool {
         network: network.to_string(),
         netns: String::new(),
         stable_name: String::new(),
+        ipam_only: false,
     };
     // "cni-+NETWORK@x.json": the network's escaped form sits between `+` and `@`.
     let probe_name = Record::file_name_for(&probe, "x");
@@ -346,6 +360,7 @@ mod tests {
                 network: network.into(),
                 netns: String::new(),
                 stable_name: String::new(),
+                ipam_only: false,
             };
             Record::file_name_for(&guest, "eth0")
         };
