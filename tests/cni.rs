@@ -3,7 +3,8 @@
 //! inside a lab namespace that plays the runtime's host, with a fresh namespace per container as
 //! `CNI_NETNS`. Every command (ADD, DEL, CHECK, STATUS, GC, VERSION), every version lanyard
 //! speaks (0.4.0, 1.0.0, 1.1.0), static addresses and a DHCP lease from dnsmasq, and the error
-//! paths; and podman 4.3 running containers on lanyard networks. LANs 236..=248.
+//! paths; a lease from Kea kept for five lifetimes; and podman 4.3 running containers on lanyard
+//! networks. LANs 235..=248.
 
 mod support;
 
@@ -15,7 +16,7 @@ use serde_json::{json, Value};
 use support::cli::{self, record_and_lease_files};
 use support::cni::{run_plugin, Call, Run};
 use support::daemon::DaemonGuard;
-use support::dhcp::Dnsmasq;
+use support::dhcp::{kea_lan, Dnsmasq, Kea, KeaConfig};
 use support::lab::{wait_until, Lan, Netns, TestDir};
 
 const VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
@@ -437,6 +438,37 @@ fn dhcp_add_without_a_server_is_try_again_later_and_leaves_nothing() {
     assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
     assert_eq!(lan.host.snapshot(), host_before);
     assert_eq!(g.snapshot(), guest_before);
+}
+
+#[test]
+fn a_dhcp_attachment_keeps_its_kea_lease_for_five_lifetimes() {
+    let (lan, _neighbour) = kea_lan(235);
+    // Leases of 4 s, renewed after 1 s.
+    const VALID: u64 = 4;
+    let kea = Kea::start(&lan.host, "br0", KeaConfig::timed(235, VALID as u32, 1, 3));
+    let dir = TestDir::new("cni-kea");
+    let _daemon = DaemonGuard::new(&dir);
+    let g = lan.guest("pod");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "lantest", "type": "lanyard",
+        "hostInterface": "br0", "addressing": "dhcp",
+    });
+    let add = Call::new("ADD", "kea", &g);
+    let result = add.run(&lan.host, &dir, &conf).result();
+    let cidr = result["ips"][0]["address"].as_str().expect("address").to_string();
+    let address: std::net::Ipv4Addr = cidr.split('/').next().unwrap().parse().unwrap();
+    let started = std::time::Instant::now();
+    let five_lifetimes = wait_until(Duration::from_secs(5 * VALID + 10), || {
+        started.elapsed() >= Duration::from_secs(5 * VALID) && kea.renewals_of(address) >= 8
+    });
+    assert!(five_lifetimes, "renewals of {address}: {}", kea.renewals_of(address));
+    assert!(g.addresses().iter().any(|a| a.contains(&cidr)), "{:?}", g.addresses());
+    let mut checked = conf.clone();
+    checked["prevResult"] = result;
+    Call { command: "CHECK", ..add }.run(&lan.host, &dir, &checked).silent();
+    Call { command: "DEL", ..add }.run(&lan.host, &dir, &checked).silent();
+    assert!(wait_until(Duration::from_secs(3), || kea.released(address)), "Kea saw no RELEASE");
+    assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
 }
 
 #[test]
