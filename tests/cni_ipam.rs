@@ -1,7 +1,8 @@
 //! lanyard as the IPAM plugin of the reference CNI plugins (Debian's containernetworking-plugins
 //! in /usr/lib/cni): `/usr/lib/cni/bridge` and `/usr/lib/cni/macvlan` run as a runtime runs
 //! them, with `"ipam": {"type": "lanyard"}` and a CNI_PATH where they find lanyard, against a
-//! DHCP server in a lab namespace. The reference plugins speak at most 1.0.0: 0.4.0 and 1.0.0
+//! DHCP server in a lab namespace, and beside the reference `dhcp` IPAM plugin when both daemons
+//! are SIGKILLed. The reference plugins speak at most 1.0.0: 0.4.0 and 1.0.0
 //! here; the commands they do not know (GC, STATUS) and the error paths run lanyard directly
 //! with the same conf. LANs 225..=229.
 
@@ -14,8 +15,8 @@ use serde_json::{json, Value};
 use support::cli::record_and_lease_files;
 use support::cni::{cni_path_with_lanyard, Call};
 use support::daemon::DaemonGuard;
-use support::dhcp::Dnsmasq;
-use support::lab::{wait_until, Lan, Netns, TestDir};
+use support::dhcp::{kea_lan, Dnsmasq, Kea, KeaConfig};
+use support::lab::{wait_until, Lan, Netns, Server, TestDir};
 
 /// The versions both lanyard and the reference plugins (1.1.1) speak.
 const REFERENCE_VERSIONS: [&str; 2] = ["0.4.0", "1.0.0"];
@@ -261,4 +262,103 @@ fn lanyard_as_ipam_answers_del_check_gc_status_and_refusals_per_the_spec() {
     assert_eq!(c.snapshot(), c_before);
     assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
     assert_eq!(lan.host.snapshot(), host_before, "the host as before");
+}
+
+/// The reference `dhcp` IPAM plugin's daemon on a private socket, in the namespace the
+/// runtime runs plugins in (it enters each container's namespace itself).
+fn reference_dhcp_daemon(host: &Netns, socket: &std::path::Path) -> Server {
+    // A killed daemon leaves its socket file behind; the new one binds it afresh, as a
+    // restarted service would.
+    let _ = std::fs::remove_file(socket);
+    let socket_text = socket.to_str().expect("utf-8 path");
+    let mut server =
+        Server::start(host, &["/usr/lib/cni/dhcp", "daemon", "-socketpath", socket_text]);
+    let listening = wait_until(Duration::from_secs(5), || socket.exists() || !server.is_running());
+    assert!(
+        listening && socket.exists(),
+        "the reference dhcp daemon did not listen: {}",
+        server.log()
+    );
+    server
+}
+
+#[test]
+fn leases_outlive_a_sigkilled_lanyard_daemon_and_not_a_sigkilled_reference_dhcp_daemon() {
+    let (lan, _neighbour) = kea_lan(228);
+    // Leases of 4 s, renewed after 1 s, rebinding after 3 s.
+    const VALID: u64 = 4;
+    let kea = Kea::start(&lan.host, "br0", KeaConfig::timed(228, VALID as u32, 1, 3));
+    let dir = TestDir::new("cni-ipam-sigkill");
+    let daemon = DaemonGuard::new(&dir);
+    let cni_path = cni_path_with_lanyard(&dir);
+    let socket = dir.join("reference-dhcp.sock");
+    let mut reference = reference_dhcp_daemon(&lan.host, &socket);
+    // The same main plugin on the same LAN; only the IPAM plugin differs.
+    let conf = |name: &str, ipam: Value| json!({"cniVersion": "1.0.0", "name": name, "type": "bridge", "bridge": "br0", "ipam": ipam});
+    let lanyard_conf = conf("lanyardnet", json!({"type": "lanyard"}));
+    let reference_conf =
+        conf("dhcpnet", json!({"type": "dhcp", "daemonSocketPath": socket.to_str().unwrap()}));
+    let bridge = |call: Call, conf: &Value| {
+        call.run_program("/usr/lib/cni/bridge", &cni_path, &lan.host, &dir, conf)
+    };
+    let (ly, rf) = (lan.guest("lanyard"), lan.guest("reference"));
+    let (add_ly, add_rf) = (Call::new("ADD", "pod-ly", &ly), Call::new("ADD", "pod-rf", &rf));
+    let result_ly = bridge(add_ly, &lanyard_conf).result();
+    let result_rf = bridge(add_rf, &reference_conf).result();
+    let (ip_ly, ip_rf) = (leased_ip(&result_ly), leased_ip(&result_rf));
+    // Both renew while their daemons live.
+    let renewing = wait_until(Duration::from_secs(3 * VALID), || {
+        kea.renewals_of(ip_ly) >= 2 && kea.renewals_of(ip_rf) >= 2
+    });
+    assert!(
+        renewing,
+        "renewals before the kill: lanyard {} reference {}\n{}",
+        kea.renewals_of(ip_ly),
+        kea.renewals_of(ip_rf),
+        reference.log()
+    );
+
+    // Both daemons SIGKILLed and started again (lanyard's by STATUS, as a runtime's STATUS
+    // would; the reference one as its service would be).
+    assert!(daemon.kill(libc::SIGKILL));
+    reference.signal(libc::SIGKILL);
+    assert!(wait_until(Duration::from_secs(5), || !reference.is_running()));
+    let killed_at = std::time::SystemTime::now();
+    let (ly_before, rf_before) = (kea.renewals_of(ip_ly), kea.renewals_of(ip_rf));
+    let mut status_conf = lanyard_conf.clone();
+    status_conf["cniVersion"] = json!("1.1.0");
+    Call::bare("STATUS").run(&lan.host, &dir, &status_conf).silent();
+    let _reference = reference_dhcp_daemon(&lan.host, &socket);
+
+    // Two lifetimes on: lanyard's lease renewed again and again; the reference plugin's not
+    // once, so Kea's lease of it has expired while the container still uses the address.
+    let started = std::time::Instant::now();
+    let two_lifetimes = wait_until(Duration::from_secs(2 * VALID + 10), || {
+        started.elapsed() >= Duration::from_secs(2 * VALID)
+            && kea.renewals_of(ip_ly) >= ly_before + 4
+    });
+    assert!(
+        two_lifetimes,
+        "lanyard's renewals after the kill: {}",
+        kea.renewals_of(ip_ly) - ly_before
+    );
+    assert_eq!(kea.renewals_of(ip_rf), rf_before, "the reference plugin's lease was renewed");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let last_rf = kea.lease_lines().into_iter().rfind(|l| l.address == ip_rf).unwrap();
+    assert!(last_rf.expire < now, "Kea's lease of {ip_rf} expired: {last_rf:?}");
+    let killed = killed_at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(last_rf.expire <= killed + VALID, "{last_rf:?}");
+    let rf_address = result_rf["ips"][0]["address"].as_str().unwrap();
+    assert!(rf.addresses().iter().any(|a| a.contains(rf_address)), "{:?}", rf.addresses());
+    let ly_address = result_ly["ips"][0]["address"].as_str().unwrap();
+    assert!(ly.addresses().iter().any(|a| a.contains(ly_address)), "{:?}", ly.addresses());
+
+    for (add, conf, result) in
+        [(add_ly, &lanyard_conf, result_ly), (add_rf, &reference_conf, result_rf)]
+    {
+        let mut del = conf.clone();
+        del["prevResult"] = result;
+        bridge(Call { command: "DEL", ..add }, &del).silent();
+    }
+    assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
 }
