@@ -473,7 +473,7 @@ fn a_dhcp_attachment_keeps_its_kea_lease_for_five_lifetimes() {
 
 #[test]
 fn the_documented_conflists_are_accepted_by_the_plugin() {
-    for file in ["lanyard.conflist", "lanyard-static.conflist"] {
+    for file in ["lanyard.conflist", "lanyard-static.conflist", "lanyard-ipam.conflist"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cni").join(file);
         let list: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read it"))
             .unwrap_or_else(|e| panic!("{file} is not JSON: {e}"));
@@ -481,6 +481,13 @@ fn the_documented_conflists_are_accepted_by_the_plugin() {
         let mut conf = list["plugins"][0].clone();
         conf["name"] = list["name"].clone();
         conf["cniVersion"] = list["cniVersion"].clone();
+        if lanyard::cni::ipam::is_ipam_conf(&conf) {
+            match lanyard::cni::ipam::parse(&conf) {
+                Ok(parsed) => assert_eq!(parsed.ipam_of.as_deref(), Some("bridge"), "{file}"),
+                Err(e) => panic!("{file} is refused: {e:?}"),
+            }
+            continue;
+        }
         let conf = lanyard::cni::conf::parse(conf.to_string().as_bytes())
             .unwrap_or_else(|e| panic!("{file} is refused: {e:?}"));
         conf.check_common().unwrap_or_else(|e| panic!("{file} is refused: {e:?}"));
