@@ -4,7 +4,7 @@
 //! `CNI_NETNS`. Every command (ADD, DEL, CHECK, STATUS, GC, VERSION), every version lanyard
 //! speaks (0.4.0, 1.0.0, 1.1.0), static addresses and a DHCP lease from dnsmasq, and the error
 //! paths; a lease from Kea kept for five lifetimes; and podman 4.3 running containers on lanyard
-//! networks. LANs 235..=248.
+//! networks. LANs 234..=248.
 
 mod support;
 
@@ -173,10 +173,18 @@ fn bad_input_is_refused_with_the_spec_codes_and_changes_nothing() {
     let mut old = good.clone();
     old["cniVersion"] = json!("0.3.1");
     add.run(&lan.host, &dir, &old).error(1, "1.1.0");
+    // A chained IPAM section gives the addresses: not beside "addresses", and only a plugin
+    // CNI_PATH holds.
     let mut ipam = good.clone();
     ipam["ipam"] = json!({"type": "host-local"});
-    let details = add.run(&lan.host, &dir, &ipam).error(2, "1.0.0");
+    let details = add.run(&lan.host, &dir, &ipam).error(7, "1.0.0");
     assert!(details.contains("\"ipam\"") && details.contains("host-local"), "{details}");
+    let mut not_found = ipam.clone();
+    not_found.as_object_mut().unwrap().remove("addresses");
+    not_found.as_object_mut().unwrap().remove("gateway");
+    not_found.as_object_mut().unwrap().remove("routes");
+    let details = add.run(&lan.host, &dir, &not_found).error(7, "1.0.0");
+    assert!(details.contains("no executable \"host-local\" in CNI_PATH"), "{details}");
     let mut no_interface = good.clone();
     no_interface.as_object_mut().unwrap().remove("hostInterface");
     assert!(add.run(&lan.host, &dir, &no_interface).error(7, "1.0.0").contains("hostInterface"));
@@ -437,6 +445,62 @@ fn dhcp_add_without_a_server_is_try_again_later_and_leaves_nothing() {
     assert!(details.contains("no DHCP offer on br0"), "{details}");
     assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
     assert_eq!(lan.host.snapshot(), host_before);
+    assert_eq!(g.snapshot(), guest_before);
+}
+
+#[test]
+fn a_chained_host_local_ipam_gives_the_addresses_and_releases_them_at_del() {
+    let lan = Lan::bridge(234);
+    let dir = TestDir::new("cni-host-local");
+    let g = lan.guest("c");
+    let (host_before, guest_before) = (lan.host.snapshot(), g.snapshot());
+    let data_dir = dir.join("host-local");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "lantest", "type": "lanyard", "hostInterface": "br0",
+        "ipam": {
+            "type": "host-local", "dataDir": data_dir,
+            "ranges": [[{"subnet": "198.18.234.0/24", "rangeStart": "198.18.234.20",
+                         "gateway": "198.18.234.1"}]],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "198.19.0.0/16", "gw": "198.18.234.2"}],
+        },
+    });
+    let lanyard = env!("CARGO_BIN_EXE_lanyard");
+    let run =
+        |call: Call, conf: &Value| call.run_program(lanyard, "/usr/lib/cni", &lan.host, &dir, conf);
+    let add = Call::new("ADD", "hostlocal", &g);
+    let result = run(add, &conf).result();
+    check_add_result(&result, "1.0.0", &g, "198.18.234.20/24", "198.18.234.1");
+    let routes = result["routes"].as_array().unwrap();
+    assert!(routes.contains(&json!({"dst": "198.19.0.0/16", "gw": "198.18.234.2"})), "{result}");
+    assert!(g.addresses().iter().any(|a| a.contains("198.18.234.20/24")), "{:?}", g.addresses());
+    let guest_routes = g.routes();
+    assert!(guest_routes.iter().any(|r| r.starts_with("default via 198.18.234.1 dev eth0")));
+    assert!(guest_routes.iter().any(|r| r.starts_with("198.19.0.0/16 via 198.18.234.2 dev eth0")));
+    let allocation = data_dir.join("lantest").join("198.18.234.20");
+    assert!(allocation.exists(), "host-local recorded the allocation");
+
+    let mut with_result = conf.clone();
+    with_result["prevResult"] = result;
+    run(Call { command: "CHECK", ..add }, &with_result).silent();
+    run(Call { command: "DEL", ..add }, &with_result).silent();
+    assert!(!allocation.exists(), "host-local released the address at DEL");
+    assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
+    assert_eq!(g.snapshot(), guest_before);
+    assert_eq!(lan.host.snapshot(), host_before);
+
+    // An attach that fails after the IPAM ADD gives the address back.
+    let mut missing = conf.clone();
+    missing["hostInterface"] = json!("brmissing0");
+    let details = run(add, &missing).error(7, "1.0.0");
+    assert!(details.contains("brmissing0"), "{details}");
+    // host-local names an allocation by its address (the next ADD takes the next one).
+    let allocations: Vec<String> = std::fs::read_dir(data_dir.join("lantest"))
+        .expect("host-local's directory")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    assert!(allocations.is_empty(), "the failed ADD released its address: {allocations:?}");
     assert_eq!(g.snapshot(), guest_before);
 }
 

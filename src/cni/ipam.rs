@@ -8,7 +8,10 @@
 //! This mode is DHCP only: the spec's static-address keys are refused (the `static` and
 //! `host-local` IPAM plugins give static addresses).
 
-use std::path::Path;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
 
 use serde_json::Value;
 
@@ -17,7 +20,7 @@ use super::{CniError, Code, Invocation};
 use crate::attach::DhcpWait;
 use crate::netlink::{LinkKind, Netlink};
 use crate::netns::Netns;
-use crate::spec::{MacAddr, MacScheme};
+use crate::spec::{AddressSpec, MacAddr, MacScheme, RouteSpec};
 use crate::state::{DhcpSettings, DriverKind, GuestRef, Record, RECORD_VERSION};
 
 /// The keys lanyard reads under `ipam`.
@@ -277,4 +280,147 @@ fn save_new_record(
     }
     host.state.save(record).map_err(|e| CniError::from_lanyard("cannot save the record", &e))?;
     Ok(())
+}
+
+/// Run the IPAM plugin a main lanyard conf chains (`"ipam": {"type": "host-local"}`), as the
+/// reference plugins do: the executable of that name in CNI_PATH, with the same CNI variables
+/// and stdin. Its result (ADD) is returned; its error is passed on with its own code.
+pub(super) fn delegate(
+    plugin: &str,
+    command: &str,
+    invocation: &Invocation,
+    stdin: &[u8],
+) -> Result<Option<Value>, CniError> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let path = find_in_cni_path(plugin, invocation.cni_path.as_deref())?;
+    let mut child = Command::new(&path);
+    child.env("CNI_COMMAND", command).env("CNI_ARGS", &invocation.args);
+    for (name, value) in [
+        ("CNI_CONTAINERID", &invocation.container_id),
+        ("CNI_NETNS", &invocation.netns),
+        ("CNI_IFNAME", &invocation.ifname),
+        ("CNI_PATH", &invocation.cni_path),
+    ] {
+        if let Some(value) = value {
+            child.env(name, value);
+        }
+    }
+    let io = |what: &str, e: std::io::Error| {
+        CniError::new(
+            Code::Io,
+            "cannot run the IPAM plugin",
+            format!("{what} {}: {e}", path.display()),
+        )
+    };
+    let mut child = child
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| io("start", e))?;
+    let written = child.stdin.take().map(|mut pipe| pipe.write_all(stdin));
+    let output = child.wait_with_output().map_err(|e| io("wait for", e))?;
+    if let Some(Err(e)) = written {
+        return Err(io("write the conf to", e));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let answer: Option<Value> = match text.trim() {
+        "" => None,
+        json => Some(serde_json::from_str(json).map_err(|e| {
+            CniError::new(
+                Code::Other,
+                "the IPAM plugin's output is not JSON",
+                format!("{plugin} {command}: {e}: {json}"),
+            )
+        })?),
+    };
+    if output.status.success() {
+        return Ok(answer);
+    }
+    let answer = answer.unwrap_or_default();
+    let code = answer["code"].as_u64().and_then(|c| u32::try_from(c).ok()).unwrap_or(999);
+    Err(CniError::new(
+        Code::Delegated(code),
+        answer["msg"].as_str().unwrap_or("the IPAM plugin failed"),
+        format!(
+            "IPAM plugin {plugin} ({command}, {}): {}",
+            output.status,
+            answer["details"].as_str().unwrap_or_default()
+        ),
+    ))
+}
+
+/// The executable `plugin` in the CNI_PATH directories, first found first.
+fn find_in_cni_path(plugin: &str, cni_path: Option<&str>) -> Result<PathBuf, CniError> {
+    if plugin.is_empty() || plugin.contains('/') {
+        return Err(invalid(format!("\"ipam\": {{\"type\": {plugin:?}}} is not a plugin name")));
+    }
+    let dirs = cni_path.unwrap_or_default();
+    dirs.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(plugin))
+        .find(|path| {
+            use std::os::unix::fs::PermissionsExt;
+            path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| {
+            CniError::new(
+                Code::InvalidConfig,
+                "IPAM plugin not found",
+                format!(
+                    "no executable {plugin:?} in CNI_PATH={dirs:?}: install the IPAM plugin there"
+                ),
+            )
+        })
+}
+
+/// What an IPAM result asks the main plugin to configure: its addresses, and its routes (a
+/// route without `gw` goes via the gateway of its family's address). A default route via an
+/// address's own gateway becomes that address's gateway, as lanyard's `ADDRESS@GATEWAY` is.
+pub(super) fn configuration_of(
+    result: &Value,
+) -> Result<(Vec<AddressSpec>, Vec<RouteSpec>), CniError> {
+    let bad = |details: String| {
+        CniError::new(Code::Other, "unusable IPAM result", format!("{details}: {result}"))
+    };
+    let mut addresses = Vec::new();
+    for ip in result["ips"].as_array().into_iter().flatten() {
+        let address: IpNet = ip["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| bad(format!("address {} is not CIDR", ip["address"])))?;
+        let gateway: Option<IpAddr> = match ip.get("gateway").and_then(Value::as_str) {
+            Some(text) => Some(text.parse().map_err(|_| bad(format!("gateway {text:?}")))?),
+            None => None,
+        };
+        addresses.push((address, gateway));
+    }
+    let mut specs: Vec<AddressSpec> = addresses
+        .iter()
+        .map(|(address, _)| AddressSpec { address: *address, gateway: None })
+        .collect();
+    let mut routes = Vec::new();
+    for route in result["routes"].as_array().into_iter().flatten() {
+        let destination: IpNet = route["dst"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| bad(format!("route destination {}", route["dst"])))?;
+        let family_gateway = addresses
+            .iter()
+            .find_map(|(a, g)| g.filter(|_| a.addr().is_ipv4() == destination.addr().is_ipv4()));
+        let gateway: IpAddr = match route.get("gw").and_then(Value::as_str) {
+            Some(text) => text.parse().map_err(|_| bad(format!("route gateway {text:?}")))?,
+            None => family_gateway
+                .ok_or_else(|| bad(format!("route to {destination} has no gw and no gateway")))?,
+        };
+        let owner = addresses.iter().position(|(_, g)| *g == Some(gateway));
+        match owner {
+            Some(index) if destination.prefix_len() == 0 && specs[index].gateway.is_none() => {
+                specs[index].gateway = Some(gateway);
+            }
+            _ => routes.push(RouteSpec { destination, gateway }),
+        }
+    }
+    Ok((specs, routes))
 }

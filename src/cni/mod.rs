@@ -48,6 +48,8 @@ pub enum Code {
     Drift,
     /// 104: any other failure.
     Other,
+    /// A chained IPAM plugin's own code, passed on as it gave it.
+    Delegated(u32),
 }
 
 impl Code {
@@ -67,6 +69,7 @@ impl Code {
             Code::Permission => 102,
             Code::Drift => 103,
             Code::Other => 104,
+            Code::Delegated(code) => code,
         }
     }
 }
@@ -117,6 +120,8 @@ pub struct Invocation {
     pub netns: Option<String>,
     pub ifname: Option<String>,
     pub args: String,
+    /// Where a chained IPAM plugin is looked for.
+    pub cni_path: Option<String>,
     /// LANYARD_STATE_DIR, which wins over the conf's `stateDir`.
     pub state_dir: Option<PathBuf>,
     /// LANYARD_HOST_ID, else /etc/machine-id.
@@ -140,6 +145,7 @@ impl Invocation {
             netns: values[2].clone(),
             ifname: values[3].clone(),
             args: values[4].clone().unwrap_or_default(),
+            cni_path: values[5].clone(),
             state_dir: from_env("LANYARD_STATE_DIR").map(PathBuf::from),
             host_id: from_env("LANYARD_HOST_ID"),
         }
@@ -233,20 +239,21 @@ pub fn run(invocation: &Invocation, stdin: &[u8]) -> Outcome {
             return Outcome { version, result: Err(error) };
         }
     };
-    let result = dispatch(invocation, &conf, &decoded);
+    let result = dispatch(invocation, &conf, stdin, &decoded);
     Outcome { version: conf.cni_version.clone(), result }
 }
 
 fn dispatch(
     invocation: &Invocation,
     conf: &NetConf,
-    stdin: &serde_json::Value,
+    stdin: &[u8],
+    decoded: &serde_json::Value,
 ) -> Result<Option<serde_json::Value>, CniError> {
     match invocation.command.as_str() {
-        "ADD" if conf.ipam_of.is_some() => ipam::add(invocation, conf, stdin).map(Some),
-        "ADD" => ops::add(invocation, conf).map(Some),
-        "DEL" => ops::del(invocation, conf).map(|()| None),
-        "CHECK" => ops::check(invocation, conf).map(|()| None),
+        "ADD" if conf.ipam_of.is_some() => ipam::add(invocation, conf, decoded).map(Some),
+        "ADD" => ops::add(invocation, conf, stdin).map(Some),
+        "DEL" => ops::del(invocation, conf, stdin).map(|()| None),
+        "CHECK" => ops::check(invocation, conf, stdin).map(|()| None),
         "STATUS" => ops::status(invocation, conf).map(|()| None),
         "GC" => ops::gc(invocation, conf).map(|()| None),
         other => Err(CniError::new(
