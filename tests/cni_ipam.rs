@@ -390,3 +390,37 @@ fn leases_outlive_a_sigkilled_lanyard_daemon_and_not_a_sigkilled_reference_dhcp_
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn an_add_replaces_the_lease_of_a_container_that_went_without_del() {
+    let lan = Lan::bridge(229);
+    let dir = TestDir::new("cni-ipam-stale");
+    let _daemon = DaemonGuard::new(&dir);
+    let dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.229.100", "198.18.229.200"), "2m", &[]);
+    let cni_path = cni_path_with_lanyard(&dir);
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "ipamtest", "type": "bridge", "bridge": "br0",
+        "ipam": {"type": "lanyard"},
+    });
+    let bridge = |call: Call, conf: &Value| {
+        call.run_program("/usr/lib/cni/bridge", &cni_path, &lan.host, &dir, conf)
+    };
+    let first = lan.guest("first");
+    bridge(Call::new("ADD", "pod-x", &first), &conf).result();
+    // The namespace goes away without a DEL (a runtime that crashed), and the same container
+    // id is added again in a new one: the stale record is replaced, not a conflict.
+    drop(first);
+    let second = lan.guest("second");
+    let add = Call::new("ADD", "pod-x", &second);
+    let result = bridge(add, &conf).result();
+    let ip = leased_ip(&result);
+    dnsmasq.wait_lease(ip, Duration::from_secs(2));
+    let address = result["ips"][0]["address"].as_str().unwrap();
+    assert!(second.addresses().iter().any(|a| a.contains(address)), "{:?}", second.addresses());
+    let files = record_and_lease_files(&dir);
+    assert_eq!(files.len(), 2, "one record and its lease: {files:?}");
+    let mut del = conf.clone();
+    del["prevResult"] = result;
+    bridge(Call { command: "DEL", ..add }, &del).silent();
+    assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
+}
