@@ -505,6 +505,42 @@ fn a_chained_host_local_ipam_gives_the_addresses_and_releases_them_at_del() {
 }
 
 #[test]
+fn status_and_gc_are_passed_on_to_a_chained_ipam_plugin() {
+    let host = Netns::new("host");
+    let dir = TestDir::new("cni-ipam-passed");
+    // An IPAM plugin that notes each command it is run for, and fails STATUS when told to.
+    let bin = dir.join("cni-bin");
+    std::fs::create_dir(&bin).expect("create the plugin directory");
+    let plugin = bin.join("noting-ipam");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\n\
+         echo \"$CNI_COMMAND\" >> \"$(dirname \"$0\")/calls\"\n\
+         if [ \"$CNI_COMMAND\" = STATUS ] && [ -e \"$(dirname \"$0\")/down\" ]; then\n\
+         echo '{\"cniVersion\": \"1.1.0\", \"code\": 50, \"msg\": \"down\", \"details\": \"told to be down\"}'\n\
+         exit 1\n\
+         fi\n",
+    )
+    .expect("write the plugin");
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("make it executable");
+    let conf = json!({
+        "cniVersion": "1.1.0", "name": "lantest", "type": "lanyard", "hostInterface": "br0",
+        "ipam": {"type": "noting-ipam"}, "cni.dev/valid-attachments": [],
+    });
+    let run = |call: Call| {
+        call.run_program(env!("CARGO_BIN_EXE_lanyard"), bin.to_str().unwrap(), &host, &dir, &conf)
+    };
+    run(Call::bare("STATUS")).silent();
+    run(Call::bare("GC")).silent();
+    let calls = std::fs::read_to_string(bin.join("calls")).unwrap_or_default();
+    assert_eq!(calls, "STATUS\nGC\n");
+    std::fs::write(bin.join("down"), b"").expect("tell it to be down");
+    let details = run(Call::bare("STATUS")).error(50, "1.1.0");
+    assert!(details.contains("noting-ipam") && details.contains("told to be down"), "{details}");
+}
+
+#[test]
 fn a_dhcp_attachment_keeps_its_kea_lease_for_five_lifetimes() {
     let (lan, _neighbour) = kea_lan(235);
     // Leases of 4 s, renewed after 1 s.

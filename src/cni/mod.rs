@@ -254,8 +254,12 @@ fn dispatch(
         "ADD" => ops::add(invocation, conf, stdin).map(Some),
         "DEL" => ops::del(invocation, conf, stdin).map(|()| None),
         "CHECK" => ops::check(invocation, conf, stdin).map(|()| None),
-        "STATUS" => ops::status(invocation, conf).map(|()| None),
-        "GC" => ops::gc(invocation, conf).map(|()| None),
+        "STATUS" => ops::status(invocation, conf)
+            .and_then(|()| ops::then_chained_ipam(conf, invocation, stdin))
+            .map(|()| None),
+        "GC" => ops::gc(invocation, conf)
+            .and_then(|()| ops::then_chained_ipam(conf, invocation, stdin))
+            .map(|()| None),
         other => Err(CniError::new(
             Code::InvalidEnv,
             "unknown CNI_COMMAND",

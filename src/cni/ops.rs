@@ -204,8 +204,20 @@ fn del_own(invocation: &Invocation, conf: &NetConf) -> Result<(), CniError> {
 /// against the interface's live ones; then the chained IPAM plugin's CHECK.
 pub fn check(invocation: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     check_own(invocation, conf)?;
+    then_chained_ipam(conf, invocation, stdin)
+}
+
+/// The same command for the chained IPAM plugin, if the conf has one (after lanyard's own part
+/// succeeded): CHECK, STATUS and GC, as the reference bridge plugin passes them on.
+pub(super) fn then_chained_ipam(
+    conf: &NetConf,
+    invocation: &Invocation,
+    stdin: &[u8],
+) -> Result<(), CniError> {
     match conf.chained_ipam() {
-        Some(plugin) => super::ipam::delegate(plugin, "CHECK", invocation, stdin).map(|_| ()),
+        Some(plugin) => {
+            super::ipam::delegate(plugin, &invocation.command, invocation, stdin).map(|_| ())
+        }
         None => Ok(()),
     }
 }
