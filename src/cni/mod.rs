@@ -3,6 +3,8 @@
 //! `CNI_*` variables set and the network configuration on stdin, and reads a result or an error
 //! from stdout. The work is the library's (`attach`, `detach_exact`, `inspect`), on the host
 //! namespace the plugin runs in, with the same state directory as the CLI and the daemon.
+//! lanyard is the main plugin (`"type": "lanyard"`, possibly with a chained IPAM plugin), or
+//! the IPAM plugin of another one (`"ipam": {"type": "lanyard"}`: see [`ipam`]).
 
 pub mod conf;
 pub mod ipam;
