@@ -321,7 +321,11 @@ pub(super) fn delegate(
         .map_err(|e| io("start", e))?;
     let written = child.stdin.take().map(|mut pipe| pipe.write_all(stdin));
     let output = child.wait_with_output().map_err(|e| io("wait for", e))?;
-    if let Some(Err(e)) = written {
+    // A plugin may exit without reading all of its stdin (an early error): its exit status
+    // and output speak for it, not the broken pipe.
+    if let Some(Err(e)) =
+        written.filter(|w| w.as_ref().is_err_and(|e| e.kind() != std::io::ErrorKind::BrokenPipe))
+    {
         return Err(io("write the conf to", e));
     }
     let text = String::from_utf8_lossy(&output.stdout);
