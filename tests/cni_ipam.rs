@@ -346,7 +346,7 @@ fn leases_outlive_a_sigkilled_lanyard_daemon_and_not_a_sigkilled_reference_dhcp_
     reference.signal(libc::SIGKILL);
     assert!(wait_until(Duration::from_secs(5), || !reference.is_running()));
     let killed_at = std::time::SystemTime::now();
-    let (ly_before, rf_before) = (kea.renewals_of(ip_ly), kea.renewals_of(ip_rf));
+    let ly_before = kea.renewals_of(ip_ly);
     let mut status_conf = lanyard_conf.clone();
     status_conf["cniVersion"] = json!("1.1.0");
     Call::bare("STATUS").run(&lan.host, &dir, &status_conf).silent();
@@ -364,12 +364,21 @@ fn leases_outlive_a_sigkilled_lanyard_daemon_and_not_a_sigkilled_reference_dhcp_
         "lanyard's renewals after the kill: {}",
         kea.renewals_of(ip_ly) - ly_before
     );
-    assert_eq!(kea.renewals_of(ip_rf), rf_before, "the reference plugin's lease was renewed");
+    // A grant Kea records later than the kill (a renewal in flight then is granted at once)
+    // would end after killed + VALID: none does, and the last one has ended.
+    let killed = killed_at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let granted_after_kill: Vec<_> = kea
+        .lease_lines()
+        .into_iter()
+        .filter(|l| l.address == ip_rf && l.valid_lifetime > 0 && l.expire > killed + VALID)
+        .collect();
+    assert!(
+        granted_after_kill.is_empty(),
+        "the reference lease was renewed: {granted_after_kill:?}"
+    );
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let last_rf = kea.lease_lines().into_iter().rfind(|l| l.address == ip_rf).unwrap();
     assert!(last_rf.expire < now, "Kea's lease of {ip_rf} expired: {last_rf:?}");
-    let killed = killed_at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    assert!(last_rf.expire <= killed + VALID, "{last_rf:?}");
     let rf_address = result_rf["ips"][0]["address"].as_str().unwrap();
     assert!(rf.addresses().iter().any(|a| a.contains(rf_address)), "{:?}", rf.addresses());
     let ly_address = result_ly["ips"][0]["address"].as_str().unwrap();
