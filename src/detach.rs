@@ -148,6 +148,11 @@ fn detach_record(
             done.warnings.push(format!("{}: no DHCPRELEASE sent: {e}", record.guest_ifname));
         }
     }
+    if matches!(record.guest, GuestRef::Cni { ipam_only: true, .. }) {
+        // lanyard was the IPAM plugin: the link and its configuration are the main plugin's,
+        // which removes them on its own DEL. Only the lease (released above) was lanyard's.
+        return host.state.remove(record);
+    }
     let mut guest_netlink = match &guest_netns {
         Some(netns) => Some(Netlink::open(netns, format!("guest {}", record.guest.display()))?),
         None => None,

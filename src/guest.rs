@@ -144,6 +144,7 @@ pub fn resolve(
                     network: network.clone(),
                     netns: netns.display().to_string(),
                     stable_name: stable_name.clone(),
+                    ipam_only: false,
                 },
                 pid: None,
             })

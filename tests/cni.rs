@@ -3,7 +3,8 @@
 //! inside a lab namespace that plays the runtime's host, with a fresh namespace per container as
 //! `CNI_NETNS`. Every command (ADD, DEL, CHECK, STATUS, GC, VERSION), every version lanyard
 //! speaks (0.4.0, 1.0.0, 1.1.0), static addresses and a DHCP lease from dnsmasq, and the error
-//! paths; and podman 4.3 running containers on lanyard networks. LANs 236..=248.
+//! paths; a lease from Kea kept for five lifetimes; and podman 4.3 running containers on lanyard
+//! networks. LANs 234..=248.
 
 mod support;
 
@@ -13,124 +14,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::cli::{self, record_and_lease_files};
+use support::cni::{run_plugin, Call, Run};
 use support::daemon::DaemonGuard;
-use support::dhcp::Dnsmasq;
+use support::dhcp::{kea_lan, Dnsmasq, Kea, KeaConfig};
 use support::lab::{wait_until, Lan, Netns, TestDir};
 
 const VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
-
-/// One plugin run: what the runtime sees.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self}"))
-    }
-
-    /// Success with a result on stdout.
-    fn result(&self) -> Value {
-        assert_eq!(self.code, 0, "the plugin failed: {self}");
-        self.json()
-    }
-
-    /// Success with nothing on stdout (DEL, CHECK, STATUS, GC).
-    fn silent(&self) {
-        assert_eq!(self.code, 0, "the plugin failed: {self}");
-        assert_eq!(self.stdout.trim(), "", "nothing on stdout: {self}");
-    }
-
-    /// An error result with `code`, in the spec's shape; returns its details.
-    fn error(&self, code: u64, version: &str) -> String {
-        assert_ne!(self.code, 0, "the plugin should have failed: {self}");
-        let error = self.json();
-        assert_eq!(error["code"], code, "{self}");
-        assert_eq!(error["cniVersion"], version, "{self}");
-        assert!(error["msg"].as_str().is_some_and(|m| !m.is_empty()), "{self}");
-        error["details"].as_str().expect("details").to_string()
-    }
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\nstdout: {}\nstderr: {}", self.code, self.stdout, self.stderr)
-    }
-}
-
-/// The runtime's side of one invocation.
-#[derive(Clone, Copy)]
-struct Call<'a> {
-    command: &'a str,
-    container_id: Option<&'a str>,
-    netns: Option<&'a str>,
-    ifname: Option<&'a str>,
-    args: Option<&'a str>,
-}
-
-impl<'a> Call<'a> {
-    fn new(command: &'a str, container_id: &'a str, netns: &'a Netns) -> Call<'a> {
-        Call {
-            command,
-            container_id: Some(container_id),
-            netns: Some(netns.path.to_str().expect("utf-8 path")),
-            ifname: Some("eth0"),
-            args: None,
-        }
-    }
-
-    /// A command that takes no container (STATUS, GC, VERSION).
-    fn bare(command: &'a str) -> Call<'a> {
-        Call { command, container_id: None, netns: None, ifname: None, args: None }
-    }
-
-    fn run(&self, host: &Netns, dir: &TestDir, conf: &Value) -> Run {
-        run_plugin(host, dir, self, conf.to_string().as_bytes(), &[], &[])
-    }
-}
-
-/// The plugin run with `argv`, without the environment variables `unset` (cli::command sets
-/// LANYARD_STATE_DIR, which wins over the conf's `stateDir`).
-fn run_plugin(
-    host: &Netns,
-    dir: &TestDir,
-    call: &Call,
-    stdin: &[u8],
-    argv: &[&str],
-    unset: &[&str],
-) -> Run {
-    let mut command = cli::command(host, dir, argv);
-    for name in unset {
-        command.env_remove(name);
-    }
-    command.env("CNI_COMMAND", call.command).env("CNI_PATH", "/nonexistent");
-    for (name, value) in [
-        ("CNI_CONTAINERID", call.container_id),
-        ("CNI_NETNS", call.netns),
-        ("CNI_IFNAME", call.ifname),
-        ("CNI_ARGS", call.args),
-    ] {
-        if let Some(value) = value {
-            command.env(name, value);
-        }
-    }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the plugin");
-    child.stdin.take().expect("stdin").write_all(stdin).expect("write the conf");
-    let out: Output = child.wait_with_output().expect("wait for the plugin");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn static_conf(version: &str, lan: &Lan, host_octet: u8) -> Value {
     json!({
@@ -284,10 +173,18 @@ fn bad_input_is_refused_with_the_spec_codes_and_changes_nothing() {
     let mut old = good.clone();
     old["cniVersion"] = json!("0.3.1");
     add.run(&lan.host, &dir, &old).error(1, "1.1.0");
+    // A chained IPAM section gives the addresses: not beside "addresses", and only a plugin
+    // CNI_PATH holds.
     let mut ipam = good.clone();
     ipam["ipam"] = json!({"type": "host-local"});
-    let details = add.run(&lan.host, &dir, &ipam).error(2, "1.0.0");
+    let details = add.run(&lan.host, &dir, &ipam).error(7, "1.0.0");
     assert!(details.contains("\"ipam\"") && details.contains("host-local"), "{details}");
+    let mut not_found = ipam.clone();
+    not_found.as_object_mut().unwrap().remove("addresses");
+    not_found.as_object_mut().unwrap().remove("gateway");
+    not_found.as_object_mut().unwrap().remove("routes");
+    let details = add.run(&lan.host, &dir, &not_found).error(7, "1.0.0");
+    assert!(details.contains("no executable \"host-local\" in CNI_PATH"), "{details}");
     let mut no_interface = good.clone();
     no_interface.as_object_mut().unwrap().remove("hostInterface");
     assert!(add.run(&lan.host, &dir, &no_interface).error(7, "1.0.0").contains("hostInterface"));
@@ -552,8 +449,131 @@ fn dhcp_add_without_a_server_is_try_again_later_and_leaves_nothing() {
 }
 
 #[test]
+fn a_chained_host_local_ipam_gives_the_addresses_and_releases_them_at_del() {
+    let lan = Lan::bridge(234);
+    let dir = TestDir::new("cni-host-local");
+    let g = lan.guest("c");
+    let (host_before, guest_before) = (lan.host.snapshot(), g.snapshot());
+    let data_dir = dir.join("host-local");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "lantest", "type": "lanyard", "hostInterface": "br0",
+        "ipam": {
+            "type": "host-local", "dataDir": data_dir,
+            "ranges": [[{"subnet": "198.18.234.0/24", "rangeStart": "198.18.234.20",
+                         "gateway": "198.18.234.1"}]],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "198.19.0.0/16", "gw": "198.18.234.2"}],
+        },
+    });
+    let lanyard = env!("CARGO_BIN_EXE_lanyard");
+    let run =
+        |call: Call, conf: &Value| call.run_program(lanyard, "/usr/lib/cni", &lan.host, &dir, conf);
+    let add = Call::new("ADD", "hostlocal", &g);
+    let result = run(add, &conf).result();
+    check_add_result(&result, "1.0.0", &g, "198.18.234.20/24", "198.18.234.1");
+    let routes = result["routes"].as_array().unwrap();
+    assert!(routes.contains(&json!({"dst": "198.19.0.0/16", "gw": "198.18.234.2"})), "{result}");
+    assert!(g.addresses().iter().any(|a| a.contains("198.18.234.20/24")), "{:?}", g.addresses());
+    let guest_routes = g.routes();
+    assert!(guest_routes.iter().any(|r| r.starts_with("default via 198.18.234.1 dev eth0")));
+    assert!(guest_routes.iter().any(|r| r.starts_with("198.19.0.0/16 via 198.18.234.2 dev eth0")));
+    let allocation = data_dir.join("lantest").join("198.18.234.20");
+    assert!(allocation.exists(), "host-local recorded the allocation");
+
+    let mut with_result = conf.clone();
+    with_result["prevResult"] = result;
+    run(Call { command: "CHECK", ..add }, &with_result).silent();
+    run(Call { command: "DEL", ..add }, &with_result).silent();
+    assert!(!allocation.exists(), "host-local released the address at DEL");
+    assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
+    assert_eq!(g.snapshot(), guest_before);
+    assert_eq!(lan.host.snapshot(), host_before);
+
+    // An attach that fails after the IPAM ADD gives the address back.
+    let mut missing = conf.clone();
+    missing["hostInterface"] = json!("brmissing0");
+    let details = run(add, &missing).error(7, "1.0.0");
+    assert!(details.contains("brmissing0"), "{details}");
+    // host-local names an allocation by its address (the next ADD takes the next one).
+    let allocations: Vec<String> = std::fs::read_dir(data_dir.join("lantest"))
+        .expect("host-local's directory")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    assert!(allocations.is_empty(), "the failed ADD released its address: {allocations:?}");
+    assert_eq!(g.snapshot(), guest_before);
+}
+
+#[test]
+fn status_and_gc_are_passed_on_to_a_chained_ipam_plugin() {
+    let host = Netns::new("host");
+    let dir = TestDir::new("cni-ipam-passed");
+    // An IPAM plugin that notes each command it is run for, and fails STATUS when told to.
+    let bin = dir.join("cni-bin");
+    std::fs::create_dir(&bin).expect("create the plugin directory");
+    let plugin = bin.join("noting-ipam");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\n\
+         echo \"$CNI_COMMAND\" >> \"$(dirname \"$0\")/calls\"\n\
+         if [ \"$CNI_COMMAND\" = STATUS ] && [ -e \"$(dirname \"$0\")/down\" ]; then\n\
+         echo '{\"cniVersion\": \"1.1.0\", \"code\": 50, \"msg\": \"down\", \"details\": \"told to be down\"}'\n\
+         exit 1\n\
+         fi\n",
+    )
+    .expect("write the plugin");
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("make it executable");
+    let conf = json!({
+        "cniVersion": "1.1.0", "name": "lantest", "type": "lanyard", "hostInterface": "br0",
+        "ipam": {"type": "noting-ipam"}, "cni.dev/valid-attachments": [],
+    });
+    let run = |call: Call| {
+        call.run_program(env!("CARGO_BIN_EXE_lanyard"), bin.to_str().unwrap(), &host, &dir, &conf)
+    };
+    run(Call::bare("STATUS")).silent();
+    run(Call::bare("GC")).silent();
+    let calls = std::fs::read_to_string(bin.join("calls")).unwrap_or_default();
+    assert_eq!(calls, "STATUS\nGC\n");
+    std::fs::write(bin.join("down"), b"").expect("tell it to be down");
+    let details = run(Call::bare("STATUS")).error(50, "1.1.0");
+    assert!(details.contains("noting-ipam") && details.contains("told to be down"), "{details}");
+}
+
+#[test]
+fn a_dhcp_attachment_keeps_its_kea_lease_for_five_lifetimes() {
+    let (lan, _neighbour) = kea_lan(235);
+    // Leases of 4 s, renewed after 1 s.
+    const VALID: u64 = 4;
+    let kea = Kea::start(&lan.host, "br0", KeaConfig::timed(235, VALID as u32, 1, 3));
+    let dir = TestDir::new("cni-kea");
+    let _daemon = DaemonGuard::new(&dir);
+    let g = lan.guest("pod");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "lantest", "type": "lanyard",
+        "hostInterface": "br0", "addressing": "dhcp",
+    });
+    let add = Call::new("ADD", "kea", &g);
+    let result = add.run(&lan.host, &dir, &conf).result();
+    let cidr = result["ips"][0]["address"].as_str().expect("address").to_string();
+    let address: std::net::Ipv4Addr = cidr.split('/').next().unwrap().parse().unwrap();
+    let started = std::time::Instant::now();
+    let five_lifetimes = wait_until(Duration::from_secs(5 * VALID + 10), || {
+        started.elapsed() >= Duration::from_secs(5 * VALID) && kea.renewals_of(address) >= 8
+    });
+    assert!(five_lifetimes, "renewals of {address}: {}", kea.renewals_of(address));
+    assert!(g.addresses().iter().any(|a| a.contains(&cidr)), "{:?}", g.addresses());
+    let mut checked = conf.clone();
+    checked["prevResult"] = result;
+    Call { command: "CHECK", ..add }.run(&lan.host, &dir, &checked).silent();
+    Call { command: "DEL", ..add }.run(&lan.host, &dir, &checked).silent();
+    assert!(wait_until(Duration::from_secs(3), || kea.released(address)), "Kea saw no RELEASE");
+    assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
+}
+
+#[test]
 fn the_documented_conflists_are_accepted_by_the_plugin() {
-    for file in ["lanyard.conflist", "lanyard-static.conflist"] {
+    for file in ["lanyard.conflist", "lanyard-static.conflist", "lanyard-ipam.conflist"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cni").join(file);
         let list: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read it"))
             .unwrap_or_else(|e| panic!("{file} is not JSON: {e}"));
@@ -561,6 +581,13 @@ fn the_documented_conflists_are_accepted_by_the_plugin() {
         let mut conf = list["plugins"][0].clone();
         conf["name"] = list["name"].clone();
         conf["cniVersion"] = list["cniVersion"].clone();
+        if lanyard::cni::ipam::is_ipam_conf(&conf) {
+            match lanyard::cni::ipam::parse(&conf) {
+                Ok(parsed) => assert_eq!(parsed.ipam_of.as_deref(), Some("bridge"), "{file}"),
+                Err(e) => panic!("{file} is refused: {e:?}"),
+            }
+            continue;
+        }
         let conf = lanyard::cni::conf::parse(conf.to_string().as_bytes())
             .unwrap_or_else(|e| panic!("{file} is refused: {e:?}"));
         conf.check_common().unwrap_or_else(|e| panic!("{file} is refused: {e:?}"));

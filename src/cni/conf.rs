@@ -21,7 +21,7 @@ pub const SUPPORTED_VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
 pub const LATEST_VERSION: &str = "1.1.0";
 
 /// The longest a DHCP ADD waits for its lease by default (`dhcpTimeout` changes it).
-const DEFAULT_DHCP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_DHCP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The plugin configuration, as the spec and lanyard's own keys name it. Unknown keys are
 /// ignored, as the spec asks of plugins (runtimes add their own).
@@ -58,10 +58,14 @@ pub struct NetConf {
     #[serde(default)]
     pub runtime_config: RuntimeConfig,
     pub prev_result: Option<Value>,
-    /// A chained IPAM section: not in this version of lanyard (code 2).
+    /// A chained IPAM section: the IPAM plugin it names gives the addresses.
     pub ipam: Option<Value>,
     #[serde(rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<ValidAttachment>>,
+    /// Set when lanyard runs as the IPAM plugin (`"ipam": {"type": "lanyard"}`) of the main
+    /// plugin of this type: see [`super::ipam`].
+    #[serde(skip)]
+    pub ipam_of: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,15 +222,27 @@ impl NetConf {
             )));
         }
         if let Some(ipam) = &self.ipam {
-            return Err(CniError::new(
-                Code::UnsupportedField,
-                "unsupported field in network configuration",
-                format!(
-                    "\"ipam\": {ipam}: lanyard as a main plugin takes \"addresses\" or \"addressing\": \"dhcp\" itself"
-                ),
-            ));
+            let plugin = self.chained_ipam().ok_or_else(|| {
+                invalid(format!("\"ipam\": {ipam}: name the IPAM plugin as \"type\""))
+            })?;
+            if plugin == "lanyard" {
+                return Err(invalid(
+                    "\"ipam\": {\"type\": \"lanyard\"} under lanyard: give \"addressing\": \"dhcp\" instead",
+                ));
+            }
+            if self.addressing.is_some() || !self.addresses.is_empty() {
+                return Err(invalid(format!(
+                    "\"ipam\" ({plugin}) gives the addresses: leave out \"addressing\" and \"addresses\""
+                )));
+            }
         }
         Ok(())
+    }
+
+    /// The IPAM plugin a chained `ipam` section names (the reference plugins' way to address
+    /// the interface): lanyard runs it from CNI_PATH and configures its result.
+    pub fn chained_ipam(&self) -> Option<&str> {
+        self.ipam.as_ref().and_then(|ipam| ipam["type"].as_str())
     }
 
     /// Everything an ADD asks for, checked. Addresses come from the `ips` capability, else
@@ -252,7 +268,10 @@ impl NetConf {
             .iter()
             .map(|text| parse_cidr(text, "\"addresses\""))
             .collect::<Result<Vec<_>, _>>()?;
-        let runtime: Vec<String> = if !self.runtime_config.ips.is_empty() {
+        let runtime: Vec<String> = if self.ipam.is_some() {
+            // The chained IPAM plugin reads the runtime's addresses itself.
+            Vec::new()
+        } else if !self.runtime_config.ips.is_empty() {
             self.runtime_config.ips.clone()
         } else {
             args.get("IP")
@@ -390,9 +409,17 @@ mod tests {
         );
         let ipam =
             conf(r#"{"cniVersion":"1.0.0","name":"n","type":"lanyard","ipam":{"type":"x"}}"#);
-        let err = ipam.check_common().unwrap_err();
-        assert_eq!(err.code, Code::UnsupportedField);
-        assert!(err.details.contains("\"ipam\""), "{}", err.details);
+        assert!(ipam.check_common().is_ok());
+        assert_eq!(ipam.chained_ipam(), Some("x"));
+        for refused in [
+            r#"{"cniVersion":"1.0.0","name":"n","type":"lanyard","ipam":{"subnet":"x"}}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"lanyard","ipam":{"type":"lanyard"}}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","type":"lanyard","ipam":{"type":"x"},"addressing":"dhcp"}"#,
+        ] {
+            let err = conf(refused).check_common().unwrap_err();
+            assert_eq!(err.code, Code::InvalidConfig, "{refused}");
+            assert!(err.details.contains("\"ipam\""), "{}", err.details);
+        }
     }
 
     #[test]

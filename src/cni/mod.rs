@@ -3,8 +3,11 @@
 //! `CNI_*` variables set and the network configuration on stdin, and reads a result or an error
 //! from stdout. The work is the library's (`attach`, `detach_exact`, `inspect`), on the host
 //! namespace the plugin runs in, with the same state directory as the CLI and the daemon.
+//! lanyard is the main plugin (`"type": "lanyard"`, possibly with a chained IPAM plugin), or
+//! the IPAM plugin of another one (`"ipam": {"type": "lanyard"}`: see [`ipam`]).
 
 pub mod conf;
+pub mod ipam;
 mod ops;
 pub mod result;
 
@@ -47,6 +50,8 @@ pub enum Code {
     Drift,
     /// 104: any other failure.
     Other,
+    /// A chained IPAM plugin's own code, passed on as it gave it.
+    Delegated(u32),
 }
 
 impl Code {
@@ -66,6 +71,7 @@ impl Code {
             Code::Permission => 102,
             Code::Drift => 103,
             Code::Other => 104,
+            Code::Delegated(code) => code,
         }
     }
 }
@@ -116,6 +122,8 @@ pub struct Invocation {
     pub netns: Option<String>,
     pub ifname: Option<String>,
     pub args: String,
+    /// Where a chained IPAM plugin is looked for.
+    pub cni_path: Option<String>,
     /// LANYARD_STATE_DIR, which wins over the conf's `stateDir`.
     pub state_dir: Option<PathBuf>,
     /// LANYARD_HOST_ID, else /etc/machine-id.
@@ -139,6 +147,7 @@ impl Invocation {
             netns: values[2].clone(),
             ifname: values[3].clone(),
             args: values[4].clone().unwrap_or_default(),
+            cni_path: values[5].clone(),
             state_dir: from_env("LANYARD_STATE_DIR").map(PathBuf::from),
             host_id: from_env("LANYARD_HOST_ID"),
         }
@@ -214,7 +223,13 @@ pub fn run(invocation: &Invocation, stdin: &[u8]) -> Outcome {
     if invocation.command == "VERSION" {
         return ops::version(stdin);
     }
-    let conf = match conf::parse(stdin) {
+    let decoded = serde_json::from_slice::<serde_json::Value>(stdin).unwrap_or_default();
+    let as_ipam = ipam::is_ipam_conf(&decoded);
+    let parsed = match as_ipam {
+        true => ipam::parse(&decoded),
+        false => conf::parse(stdin).and_then(|conf| conf.check_common().map(|()| conf)),
+    };
+    let conf = match parsed {
         Ok(conf) => conf,
         Err(error) => {
             // An error speaks the version asked for when lanyard speaks it.
@@ -226,20 +241,27 @@ pub fn run(invocation: &Invocation, stdin: &[u8]) -> Outcome {
             return Outcome { version, result: Err(error) };
         }
     };
-    let result = conf.check_common().and_then(|()| dispatch(invocation, &conf));
+    let result = dispatch(invocation, &conf, stdin, &decoded);
     Outcome { version: conf.cni_version.clone(), result }
 }
 
 fn dispatch(
     invocation: &Invocation,
     conf: &NetConf,
+    stdin: &[u8],
+    decoded: &serde_json::Value,
 ) -> Result<Option<serde_json::Value>, CniError> {
     match invocation.command.as_str() {
-        "ADD" => ops::add(invocation, conf).map(Some),
-        "DEL" => ops::del(invocation, conf).map(|()| None),
-        "CHECK" => ops::check(invocation, conf).map(|()| None),
-        "STATUS" => ops::status(invocation, conf).map(|()| None),
-        "GC" => ops::gc(invocation, conf).map(|()| None),
+        "ADD" if conf.ipam_of.is_some() => ipam::add(invocation, conf, decoded).map(Some),
+        "ADD" => ops::add(invocation, conf, stdin).map(Some),
+        "DEL" => ops::del(invocation, conf, stdin).map(|()| None),
+        "CHECK" => ops::check(invocation, conf, stdin).map(|()| None),
+        "STATUS" => ops::status(invocation, conf)
+            .and_then(|()| ops::then_chained_ipam(conf, invocation, stdin))
+            .map(|()| None),
+        "GC" => ops::gc(invocation, conf)
+            .and_then(|()| ops::then_chained_ipam(conf, invocation, stdin))
+            .map(|()| None),
         other => Err(CniError::new(
             Code::InvalidEnv,
             "unknown CNI_COMMAND",

@@ -1,6 +1,7 @@
 //! The CNI commands, each through the library: ADD is `attach`, DEL and GC are `detach_exact`
 //! of a record found by its CNI identity (container id, network name, interface), CHECK is
-//! `inspect`'s comparison of the record with the kernel.
+//! `inspect`'s comparison of the record with the kernel. A chained IPAM plugin runs beside
+//! ADD, DEL and CHECK (see [`super::ipam::delegate`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,13 +30,20 @@ fn state_dir(invocation: &Invocation, conf: &NetConf) -> PathBuf {
 }
 
 /// The host is the namespace the runtime runs the plugin in.
-fn host(invocation: &Invocation, conf: &NetConf) -> Result<Host, CniError> {
+pub(super) fn host(invocation: &Invocation, conf: &NetConf) -> Result<Host, CniError> {
     let host_id = crate::naming::read_host_id(invocation.host_id.as_deref())
         .map_err(|e| CniError::from_lanyard("no host id", &e))?;
     let netns = Netns::current()
         .map_err(|e| CniError::from_lanyard("cannot open the host's namespace", &e))?;
     Host::new(netns, &state_dir(invocation, conf), host_id)
         .map_err(|e| CniError::from_lanyard("cannot open the state directory", &e))
+}
+
+/// Is `guest` an attachment of this conf's kind? lanyard as the main plugin and lanyard as
+/// another plugin's IPAM never take each other's records (a conf that changed type keeps its
+/// old attachments for the old plugin's DEL).
+fn is_of_this_kind(conf: &NetConf, guest: &GuestRef) -> bool {
+    matches!(guest, GuestRef::Cni { ipam_only, .. } if *ipam_only == conf.ipam_of.is_some())
 }
 
 /// The record of exactly this attachment, found by its identity; never by a guest's name.
@@ -51,6 +59,7 @@ fn find_record(
         network: conf.name.clone(),
         netns: String::new(),
         stable_name: String::new(),
+        ipam_only: false,
     };
     let record = host
         .state
@@ -58,22 +67,47 @@ fn find_record(
         .map_err(|e| CniError::from_lanyard("cannot read the attachment's record", &e))?;
     Ok(record.filter(|r| {
         r.guest_ifname == ifname
+            && is_of_this_kind(conf, &r.guest)
             && matches!(&r.guest, GuestRef::Cni { container_id: id, network, .. }
                 if id == container_id && *network == conf.name)
     }))
 }
 
-pub fn add(invocation: &Invocation, conf: &NetConf) -> Result<Value, CniError> {
+pub fn add(invocation: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniError> {
     let container_id = invocation.container_id()?;
     let ifname = invocation.ifname()?;
     let netns = invocation.netns()?;
     let args = invocation.cni_args()?;
-    let wanted = conf.wanted(&args)?;
+    let mut wanted = conf.wanted(&args)?;
     // A namespace that cannot be opened is the runtime's variable at fault, not the conf.
     Netns::open(Path::new(&netns)).map_err(|e| {
         CniError::new(Code::InvalidEnv, "invalid CNI_NETNS", format!("CNI_NETNS={netns}: {e}"))
     })?;
     let host = host(invocation, conf)?;
+    let chained = match conf.chained_ipam() {
+        Some(plugin) => {
+            let result = super::ipam::delegate(plugin, "ADD", invocation, stdin)?;
+            let configured = result
+                .as_ref()
+                .ok_or_else(|| {
+                    CniError::new(
+                        Code::Other,
+                        "no IPAM result",
+                        format!("{plugin} ADD printed nothing"),
+                    )
+                })
+                .and_then(super::ipam::configuration_of);
+            match configured {
+                Ok((addresses, routes)) => {
+                    wanted.addresses = addresses;
+                    wanted.routes.extend(routes);
+                }
+                Err(e) => return Err(undo_ipam(plugin, invocation, stdin, e)),
+            }
+            Some((plugin, result))
+        }
+        None => None,
+    };
     let guest = GuestSpec::Cni {
         container_id: container_id.clone(),
         network: conf.name.clone(),
@@ -96,7 +130,11 @@ pub fn add(invocation: &Invocation, conf: &NetConf) -> Result<Value, CniError> {
         request.dhcp_wait = DhcpWait { timeout: wanted.dhcp_timeout, wait: true };
     }
     let attached = crate::attach(&host, &request)
-        .map_err(|e| CniError::from_lanyard("lanyard could not attach the container", &e))?;
+        .map_err(|e| CniError::from_lanyard("lanyard could not attach the container", &e))
+        .map_err(|e| match chained {
+            Some((plugin, _)) => undo_ipam(plugin, invocation, stdin, e),
+            None => e,
+        })?;
     if attached.record.dhcp.is_none() {
         // Static addresses are announced (gratuitous ARP, unsolicited NA) as the CLI does, from
         // a detached helper, so neighbours with a stale entry for the address learn the MAC.
@@ -113,14 +151,39 @@ pub fn add(invocation: &Invocation, conf: &NetConf) -> Result<Value, CniError> {
         &attached.record,
         &netns,
         lease.as_ref(),
-        conf.dns.as_ref(),
+        conf.dns.as_ref().or(chained.as_ref().and_then(|(_, result)| {
+            result.as_ref().map(|r| &r["dns"]).filter(|dns| dns.is_object())
+        })),
         conf.prev_result.as_ref(),
     ))
 }
 
+/// A failed ADD after the chained IPAM plugin's ADD: its allocation is released (its DEL), or
+/// the error says what is left.
+fn undo_ipam(plugin: &str, invocation: &Invocation, stdin: &[u8], mut error: CniError) -> CniError {
+    if let Err(left) = super::ipam::delegate(plugin, "DEL", invocation, stdin) {
+        error.details.push_str(&format!(
+            "\nleft behind: the address {plugin} allocated: {} (run the network's DEL)",
+            left.details
+        ));
+    }
+    error
+}
+
 /// Idempotent: nothing recorded (DEL twice, an ADD that never finished) is success, and a
 /// namespace already gone leaves only the host side to remove.
-pub fn del(invocation: &Invocation, conf: &NetConf) -> Result<(), CniError> {
+pub fn del(invocation: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
+    let detached = del_own(invocation, conf);
+    // The chained IPAM plugin releases its allocation whatever lanyard found (its DEL is
+    // idempotent too), after the interface is gone, as the reference bridge plugin does.
+    let released = match conf.chained_ipam() {
+        Some(plugin) => super::ipam::delegate(plugin, "DEL", invocation, stdin).map(|_| ()),
+        None => Ok(()),
+    };
+    detached.and(released)
+}
+
+fn del_own(invocation: &Invocation, conf: &NetConf) -> Result<(), CniError> {
     let container_id = invocation.container_id()?;
     let ifname = invocation.ifname()?;
     // No state directory: nothing was ever recorded there, and a DEL must not create one (a
@@ -138,8 +201,28 @@ pub fn del(invocation: &Invocation, conf: &NetConf) -> Result<(), CniError> {
 }
 
 /// The record against the kernel (inspect's comparison), and the addresses of `prevResult`
-/// against the interface's live ones.
-pub fn check(invocation: &Invocation, conf: &NetConf) -> Result<(), CniError> {
+/// against the interface's live ones; then the chained IPAM plugin's CHECK.
+pub fn check(invocation: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
+    check_own(invocation, conf)?;
+    then_chained_ipam(conf, invocation, stdin)
+}
+
+/// The same command for the chained IPAM plugin, if the conf has one (after lanyard's own part
+/// succeeded): CHECK, STATUS and GC, as the reference bridge plugin passes them on.
+pub(super) fn then_chained_ipam(
+    conf: &NetConf,
+    invocation: &Invocation,
+    stdin: &[u8],
+) -> Result<(), CniError> {
+    match conf.chained_ipam() {
+        Some(plugin) => {
+            super::ipam::delegate(plugin, &invocation.command, invocation, stdin).map(|_| ())
+        }
+        None => Ok(()),
+    }
+}
+
+fn check_own(invocation: &Invocation, conf: &NetConf) -> Result<(), CniError> {
     let container_id = invocation.container_id()?;
     let ifname = invocation.ifname()?;
     invocation.netns()?;
@@ -208,9 +291,10 @@ pub fn status(invocation: &Invocation, conf: &NetConf) -> Result<(), CniError> {
         unavailable(format!("state directory {} is not writable: {e}", host.state.path().display()))
     })?;
     let _ = std::fs::remove_file(&probe);
-    let dhcp = conf
-        .wanted(&super::conf::CniArgs::default())
-        .is_ok_and(|w| w.addressing == Addressing::Dhcp);
+    let dhcp = conf.ipam_of.is_some()
+        || conf
+            .wanted(&super::conf::CniArgs::default())
+            .is_ok_and(|w| w.addressing == Addressing::Dhcp);
     if dhcp {
         let request = crate::daemon::control::Request::Ping;
         crate::daemon::control::request(&host, &request, STATUS_DAEMON_TIMEOUT)
@@ -241,7 +325,10 @@ pub fn gc(invocation: &Invocation, conf: &NetConf) -> Result<(), CniError> {
             container_id: container_id.clone(),
             ifname: record.guest_ifname.clone(),
         };
-        if *network != conf.name || valid.contains(&attachment) {
+        if *network != conf.name
+            || !is_of_this_kind(conf, &record.guest)
+            || valid.contains(&attachment)
+        {
             continue;
         }
         if let Err(e) = crate::detach::detach_exact(&host, &record) {
@@ -307,6 +394,7 @@ fn is_record_of_network(file_name: &str, network: &str) -> bool {
         network: network.to_string(),
         netns: String::new(),
         stable_name: String::new(),
+        ipam_only: false,
     };
     // "cni-+NETWORK@x.json": the network's escaped form sits between `+` and `@`.
     let probe_name = Record::file_name_for(&probe, "x");
@@ -346,6 +434,7 @@ mod tests {
                 network: network.into(),
                 netns: String::new(),
                 stable_name: String::new(),
+                ipam_only: false,
             };
             Record::file_name_for(&guest, "eth0")
         };

@@ -47,9 +47,14 @@ impl ResolvWrite {
 
 /// A Docker plugin endpoint's lease is configured by Docker (the address from IPAM's answer,
 /// the route from Join's gateway), and its link spends time in the host namespace (before Join,
-/// after the container stops), where a lease must change nothing: the daemon only keeps it.
-fn docker_configures(slot: &Slot) -> bool {
-    matches!(slot.record.guest, GuestRef::DockerEndpoint { .. })
+/// after the container stops), where a lease must change nothing; a CNI attachment where
+/// lanyard is the IPAM plugin is configured by the main plugin from lanyard's result. The
+/// daemon only keeps those leases.
+fn runtime_configures(slot: &Slot) -> bool {
+    matches!(
+        slot.record.guest,
+        GuestRef::DockerEndpoint { .. } | GuestRef::Cni { ipam_only: true, .. }
+    )
 }
 
 /// Apply a lease in the guest, idempotently (every renewal comes here too): the address, the
@@ -57,7 +62,7 @@ fn docker_configures(slot: &Slot) -> bool {
 /// which is kept to be restored). DNS for the guest's resolv.conf, when asked, is returned to
 /// be written off the loop.
 pub(super) fn configure(slot: &mut Slot, lease: &Lease) -> Result<Option<ResolvWrite>> {
-    if docker_configures(slot) {
+    if runtime_configures(slot) {
         return Ok(None);
     }
     let Some(live) = &slot.live else { return Ok(None) };
@@ -131,7 +136,7 @@ pub(super) fn configure(slot: &mut Slot, lease: &Lease) -> Result<Option<ResolvW
 
 /// Remove a lost lease's address and routes, and give the guest its old default route back.
 pub(super) fn deconfigure(slot: &mut Slot, lease: &Lease) -> Result<()> {
-    if docker_configures(slot) {
+    if runtime_configures(slot) {
         return Ok(());
     }
     let Some(live) = &slot.live else { return Ok(()) };

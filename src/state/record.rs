@@ -26,18 +26,39 @@ const SHORTENED_HASH_HEX: usize = 32;
 /// `guest_ifname`); `netns` is CNI_NETNS at ADD, where the guest's namespace is found again;
 /// `stable_name` is what stable MACs and client ids derive from: `pod:NAMESPACE/NAME` when the
 /// runtime passes K8S_POD_NAME (a re-created pod asks for the same address), else
-/// `container:ID`.
+/// `container:ID`; `ipam_only` marks lanyard as the IPAM plugin of another CNI plugin (the
+/// reference bridge or macvlan), which made the link and configures it: lanyard only keeps the
+/// lease, and neither configures nor removes the link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum GuestRef {
-    Container { id: String, name: String },
-    Netns { name: String },
-    Pid { pid: u32 },
-    Path { path: String },
+    Container {
+        id: String,
+        name: String,
+    },
+    Netns {
+        name: String,
+    },
+    Pid {
+        pid: u32,
+    },
+    Path {
+        path: String,
+    },
     // An endpoint the Docker network plugin made (see `crate::plugin`): Docker names no
     // container to a plugin, so the endpoint is known by its network's and its own Docker id.
-    DockerEndpoint { network: String, endpoint: String },
-    Cni { container_id: String, network: String, netns: String, stable_name: String },
+    DockerEndpoint {
+        network: String,
+        endpoint: String,
+    },
+    Cni {
+        container_id: String,
+        network: String,
+        netns: String,
+        stable_name: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ipam_only: bool,
+    },
 }
 
 impl GuestRef {
@@ -377,6 +398,7 @@ mod tests {
                 network: "lan+1".into(),
                 netns: "/run/netns/cni-1".into(),
                 stable_name: "pod:/web1".into(),
+                ipam_only: false,
             },
         ];
         for guest in &guests {
@@ -447,8 +469,15 @@ mod tests {
             network: network.into(),
             netns: netns.into(),
             stable_name: "pod:/web1".into(),
+            ipam_only: false,
         };
         assert_eq!(name(&cni("c0ffee", "lan", "/run/netns/a"), "eth0"), "cni-c0ffee+lan@eth0.json");
+        // lanyard as another plugin's IPAM keeps its record under the same key.
+        let mut ipam = cni("c0ffee", "lan", "/run/netns/a");
+        if let GuestRef::Cni { ipam_only, .. } = &mut ipam {
+            *ipam_only = true;
+        }
+        assert_eq!(name(&ipam, "eth0"), "cni-c0ffee+lan@eth0.json");
         assert_eq!(
             name(&cni("c0ffee", "lan", "/run/netns/a"), "eth0"),
             name(&cni("c0ffee", "lan", ""), "eth0")

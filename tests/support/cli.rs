@@ -8,9 +8,16 @@ use super::lab::{run_id, Netns, TestDir};
 
 /// The prepared command: `lanyard ARGS` inside `ns`, state in `dir/state`, stdin /dev/null.
 pub fn command(ns: &Netns, dir: &TestDir, args: &[&str]) -> Command {
-    let mut command = ns.command(env!("CARGO_BIN_EXE_lanyard"));
+    let mut command = command_of(env!("CARGO_BIN_EXE_lanyard"), ns, dir);
+    command.args(args);
     command
-        .args(args)
+}
+
+/// `program` inside `ns` with the environment [`command`] gives lanyard: for a program that
+/// runs lanyard in turn (a CNI plugin calling its IPAM plugin passes its environment on).
+pub fn command_of(program: &str, ns: &Netns, dir: &TestDir) -> Command {
+    let mut command = ns.command(program);
+    command
         .env("LANYARD_STATE_DIR", dir.join("state"))
         .env("LANYARD_HOST_ID", format!("test-{}", run_id()))
         .env("DOCKER_HOST", format!("unix://{}", dir.join("no-docker.sock").display()))

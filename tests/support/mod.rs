@@ -5,6 +5,7 @@
 
 pub mod bind;
 pub mod cli;
+pub mod cni;
 pub mod daemon;
 pub mod dhcp;
 pub mod docker;
