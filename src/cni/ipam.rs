@@ -166,6 +166,7 @@ pub fn add(invocation: &Invocation, conf: &NetConf, stdin: &Value) -> Result<Val
         }),
         declared: None,
         host_route: false,
+        dns: Default::default(),
     };
     save_new_record(&host, &record, &container_id)?;
     let wanted_timeout = conf.dhcp_timeout.map(std::time::Duration::from_secs);

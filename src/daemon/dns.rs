@@ -569,6 +569,7 @@ mod tests {
             network: "lan".into(),
             netns: "/run/netns/x".into(),
             stable_name: "pod:shop/web-0".into(),
+            ipam_only: false,
         };
         assert_eq!(guest_names(&pod), ("web-0".into(), "abcdef012345".into()));
         let plain = GuestRef::Cni {
@@ -576,6 +577,7 @@ mod tests {
             network: "lan".into(),
             netns: "/run/netns/x".into(),
             stable_name: "container:abcdef0123456789".into(),
+            ipam_only: false,
         };
         assert_eq!(guest_names(&plain).0, "abcdef012345");
     }

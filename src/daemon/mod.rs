@@ -164,6 +164,14 @@ impl Daemon {
         let lock = crate::state::try_lock_file(&state_dir.join(control::DAEMON_LOCK))?.ok_or_else(
             || Error::conflict(format!("a lanyard daemon already serves {}", state_dir.display())),
         )?;
+        // A writer SIGKILLed mid-write (this daemon's last run, or a CLI) left its temporary
+        // file; nothing else would ever remove it.
+        for path in crate::state::sweep_dead_temporaries(&state_dir) {
+            crate::logging::daemon_event(format_args!(
+                "removed {}, left by a writer that died mid-write",
+                path.display()
+            ));
+        }
         let socket_path = control::socket_path(&state_dir);
         let _ = std::fs::remove_file(&socket_path);
         let listener = UnixListener::bind(&socket_path)

@@ -214,6 +214,40 @@ pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Remove the temporary files of writers that died between creating and renaming them (a
+/// SIGKILL mid-write): `.tmp-PID-...` in `dir` and its subdirectories whose PID no longer runs.
+/// A live writer's file is left alone (the PID is checked, not the age). Returns the paths removed.
+pub fn sweep_dead_temporaries(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    // The state directory and one level below it (leases/, docker-plugin/, dns/) is where
+    // write_atomically is used; deeper trees are not lanyard's.
+    if let Ok(entries) = fs::read_dir(dir) {
+        dirs.extend(
+            entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()),
+        );
+    }
+    for dir in dirs {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(".tmp-"))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() && fs::remove_file(entry.path()).is_ok()
+            {
+                removed.push(entry.path());
+            }
+        }
+    }
+    removed
+}
+
 /// Refuse a file written in a newer format than this lanyard reads, before reading anything
 /// else from it (a newer format may mean the same fields differently). A file without a
 /// version is format 1. `what` names the kind of file ("record", "lease").
@@ -320,6 +354,31 @@ mod tests {
             host_route: false,
             dns: Default::default(),
         }
+    }
+
+    #[test]
+    fn temporaries_of_dead_writers_are_swept_and_a_live_writers_kept() {
+        let dir = std::env::temp_dir().join(format!("lanyard-sweep-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("leases")).unwrap();
+        // A pid that ran and is gone: a child that has exited and been reaped.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let own = std::process::id();
+        let dead_record = dir.join(format!(".tmp-{dead}-0-netns-a@eth1.json"));
+        let dead_lease = dir.join("leases").join(format!(".tmp-{dead}-1-lease.json"));
+        let live = dir.join("leases").join(format!(".tmp-{own}-2-lease.json"));
+        let plain = dir.join("leases").join("tmp-not-ours.json");
+        for path in [&dead_record, &dead_lease, &live, &plain] {
+            fs::write(path, b"{").unwrap();
+        }
+        let mut removed = sweep_dead_temporaries(&dir);
+        removed.sort();
+        assert_eq!(removed, vec![dead_record.clone(), dead_lease.clone()]);
+        assert!(!dead_record.exists() && !dead_lease.exists());
+        assert!(live.exists() && plain.exists());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
