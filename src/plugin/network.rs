@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -18,8 +19,9 @@ use serde_json::{json, Value};
 use super::store::{Endpoint, Network, Pool};
 use super::{no_arguments, parse_body, Plugin};
 use crate::driver::{driver_for, LinkRequest};
-use crate::error::{Error, Result};
-use crate::netlink::{LinkKind, Netlink};
+use crate::error::{Error, Result, ResultExt};
+use crate::netlink::{LinkKind, LinkWatch, Netlink};
+use crate::netns::Netns;
 use crate::spec::{AddressSpec, MacAddr, MacScheme, MacvlanMode};
 use crate::state::{DriverKind, GuestRef, Record, RECORD_VERSION};
 
@@ -244,14 +246,7 @@ fn create_network(plugin: &Plugin, request: CreateNetwork) -> Result<Value> {
     };
     let slaac = match option_text(&generic, "slaac")? {
         None | Some("false") => false,
-        // Refused rather than ignored: a network that silently lacks what was asked for is
-        // worse than one that is not created.
-        Some("true") => {
-            return Err(Error::unsupported(
-                "-o slaac=true (SLAAC on lanyard networks comes with their DHCP addressing); \
-                 give static IPv6 with --ipv6 --subnet and docker run --ip6",
-            ))
-        }
+        Some("true") => true,
         Some(text) => return Err(Error::usage(format!("-o slaac={text}: expected true or false"))),
     };
     let mut ipv4 = pools(&id, "IPv4", request.ipv4_data)?;
@@ -518,7 +513,8 @@ pub(super) fn take_lease(
         fqdn: false,
         client_id: format!("docker-{mac}"),
         set_resolv: false,
-        slaac: false,
+        // Written on the link once Docker moved it into the container (see Join).
+        slaac: network.slaac,
         probe: false,
     };
     let record = {
@@ -773,7 +769,8 @@ fn join(plugin: &Plugin, request: Join) -> Result<Value> {
             endpoint.id, endpoint.link_name
         )));
     }
-    let src_name = endpoint.link_name.clone();
+    let (src_name, mac, endpoint_id) =
+        (endpoint.link_name.clone(), endpoint.mac, endpoint.id.clone());
     let lease_gateway = match endpoint.dhcp {
         true => crate::daemon::store::load(plugin.host.state.path(), &endpoint.record)?
             .and_then(|stored| stored.lease)
@@ -785,6 +782,9 @@ fn join(plugin: &Plugin, request: Join) -> Result<Value> {
         endpoint.joined = true;
         endpoint.sandbox_key = sandbox_key;
         store.save()?;
+    }
+    if network.slaac {
+        enable_slaac_after_move(&plugin.host, &request.sandbox_key, mac, &endpoint_id)?;
     }
     let mut answer = json!({
         "InterfaceName": { "SrcName": src_name, "DstPrefix": "eth" },
@@ -798,4 +798,79 @@ fn join(plugin: &Plugin, request: Join) -> Result<Value> {
         answer["GatewayIPv6"] = json!(gateway.to_string());
     }
     Ok(answer)
+}
+
+/// How long an endpoint of a `-o slaac=true` network waits for Docker to bring its link up
+/// in the container (Docker 20.10 does it in runc's prestart hook, soon after Join answers).
+const SLAAC_MOVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `-o slaac=true`: router advertisements accepted and addresses autoconfigured on the
+/// endpoint's link, with the same sysctls as `lanyard attach --slaac` ([`crate::sysctl`]).
+/// They cannot be written before Join answers: Docker moves the link into the container only
+/// after it, and the kernel gives an interface that changes namespace a fresh IPv6
+/// configuration (the new namespace's defaults, where Docker 20.10 has disabled IPv6). Docker
+/// 20.10 does not even have the container's namespace at Join: its SandboxKey file is made
+/// (bound to the namespace runc created) just before the links are moved in. So a thread of its
+/// own, woken by link notifications (subscribed before Join answers, so no change is missed):
+/// first from the host namespace until the SandboxKey opens as a namespace (it does before the
+/// link leaves the host namespace, which notifies), then from the container's namespace until
+/// the link (found by its MAC: Docker renames it) is up, which Docker does after renaming and
+/// addressing it. Then it writes the sysctls there; IPv6 starts (router solicitation, EUI-64
+/// address from the MAC) when `disable_ipv6` turns 0.
+fn enable_slaac_after_move(
+    host: &crate::host::Host,
+    sandbox_key: &str,
+    mac: MacAddr,
+    endpoint_id: &str,
+) -> Result<()> {
+    let what = format!("SLAAC on endpoint {endpoint_id} in {sandbox_key}");
+    let mut host_watch = LinkWatch::open(&host.netns).map_err(|e| e.context(what.clone()))?;
+    let sandbox = std::path::PathBuf::from(sandbox_key);
+    let thread_what = what.clone();
+    let mut wait_and_enable = move || -> Result<()> {
+        let deadline = Instant::now() + SLAAC_MOVE_TIMEOUT;
+        let timed_out = |waited_for: &str| {
+            Error::new(
+                crate::error::ErrorKind::Timeout,
+                format!(
+                    "{waited_for} within {} s (the container did not start?)",
+                    SLAAC_MOVE_TIMEOUT.as_secs()
+                ),
+            )
+        };
+        let netns = loop {
+            if let Ok(netns) = Netns::open(&sandbox) {
+                break netns;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(timed_out("Docker made no namespace at the SandboxKey"));
+            }
+            host_watch.wait_any(deadline - now);
+        };
+        let mut watch = LinkWatch::open(&netns)?;
+        let mut netlink = Netlink::open(&netns, "the container's namespace")?;
+        loop {
+            let links = netlink.links()?;
+            if let Some(link) = links.into_iter().find(|l| l.mac == Some(mac.0) && l.up) {
+                let name = link.name;
+                return netns.run(move || crate::sysctl::enable_ipv6(&name, true));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(timed_out(&format!(
+                    "Docker did not bring the link of MAC {mac} up in the container"
+                )));
+            }
+            watch.wait_any(deadline - now);
+        }
+    };
+    let spawned = std::thread::Builder::new().name("docker-plugin-slaac".into()).spawn(move || {
+        if let Err(e) = wait_and_enable() {
+            crate::logging::daemon_event(format_args!("docker plugin: {thread_what}: {e}"));
+        }
+    });
+    spawned
+        .map(|_| ())
+        .with_context(crate::error::ErrorKind::Io, || format!("{what}: start its thread"))
 }

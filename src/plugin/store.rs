@@ -32,7 +32,7 @@ pub struct Network {
     pub macvlan_mode: MacvlanMode,
     /// `-o mtu=`; `None`: the parent's.
     pub mtu: Option<u32>,
-    /// `-o slaac=`: only `false` is accepted so far (see CreateNetwork).
+    /// `-o slaac=`: the container's link takes router advertisements (see Join).
     pub slaac: bool,
     pub ipv4: Vec<Pool>,
     pub ipv6: Vec<Pool>,

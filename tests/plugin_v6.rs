@@ -1,0 +1,163 @@
+//! `docker network create -d NAME -o slaac=true`: the container's interface takes the LAN's
+//! router advertisements (radvd on the lab's bridge) and autoconfigures its address, on a
+//! static IPv4 network and on a DHCP one. A private dockerd inside a lab namespace and the
+//! lanyard daemon serving the plugin in that same namespace (see tests/plugin.rs), under a
+//! plugin name unique to the run and the test.
+
+mod support;
+
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+use support::dhcp::{Dnsmasq, Radvd};
+use support::docker::DockerLab;
+use support::lab::{self, wait_until, Lan, TestDir};
+use support::plugin::{docker_ok, plugin_name, PluginDaemon};
+
+/// The EUI-64 address of `mac` in the /64 `prefix` ("2001:db8:N::"), as the kernel forms it
+/// (addr_gen_mode 0), written as `ip` shows it.
+fn eui64(prefix: &str, mac: &str) -> String {
+    let o: Vec<u8> = mac.split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
+    let mut bytes = prefix.parse::<Ipv6Addr>().unwrap().octets();
+    bytes[8..].copy_from_slice(&[o[0] ^ 0x02, o[1], o[2], 0xff, 0xfe, o[3], o[4], o[5]]);
+    Ipv6Addr::from(bytes).to_string()
+}
+
+/// Wait until container `name`'s eth0 has the SLAAC address of its MAC in `prefix`; returns
+/// that address. radvd answers the container's router solicitation at once and advertises
+/// every 3-4 s anyway, so 10 s is two periodic advertisements beyond the answer.
+fn wait_slaac_address(lab: &DockerLab, dir: &TestDir, name: &str, prefix: &str) -> String {
+    let mac = docker_ok(lab, dir, &["exec", name, "cat", "/sys/class/net/eth0/address"]);
+    let expected = format!("inet6 {}/64", eui64(prefix, &mac));
+    let mut shown = String::new();
+    let found = wait_until(Duration::from_secs(10), || {
+        shown = docker_ok(lab, dir, &["exec", name, "ip", "-6", "-o", "addr", "show", "eth0"]);
+        shown.contains(&expected)
+    });
+    assert!(
+        found,
+        "{name}: no {expected} within 10 s: {shown}\ndaemon log:\n{}",
+        std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+    );
+    expected
+}
+
+/// What Docker knows of `name` on `net`: (IPAddress, GlobalIPv6Address).
+fn inspected(lab: &DockerLab, dir: &TestDir, name: &str, net: &str) -> (String, String) {
+    let format = format!(
+        "{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}} \
+         {{{{(index .NetworkSettings.Networks \"{net}\").GlobalIPv6Address}}}}"
+    );
+    let out = docker_ok(lab, dir, &["inspect", "-f", &format, name]);
+    let (ipv4, ipv6) = out.split_once(' ').unwrap_or((&out, ""));
+    (ipv4.to_string(), ipv6.to_string())
+}
+
+#[test]
+fn slaac_on_a_static_ipv4_network_gives_the_container_its_eui64_address() {
+    lab::require_root();
+    let lan = Lan::bridge(186);
+    let dir = TestDir::new("plugin-slaac");
+    let name = plugin_name("slaac");
+    let _radvd = Radvd::start(&lan.host, "br0", "2001:db8:186::/64");
+    // Started before dockerd, so that it is dropped after it (see tests/plugin_dhcp.rs).
+    let _daemon = PluginDaemon::for_plugin(&lan.host, &dir, &name);
+    let lab = DockerLab::start_in_netns(&lan.host.path, "198.19.186.1/24");
+    let image = lab.import_busybox();
+    let links_before = lan.host.links();
+
+    docker_ok(
+        &lab,
+        &dir,
+        &[
+            "network",
+            "create",
+            "-d",
+            &name,
+            "-o",
+            "parent=br0",
+            "-o",
+            "slaac=true",
+            "--subnet",
+            "198.18.186.0/24",
+            "--gateway",
+            "198.18.186.1",
+            "n",
+        ],
+    );
+    let run = [
+        "run",
+        "-d",
+        "--net",
+        "n",
+        "--ip",
+        "198.18.186.50",
+        "--name",
+        "c1",
+        &image,
+        "sleep",
+        "3600",
+    ];
+    docker_ok(&lab, &dir, &run);
+    wait_slaac_address(&lab, &dir, "c1", "2001:db8:186::");
+    // Docker knows the address it gave, not the autoconfigured one.
+    assert_eq!(inspected(&lab, &dir, "c1", "n"), ("198.18.186.50".into(), String::new()));
+    let routes = docker_ok(&lab, &dir, &["exec", "c1", "ip", "-6", "route"]);
+    assert!(routes.contains("default via fe80:"), "the RA's default route: {routes}");
+    // Only the container's own interface takes router advertisements.
+    let lo = docker_ok(&lab, &dir, &["exec", "c1", "cat", "/proc/sys/net/ipv6/conf/lo/accept_ra"]);
+    assert_ne!(lo, "2", "lo left as Docker made it");
+    // Every start is a new move into the container: SLAAC again after a restart.
+    docker_ok(&lab, &dir, &["restart", "-t", "0", "c1"]);
+    wait_slaac_address(&lab, &dir, "c1", "2001:db8:186::");
+
+    docker_ok(&lab, &dir, &["rm", "-f", "c1"]);
+    docker_ok(&lab, &dir, &["network", "rm", "n"]);
+    assert_eq!(lan.host.links(), links_before, "no link left in the host namespace");
+    assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
+}
+
+#[test]
+fn slaac_on_a_dhcp_network_gives_the_container_both_addresses() {
+    lab::require_root();
+    let lan = Lan::bridge(187);
+    let dir = TestDir::new("plugin-slaac-dhcp");
+    let name = plugin_name("slaac-dhcp");
+    let dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.187.100", "198.18.187.200"), "2m", &[]);
+    let _radvd = Radvd::start(&lan.host, "br0", "2001:db8:187::/64");
+    let _daemon = PluginDaemon::for_plugin(&lan.host, &dir, &name);
+    let lab = DockerLab::start_in_netns(&lan.host.path, "198.19.187.1/24");
+    let image = lab.import_busybox();
+
+    docker_ok(
+        &lab,
+        &dir,
+        &[
+            "network",
+            "create",
+            "-d",
+            &name,
+            "--ipam-driver",
+            &name,
+            "-o",
+            "parent=br0",
+            "-o",
+            "slaac=true",
+            "n",
+        ],
+    );
+    let mac = "02:00:c6:12:bb:07";
+    let run =
+        ["run", "-d", "--net", "n", "--mac-address", mac, "--name", "c1", &image, "sleep", "3600"];
+    docker_ok(&lab, &dir, &run);
+    let expected = wait_slaac_address(&lab, &dir, "c1", "2001:db8:187::");
+    assert!(expected.contains(&eui64("2001:db8:187::", mac)), "{expected}");
+    let (ipv4, ipv6) = inspected(&lab, &dir, "c1", "n");
+    let leased = ipv4.parse().unwrap_or_else(|_| panic!("docker inspect: {ipv4:?}"));
+    assert_eq!(dnsmasq.wait_lease(leased, Duration::from_secs(5)).mac, mac);
+    assert_eq!(ipv6, "", "Docker knows the lease, not the autoconfigured address");
+
+    docker_ok(&lab, &dir, &["rm", "-f", "c1"]);
+    docker_ok(&lab, &dir, &["network", "rm", "n"]);
+    assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
+}
