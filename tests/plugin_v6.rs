@@ -161,3 +161,95 @@ fn slaac_on_a_dhcp_network_gives_the_container_both_addresses() {
     docker_ok(&lab, &dir, &["network", "rm", "n"]);
     assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
 }
+
+/// One plugin call the way Docker makes it (an HTTP POST on the plugin's socket, here by
+/// curl): the answer's JSON body, whatever its status.
+fn call(socket: &std::path::Path, call: &str, body: serde_json::Value) -> serde_json::Value {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "30", "--unix-socket", socket.to_str().unwrap()])
+        .args(["-X", "POST", "--data-binary", &body.to_string()])
+        .arg(format!("http://plugin/{call}"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{call}: {e}: {text:?}"))
+}
+
+#[test]
+fn a_named_endpoint_keeps_its_dhcp_address_under_a_new_mac() {
+    use serde_json::json;
+    lab::require_root();
+    let lan = Lan::bridge(188);
+    let dir = TestDir::new("plugin-named");
+    let name = plugin_name("named");
+    let socket = lanyard::plugin::socket_path(&name);
+    let dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.188.100", "198.18.188.200"), "2m", &[]);
+    let _daemon = PluginDaemon::for_plugin(&lan.host, &dir, &name);
+    let links_before = lan.host.links();
+
+    // What Docker 29 sends for `docker network create -d NAME --ipam-driver NAME -o parent=br0`
+    // and, per container start, RequestAddress with its (random) MAC and its name.
+    let pool = call(
+        &socket,
+        "IpamDriver.RequestPool",
+        json!({"AddressSpace": "lanyard-local", "Pool": "", "V6": false}),
+    );
+    let (pool_id, marker) =
+        (pool["PoolID"].clone(), pool["Data"]["com.docker.network.gateway"].clone());
+    let network = "7e".repeat(32);
+    let created = call(
+        &socket,
+        "NetworkDriver.CreateNetwork",
+        json!({"NetworkID": network, "Options": {"com.docker.network.generic": {"parent": "br0"}},
+               "IPv4Data": [{"Pool": "0.0.0.0/0", "Gateway": marker}]}),
+    );
+    assert_eq!(created, json!({}));
+    let request_address = |mac: &str, container: &str| {
+        let answer = call(
+            &socket,
+            "IpamDriver.RequestAddress",
+            json!({"PoolID": pool_id, "Address": "", "Options": {
+                "com.docker.network.endpoint.macaddress": mac,
+                "com.docker.network.endpoint.name": container}}),
+        );
+        let log = || std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+        let dnsmasq_log = dnsmasq.log_text();
+        let address = answer["Address"].as_str();
+        address
+            .unwrap_or_else(|| panic!("RequestAddress: {answer}\n{}\n{dnsmasq_log}", log()))
+            .to_string()
+    };
+    // A container's life on the network: its endpoint adopts the link, and at its stop the
+    // endpoint goes (the link with it; the lease's record stays).
+    let live_and_stop = |mac: &str, address: &str, endpoint: &str| {
+        let ids = json!({"NetworkID": network, "EndpointID": endpoint});
+        let mut create = ids.clone();
+        create["Interface"] = json!({"Address": address, "MacAddress": mac});
+        assert_eq!(call(&socket, "NetworkDriver.CreateEndpoint", create), json!({}));
+        assert_eq!(call(&socket, "NetworkDriver.DeleteEndpoint", ids), json!({}));
+    };
+
+    let first = request_address("02:00:c6:12:bc:a1", "web");
+    live_and_stop("02:00:c6:12:bc:a1", &first, &"e1".repeat(32));
+    // The restart: another random MAC, the same name, the same address.
+    let again = request_address("02:00:c6:12:bc:a2", "web");
+    assert_eq!(again, first, "the same name keeps its address under a new MAC");
+    live_and_stop("02:00:c6:12:bc:a2", &again, &"e2".repeat(32));
+    // Another container: another address.
+    let other = request_address("02:00:c6:12:bc:a3", "db");
+    assert_ne!(other, first, "another name, another address");
+    live_and_stop("02:00:c6:12:bc:a3", &other, &"e3".repeat(32));
+
+    // A fixed MAC keeps the lease it was recorded with, whatever the container is called now.
+    let fixed = request_address("02:00:c6:12:bc:a1", "renamed");
+    assert_eq!(fixed, first, "the recorded MAC's lease wins over a new name");
+    live_and_stop("02:00:c6:12:bc:a1", &fixed, &"e4".repeat(32));
+
+    // docker network rm: the leases are released and nothing is left.
+    assert_eq!(
+        call(&socket, "NetworkDriver.DeleteNetwork", json!({"NetworkID": network})),
+        json!({})
+    );
+    assert_eq!(lan.host.links(), links_before, "no link left in the host namespace");
+    assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
+}

@@ -488,13 +488,40 @@ fn dhcp_guest(network_id: &str, mac: MacAddr) -> (GuestRef, String) {
 /// DHCP server fails the container's start with this daemon's reason).
 const LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// The DHCP client id of a DHCP network's link, which the server's lease follows:
+/// - the one already recorded for this network and MAC (a fixed `--mac-address` keeps its lease
+///   whatever the container is called);
+/// - else, when Docker names the endpoint (29.0 and later pass the container's name to IPAM),
+///   one derived from the network and that name, as [`crate::naming::client_id`] derives every
+///   stable client id: a container that keeps its name asks as the same client under the random
+///   MAC Docker draws at each start. (The MAC itself cannot follow the name: Docker draws it
+///   before asking IPAM, sets it on the link in the container and refuses a driver's other one.)
+/// - else one from the MAC.
+fn dhcp_client_id(
+    host_id: &str,
+    network_id: &str,
+    mac: MacAddr,
+    endpoint_name: Option<&str>,
+    recorded: Option<&str>,
+) -> String {
+    match (recorded, endpoint_name) {
+        (Some(recorded), _) => recorded.to_string(),
+        (None, Some(name)) => {
+            crate::naming::client_id(host_id, &format!("docker-network:{network_id}/{name}"), "")
+        }
+        (None, None) => format!("docker-{mac}"),
+    }
+}
+
 /// RequestAddress on a DHCP network: make the container's link in the host namespace with
-/// Docker's MAC, have the daemon take a lease on it (client id from the MAC, so the same MAC
-/// gets the same lease back), and answer the leased address. CreateEndpoint adopts the link.
+/// Docker's MAC, have the daemon take a lease on it (client id from [`dhcp_client_id`], so the
+/// same MAC, or the same container name where Docker gives it, gets the same lease back), and
+/// answer the leased address. CreateEndpoint adopts the link.
 pub(super) fn take_lease(
     plugin: &Plugin,
     marker: std::net::Ipv4Addr,
     mac: MacAddr,
+    endpoint_name: Option<&str>,
 ) -> Result<IpNet> {
     let host = &plugin.host;
     let network = {
@@ -507,11 +534,13 @@ pub(super) fn take_lease(
              reached this daemon's state directory): remove the network and create it again"
         ))
     })?;
-    let (guest, _) = dhcp_guest(&network.id, mac);
+    let (guest, link_name) = dhcp_guest(&network.id, mac);
+    let recorded = host.state.load(&Record::file_name_for(&guest, &link_name))?;
+    let recorded_id = recorded.as_ref().and_then(|r| r.dhcp.as_ref()).map(|d| d.client_id.as_str());
     let settings = crate::state::DhcpSettings {
         hostname: None,
         fqdn: false,
-        client_id: format!("docker-{mac}"),
+        client_id: dhcp_client_id(&host.host_id, &network.id, mac, endpoint_name, recorded_id),
         set_resolv: false,
         // Written on the link once Docker moved it into the container (see Join).
         slaac: network.slaac,
@@ -873,4 +902,29 @@ fn enable_slaac_after_move(
     spawned
         .map(|_| ())
         .with_context(crate::error::ErrorKind::Io, || format!("{what}: start its thread"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dhcp_client_id_follows_the_recorded_lease_then_the_endpoint_name_then_the_mac() {
+        let (mac1, mac2): (MacAddr, MacAddr) =
+            ("02:00:c6:12:00:01".parse().unwrap(), "02:00:c6:12:00:02".parse().unwrap());
+        let id = |network: &str, mac, name, recorded| {
+            dhcp_client_id("host-a", network, mac, name, recorded)
+        };
+        // Docker 29's random MAC changes at every start; the name does not.
+        let web = id("net1", mac1, Some("web"), None);
+        assert_eq!(id("net1", mac2, Some("web"), None), web, "the same name, another MAC");
+        assert_ne!(id("net1", mac1, Some("db"), None), web, "another name");
+        assert_ne!(id("net2", mac1, Some("web"), None), web, "another network");
+        assert_ne!(dhcp_client_id("host-b", "net1", mac1, Some("web"), None), web, "another host");
+        // A fixed MAC keeps the client id it was recorded with, whatever the name now.
+        assert_eq!(id("net1", mac1, Some("db"), Some(web.as_str())), web);
+        // Docker before 29 names nothing: the MAC is the identity.
+        assert_eq!(id("net1", mac1, None, None), "docker-02:00:c6:12:00:01");
+        assert!(web.len() <= 255 && web.is_ascii(), "{web}");
+    }
 }
