@@ -44,122 +44,106 @@ fn wait_slaac_address(lab: &DockerLab, dir: &TestDir, name: &str, prefix: &str) 
 
 /// What Docker knows of `name` on `net`: (IPAddress, GlobalIPv6Address).
 fn inspected(lab: &DockerLab, dir: &TestDir, name: &str, net: &str) -> (String, String) {
-    let format = format!(
-        "{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}} \
-         {{{{(index .NetworkSettings.Networks \"{net}\").GlobalIPv6Address}}}}"
-    );
-    let out = docker_ok(lab, dir, &["inspect", "-f", &format, name]);
-    let (ipv4, ipv6) = out.split_once(' ').unwrap_or((&out, ""));
-    (ipv4.to_string(), ipv6.to_string())
+    let networks =
+        docker_ok(lab, dir, &["inspect", "-f", "{{json .NetworkSettings.Networks}}", name]);
+    let networks: serde_json::Value = serde_json::from_str(&networks).expect("JSON");
+    let field = |key: &str| networks[net][key].as_str().unwrap_or_default().to_string();
+    (field("IPAddress"), field("GlobalIPv6Address"))
+}
+
+/// A lab for plugin `tag`: LAN `index` with radvd advertising 2001:db8:INDEX::/64 on its bridge,
+/// the plugin's daemon, and dockerd (started after the daemon, so that it is dropped before it:
+/// see tests/plugin_dhcp.rs), with the test image imported.
+struct SlaacLab {
+    lab: DockerLab,
+    image: String,
+    plugin: String,
+    _daemon: PluginDaemon,
+    _radvd: Radvd,
+    dir: TestDir,
+    lan: Lan,
+}
+
+impl SlaacLab {
+    fn start(index: u8, tag: &str, before_daemon: impl FnOnce(&Lan)) -> SlaacLab {
+        let lan = Lan::bridge(index);
+        let dir = TestDir::new(&format!("plugin-{tag}"));
+        let plugin = plugin_name(tag);
+        before_daemon(&lan);
+        let radvd = Radvd::start(&lan.host, "br0", &format!("2001:db8:{index}::/64"));
+        let daemon = PluginDaemon::for_plugin(&lan.host, &dir, &plugin);
+        let lab = DockerLab::start_in_netns(&lan.host.path, &format!("198.19.{index}.1/24"));
+        let image = lab.import_busybox();
+        SlaacLab { lab, image, plugin, _daemon: daemon, _radvd: radvd, dir, lan }
+    }
+
+    /// `docker network create -d PLUGIN ARGS -o parent=br0 -o slaac=true n`
+    fn create_network(&self, args: &[&str]) {
+        let mut create = vec!["network", "create", "-d", &self.plugin];
+        create.extend_from_slice(args);
+        create.extend_from_slice(&["-o", "parent=br0", "-o", "slaac=true", "n"]);
+        docker_ok(&self.lab, &self.dir, &create);
+    }
+
+    /// `docker run -d --net n ARGS --name c1 IMAGE sleep 3600`
+    fn run(&self, args: &[&str]) {
+        let mut run = vec!["run", "-d", "--net", "n"];
+        run.extend_from_slice(args);
+        run.extend_from_slice(&["--name", "c1", &self.image, "sleep", "3600"]);
+        docker_ok(&self.lab, &self.dir, &run);
+    }
 }
 
 #[test]
 fn slaac_on_a_static_ipv4_network_gives_the_container_its_eui64_address() {
     lab::require_root();
-    let lan = Lan::bridge(186);
-    let dir = TestDir::new("plugin-slaac");
-    let name = plugin_name("slaac");
-    let _radvd = Radvd::start(&lan.host, "br0", "2001:db8:186::/64");
-    // Started before dockerd, so that it is dropped after it (see tests/plugin_dhcp.rs).
-    let _daemon = PluginDaemon::for_plugin(&lan.host, &dir, &name);
-    let lab = DockerLab::start_in_netns(&lan.host.path, "198.19.186.1/24");
-    let image = lab.import_busybox();
-    let links_before = lan.host.links();
+    let world = SlaacLab::start(186, "slaac", |_| {});
+    let (lab, dir) = (&world.lab, &world.dir);
+    let links_before = world.lan.host.links();
 
-    docker_ok(
-        &lab,
-        &dir,
-        &[
-            "network",
-            "create",
-            "-d",
-            &name,
-            "-o",
-            "parent=br0",
-            "-o",
-            "slaac=true",
-            "--subnet",
-            "198.18.186.0/24",
-            "--gateway",
-            "198.18.186.1",
-            "n",
-        ],
-    );
-    let run = [
-        "run",
-        "-d",
-        "--net",
-        "n",
-        "--ip",
-        "198.18.186.50",
-        "--name",
-        "c1",
-        &image,
-        "sleep",
-        "3600",
-    ];
-    docker_ok(&lab, &dir, &run);
-    wait_slaac_address(&lab, &dir, "c1", "2001:db8:186::");
+    world.create_network(&["--subnet", "198.18.186.0/24", "--gateway", "198.18.186.1"]);
+    world.run(&["--ip", "198.18.186.50"]);
+    wait_slaac_address(lab, dir, "c1", "2001:db8:186::");
     // Docker knows the address it gave, not the autoconfigured one.
-    assert_eq!(inspected(&lab, &dir, "c1", "n"), ("198.18.186.50".into(), String::new()));
-    let routes = docker_ok(&lab, &dir, &["exec", "c1", "ip", "-6", "route"]);
+    assert_eq!(inspected(lab, dir, "c1", "n"), ("198.18.186.50".into(), String::new()));
+    let routes = docker_ok(lab, dir, &["exec", "c1", "ip", "-6", "route"]);
     assert!(routes.contains("default via fe80:"), "the RA's default route: {routes}");
     // Only the container's own interface takes router advertisements.
-    let lo = docker_ok(&lab, &dir, &["exec", "c1", "cat", "/proc/sys/net/ipv6/conf/lo/accept_ra"]);
+    let lo = docker_ok(lab, dir, &["exec", "c1", "cat", "/proc/sys/net/ipv6/conf/lo/accept_ra"]);
     assert_ne!(lo, "2", "lo left as Docker made it");
     // Every start is a new move into the container: SLAAC again after a restart.
-    docker_ok(&lab, &dir, &["restart", "-t", "0", "c1"]);
-    wait_slaac_address(&lab, &dir, "c1", "2001:db8:186::");
+    docker_ok(lab, dir, &["restart", "-t", "0", "c1"]);
+    wait_slaac_address(lab, dir, "c1", "2001:db8:186::");
 
-    docker_ok(&lab, &dir, &["rm", "-f", "c1"]);
-    docker_ok(&lab, &dir, &["network", "rm", "n"]);
-    assert_eq!(lan.host.links(), links_before, "no link left in the host namespace");
-    assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
+    docker_ok(lab, dir, &["rm", "-f", "c1"]);
+    docker_ok(lab, dir, &["network", "rm", "n"]);
+    assert_eq!(world.lan.host.links(), links_before, "no link left in the host namespace");
+    assert_eq!(support::cli::record_and_lease_files(dir), Vec::<String>::new());
 }
 
 #[test]
 fn slaac_on_a_dhcp_network_gives_the_container_both_addresses() {
     lab::require_root();
-    let lan = Lan::bridge(187);
-    let dir = TestDir::new("plugin-slaac-dhcp");
-    let name = plugin_name("slaac-dhcp");
-    let dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.187.100", "198.18.187.200"), "2m", &[]);
-    let _radvd = Radvd::start(&lan.host, "br0", "2001:db8:187::/64");
-    let _daemon = PluginDaemon::for_plugin(&lan.host, &dir, &name);
-    let lab = DockerLab::start_in_netns(&lan.host.path, "198.19.187.1/24");
-    let image = lab.import_busybox();
+    let mut dnsmasq = None;
+    let world = SlaacLab::start(187, "slaac-dhcp", |lan| {
+        let range = ("198.18.187.100", "198.18.187.200");
+        dnsmasq = Some(Dnsmasq::start(&lan.host, "br0", range, "2m", &[]));
+    });
+    let (lab, dir, dnsmasq) = (&world.lab, &world.dir, dnsmasq.unwrap());
 
-    docker_ok(
-        &lab,
-        &dir,
-        &[
-            "network",
-            "create",
-            "-d",
-            &name,
-            "--ipam-driver",
-            &name,
-            "-o",
-            "parent=br0",
-            "-o",
-            "slaac=true",
-            "n",
-        ],
-    );
+    world.create_network(&["--ipam-driver", &world.plugin]);
     let mac = "02:00:c6:12:bb:07";
-    let run =
-        ["run", "-d", "--net", "n", "--mac-address", mac, "--name", "c1", &image, "sleep", "3600"];
-    docker_ok(&lab, &dir, &run);
-    let expected = wait_slaac_address(&lab, &dir, "c1", "2001:db8:187::");
+    world.run(&["--mac-address", mac]);
+    let expected = wait_slaac_address(lab, dir, "c1", "2001:db8:187::");
     assert!(expected.contains(&eui64("2001:db8:187::", mac)), "{expected}");
-    let (ipv4, ipv6) = inspected(&lab, &dir, "c1", "n");
+    let (ipv4, ipv6) = inspected(lab, dir, "c1", "n");
     let leased = ipv4.parse().unwrap_or_else(|_| panic!("docker inspect: {ipv4:?}"));
     assert_eq!(dnsmasq.wait_lease(leased, Duration::from_secs(5)).mac, mac);
     assert_eq!(ipv6, "", "Docker knows the lease, not the autoconfigured address");
 
-    docker_ok(&lab, &dir, &["rm", "-f", "c1"]);
-    docker_ok(&lab, &dir, &["network", "rm", "n"]);
-    assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
+    docker_ok(lab, dir, &["rm", "-f", "c1"]);
+    docker_ok(lab, dir, &["network", "rm", "n"]);
+    assert_eq!(support::cli::record_and_lease_files(dir), Vec::<String>::new());
 }
 
 /// One plugin call the way Docker makes it (an HTTP POST on the plugin's socket, here by
