@@ -237,3 +237,49 @@ fn a_named_endpoint_keeps_its_dhcp_address_under_a_new_mac() {
     assert_eq!(lan.host.links(), links_before, "no link left in the host namespace");
     assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
 }
+
+#[test]
+fn a_dhcp_link_takes_no_router_advertisement_while_it_is_in_the_host_namespace() {
+    use serde_json::json;
+    lab::require_root();
+    let lan = Lan::bridge(189);
+    let dir = TestDir::new("plugin-host-ra");
+    let name = plugin_name("host-ra");
+    let socket = lanyard::plugin::socket_path(&name);
+    let _dnsmasq =
+        Dnsmasq::start(&lan.host, "br0", ("198.18.189.100", "198.18.189.200"), "2m", &[]);
+    let _radvd = Radvd::start(&lan.host, "br0", "2001:db8:189::/64");
+    // A host that takes router advertisements on new links even while it forwards (radvd
+    // needs forwarding on here): what the container's link must not pick up before Docker
+    // moves it into the container.
+    lan.host.sysctl("net/ipv6/conf/default/accept_ra", "2");
+    let _daemon = PluginDaemon::for_plugin(&lan.host, &dir, &name);
+
+    // RequestAddress makes the link and leases on it in the host namespace (Docker would
+    // move it into the container after CreateEndpoint and Join).
+    let pool = call(&socket, "IpamDriver.RequestPool", json!({"Pool": "", "V6": false}));
+    let network = "7f".repeat(32);
+    let generic = json!({"com.docker.network.generic": {"parent": "br0"}});
+    let gateway = &pool["Data"]["com.docker.network.gateway"];
+    let ipv4_data = json!([{"Pool": "0.0.0.0/0", "Gateway": gateway}]);
+    let create = json!({"NetworkID": network, "Options": generic, "IPv4Data": ipv4_data});
+    assert_eq!(call(&socket, "NetworkDriver.CreateNetwork", create), json!({}));
+    let options = json!({"com.docker.network.endpoint.macaddress": "02:00:c6:12:bd:a1"});
+    let request = json!({"PoolID": pool["PoolID"], "Address": "", "Options": options});
+    let answer = call(&socket, "IpamDriver.RequestAddress", request);
+    assert!(answer["Address"].is_string(), "{answer}");
+
+    // radvd answers a router solicitation at once and advertises every 3-4 s: two periods.
+    let link = "lyg0200c612bda1";
+    let picked_up = wait_until(Duration::from_secs(8), || {
+        let addresses = lan.host.ip(&["-6", "addr", "show", "dev", link, "scope", "global"]);
+        let routes = lan.host.ip(&["-6", "route", "show", "default"]);
+        addresses.contains("2001:db8:189:") || routes.contains(link)
+    });
+    assert!(!picked_up, "the host namespace took an RA on {link}: {:?}", lan.host.addresses());
+
+    assert_eq!(
+        call(&socket, "NetworkDriver.DeleteNetwork", json!({"NetworkID": network})),
+        json!({})
+    );
+}

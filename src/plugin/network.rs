@@ -552,11 +552,18 @@ pub(super) fn take_lease(
         let record =
             make_link(host, &mut netlink, &network, &guest, mac, Vec::new(), Some(settings))?;
         // Up for DHCP before Join (Docker brings it up again inside the container); nothing
-        // else is configured on it in the host namespace.
-        let up = netlink.link_by_name(&record.guest_ifname).and_then(|link| match link {
-            Some(link) => netlink.set_up(link.index, &record.guest_ifname),
-            None => Err(Error::not_found(format!("{} vanished", record.guest_ifname))),
-        });
+        // else is configured on it in the host namespace, where no router advertisement may
+        // give it an address or the host a default route through it either (refused before it
+        // comes up; the container's namespace gives it its own settings when Docker moves it).
+        let ifname = record.guest_ifname.clone();
+        let up = host
+            .netns
+            .run(move || crate::sysctl::ignore_router_advertisements(&ifname))
+            .and_then(|()| netlink.link_by_name(&record.guest_ifname))
+            .and_then(|link| match link {
+                Some(link) => netlink.set_up(link.index, &record.guest_ifname),
+                None => Err(Error::not_found(format!("{} vanished", record.guest_ifname))),
+            });
         if let Err(e) = up.and_then(|()| host.state.save(&record)) {
             let leftovers = remove_links(&mut netlink, &record);
             return Err(e.with_leftovers(&leftovers));
