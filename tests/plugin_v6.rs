@@ -159,6 +159,20 @@ fn call(socket: &std::path::Path, call: &str, body: serde_json::Value) -> serde_
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{call}: {e}: {text:?}"))
 }
 
+/// What Docker sends for `docker network create -d NAME --ipam-driver NAME -o parent=br0`:
+/// RequestPool, then CreateNetwork `network` with the pool's marker as its gateway; the pool id.
+fn create_dhcp_network_by_hand(socket: &std::path::Path, network: &str) -> serde_json::Value {
+    use serde_json::json;
+    let request = json!({"AddressSpace": "lanyard-local", "Pool": "", "V6": false});
+    let pool = call(socket, "IpamDriver.RequestPool", request);
+    let gateway = &pool["Data"]["com.docker.network.gateway"];
+    let generic = json!({"com.docker.network.generic": {"parent": "br0"}});
+    let ipv4_data = json!([{"Pool": "0.0.0.0/0", "Gateway": gateway}]);
+    let create = json!({"NetworkID": network, "Options": generic, "IPv4Data": ipv4_data});
+    assert_eq!(call(socket, "NetworkDriver.CreateNetwork", create), json!({}));
+    pool["PoolID"].clone()
+}
+
 #[test]
 fn a_named_endpoint_keeps_its_dhcp_address_under_a_new_mac() {
     use serde_json::json;
@@ -171,23 +185,10 @@ fn a_named_endpoint_keeps_its_dhcp_address_under_a_new_mac() {
     let _daemon = PluginDaemon::for_plugin(&lan.host, &dir, &name);
     let links_before = lan.host.links();
 
-    // What Docker 29 sends for `docker network create -d NAME --ipam-driver NAME -o parent=br0`
-    // and, per container start, RequestAddress with its (random) MAC and its name.
-    let pool = call(
-        &socket,
-        "IpamDriver.RequestPool",
-        json!({"AddressSpace": "lanyard-local", "Pool": "", "V6": false}),
-    );
-    let (pool_id, marker) =
-        (pool["PoolID"].clone(), pool["Data"]["com.docker.network.gateway"].clone());
+    // What Docker 29 sends at `docker network create` and, per container start, RequestAddress
+    // with its (random) MAC and its name.
     let network = "7e".repeat(32);
-    let created = call(
-        &socket,
-        "NetworkDriver.CreateNetwork",
-        json!({"NetworkID": network, "Options": {"com.docker.network.generic": {"parent": "br0"}},
-               "IPv4Data": [{"Pool": "0.0.0.0/0", "Gateway": marker}]}),
-    );
-    assert_eq!(created, json!({}));
+    let pool_id = create_dhcp_network_by_hand(&socket, &network);
     let request_address = |mac: &str, container: &str| {
         let answer = call(
             &socket,
@@ -257,15 +258,10 @@ fn a_dhcp_link_takes_no_router_advertisement_while_it_is_in_the_host_namespace()
 
     // RequestAddress makes the link and leases on it in the host namespace (Docker would
     // move it into the container after CreateEndpoint and Join).
-    let pool = call(&socket, "IpamDriver.RequestPool", json!({"Pool": "", "V6": false}));
     let network = "7f".repeat(32);
-    let generic = json!({"com.docker.network.generic": {"parent": "br0"}});
-    let gateway = &pool["Data"]["com.docker.network.gateway"];
-    let ipv4_data = json!([{"Pool": "0.0.0.0/0", "Gateway": gateway}]);
-    let create = json!({"NetworkID": network, "Options": generic, "IPv4Data": ipv4_data});
-    assert_eq!(call(&socket, "NetworkDriver.CreateNetwork", create), json!({}));
+    let pool_id = create_dhcp_network_by_hand(&socket, &network);
     let options = json!({"com.docker.network.endpoint.macaddress": "02:00:c6:12:bd:a1"});
-    let request = json!({"PoolID": pool["PoolID"], "Address": "", "Options": options});
+    let request = json!({"PoolID": pool_id, "Address": "", "Options": options});
     let answer = call(&socket, "IpamDriver.RequestAddress", request);
     assert!(answer["Address"].is_string(), "{answer}");
 
