@@ -19,14 +19,17 @@
 //!    running and Docker connected: its CPU (utime + stime from /proc/PID/stat) over a window
 //!    (default 60 s); reference: the same daemon, same leases, in a window with dockerd stopped.
 //! e. The Docker network plugin (issue 9): `docker run --rm --net X IMAGE sh -c true` for X a
-//!    Docker macvlan network and a lanyard network (`-d` this run's plugin, static, parent up0),
-//!    minus the same run's `--net none`, interleaved; target: lanyard's added cost at most
-//!    Docker macvlan's (the daemon serves the plugin under a name of this run's).
+//!    Docker macvlan network, a lanyard static network (`-d` this run's plugin, parent up0) and
+//!    a lanyard DHCP network (`--ipam-driver` the same, dnsmasq `--no-ping`, the container with a
+//!    fixed MAC), minus the same run's `--net none`, interleaved; targets: the static network's
+//!    added cost at most Docker macvlan's, the DHCP network's at most the static one's + 30 ms
+//!    (the daemon serves the plugin under a name of this run's).
 //!
 //! Run as root: `cargo bench --bench wiring` (about 6-8 minutes). Knobs:
 //! `LANYARD_BENCH_WIRING_ROUNDS` (24), `LANYARD_BENCH_WIRING_BURST` (100),
 //! `LANYARD_BENCH_WIRING_RECONCILE` (200), `LANYARD_BENCH_WIRING_LEASES` (200),
-//! `LANYARD_BENCH_WIRING_WINDOW` (seconds, 60). Without cargo bench's `--bench` argument (as under
+//! `LANYARD_BENCH_WIRING_WINDOW` (seconds, 60), `LANYARD_BENCH_WIRING_PARTS` (the parts to run,
+//! "abcde"; d needs c). Without cargo bench's `--bench` argument (as under
 //! `cargo test --all-targets`) it makes a short smoke pass: 2 rounds, 5 containers, 5 leases,
 //! a 2 s window.
 //!
@@ -54,6 +57,9 @@ mod docker;
 #[allow(dead_code)]
 #[path = "../tests/support/lab.rs"]
 mod lab;
+#[allow(dead_code)]
+#[path = "../tests/support/plugin.rs"]
+mod plugin;
 #[allow(dead_code)]
 #[path = "../tests/support/watcher.rs"]
 mod watcher;
@@ -95,6 +101,9 @@ const TARGET_CPU_PERCENT: f64 = 1.0;
 
 struct Config {
     bench_mode: bool,
+    /// The parts to run, by letter (`LANYARD_BENCH_WIRING_PARTS`, default all: "abcde"); d
+    /// needs c.
+    parts: String,
     rounds: usize,
     burst: usize,
     reconcile: usize,
@@ -108,6 +117,7 @@ impl Config {
             if bench_mode { (24, 100, 200, 200, 60) } else { (2, 5, 5, 5, 2) };
         Config {
             bench_mode,
+            parts: std::env::var("LANYARD_BENCH_WIRING_PARTS").unwrap_or_else(|_| "abcde".into()),
             rounds: env_count("LANYARD_BENCH_WIRING_ROUNDS", rounds).max(1),
             // 198.18.10.10-.209 and 198.18.11.10-.209 hold at most 200 each.
             burst: env_count("LANYARD_BENCH_WIRING_BURST", burst).clamp(1, 200),
@@ -175,12 +185,22 @@ fn run(config: &Config) {
         fs_type(dir.path())
     );
 
-    part_a(config, &docker, &image, &lan, &dir);
-    part_e(config, &docker, &image, &plugin);
-    part_b(config, &docker, &lan, &dir);
+    if config.parts.contains('a') {
+        part_a(config, &docker, &image, &lan, &dir);
+    }
+    if config.parts.contains('e') {
+        part_e(config, &docker, &image, &plugin);
+    }
+    if config.parts.contains('b') {
+        part_b(config, &docker, &lan, &dir);
+    }
     daemon.stop();
-    let daemon = part_c(config, &docker, &lan, &dir, &config_file);
-    part_d(config, &mut docker, &lan, &dir, &daemon, &dnsmasq);
+    // d measures the daemon c started, with c's containers running.
+    let daemon =
+        config.parts.contains('c').then(|| part_c(config, &docker, &lan, &dir, &config_file));
+    if let Some(daemon) = daemon.as_ref().filter(|_| config.parts.contains('d')) {
+        part_d(config, &mut docker, &lan, &dir, daemon, &dnsmasq);
+    }
 
     println!();
     println!(
@@ -304,15 +324,7 @@ fn part_a(config: &Config, docker: &DockerLab, image: &str, lan: &Lan, dir: &Tes
 
     let reference = &times[0];
     let added = |w: usize| median(&times[w]).as_secs_f64() - median(reference).as_secs_f64();
-    let per_round = |w: usize| -> f64 {
-        let mut diffs: Vec<f64> = times[w]
-            .iter()
-            .zip(reference)
-            .map(|(x, r)| x.as_secs_f64() - r.as_secs_f64())
-            .collect();
-        diffs.sort_by(f64::total_cmp);
-        diffs[diffs.len() / 2]
-    };
+    let per_round = |w: usize| per_round_difference(&times[w], reference);
     let macvlan_added = added(3);
     println!();
     println!(
@@ -394,15 +406,31 @@ fn part_a(config: &Config, docker: &DockerLab, image: &str, lan: &Lan, dir: &Tes
     );
 }
 
+/// The median of the same-round differences `times[r] - reference[r]`, in seconds: steadier
+/// than the difference of the medians on a busy machine.
+fn per_round_difference(times: &[Duration], reference: &[Duration]) -> f64 {
+    let mut diffs: Vec<f64> =
+        times.iter().zip(reference).map(|(x, r)| x.as_secs_f64() - r.as_secs_f64()).collect();
+    diffs.sort_by(f64::total_cmp);
+    diffs[diffs.len() / 2]
+}
+
 // ---------------------------------------------------------------------------------------------
 // e. The Docker network plugin: `docker run --rm --net X IMAGE sh -c true`
 
 /// The issue's target for a lanyard static network: no more added cost than Docker's macvlan.
 const TARGET_PLUGIN_RATIO: f64 = 1.0;
+/// The issue's target for a lanyard DHCP network: at most the static network's added cost plus
+/// this (dnsmasq `--no-ping`).
+const TARGET_PLUGIN_DHCP_OVER_STATIC_MS: f64 = 30.0;
+/// The DHCP network's container MAC: fixed, as the README asks of DHCP networks' containers, so
+/// every round asks for the same lease (as a restarted container does).
+const PLUGIN_DHCP_MAC: &str = "02:00:c6:12:08:e0";
 
 fn part_e(config: &Config, docker: &DockerLab, image: &str, plugin: &str) {
-    // Both on up0. Docker's IPAM refuses two networks with one subnet, so lanyard's gets its own
-    // (the container runs `true`: its address is never used).
+    // All on up0. Docker's IPAM refuses two networks with one subnet, so lanyard's static one
+    // gets its own (the container runs `true`: its address is never used); the DHCP one leases
+    // from the LAN's dnsmasq through up0.
     create_docker_macvlan(docker);
     docker.docker_ok(&[
         "network",
@@ -417,29 +445,46 @@ fn part_e(config: &Config, docker: &DockerLab, image: &str, plugin: &str) {
         "198.18.12.1",
         "lynet",
     ]);
-    let ways: [(&str, &str); 3] = [
-        ("none", "--net none  [REF]"),
-        ("mv", "Docker macvlan network (Docker's IPAM)"),
-        ("lynet", "lanyard network (-d lanyard, static, macvlan on up0)"),
+    docker.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        plugin,
+        "--ipam-driver",
+        plugin,
+        "-o",
+        "parent=up0",
+        "lydhcp",
+    ]);
+    let ways: [(&str, &[&str], &str); 4] = [
+        ("none", &[], "--net none  [REF]"),
+        ("mv", &[], "Docker macvlan network (Docker's IPAM)"),
+        ("lynet", &[], "lanyard network (-d lanyard, static, macvlan on up0)"),
+        (
+            "lydhcp",
+            &["--mac-address", PLUGIN_DHCP_MAC],
+            "lanyard network (--ipam-driver lanyard, DHCP, fixed MAC)",
+        ),
     ];
-    let argv = |net: &str| -> Vec<String> {
-        ["run", "--rm", "--net", net, image, "sh", "-c", "true"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+    let argv = |(net, extra, _): (&str, &[&str], &str)| -> Vec<String> {
+        let mut argv = vec!["run", "--rm", "--net", net];
+        argv.extend_from_slice(extra);
+        argv.extend_from_slice(&[image, "sh", "-c", "true"]);
+        argv.into_iter().map(String::from).collect()
     };
-    for (net, _) in ways {
-        timed_docker_run(docker, &argv(net));
+    for way in ways {
+        timed_docker_run(docker, &argv(way));
     }
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); ways.len()];
     for round in 0..config.rounds {
         for k in 0..ways.len() {
             let w = (round + k) % ways.len();
-            times[w].push(timed_docker_run(docker, &argv(ways[w].0)));
+            times[w].push(timed_docker_run(docker, &argv(ways[w])));
         }
     }
-    docker.docker_ok(&["network", "rm", "mv", "lynet"]);
+    docker.docker_ok(&["network", "rm", "mv", "lynet", "lydhcp"]);
     let added = |w: usize| median(&times[w]).as_secs_f64() - median(&times[0]).as_secs_f64();
+    let per_round = |w: usize| per_round_difference(&times[w], &times[0]);
     println!();
     println!(
         "e. Docker network plugin: `docker run --rm --net X IMAGE sh -c true`, {} rounds, \
@@ -447,40 +492,65 @@ fn part_e(config: &Config, docker: &DockerLab, image: &str, plugin: &str) {
         config.rounds
     );
     let header = format!(
-        "{:<55} {:>8} {:>8} {:>10} {:>10}  target",
-        "way (times in ms)", "median", "p90", "med - REF", "/macvlan"
+        "{:<57} {:>8} {:>8} {:>10} {:>10} {:>10}  target",
+        "way (times in ms)", "median", "p90", "med - REF", "per-round", "/macvlan"
     );
     println!("{header}");
-    println!("{}", "-".repeat(header.len() + 12));
-    for (w, (_, label)) in ways.iter().enumerate() {
+    println!("{}", "-".repeat(header.len() + 22));
+    let over_static_ms = (added(3) - added(2)) * 1e3;
+    for (w, (_, _, label)) in ways.iter().enumerate() {
         let ratio = added(w) / added(1);
         let (ratio_text, target) = match w {
             0 => ("-".to_string(), String::new()),
             1 => ("1.00x".to_string(), String::new()),
-            _ => (
+            2 => (
                 format!("{ratio:.2}x"),
                 format!(
                     "<= {TARGET_PLUGIN_RATIO:.1}x {}",
                     if ratio <= TARGET_PLUGIN_RATIO { "met" } else { "missed" }
                 ),
             ),
+            _ => (
+                format!("{ratio:.2}x"),
+                format!(
+                    "static {over_static_ms:+.1} ms, <= +{TARGET_PLUGIN_DHCP_OVER_STATIC_MS:.0} \
+                     ms {}",
+                    if over_static_ms <= TARGET_PLUGIN_DHCP_OVER_STATIC_MS {
+                        "met"
+                    } else {
+                        "missed"
+                    }
+                ),
+            ),
         };
         println!(
-            "{:<55} {:>8} {:>8} {:>+10.2} {:>10}  {target}",
+            "{:<57} {:>8} {:>8} {:>+10.2} {:>+10.2} {:>10}  {target}",
             label,
             ms(median(&times[w])),
             ms(percentile(&times[w], 0.9)),
             added(w) * 1e3,
+            per_round(w) * 1e3,
             ratio_text,
         );
     }
+    println!(
+        "med - REF = the way's added cost (difference of the medians), per-round = median of the \
+         same-round differences; the DHCP row's target is against the static row's added cost"
+    );
+    println!(
+        "the same from the per-round differences: static {:.2}x of macvlan, DHCP {:+.1} ms over \
+         static",
+        per_round(2) / per_round(1),
+        (per_round(3) - per_round(2)) * 1e3
+    );
 }
 
 /// Runs the docker CLI to the end, timed from spawn to exit (polled every millisecond, bounded);
 /// panics unless it succeeded.
 fn timed_docker_run(docker: &DockerLab, argv: &[String]) -> Duration {
     let (key, value) = docker.env();
-    let mut command = Command::new("docker");
+    // Debian's CLI, matching dockerd 20.10's API (a newer one refuses --mac-address there).
+    let mut command = Command::new(plugin::DOCKER_CLI);
     command
         .args(argv)
         .env(key, value)

@@ -315,7 +315,7 @@ fn a_static_network_on_a_macvlan_parent_wires_containers_and_leaves_nothing_behi
     assert_eq!(support::cli::record_and_lease_files(&dir).len(), 1);
     assert!(plugin_links(&lan.host).is_empty(), "{:?}", lan.host.links());
     // Options lanyard does not know, or does not do yet, are refused at create, not ignored.
-    for option in ["parnet=uplink0", "slaac=true", "mtu=9999", "macvlan_mode=sideways"] {
+    for option in ["parnet=uplink0", "slaac=yes", "mtu=9999", "macvlan_mode=sideways"] {
         let create =
             ["network", "create", "-d", &name, "-o", "parent=uplink0", "-o", option, "bad"];
         let out = docker(&lab, &create);

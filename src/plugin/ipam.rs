@@ -60,6 +60,10 @@ const POOL_PREFIX: &str = "lanyard/";
 const DHCP_POOL_PREFIX: &str = "lanyard-dhcp/";
 /// Where Docker puts the MAC it gives the container (with `RequiresMACAddress`).
 const MAC_OPTION: &str = "com.docker.network.endpoint.macaddress";
+/// Where Docker 29.0 and later put the endpoint's name, the container's name (moby
+/// c6717f4387, daemon/libnetwork/network.go `ep.ipamOptions = {netlabel.EndpointName: name}`);
+/// Docker 20.10 to 28.x send no name to a plugin.
+const ENDPOINT_NAME_OPTION: &str = "com.docker.network.endpoint.name";
 /// RequestPool data key whose value Docker takes as the pool's gateway.
 const GATEWAY_DATA: &str = "com.docker.network.gateway";
 
@@ -190,7 +194,10 @@ pub fn handle(plugin: &Plugin, call: &str, body: &[u8]) -> Result<Value> {
             })?;
             let mac: MacAddr =
                 mac.parse().map_err(|e: Error| e.context(format!("{what}: {MAC_OPTION}")))?;
-            let address = super::network::take_lease(plugin, marker, mac)
+            // An empty name is no name (the option is Docker's, the value the container's).
+            let name =
+                options.get(ENDPOINT_NAME_OPTION).map(String::as_str).filter(|n| !n.is_empty());
+            let address = super::network::take_lease(plugin, marker, mac, name)
                 .map_err(|e| e.context(what.clone()))?;
             Ok(json!({ "Address": address.to_string(), "Data": {} }))
         }

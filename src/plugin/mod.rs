@@ -365,12 +365,14 @@ fn write_response(
         _ => "Internal Server Error",
     };
     let connection = if close { "Connection: close\r\n" } else { "" };
-    write!(
-        writer,
+    // One write: formatted straight onto the socket it took one send(2) per piece (ten per
+    // answer, measured with strace), each a wake-up of dockerd's reader.
+    let response = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/vnd.docker.plugins.v1+json\r\n\
          Content-Length: {}\r\n{connection}\r\n{body}",
         body.len()
-    )?;
+    );
+    writer.write_all(response.as_bytes())?;
     writer.flush()
 }
 
@@ -505,6 +507,25 @@ mod tests {
         assert!(read_request(&mut reader).unwrap().is_none(), "the end of the connection");
         let closing = request("POST /C HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(closing.close && closing.body.is_empty());
+    }
+
+    #[test]
+    fn an_answer_is_written_in_one_piece() {
+        struct Writes(Vec<Vec<u8>>);
+        impl Write for Writes {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.push(bytes.to_vec());
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut writes = Writes(Vec::new());
+        write_response(&mut writes, 200, "{}", false).unwrap();
+        assert_eq!(writes.0.len(), 1, "{:?}", writes.0);
+        let text = String::from_utf8(writes.0.concat()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("\r\n\r\n{}"), "{text}");
     }
 
     #[test]

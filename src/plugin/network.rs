@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -18,8 +19,9 @@ use serde_json::{json, Value};
 use super::store::{Endpoint, Network, Pool};
 use super::{no_arguments, parse_body, Plugin};
 use crate::driver::{driver_for, LinkRequest};
-use crate::error::{Error, Result};
-use crate::netlink::{LinkKind, Netlink};
+use crate::error::{Error, Result, ResultExt};
+use crate::netlink::{LinkKind, LinkWatch, Netlink};
+use crate::netns::Netns;
 use crate::spec::{AddressSpec, MacAddr, MacScheme, MacvlanMode};
 use crate::state::{DriverKind, GuestRef, Record, RECORD_VERSION};
 
@@ -244,14 +246,7 @@ fn create_network(plugin: &Plugin, request: CreateNetwork) -> Result<Value> {
     };
     let slaac = match option_text(&generic, "slaac")? {
         None | Some("false") => false,
-        // Refused rather than ignored: a network that silently lacks what was asked for is
-        // worse than one that is not created.
-        Some("true") => {
-            return Err(Error::unsupported(
-                "-o slaac=true (SLAAC on lanyard networks comes with their DHCP addressing); \
-                 give static IPv6 with --ipv6 --subnet and docker run --ip6",
-            ))
-        }
+        Some("true") => true,
         Some(text) => return Err(Error::usage(format!("-o slaac={text}: expected true or false"))),
     };
     let mut ipv4 = pools(&id, "IPv4", request.ipv4_data)?;
@@ -494,13 +489,40 @@ pub(super) fn dhcp_guest(network_id: &str, mac: MacAddr) -> (GuestRef, String) {
 /// DHCP server fails the container's start with this daemon's reason).
 const LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// The DHCP client id of a DHCP network's link, which the server's lease follows:
+/// - the one already recorded for this network and MAC (a fixed `--mac-address` keeps its lease
+///   whatever the container is called);
+/// - else, when Docker names the endpoint (29.0 and later pass the container's name to IPAM),
+///   one derived from the network and that name, as [`crate::naming::client_id`] derives every
+///   stable client id: a container that keeps its name asks as the same client under the random
+///   MAC Docker draws at each start. (The MAC itself cannot follow the name: Docker draws it
+///   before asking IPAM, sets it on the link in the container and refuses a driver's other one.)
+/// - else one from the MAC.
+fn dhcp_client_id(
+    host_id: &str,
+    network_id: &str,
+    mac: MacAddr,
+    endpoint_name: Option<&str>,
+    recorded: Option<&str>,
+) -> String {
+    match (recorded, endpoint_name) {
+        (Some(recorded), _) => recorded.to_string(),
+        (None, Some(name)) => {
+            crate::naming::client_id(host_id, &format!("docker-network:{network_id}/{name}"), "")
+        }
+        (None, None) => format!("docker-{mac}"),
+    }
+}
+
 /// RequestAddress on a DHCP network: make the container's link in the host namespace with
-/// Docker's MAC, have the daemon take a lease on it (client id from the MAC, so the same MAC
-/// gets the same lease back), and answer the leased address. CreateEndpoint adopts the link.
+/// Docker's MAC, have the daemon take a lease on it (client id from [`dhcp_client_id`], so the
+/// same MAC, or the same container name where Docker gives it, gets the same lease back), and
+/// answer the leased address. CreateEndpoint adopts the link.
 pub(super) fn take_lease(
     plugin: &Plugin,
     marker: std::net::Ipv4Addr,
     mac: MacAddr,
+    endpoint_name: Option<&str>,
 ) -> Result<IpNet> {
     let host = &plugin.host;
     let network = {
@@ -513,13 +535,16 @@ pub(super) fn take_lease(
              reached this daemon's state directory): remove the network and create it again"
         ))
     })?;
-    let (guest, _) = dhcp_guest(&network.id, mac);
+    let (guest, link_name) = dhcp_guest(&network.id, mac);
+    let recorded = host.state.load(&Record::file_name_for(&guest, &link_name))?;
+    let recorded_id = recorded.as_ref().and_then(|r| r.dhcp.as_ref()).map(|d| d.client_id.as_str());
     let settings = crate::state::DhcpSettings {
         hostname: None,
         fqdn: false,
-        client_id: format!("docker-{mac}"),
+        client_id: dhcp_client_id(&host.host_id, &network.id, mac, endpoint_name, recorded_id),
         set_resolv: false,
-        slaac: false,
+        // Written on the link once Docker moved it into the container (see Join).
+        slaac: network.slaac,
         probe: false,
     };
     let record = {
@@ -528,11 +553,18 @@ pub(super) fn take_lease(
         let record =
             make_link(host, &mut netlink, &network, &guest, mac, Vec::new(), Some(settings))?;
         // Up for DHCP before Join (Docker brings it up again inside the container); nothing
-        // else is configured on it in the host namespace.
-        let up = netlink.link_by_name(&record.guest_ifname).and_then(|link| match link {
-            Some(link) => netlink.set_up(link.index, &record.guest_ifname),
-            None => Err(Error::not_found(format!("{} vanished", record.guest_ifname))),
-        });
+        // else is configured on it in the host namespace, where no router advertisement may
+        // give it an address or the host a default route through it either (refused before it
+        // comes up; the container's namespace gives it its own settings when Docker moves it).
+        let ifname = record.guest_ifname.clone();
+        let up = host
+            .netns
+            .run(move || crate::sysctl::ignore_router_advertisements(&ifname))
+            .and_then(|()| netlink.link_by_name(&record.guest_ifname))
+            .and_then(|link| match link {
+                Some(link) => netlink.set_up(link.index, &record.guest_ifname),
+                None => Err(Error::not_found(format!("{} vanished", record.guest_ifname))),
+            });
         if let Err(e) = up.and_then(|()| host.state.save(&record)) {
             let leftovers = remove_links(&mut netlink, &record);
             return Err(e.with_leftovers(&leftovers));
@@ -774,7 +806,8 @@ fn join(plugin: &Plugin, request: Join) -> Result<Value> {
             endpoint.id, endpoint.link_name
         )));
     }
-    let src_name = endpoint.link_name.clone();
+    let (src_name, mac, endpoint_id) =
+        (endpoint.link_name.clone(), endpoint.mac, endpoint.id.clone());
     let lease_gateway = match endpoint.dhcp {
         true => crate::daemon::store::load(plugin.host.state.path(), &endpoint.record)?
             .and_then(|stored| stored.lease)
@@ -782,10 +815,17 @@ fn join(plugin: &Plugin, request: Join) -> Result<Value> {
         false => None,
     };
     let sandbox_key = endpoint.dhcp.then(|| request.sandbox_key.clone());
-    if !endpoint.joined || endpoint.sandbox_key != sandbox_key {
-        endpoint.joined = true;
+    // Written at once only when the container's namespace changes: the daemon's reaching
+    // threads read it from disk to renew a DHCP lease there. `joined` alone is read by nothing
+    // and goes to disk with the store's next write, which spares every static container's start
+    // a store write (two fsyncs: ~10 ms each on a busy disk, measured).
+    endpoint.joined = true;
+    if endpoint.sandbox_key != sandbox_key {
         endpoint.sandbox_key = sandbox_key;
         store.save()?;
+    }
+    if network.slaac {
+        enable_slaac_after_move(&plugin.host, &request.sandbox_key, mac, &endpoint_id)?;
     }
     let mut answer = json!({
         "InterfaceName": { "SrcName": src_name, "DstPrefix": "eth" },
@@ -799,4 +839,104 @@ fn join(plugin: &Plugin, request: Join) -> Result<Value> {
         answer["GatewayIPv6"] = json!(gateway.to_string());
     }
     Ok(answer)
+}
+
+/// How long an endpoint of a `-o slaac=true` network waits for Docker to bring its link up
+/// in the container (Docker 20.10 does it in runc's prestart hook, soon after Join answers).
+const SLAAC_MOVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `-o slaac=true`: router advertisements accepted and addresses autoconfigured on the
+/// endpoint's link, with the same sysctls as `lanyard attach --slaac` ([`crate::sysctl`]).
+/// They cannot be written before Join answers: Docker moves the link into the container only
+/// after it, and the kernel gives an interface that changes namespace a fresh IPv6
+/// configuration (the new namespace's defaults, where Docker 20.10 has disabled IPv6). Docker
+/// 20.10 does not even have the container's namespace at Join: its SandboxKey file is made
+/// (bound to the namespace runc created) just before the links are moved in. So a thread of its
+/// own, woken by link notifications (subscribed before Join answers, so no change is missed):
+/// first from the host namespace until the SandboxKey opens as a namespace (it does before the
+/// link leaves the host namespace, which notifies), then from the container's namespace until
+/// the link (found by its MAC: Docker renames it) is up, which Docker does after renaming and
+/// addressing it. Then it writes the sysctls there; IPv6 starts (router solicitation, EUI-64
+/// address from the MAC) when `disable_ipv6` turns 0.
+fn enable_slaac_after_move(
+    host: &crate::host::Host,
+    sandbox_key: &str,
+    mac: MacAddr,
+    endpoint_id: &str,
+) -> Result<()> {
+    let what = format!("SLAAC on endpoint {endpoint_id} in {sandbox_key}");
+    let mut host_watch = LinkWatch::open(&host.netns).map_err(|e| e.context(what.clone()))?;
+    let sandbox = std::path::PathBuf::from(sandbox_key);
+    let thread_what = what.clone();
+    let mut wait_and_enable = move || -> Result<()> {
+        let deadline = Instant::now() + SLAAC_MOVE_TIMEOUT;
+        let timed_out = |waited_for: &str| {
+            Error::new(
+                crate::error::ErrorKind::Timeout,
+                format!(
+                    "{waited_for} within {} s (the container did not start?)",
+                    SLAAC_MOVE_TIMEOUT.as_secs()
+                ),
+            )
+        };
+        let netns = loop {
+            if let Ok(netns) = Netns::open(&sandbox) {
+                break netns;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(timed_out("Docker made no namespace at the SandboxKey"));
+            }
+            host_watch.wait_any(deadline - now);
+        };
+        let mut watch = LinkWatch::open(&netns)?;
+        let mut netlink = Netlink::open(&netns, "the container's namespace")?;
+        loop {
+            let links = netlink.links()?;
+            if let Some(link) = links.into_iter().find(|l| l.mac == Some(mac.0) && l.up) {
+                let name = link.name;
+                return netns.run(move || crate::sysctl::enable_ipv6(&name, true));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(timed_out(&format!(
+                    "Docker did not bring the link of MAC {mac} up in the container"
+                )));
+            }
+            watch.wait_any(deadline - now);
+        }
+    };
+    let spawned = std::thread::Builder::new().name("docker-plugin-slaac".into()).spawn(move || {
+        if let Err(e) = wait_and_enable() {
+            crate::logging::daemon_event(format_args!("docker plugin: {thread_what}: {e}"));
+        }
+    });
+    spawned
+        .map(|_| ())
+        .with_context(crate::error::ErrorKind::Io, || format!("{what}: start its thread"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dhcp_client_id_follows_the_recorded_lease_then_the_endpoint_name_then_the_mac() {
+        let (mac1, mac2): (MacAddr, MacAddr) =
+            ("02:00:c6:12:00:01".parse().unwrap(), "02:00:c6:12:00:02".parse().unwrap());
+        let id = |network: &str, mac, name, recorded| {
+            dhcp_client_id("host-a", network, mac, name, recorded)
+        };
+        // Docker 29's random MAC changes at every start; the name does not.
+        let web = id("net1", mac1, Some("web"), None);
+        assert_eq!(id("net1", mac2, Some("web"), None), web, "the same name, another MAC");
+        assert_ne!(id("net1", mac1, Some("db"), None), web, "another name");
+        assert_ne!(id("net2", mac1, Some("web"), None), web, "another network");
+        assert_ne!(dhcp_client_id("host-b", "net1", mac1, Some("web"), None), web, "another host");
+        // A fixed MAC keeps the client id it was recorded with, whatever the name now.
+        assert_eq!(id("net1", mac1, Some("db"), Some(web.as_str())), web);
+        // Docker before 29 names nothing: the MAC is the identity.
+        assert_eq!(id("net1", mac1, None, None), "docker-02:00:c6:12:00:01");
+        assert!(web.len() <= 255 && web.is_ascii(), "{web}");
+    }
 }

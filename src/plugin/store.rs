@@ -33,7 +33,7 @@ pub struct Network {
     pub macvlan_mode: MacvlanMode,
     /// `-o mtu=`; `None`: the parent's.
     pub mtu: Option<u32>,
-    /// `-o slaac=`: only `false` is accepted so far (see CreateNetwork).
+    /// `-o slaac=`: the container's link takes router advertisements (see Join).
     pub slaac: bool,
     pub ipv4: Vec<Pool>,
     pub ipv6: Vec<Pool>,
@@ -64,7 +64,8 @@ pub struct Endpoint {
     pub addresses: Vec<IpNet>,
     /// The lanyard record of this endpoint (`lanyard inspect --all` shows it).
     pub record: String,
-    /// Join happened: the link is in the container (or back, named `link_name`, after it).
+    /// Join happened: the link is in the container (or back, named `link_name`, after it). On
+    /// disk from the store's next write after Join (nothing reads it back).
     pub joined: bool,
     /// On a DHCP network: the link and record were made at RequestAddress (the record outlives
     /// the endpoint, for the next endpoint of the same MAC, until its lease ends).
