@@ -114,6 +114,9 @@ struct Way {
     conf: Value,
     add: Vec<Duration>,
     del: Vec<Duration>,
+    /// VERSION: the plugin's start and exit with no work, for where the time of a command goes
+    /// (static ways only: a DHCP way runs the same binary).
+    version: Vec<Duration>,
 }
 
 /// The world the ways share: H with br0, the directories, the servers.
@@ -176,6 +179,7 @@ impl World {
             conf,
             add: Vec::new(),
             del: Vec::new(),
+            version: Vec::new(),
         };
         vec![
             way(
@@ -233,6 +237,13 @@ impl World {
 
     /// The plugin process for `way`, set up as a runtime sets it up, inside H.
     fn plugin(&self, way: &Way, command: &str, container_id: &str, netns: &Path) -> Command {
+        let mut cmd = self.bare_plugin(way, command);
+        cmd.env("CNI_CONTAINERID", container_id).env("CNI_NETNS", netns).env("CNI_IFNAME", IFNAME);
+        cmd
+    }
+
+    /// The plugin process with `CNI_COMMAND` and `CNI_PATH` only (VERSION needs no more).
+    fn bare_plugin(&self, way: &Way, command: &str) -> Command {
         let mut cmd = if way.lanyard {
             // The test binary with the lab's state directory and host id (cli::command).
             cli::command(&self.lan.host, &self.dir, &[])
@@ -240,11 +251,7 @@ impl World {
             let bridge = Path::new(REFERENCE_PLUGINS).join("bridge");
             self.lan.host.command(bridge)
         };
-        cmd.env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container_id)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", IFNAME)
-            .env("CNI_PATH", REFERENCE_PLUGINS);
+        cmd.env("CNI_COMMAND", command).env("CNI_PATH", REFERENCE_PLUGINS);
         cmd
     }
 }
@@ -421,9 +428,16 @@ fn run(bench_mode: bool, rounds: usize) {
             if way.addressing == Addressing::Dhcp && !way.lanyard {
                 reference_leases.push(address);
             }
+            let version_time = (way.addressing == Addressing::Static).then(|| {
+                let version = world.bare_plugin(way, "VERSION");
+                let (time, answer) = timed(version, &json!({"cniVersion": CNI_VERSION}));
+                assert!(answer.contains("supportedVersions"), "{} VERSION: {answer}", way.label);
+                time
+            });
             if round > 0 {
                 way.add.push(add_time);
                 way.del.push(del_time);
+                way.version.extend(version_time);
             }
         }
     }
@@ -454,6 +468,9 @@ fn unreleased(world: &World, addresses: &[String]) -> usize {
     held()
 }
 
+/// Which of a way's samples a table row shows.
+type Times = fn(&Way) -> &Vec<Duration>;
+
 fn report(bench_mode: bool, rounds: usize, ways: &[Way], started: Instant, load_at_start: &str) {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
@@ -473,55 +490,56 @@ fn report(bench_mode: bool, rounds: usize, ways: &[Way], started: Instant, load_
         "command: way (times in ms)", "median", "p90", "/REF", "per-round"
     );
     println!("{}", "-".repeat(112));
-    let pairs = [
-        ("ADD static", Addressing::Static, TARGET_STATIC_ADD, true),
-        ("ADD DHCP", Addressing::Dhcp, TARGET_DHCP_ADD, true),
-        ("DEL static", Addressing::Static, TARGET_DEL, false),
-        ("DEL DHCP", Addressing::Dhcp, TARGET_DEL, false),
+    let find = |addressing: Addressing, lanyard: bool| {
+        ways.iter()
+            .find(|w| w.addressing == addressing && w.lanyard == lanyard)
+            .expect("every way is there")
+    };
+    let rows: [(&str, Addressing, Times, Option<f64>); 5] = [
+        ("ADD static", Addressing::Static, |w| &w.add, Some(TARGET_STATIC_ADD)),
+        ("ADD DHCP", Addressing::Dhcp, |w| &w.add, Some(TARGET_DHCP_ADD)),
+        ("DEL static", Addressing::Static, |w| &w.del, Some(TARGET_DEL)),
+        ("DEL DHCP", Addressing::Dhcp, |w| &w.del, Some(TARGET_DEL)),
+        ("VERSION (start, no work)", Addressing::Static, |w| &w.version, None),
     ];
-    for (command, addressing, target, is_add) in pairs {
-        let times = |lanyard: bool| -> &Vec<Duration> {
-            let way = ways
-                .iter()
-                .find(|w| w.addressing == addressing && w.lanyard == lanyard)
-                .expect("every way is there");
-            if is_add {
-                &way.add
-            } else {
-                &way.del
+    for (command, addressing, times, target) in rows {
+        let (reference, ours) = (find(addressing, false), find(addressing, true));
+        let label = |way: &Way| {
+            let plugin = if way.lanyard { "lanyard" } else { "bridge [REF]" };
+            match target {
+                Some(_) => format!("{command}: {}", way.label),
+                None => format!("{command}: {plugin}"),
             }
         };
-        let label = |lanyard: bool| {
-            let way =
-                ways.iter().find(|w| w.addressing == addressing && w.lanyard == lanyard).unwrap();
-            format!("{command}: {}", way.label)
-        };
-        let reference = times(false);
-        let ours = times(true);
-        let ratio = median(ours).as_secs_f64() / median(reference).as_secs_f64().max(1e-9);
+        let (reference_times, our_times) = (times(reference), times(ours));
+        let ratio =
+            median(our_times).as_secs_f64() / median(reference_times).as_secs_f64().max(1e-9);
         // The same round's ratios, whose median is steadier against slow phases of the machine.
-        let per_round: Vec<f64> = ours
+        let per_round: Vec<f64> = our_times
             .iter()
-            .zip(reference)
+            .zip(reference_times)
             .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64().max(1e-9))
             .collect();
-        let per_round = median_f64(&per_round);
         println!(
-            "{:<52} {:>9} {:>9} {:>6.2}x {:>10}",
-            label(false),
-            ms(median(reference)),
-            ms(percentile(reference, 0.9)),
+            "{:<52} {:>9} {:>9} {:>6.2}x",
+            label(reference),
+            ms(median(reference_times)),
+            ms(percentile(reference_times, 0.9)),
             1.0,
-            ""
         );
+        let verdict = match target {
+            Some(target) => {
+                format!("<= {target}x {}", if ratio <= target { "met" } else { "MISSED" })
+            }
+            None => String::new(),
+        };
         println!(
-            "{:<52} {:>9} {:>9} {:>6.3}x {:>9.3}x  <= {target}x {}",
-            label(true),
-            ms(median(ours)),
-            ms(percentile(ours, 0.9)),
+            "{:<52} {:>9} {:>9} {:>6.3}x {:>9.3}x  {verdict}",
+            label(ours),
+            ms(median(our_times)),
+            ms(percentile(our_times, 0.9)),
             ratio,
-            per_round,
-            if ratio <= target { "met" } else { "MISSED" }
+            median_f64(&per_round),
         );
     }
     println!(
