@@ -20,10 +20,12 @@
 //! after ADD the container's namespace holds `eth0` (up) with one IPv4 address of the LAN's /24
 //! (the conf's for static ways, one from dnsmasq's pool for DHCP ways) and a default route via
 //! the LAN's gateway, and the host has one more port on br0; after DEL the container has no
-//! `eth0`, br0 has no port left, lanyard holds no record and dnsmasq no lease of the way.
+//! `eth0`, br0 has no port left but its uplink, lanyard holds no record, and for lanyard's DHCP
+//! way dnsmasq no lease (the reference's leases left behind are counted).
 //!
 //! The world is the test lab's (tests/support/lab.rs): a "host" namespace H with bridge br0
-//! (198.18.16.1/24), where every plugin, both DHCP daemons and dnsmasq run; lanyard's state,
+//! (198.18.16.1/24) and its uplink (a port that stays, whose peer sits in a namespace of its
+//! own), where every plugin, both DHCP daemons and dnsmasq run; lanyard's state,
 //! host-local's data directory, the reference dhcp daemon's socket and dnsmasq's files are on
 //! tmpfs. Nothing here touches the root network namespace. lanyard's static ADD leaves a
 //! detached helper that announces the address; this process is a subreaper, so the helper
@@ -66,6 +68,8 @@ const POOL: (&str, &str) = ("198.18.16.50", "198.18.16.250");
 const LANYARD_STATIC_OCTET: u8 = 10;
 const REFERENCE_STATIC_OCTET: u8 = 20;
 const IFNAME: &str = "eth0";
+/// br0's port that stays: the uplink to the rest of the LAN.
+const UPLINK_PORT: &str = "up0";
 /// What both the reference plugins (1.1.1) and podman speak; lanyard speaks it too.
 const CNI_VERSION: &str = "1.0.0";
 const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
@@ -122,6 +126,8 @@ struct Way {
 /// The world the ways share: H with br0, the directories, the servers.
 struct World {
     lan: lab::Lan,
+    /// The LAN's other end of br0's uplink port (see [`World::build`]).
+    _uplink: lab::Netns,
     /// lanyard's state directory is `dir/state` (tmpfs); host-local's data and the reference
     /// dhcp daemon's socket live here too.
     dir: lab::TestDir,
@@ -135,6 +141,17 @@ struct World {
 impl World {
     fn build() -> World {
         let lan = lab::Lan::bridge(LAN_INDEX);
+        // br0 gets a port that stays, as a real LAN bridge has its uplink. Without one, br0 has
+        // no carrier between a DEL and the next ADD, and the kernel turns its carrier back on up
+        // to a second after the new port comes up (linkwatch's rate limit for a bridge): replies
+        // sent from H meanwhile are dropped (seen: dnsmasq's OFFER never left H, and the client
+        // sent its DISCOVER again ~4 s later), which no LAN with an uplink shows.
+        let uplink = lan.guest("uplink");
+        lan.plug(&uplink, UPLINK_PORT, "eth0");
+        let running = lab::wait_until(Duration::from_secs(5), || {
+            lan.host.ip_json(&["link", "show", "dev", "br0"])[0]["operstate"] == "UP"
+        });
+        assert!(running, "br0 has no carrier 5 s after its uplink port came up");
         let dir = lab::TestDir::on_tmpfs("cni-bench");
         let dnsmasq = dhcp::Dnsmasq::start_in(
             lab::TestDir::on_tmpfs("cni-dnsmasq"),
@@ -163,6 +180,7 @@ impl World {
         assert!(listening, "the reference dhcp daemon made no socket:\n{}", reference.log());
         World {
             lan,
+            _uplink: uplink,
             dir,
             dnsmasq,
             _daemons: vec![lanyard, reference],
@@ -347,8 +365,10 @@ fn check_deleted(world: &World, way: &Way, container: &lab::Netns, address: &str
     }
 }
 
+/// br0's ports but the uplink: the containers'.
 fn bridge_ports(world: &World) -> usize {
-    world.lan.host.ip(&["-o", "link", "show", "master", "br0"]).lines().count()
+    let ports = world.lan.host.ip_json(&["link", "show", "master", "br0"]);
+    ports.as_array().into_iter().flatten().filter(|p| p["ifname"] != UPLINK_PORT).count()
 }
 
 /// Waits until every announce helper lanyard left behind (a child of this subreaper whose
