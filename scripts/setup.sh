@@ -19,13 +19,14 @@ fi
 # radvd, ping, ebtables (iptables: the rebinding test drops unicast in its own namespace),
 # systemd-analyze (package systemd: checks the shipped unit), promtool (package prometheus:
 # checks the metrics text), podman (runs containers on lanyard's CNI networks), docker-compose
-# (Compose on lanyard's Docker networks).
+# (Compose on lanyard's Docker networks), containernetworking-plugins (the reference CNI plugins
+# of the CNI bench and podman's CNI backend; podman alone may pull netavark instead).
 # Build: a C toolchain for -sys crates; dpkg-dev (dpkg-shlibdeps: the Debian package's Depends).
 PACKAGES=(
     iproute2 iputils-ping dnsmasq-base kea-dhcp4-server docker.io busybox-static tcpdump radvd systemd
     prometheus
     iptables
-    podman docker-compose
+    podman docker-compose containernetworking-plugins
     ca-certificates gcc libc6-dev pkg-config dpkg-dev
 )
 # Packages whose postinst would start or enable a system service.
