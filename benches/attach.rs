@@ -40,20 +40,16 @@ mod lab;
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bench::{env_count, fs_type, load_average, median, ms, percentile};
+use bench::{env_count, fs_type, load_average, median, ms, percentile, wait_for_announce_helpers};
 use lanyard::docker::DockerHost;
 use lanyard::guest::GuestSpec;
 use lanyard::netlink::Netlink;
 use lanyard::netns::Netns;
 use lanyard::{naming, spec, AttachRequest, Host};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::wait::{waitpid, WaitPidFlag};
-use nix::unistd::Pid;
 
 const HOST_ID: &str = "bench";
 const BRIDGE: &str = "br0";
@@ -278,37 +274,6 @@ fn timed(mut cmd: Command, input: Option<&str>) -> Duration {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     elapsed
-}
-
-/// Waits until every `lanyard` child of this process (the CLI's announce helpers, inherited as
-/// orphans) has exited, and reaps it. By the time a CLI process has been waited for, its
-/// helper is already this process's child. Panics after `timeout`.
-fn wait_for_announce_helpers(timeout: Duration) {
-    let me = std::process::id().to_string();
-    let deadline = Instant::now() + timeout;
-    let Ok(entries) = fs::read_dir("/proc") else { return };
-    let helpers = entries.flatten().filter_map(|entry| {
-        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-        let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
-        let (comm, rest) = stat.rsplit_once(')')?;
-        let parent = rest.split_whitespace().nth(1)?;
-        (comm.ends_with("(lanyard") && parent == me).then_some(pid)
-    });
-    for pid in helpers {
-        // SAFETY: pidfd_open takes a pid and a flags word and returns a new descriptor or -1.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if raw >= 0 {
-            // SAFETY: the kernel just returned this descriptor and nothing else owns it.
-            let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
-            let left = deadline.saturating_duration_since(Instant::now());
-            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
-            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-            let ready = poll(&mut fds, timeout).unwrap_or(0);
-            assert!(ready > 0, "lanyard announce helper {pid} still runs after {timeout:?}");
-        }
-        // Gone before pidfd_open or exited now: reap it (a zombie until then).
-        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
-    }
 }
 
 /// A scratch directory with a tmpfs of its own mounted on it (the lab's `TestDir` unmounts it

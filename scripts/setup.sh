@@ -19,14 +19,16 @@ fi
 # radvd, ping, ebtables (iptables: the rebinding test drops unicast in its own namespace),
 # systemd-analyze (package systemd: checks the shipped unit), promtool (package prometheus:
 # checks the metrics text), podman (runs containers on lanyard's CNI networks), docker-compose
-# (Compose on lanyard's Docker networks), BIND 9 (named, tsig-keygen), dig and Kea's DDNS daemon
-# (DNS update tests: every named and kea-dhcp-ddns runs inside a test namespace).
+# (Compose on lanyard's Docker networks), containernetworking-plugins (the reference CNI plugins
+# of the CNI bench and podman's CNI backend; podman alone may pull netavark instead), BIND 9
+# (named, tsig-keygen), dig and Kea's DDNS daemon (DNS update tests: every named and
+# kea-dhcp-ddns runs inside a test namespace).
 # Build: a C toolchain for -sys crates; dpkg-dev (dpkg-shlibdeps: the Debian package's Depends).
 PACKAGES=(
     iproute2 iputils-ping dnsmasq-base kea-dhcp4-server docker.io busybox-static tcpdump radvd systemd
     prometheus
     iptables
-    podman docker-compose
+    podman docker-compose containernetworking-plugins
     bind9 bind9-dnsutils kea-dhcp-ddns-server
     ca-certificates gcc libc6-dev pkg-config dpkg-dev
 )

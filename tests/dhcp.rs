@@ -310,6 +310,45 @@ fn a_deleted_namespace_releases_its_host_end_and_its_record_dies_with_the_lease(
     resolv.assert_unchanged();
 }
 
+/// Whether process `pid` holds a descriptor of the network namespace `ns`: one whose file is
+/// the namespace's (same device and inode), whatever path it was opened by.
+fn holds_namespace(pid: i32, ns: &Netns) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let wanted = std::fs::metadata(&ns.path).expect("stat the namespace");
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| {
+        std::fs::metadata(fd.path())
+            .is_ok_and(|m| (m.dev(), m.ino()) == (wanted.dev(), wanted.ino()))
+    })
+}
+
+#[test]
+fn detach_releases_and_the_daemon_then_closes_what_it_held_in_the_guest() {
+    lab::require_root();
+    let mut resolv = HostResolvConf::snapshot();
+    let lan = Lan::bridge(52);
+    let dir = TestDir::new("dhcp-release-close");
+    let daemon = DaemonGuard::new(&dir);
+    let dnsmasq = Dnsmasq::start(&lan.host, "br0", ("198.18.52.100", "198.18.52.200"), "2m", &[]);
+    let g = lan.guest("g");
+    let token = format!("netns:{}", g.name);
+    ok(cli(&lan.host, &dir, &["attach", "br0", &token, "dhcp"]));
+    let ip = g.ipv4_on("eth1").expect("leased address configured when attach returns");
+    let pid = daemon.pid().expect("the attach started the daemon");
+    assert!(holds_namespace(pid, &g), "the daemon holds the guest's namespace with the lease");
+    ok(cli(&lan.host, &dir, &["detach", &token]));
+    dnsmasq.expect_release("br0", ip, Duration::from_secs(2));
+    // The release answers before the lease's sockets and namespace handle are closed (off the
+    // daemon's loop: a packet socket's close waits for the kernel's RCU grace period), but
+    // they are closed all the same.
+    assert!(
+        wait_until(Duration::from_secs(2), || !holds_namespace(pid, &g)),
+        "the daemon still holds the guest's namespace 2 s after the detach"
+    );
+    assert!(record_and_lease_files(&dir).is_empty(), "{:?}", record_and_lease_files(&dir));
+    resolv.assert_unchanged();
+}
+
 #[test]
 fn probe_declines_an_offered_address_someone_already_uses() {
     lab::require_root();

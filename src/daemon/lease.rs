@@ -597,7 +597,15 @@ impl Daemon {
                 if let Some(held) = &slot.stored.lease {
                     queue_host_route(&self.reacher, record_file, &slot.record, held.address, false);
                 }
-                restore_routes(&mut slot)
+                let restored = restore_routes(&mut slot);
+                // The RELEASE is out. Closing the lease's packet socket waits for the kernel's
+                // RCU grace period (~12-15 ms here), which held up the loop and the detach
+                // waiting for this answer: the host thread closes it, out of the epoll set first.
+                if let Some(live) = slot.live.take() {
+                    self.unwatch_live(&live);
+                    self.reacher.close(live);
+                }
+                restored
             }
             None => Ok(()),
         };

@@ -390,6 +390,19 @@ impl Daemon {
         }
     }
 
+    /// The loop stops watching a lease's live descriptors (their owner goes away while they
+    /// stay open a little longer, closed off the loop): level-triggered, a readable descriptor
+    /// without a slot would wake the loop until it is closed.
+    fn unwatch_live(&mut self, live: &Live) {
+        let mut fds = vec![live.socket.receive_fd(), live.link_watch.as_fd()];
+        fds.extend(live.pidfd.as_ref().map(|pidfd| pidfd.as_fd()));
+        for fd in fds {
+            // Only ENOENT can come back (a descriptor never watched): nothing to undo then.
+            let _ = self.epoll.delete(fd);
+            self.owners.remove(&fd.as_raw_fd());
+        }
+    }
+
     fn poll_timeout(&self) -> i32 {
         let now = self.epoch.elapsed();
         let mut earliest: Option<Duration> = None;

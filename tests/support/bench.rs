@@ -2,8 +2,13 @@
 //! statistics they print, and where a state directory lives. Included with
 //! `#[path = "../tests/support/bench.rs"]`; nothing here is used by the integration tests.
 
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
 
 /// The count in environment variable `name`, or `default` when it is not set. Panics on a value
 /// that is not a number: a typo must not silently run the default.
@@ -65,4 +70,42 @@ pub fn fs_type(path: &Path) -> &'static str {
 pub fn load_average() -> String {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// Waits until every announce helper lanyard left behind (a child of this process, which must
+/// be a subreaper to inherit the detached helper, whose command line has `announce-helper`) has
+/// exited, and reaps it. By the time the lanyard process that spawned it has been waited for,
+/// its helper is already this process's child. Panics after `timeout`. (Not every bench that
+/// includes this file starts lanyard processes that announce.)
+#[allow(dead_code)]
+pub fn wait_for_announce_helpers(timeout: Duration) {
+    let me = std::process::id().to_string();
+    let deadline = Instant::now() + timeout;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    let helpers: Vec<i32> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let parent = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.to_string();
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let is_helper = cmdline.split(|b| *b == 0).any(|arg| arg == b"announce-helper");
+            (parent == me && is_helper).then_some(pid)
+        })
+        .collect();
+    for pid in helpers {
+        // SAFETY: pidfd_open takes a pid and a flags word and returns a new descriptor or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if raw >= 0 {
+            // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            let ready = poll(&mut fds, timeout).unwrap_or(0);
+            assert!(ready > 0, "lanyard announce helper {pid} still runs after {timeout:?}");
+        }
+        // Gone before pidfd_open or exited now: reap it (a zombie until then).
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+    }
 }
