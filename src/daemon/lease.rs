@@ -370,7 +370,7 @@ impl Daemon {
         if moved {
             log(format_args!("{key}: its link left the namespace; following it"));
             if let Some(live) = self.slots.get_mut(key).and_then(|slot| slot.live.take()) {
-                self.reacher.close(live);
+                self.close_live(live);
             }
             self.reconnect(key);
             return;
@@ -602,8 +602,7 @@ impl Daemon {
                 // RCU grace period (~12-15 ms here), which held up the loop and the detach
                 // waiting for this answer: the host thread closes it, out of the epoll set first.
                 if let Some(live) = slot.live.take() {
-                    self.unwatch_live(&live);
-                    self.reacher.close(live);
+                    self.close_live(live);
                 }
                 restored
             }
@@ -635,13 +634,13 @@ impl Daemon {
         // By identity: the index the host end had while this guest lived. Its name may already
         // be the host end of the same guest attached again (a restarted container).
         let host_end = live.as_ref().and_then(|live| live.host_end_index);
-        if let Some(live) = live {
-            self.reacher.close(live);
-        }
         // Nothing behind the address any more: the host's route to it goes now, not at expiry.
         if let Some(held) = slot.stored.lease.as_ref().map(|lease| lease.address) {
             let record = slot.record.clone();
             queue_host_route(&self.reacher, key, &record, held, false);
+        }
+        if let Some(live) = live {
+            self.close_live(live);
         }
         let Some(slot) = self.slots.get_mut(key) else { return };
         if let (Some(index), Some(name)) = (host_end, slot.record.host_ifname.clone()) {

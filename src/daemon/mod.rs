@@ -390,6 +390,15 @@ impl Daemon {
         }
     }
 
+    /// Hand a lease's live descriptors to the host thread to close (a packet socket's close
+    /// waits for an RCU grace period), out of the epoll set first: level-triggered, a readable
+    /// descriptor without a slot (a dead guest's pidfd) would wake the loop until it is closed,
+    /// and its number, once closed, may come back for something else still listed as its owner.
+    fn close_live(&mut self, live: Live) {
+        self.unwatch_live(&live);
+        self.reacher.close(live);
+    }
+
     /// The loop stops watching a lease's live descriptors (their owner goes away while they
     /// stay open a little longer, closed off the loop): level-triggered, a readable descriptor
     /// without a slot would wake the loop until it is closed.
