@@ -208,18 +208,30 @@ fn names_outside_the_zone_and_empty_inputs_are_refused_before_sending() {
 }
 
 /// A one-request DNS server on loopback: answers the UDP request with `udp_answer(request)`;
-/// when `tcp_answer` is given, also takes one TCP connection on the same port number and
-/// answers the request read there.
+/// when `tcp_reply` is given, also takes one TCP connection on the same port number and has it
+/// answer the request read there (see [`whole`]).
 struct FakeServer {
     addr: std::net::SocketAddr,
     thread: std::thread::JoinHandle<()>,
 }
 
 type Answerer = Box<dyn FnOnce(&Message) -> Message + Send>;
+/// Writes the answer to the TCP request onto the connection.
+type TcpReply = Box<dyn FnOnce(&Message, &mut std::net::TcpStream) + Send>;
+
+/// A TCP reply of `answer(request)`, framed and written at once.
+fn whole(answer: Answerer) -> TcpReply {
+    Box::new(move |request, stream| {
+        use std::io::Write;
+        let answer = answer(request).to_vec().unwrap();
+        stream.write_all(&(answer.len() as u16).to_be_bytes()).unwrap();
+        stream.write_all(&answer).unwrap();
+    })
+}
 
 impl FakeServer {
-    fn start(udp_answer: Answerer, tcp_answer: Option<Answerer>) -> FakeServer {
-        use std::io::{Read, Write};
+    fn start(udp_answer: Answerer, tcp_reply: Option<TcpReply>) -> FakeServer {
+        use std::io::Read;
         // A TCP listener on the UDP socket's port number: retried if that port is taken.
         let (udp, tcp) = (0..20)
             .find_map(|_| {
@@ -235,7 +247,7 @@ impl FakeServer {
             let (n, from) = udp.recv_from(&mut buf).expect("a UDP request");
             let request = Message::from_vec(&buf[..n]).unwrap();
             udp.send_to(&udp_answer(&request).to_vec().unwrap(), from).unwrap();
-            if let Some(tcp_answer) = tcp_answer {
+            if let Some(tcp_reply) = tcp_reply {
                 // Bounded: a client that never comes over TCP must not hang the test.
                 tcp.set_nonblocking(true).unwrap();
                 let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -256,9 +268,7 @@ impl FakeServer {
                 stream.read_exact(&mut length).unwrap();
                 let mut request = vec![0u8; usize::from(u16::from_be_bytes(length))];
                 stream.read_exact(&mut request).unwrap();
-                let answer = tcp_answer(&Message::from_vec(&request).unwrap()).to_vec().unwrap();
-                stream.write_all(&(answer.len() as u16).to_be_bytes()).unwrap();
-                stream.write_all(&answer).unwrap();
+                tcp_reply(&Message::from_vec(&request).unwrap(), &mut stream);
             }
         });
         FakeServer { addr, thread }
@@ -289,21 +299,58 @@ fn a_truncated_udp_answer_is_asked_again_over_tcp() {
             answer.metadata.truncation = true;
             answer
         }),
-        Some(Box::new(|request| {
-            let mut answer = answer_to(request, ResponseCode::NoError);
-            answer.add_answer(Record::from_rdata(
-                name("web.app.lan."),
-                60,
-                RData::A(hickory_proto::rr::rdata::A(Ipv4Addr::new(198, 18, 0, 5))),
-            ));
-            answer
-        })),
+        Some(whole(Box::new(answer_with_an_address))),
     );
     let query = wire::soa_query(&name("web.app.lan."));
     let answer = wire::exchange(server.addr, None, query, deadline()).expect("answer over TCP");
     server.join();
     assert!(!answer.message.metadata.truncation);
     assert_eq!(lines(&answer.message.answers), ["web.app.lan. IN A 60 198.18.0.5"]);
+}
+
+fn answer_with_an_address(request: &Message) -> Message {
+    let mut answer = answer_to(request, hickory_proto::op::ResponseCode::NoError);
+    answer.add_answer(Record::from_rdata(
+        name("web.app.lan."),
+        60,
+        RData::A(hickory_proto::rr::rdata::A(Ipv4Addr::new(198, 18, 0, 5))),
+    ));
+    answer
+}
+
+#[test]
+fn a_tcp_answer_sent_a_byte_at_a_time_ends_at_the_deadline() {
+    use hickory_proto::op::ResponseCode;
+    // Each byte comes well within the time left, so only a bound on the whole read stops it:
+    // the answer (about 60 bytes) would take some 3 s.
+    let server = FakeServer::start(
+        Box::new(|request| {
+            let mut answer = answer_to(request, ResponseCode::NoError);
+            answer.metadata.truncation = true;
+            answer
+        }),
+        Some(Box::new(|request, stream| {
+            use std::io::Write;
+            let answer = answer_with_an_address(request).to_vec().unwrap();
+            let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
+            framed.extend(answer);
+            for byte in framed {
+                // The client gave up and closed: stop.
+                if stream.write_all(&[byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })),
+    );
+    let started = std::time::Instant::now();
+    let deadline = started + std::time::Duration::from_millis(500);
+    let result =
+        wire::exchange(server.addr, None, wire::soa_query(&name("web.app.lan.")), deadline);
+    let took = started.elapsed();
+    server.join();
+    assert!(matches!(result, Err(wire::ExchangeError::Timeout)), "{:?}", result.map(|_| ()));
+    assert!(took < std::time::Duration::from_millis(1500), "returned after {took:?}");
 }
 
 fn lab_key() -> TsigKey {

@@ -410,16 +410,41 @@ fn tcp_exchange(
     framed.extend_from_slice(request);
     stream.write_all(&framed).map_err(io_err)?;
     // One request on this connection: the first answer is its answer.
-    stream.set_read_timeout(Some(remaining(deadline)?)).map_err(io_err)?;
     let mut length = [0u8; 2];
-    stream.read_exact(&mut length).map_err(io_err)?;
+    read_exact_by(&mut stream, &mut length, deadline)?;
     let mut answer = vec![0u8; usize::from(u16::from_be_bytes(length))];
-    stream.set_read_timeout(Some(remaining(deadline)?)).map_err(io_err)?;
-    stream.read_exact(&mut answer).map_err(io_err)?;
+    read_exact_by(&mut stream, &mut answer, deadline)?;
     if parse(&answer, id).is_none() {
         return Err(ExchangeError::BadAnswer(
             "the TCP answer is not a response to the request".into(),
         ));
     }
     Ok(answer)
+}
+
+/// Fills `buf` from `stream` by `deadline`. `read_exact` with a read timeout bounds each read,
+/// not the whole: a server sending a byte now and then would hold the call far past its
+/// deadline.
+fn read_exact_by(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<(), ExchangeError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        stream.set_read_timeout(Some(remaining(deadline)?)).map_err(ExchangeError::Io)?;
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => {
+                return Err(ExchangeError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the TCP connection before its whole answer",
+                )))
+            }
+            Ok(n) => filled += n,
+            Err(e) if is_timeout(&e) => return Err(ExchangeError::Timeout),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ExchangeError::Io(e)),
+        }
+    }
+    Ok(())
 }
