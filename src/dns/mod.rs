@@ -16,8 +16,9 @@
 //!
 //! Every call is blocking and bounded by [`UpdateServer::timeout`] as a whole. Updates are signed
 //! with the key; the few queries a call makes (the SOA that names a reverse zone, a name's
-//! addresses or DHCID) are not. Requests go over UDP, and over TCP when the answer is truncated;
-//! nothing here retries a failed call (the caller owns retries and backoff).
+//! addresses or DHCID) are not. Requests go over UDP (sent again each second while unanswered),
+//! and over TCP when the answer is truncated; nothing here retries a failed call (the caller
+//! owns retries and backoff).
 
 mod key;
 mod label;
