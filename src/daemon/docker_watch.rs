@@ -796,6 +796,8 @@ mod tests {
             dhcp_containers: None,
         };
         wirer.reconcile_all();
+        // Removed before any assertion, so a failing run leaves nothing behind either.
+        std::fs::remove_dir_all(&dir).unwrap();
         docker.join().unwrap();
         let errors = wirer.status.lock().unwrap().last_errors.clone();
         assert!(errors.iter().any(|e| e.contains("read the records")), "{errors:?}");
@@ -804,6 +806,5 @@ mod tests {
             due > Instant::now() + RETRY_INTERVAL / 2,
             "tried again in about {RETRY_INTERVAL:?}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

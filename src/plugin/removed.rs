@@ -189,12 +189,14 @@ mod tests {
         note.save().unwrap();
 
         let (released, failed) = container_removed(&host, &mut note, "c1");
+        let saved = DhcpContainers::load(&dir).map(|saved| saved.containers);
+        // Removed before any assertion, so a failing run leaves nothing behind either.
+        std::fs::remove_dir_all(&dir).unwrap();
         assert!(released.is_empty(), "{released:?}");
         assert_eq!(failed.len(), 1, "{failed:?}");
         assert!(failed[0].contains("02:00:00:00:00:01") && failed[0].contains("next reconcile"));
         let expected = [("c1".to_string(), vec![failing])].into_iter().collect();
         assert_eq!(note.containers, expected);
-        assert_eq!(DhcpContainers::load(&dir).unwrap().containers, expected, "saved");
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(saved.unwrap(), expected, "saved");
     }
 }
