@@ -231,18 +231,23 @@ fn a_zone_the_server_does_not_serve_is_reported() {
 }
 
 #[test]
-fn a_missing_reverse_zone_is_reported_after_the_forward_records() {
+fn a_missing_reverse_zone_is_reported_after_the_forward_records_and_the_other_ptrs() {
     let lab = DnsLab::new(&[BindZone::updatable(FORWARD), BindZone::updatable(REVERSE4)]);
     let server = lab.server();
-    let reg = registration("web.app.lan", &[V6], b"\xffweb-eth1");
+    // The address without a reverse zone first: the other still gets its PTR.
+    let reg = registration("web.app.lan", &[V6, V4], b"\xffweb-eth1");
     let text = lab.register_refused(&server, &reg, ErrorKind::NotFound);
     assert!(
-        text.contains("the address records of web.app.lan are in place, but its PTR is not"),
+        text.contains(
+            "the address records of web.app.lan are in place, but the PTR of 2001:db8::5 is not"
+        ),
         "{text}"
     );
     assert!(text.contains("the server is not authoritative for a zone holding it"), "{text}");
     assert!(text.contains("set reverse = false"), "{text}");
+    assert!(!text.contains("198.18.0.5"), "{text}");
     assert_eq!(lab.query("web.app.lan", "AAAA"), ["2001:db8::5"]);
+    assert_eq!(lab.query("5.0.18.198.in-addr.arpa", "PTR"), ["web.app.lan."]);
 }
 
 #[test]

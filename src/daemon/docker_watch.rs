@@ -372,7 +372,13 @@ impl Wirer {
         let records = match self.host.state.records() {
             Ok(records) => records,
             Err(e) => {
+                // As when Docker does not answer: nothing was compared yet, so the whole
+                // reconcile is owed (a damaged record file fixed by hand, a full disk freed).
+                log(format_args!(
+                    "reconcile: read the records: {e}; trying again in {RETRY_INTERVAL:?}"
+                ));
                 self.error(format!("reconcile: read the records: {e}"));
+                self.reconcile_at = Some(Instant::now() + RETRY_INTERVAL);
                 return;
             }
         };
@@ -733,4 +739,78 @@ fn announce(host: &Host, attached: &crate::Attached) {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Docker API on a Unix socket that answers one request, `GET /containers/json`, with no
+    /// containers.
+    fn docker_with_no_containers(socket: &std::path::Path) -> std::thread::JoinHandle<()> {
+        use std::io::{Read, Write};
+        let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            // Bounded: a client that never comes must not hang the test.
+            let until = Instant::now() + Duration::from_secs(10);
+            let mut stream = loop {
+                match listener.accept() {
+                    Ok((stream, _)) => break stream,
+                    Err(_) if Instant::now() < until => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("fake Docker: no connection: {e}"),
+                }
+            };
+            stream.set_nonblocking(false).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "fake Docker: the request ended early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            let head = String::from_utf8_lossy(&request);
+            assert!(head.contains("/containers/json"), "fake Docker: asked {head}");
+            stream
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
+                      Connection: close\r\n\r\n[]",
+                )
+                .unwrap();
+        })
+    }
+
+    #[test]
+    fn a_reconcile_that_cannot_read_the_records_is_tried_again() {
+        let dir = std::env::temp_dir().join(format!("lanyard-watch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let host = Host::new(crate::netns::Netns::current().unwrap(), &dir, "test").unwrap();
+        std::fs::write(dir.join("damaged.json"), b"{ damaged").unwrap();
+        let socket = dir.join("docker.sock");
+        let docker = docker_with_no_containers(&socket);
+        let mut wirer = Wirer {
+            host,
+            config: Config::default(),
+            api: DockerApi::with_host(DockerHost::Unix(socket)).unwrap(),
+            status: Arc::new(Mutex::new(WatchStatus::default())),
+            connected: true,
+            reconcile_at: None,
+            retry: BTreeSet::new(),
+            dhcp_containers: None,
+        };
+        wirer.reconcile_all();
+        // Removed before any assertion, so a failing run leaves nothing behind either.
+        std::fs::remove_dir_all(&dir).unwrap();
+        docker.join().unwrap();
+        let errors = wirer.status.lock().unwrap().last_errors.clone();
+        assert!(errors.iter().any(|e| e.contains("read the records")), "{errors:?}");
+        let due = wirer.reconcile_at.expect("the reconcile is owed again");
+        assert!(
+            due > Instant::now() + RETRY_INTERVAL / 2,
+            "tried again in about {RETRY_INTERVAL:?}"
+        );
+    }
 }

@@ -16,8 +16,9 @@
 //!
 //! Every call is blocking and bounded by [`UpdateServer::timeout`] as a whole. Updates are signed
 //! with the key; the few queries a call makes (the SOA that names a reverse zone, a name's
-//! addresses or DHCID) are not. Requests go over UDP, and over TCP when the answer is truncated;
-//! nothing here retries a failed call (the caller owns retries and backoff).
+//! addresses or DHCID) are not. Requests go over UDP (sent again each second while unanswered),
+//! and over TCP when the answer is truncated; nothing here retries a failed call (the caller
+//! owns retries and backoff).
 
 mod key;
 mod label;
@@ -256,8 +257,9 @@ fn with_timeout_text(server: &UpdateServer, err: Error) -> Error {
 /// Gives `reg.fqdn` exactly `reg.addresses` (A and AAAA) and our DHCID, unless another client
 /// owns the name; with [`UpdateServer::reverse`], a PTR per address too, and the PTRs of the
 /// addresses the name had before and no longer has are removed (if they still point at it). The
-/// forward name is written first; a failure on a PTR is an error that says the forward records
-/// were written.
+/// forward name is written first; then each PTR on its own (a reverse zone missing for one
+/// address does not keep the others from theirs), a failure being an error that says the
+/// forward records were written, with any later failures appended.
 pub fn register(server: &UpdateServer, reg: &Registration) -> Result<Registered> {
     let deadline = Instant::now() + server.timeout;
     let target = target(server, reg)?;
@@ -267,35 +269,57 @@ pub fn register(server: &UpdateServer, reg: &Registration) -> Result<Registered>
             show(&target.fqdn)
         )));
     }
-    register_forward(server, reg, &target, deadline)
-        .and_then(|(forward, previous)| {
-            let mut done = Registered { forward, reverse: Vec::new(), reverse_removed: Vec::new() };
-            if !server.reverse {
-                return Ok(done);
-            }
-            for &address in &reg.addresses {
-                let record = register_reverse(server, &target, address, deadline).map_err(|e| {
-                    e.context(format!(
-                        "the address records of {} are in place, but its PTR is not",
-                        show(&target.fqdn)
-                    ))
-                })?;
-                done.reverse.push(record);
-            }
-            for address in previous.into_iter().filter(|a| !reg.addresses.contains(a)) {
-                let record =
-                    unregister_reverse(server, &target, address, deadline).map_err(|e| {
-                        e.context(format!(
-                            "{} is registered, but the PTR of {address}, an address it no longer \
-                             has, may still point at it",
-                            show(&target.fqdn)
-                        ))
-                    })?;
-                done.reverse_removed.extend(record);
-            }
-            Ok(done)
-        })
-        .map_err(|e| with_timeout_text(server, e))
+    let (forward, previous) = register_forward(server, reg, &target, deadline)
+        .map_err(|e| with_timeout_text(server, e))?;
+    let mut done = Registered { forward, reverse: Vec::new(), reverse_removed: Vec::new() };
+    if !server.reverse {
+        return Ok(done);
+    }
+    let mut errors: Vec<Error> = Vec::new();
+    // Past the deadline every further request would only time out too.
+    let out_of_time = |errors: &[Error]| errors.iter().any(|e| e.kind() == ErrorKind::Timeout);
+    for &address in &reg.addresses {
+        if out_of_time(&errors) {
+            break;
+        }
+        match register_reverse(server, &target, address, deadline) {
+            Ok(record) => done.reverse.push(record),
+            Err(e) => errors.push(e.context(format!(
+                "the address records of {} are in place, but the PTR of {address} is not",
+                show(&target.fqdn)
+            ))),
+        }
+    }
+    for address in previous.into_iter().filter(|a| !reg.addresses.contains(a)) {
+        if out_of_time(&errors) {
+            break;
+        }
+        match unregister_reverse(server, &target, address, deadline) {
+            Ok(record) => done.reverse_removed.extend(record),
+            Err(e) => errors.push(e.context(format!(
+                "{} is registered, but the PTR of {address}, an address it no longer has, may \
+                 still point at it",
+                show(&target.fqdn)
+            ))),
+        }
+    }
+    match combined(server, errors) {
+        None => Ok(done),
+        Some(e) => Err(e),
+    }
+}
+
+/// The first of `errors`, with the text of the others appended (each timeout saying which
+/// server did not answer); `None` when there are none.
+fn combined(server: &UpdateServer, errors: Vec<Error>) -> Option<Error> {
+    let mut errors = errors.into_iter().map(|e| with_timeout_text(server, e));
+    let first = errors.next()?;
+    let rest: Vec<String> = errors.map(|e| e.to_string()).collect();
+    if rest.is_empty() {
+        Some(first)
+    } else {
+        Some(Error::new(first.kind(), format!("{first}; and: {}", rest.join("; "))))
+    }
 }
 
 /// The forward records, and (when they were replaced and PTRs are kept) the addresses the name
@@ -455,17 +479,9 @@ pub fn unregister(server: &UpdateServer, reg: &Registration) -> Result<()> {
             }
         }
     }
-    let mut errors = errors.into_iter().map(|e| with_timeout_text(server, e));
-    match errors.next() {
+    match combined(server, errors) {
         None => Ok(()),
-        Some(first) => {
-            let rest: Vec<String> = errors.map(|e| e.to_string()).collect();
-            if rest.is_empty() {
-                Err(first)
-            } else {
-                Err(Error::new(first.kind(), format!("{first}; and: {}", rest.join("; "))))
-            }
-        }
+        Some(e) => Err(e),
     }
 }
 

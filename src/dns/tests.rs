@@ -1,6 +1,7 @@
 //! Message building, parsed back with hickory; DHCID against RFC 4701's own example.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 use hickory_proto::op::{Message, OpCode, UpdateMessage};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
@@ -208,18 +209,45 @@ fn names_outside_the_zone_and_empty_inputs_are_refused_before_sending() {
 }
 
 /// A one-request DNS server on loopback: answers the UDP request with `udp_answer(request)`;
-/// when `tcp_answer` is given, also takes one TCP connection on the same port number and
-/// answers the request read there.
+/// when `tcp_reply` is given, also takes one TCP connection on the same port number and has it
+/// answer the request read there (see [`whole`]).
 struct FakeServer {
     addr: std::net::SocketAddr,
     thread: std::thread::JoinHandle<()>,
 }
 
 type Answerer = Box<dyn FnOnce(&Message) -> Message + Send>;
+/// Writes the answer to the TCP request onto the connection.
+type TcpReply = Box<dyn FnOnce(&Message, &mut std::net::TcpStream) + Send>;
+
+/// `message` as DNS over TCP sends it: its length, then itself.
+fn framed(message: &Message) -> Vec<u8> {
+    let bytes = message.to_vec().unwrap();
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend(bytes);
+    framed
+}
+
+/// A TCP reply of `answer(request)`, framed and written at once.
+fn whole(answer: Answerer) -> TcpReply {
+    Box::new(move |request, stream| {
+        use std::io::Write;
+        stream.write_all(&framed(&answer(request))).unwrap();
+    })
+}
 
 impl FakeServer {
-    fn start(udp_answer: Answerer, tcp_answer: Option<Answerer>) -> FakeServer {
-        use std::io::{Read, Write};
+    fn start(udp_answer: Answerer, tcp_reply: Option<TcpReply>) -> FakeServer {
+        FakeServer::start_ignoring(0, udp_answer, tcp_reply)
+    }
+
+    /// [`FakeServer::start`] that leaves the first `ignored` UDP requests unanswered (lost).
+    fn start_ignoring(
+        ignored: usize,
+        udp_answer: Answerer,
+        tcp_reply: Option<TcpReply>,
+    ) -> FakeServer {
+        use std::io::Read;
         // A TCP listener on the UDP socket's port number: retried if that port is taken.
         let (udp, tcp) = (0..20)
             .find_map(|_| {
@@ -232,10 +260,13 @@ impl FakeServer {
         let thread = std::thread::spawn(move || {
             udp.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
             let mut buf = vec![0u8; 65535];
+            for _ in 0..ignored {
+                udp.recv_from(&mut buf).expect("a UDP request to ignore");
+            }
             let (n, from) = udp.recv_from(&mut buf).expect("a UDP request");
             let request = Message::from_vec(&buf[..n]).unwrap();
             udp.send_to(&udp_answer(&request).to_vec().unwrap(), from).unwrap();
-            if let Some(tcp_answer) = tcp_answer {
+            if let Some(tcp_reply) = tcp_reply {
                 // Bounded: a client that never comes over TCP must not hang the test.
                 tcp.set_nonblocking(true).unwrap();
                 let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -256,9 +287,7 @@ impl FakeServer {
                 stream.read_exact(&mut length).unwrap();
                 let mut request = vec![0u8; usize::from(u16::from_be_bytes(length))];
                 stream.read_exact(&mut request).unwrap();
-                let answer = tcp_answer(&Message::from_vec(&request).unwrap()).to_vec().unwrap();
-                stream.write_all(&(answer.len() as u16).to_be_bytes()).unwrap();
-                stream.write_all(&answer).unwrap();
+                tcp_reply(&Message::from_vec(&request).unwrap(), &mut stream);
             }
         });
         FakeServer { addr, thread }
@@ -282,28 +311,70 @@ fn deadline() -> std::time::Instant {
 
 #[test]
 fn a_truncated_udp_answer_is_asked_again_over_tcp() {
-    use hickory_proto::op::ResponseCode;
-    let server = FakeServer::start(
-        Box::new(|request| {
-            let mut answer = answer_to(request, ResponseCode::NoError);
-            answer.metadata.truncation = true;
-            answer
-        }),
-        Some(Box::new(|request| {
-            let mut answer = answer_to(request, ResponseCode::NoError);
-            answer.add_answer(Record::from_rdata(
-                name("web.app.lan."),
-                60,
-                RData::A(hickory_proto::rr::rdata::A(Ipv4Addr::new(198, 18, 0, 5))),
-            ));
-            answer
-        })),
-    );
+    let server =
+        FakeServer::start(Box::new(truncated), Some(whole(Box::new(answer_with_an_address))));
     let query = wire::soa_query(&name("web.app.lan."));
     let answer = wire::exchange(server.addr, None, query, deadline()).expect("answer over TCP");
     server.join();
     assert!(!answer.message.metadata.truncation);
     assert_eq!(lines(&answer.message.answers), ["web.app.lan. IN A 60 198.18.0.5"]);
+}
+
+/// An empty answer with TC set: "ask again over TCP".
+fn truncated(request: &Message) -> Message {
+    let mut answer = answer_to(request, hickory_proto::op::ResponseCode::NoError);
+    answer.metadata.truncation = true;
+    answer
+}
+
+fn answer_with_an_address(request: &Message) -> Message {
+    let mut answer = answer_to(request, hickory_proto::op::ResponseCode::NoError);
+    answer.add_answer(Record::from_rdata(
+        name("web.app.lan."),
+        60,
+        RData::A(hickory_proto::rr::rdata::A(Ipv4Addr::new(198, 18, 0, 5))),
+    ));
+    answer
+}
+
+#[test]
+fn a_tcp_answer_sent_a_byte_at_a_time_ends_at_the_deadline() {
+    // Each byte comes well within the time left, so only a bound on the whole read stops it:
+    // the answer (about 60 bytes) would take some 3 s.
+    let server = FakeServer::start(
+        Box::new(truncated),
+        Some(Box::new(|request, stream| {
+            use std::io::Write;
+            for byte in framed(&answer_with_an_address(request)) {
+                // The client gave up and closed: stop.
+                if stream.write_all(&[byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })),
+    );
+    let started = std::time::Instant::now();
+    let deadline = started + std::time::Duration::from_millis(500);
+    let result =
+        wire::exchange(server.addr, None, wire::soa_query(&name("web.app.lan.")), deadline);
+    let took = started.elapsed();
+    server.join();
+    assert!(matches!(result, Err(wire::ExchangeError::Timeout)), "{:?}", result.map(|_| ()));
+    assert!(took < std::time::Duration::from_millis(1500), "returned after {took:?}");
+}
+
+#[test]
+fn an_unanswered_udp_request_is_sent_again_before_the_deadline() {
+    let server = FakeServer::start_ignoring(1, Box::new(answer_with_an_address), None);
+    let started = std::time::Instant::now();
+    let query = wire::query(&name("web.app.lan."), RecordType::A);
+    let answer = wire::exchange(server.addr, None, query, started + Duration::from_secs(4))
+        .expect("the second copy answered");
+    let took = started.elapsed();
+    server.join();
+    assert_eq!(lines(&answer.message.answers), ["web.app.lan. IN A 60 198.18.0.5"]);
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
 }
 
 fn lab_key() -> TsigKey {

@@ -1,6 +1,7 @@
 //! The DNS messages lanyard sends (RFC 2136 updates with RFC 4703 prerequisites, SOA queries),
 //! the DHCID ownership record (RFC 4701), and one blocking, time-bounded request/answer
-//! exchange over UDP, retried over TCP when the answer is truncated, signed with TSIG.
+//! exchange over UDP (sent again while unanswered), retried over TCP when the answer is
+//! truncated, signed with TSIG.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -24,6 +25,13 @@ pub const DHCID_TYPE: RecordType = RecordType::Unknown(49);
 const DHCID_IDENTIFIER_CLIENT_ID: u16 = 0x0001;
 /// RFC 4701 digest type 1: SHA-256.
 const DHCID_DIGEST_SHA256: u8 = 1;
+
+/// How long a UDP request waits for its answer before it is sent again, until the call's
+/// deadline (as nsupdate and Kea's D2 retry): one lost datagram costs this, not the whole call.
+/// Sending an update twice is safe: a copy applied after the other finds the zone changed and
+/// fails its prerequisites or changes nothing more, and lanyard's next step follows from
+/// either answer.
+const UDP_RESEND: Duration = Duration::from_secs(1);
 
 /// TSIG fudge: how far the server's clock may be from ours (RFC 8945 recommends 300 s).
 const TSIG_FUDGE: u16 = 300;
@@ -280,11 +288,12 @@ pub struct Answer {
 }
 
 /// Sends `message` (signed with `key` if there is one) to `server` and waits until `deadline`
-/// for its answer: UDP first, TCP when the answer comes back truncated. Answers with another id,
-/// from elsewhere, or that do not parse are ignored until the deadline. A signed request's answer
-/// must carry a valid signature, except a failure without one (servers send BADSIG and BADKEY
-/// unsigned): success and the prerequisite outcomes decide what lanyard does next, so they must
-/// be the server's, while a forged failure can only cause a reported error and a retry.
+/// for its answer: UDP first (sent again every `UDP_RESEND` without an answer), TCP when the
+/// answer comes back truncated. Answers with another id, from elsewhere, or that do not parse
+/// are ignored until the deadline. A signed request's answer must carry a valid signature,
+/// except a failure without one (servers send BADSIG and BADKEY unsigned): success and the
+/// prerequisite outcomes decide what lanyard does next, so they must be the server's, while a
+/// forged failure can only cause a reported error and a retry.
 pub fn exchange(
     server: SocketAddr,
     key: Option<&TsigKey>,
@@ -381,14 +390,23 @@ fn udp_exchange(
     // connect(): the kernel drops datagrams from anyone but the server.
     socket.connect(server).map_err(ExchangeError::Io)?;
     socket.send(request).map_err(ExchangeError::Io)?;
+    let mut resend_at = Instant::now() + UDP_RESEND;
     let mut buf = vec![0u8; 65535];
     loop {
-        socket.set_read_timeout(Some(remaining(deadline)?)).map_err(ExchangeError::Io)?;
+        let left = remaining(deadline)?;
+        let until_resend = resend_at.saturating_duration_since(Instant::now());
+        if until_resend.is_zero() {
+            // The same message, id and signature: the server answers whichever copy it gets.
+            socket.send(request).map_err(ExchangeError::Io)?;
+            resend_at = Instant::now() + UDP_RESEND;
+            continue;
+        }
+        socket.set_read_timeout(Some(left.min(until_resend))).map_err(ExchangeError::Io)?;
         match socket.recv(&mut buf) {
             Ok(n) if parse(&buf[..n], id).is_some() => return Ok(buf[..n].to_vec()),
+            // Timed out: resend, or end at the deadline, at the top of the loop.
             Ok(_) => continue,
-            Err(e) if is_timeout(&e) => return Err(ExchangeError::Timeout),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(ExchangeError::Io(e)),
         }
     }
@@ -410,16 +428,41 @@ fn tcp_exchange(
     framed.extend_from_slice(request);
     stream.write_all(&framed).map_err(io_err)?;
     // One request on this connection: the first answer is its answer.
-    stream.set_read_timeout(Some(remaining(deadline)?)).map_err(io_err)?;
     let mut length = [0u8; 2];
-    stream.read_exact(&mut length).map_err(io_err)?;
+    read_exact_by(&mut stream, &mut length, deadline)?;
     let mut answer = vec![0u8; usize::from(u16::from_be_bytes(length))];
-    stream.set_read_timeout(Some(remaining(deadline)?)).map_err(io_err)?;
-    stream.read_exact(&mut answer).map_err(io_err)?;
+    read_exact_by(&mut stream, &mut answer, deadline)?;
     if parse(&answer, id).is_none() {
         return Err(ExchangeError::BadAnswer(
             "the TCP answer is not a response to the request".into(),
         ));
     }
     Ok(answer)
+}
+
+/// Fills `buf` from `stream` by `deadline`. `read_exact` with a read timeout bounds each read,
+/// not the whole: a server sending a byte now and then would hold the call far past its
+/// deadline.
+fn read_exact_by(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<(), ExchangeError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        stream.set_read_timeout(Some(remaining(deadline)?)).map_err(ExchangeError::Io)?;
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => {
+                return Err(ExchangeError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the TCP connection before its whole answer",
+                )))
+            }
+            Ok(n) => filled += n,
+            Err(e) if is_timeout(&e) => return Err(ExchangeError::Timeout),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ExchangeError::Io(e)),
+        }
+    }
+    Ok(())
 }

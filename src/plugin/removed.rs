@@ -49,7 +49,9 @@ pub fn note_container(
 }
 
 /// Container `id` is gone: forget it, and release the leases of its MACs that no other noted
-/// container has. Returns a line per lease released, and a line per failure.
+/// container has. Returns a line per lease released, and a line per failure. A lease not
+/// released stays noted under `id`, so the next reconcile (which finds `id` gone) tries it
+/// again: forgetting it would leave its record, and the daemon renewing the lease, for good.
 pub fn container_removed(
     host: &Host,
     note: &mut DhcpContainers,
@@ -57,9 +59,7 @@ pub fn container_removed(
 ) -> (Vec<String>, Vec<String>) {
     let (mut released, mut failed) = (Vec::new(), Vec::new());
     let Some(memberships) = note.containers.remove(id) else { return (released, failed) };
-    if let Err(e) = note.save() {
-        failed.push(format!("forget container {id}: {e}"));
-    }
+    let mut kept = Vec::new();
     for membership in memberships {
         if note.containers.values().flatten().any(|other| *other == membership) {
             continue;
@@ -70,11 +70,21 @@ pub fn container_removed(
                 &id[..id.len().min(12)]
             )),
             Ok(None) => {}
-            Err(e) => failed.push(format!(
-                "the lease of MAC {} on network {}: not released: {e}",
-                membership.mac, membership.network
-            )),
+            Err(e) => {
+                failed.push(format!(
+                    "the lease of MAC {} on network {}: not released (tried again at the \
+                     daemon's next reconcile): {e}",
+                    membership.mac, membership.network
+                ));
+                kept.push(membership);
+            }
         }
+    }
+    if !kept.is_empty() {
+        note.containers.insert(id.to_string(), kept);
+    }
+    if let Err(e) = note.save() {
+        failed.push(format!("note of container {id}'s DHCP leases: {e}"));
     }
     (released, failed)
 }
@@ -153,5 +163,40 @@ fn release_unused(host: &Host, membership: &Membership) -> Result<Option<String>
         )
         .with_leftovers(&leftovers)),
         Err(e) => Err(e.with_leftovers(&leftovers)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netns::Netns;
+
+    #[test]
+    fn a_lease_not_released_stays_noted_for_the_next_reconcile() {
+        let dir = std::env::temp_dir().join(format!("lanyard-removed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let host = Host::new(Netns::current().unwrap(), &dir, "test").unwrap();
+        let (failing, fine) = (
+            Membership { network: "a".repeat(64), mac: MacAddr([2, 0, 0, 0, 0, 1]) },
+            Membership { network: "a".repeat(64), mac: MacAddr([2, 0, 0, 0, 0, 2]) },
+        );
+        // The lease record of the first MAC cannot be read: its release fails before any link
+        // is made. The second has no record: nothing to release.
+        let (guest, link_name) = super::super::network::dhcp_guest(&failing.network, failing.mac);
+        std::fs::write(dir.join(Record::file_name_for(&guest, &link_name)), b"{ damaged").unwrap();
+        let mut note = DhcpContainers::load(&dir).unwrap();
+        note.containers.insert("c1".into(), vec![failing.clone(), fine]);
+        note.save().unwrap();
+
+        let (released, failed) = container_removed(&host, &mut note, "c1");
+        let saved = DhcpContainers::load(&dir).map(|saved| saved.containers);
+        // Removed before any assertion, so a failing run leaves nothing behind either.
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(released.is_empty(), "{released:?}");
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].contains("02:00:00:00:00:01") && failed[0].contains("next reconcile"));
+        let expected = [("c1".to_string(), vec![failing])].into_iter().collect();
+        assert_eq!(note.containers, expected);
+        assert_eq!(saved.unwrap(), expected, "saved");
     }
 }

@@ -110,6 +110,7 @@ impl Store {
         let mut store: Store = load_file(
             &dir,
             FILE,
+            STORE_VERSION,
             "docker plugin store",
             "Docker then needs its lanyard networks created again",
         )?;
@@ -145,6 +146,8 @@ pub struct DhcpContainers {
 }
 
 const CONTAINERS_FILE: &str = "containers.json";
+/// The format of `containers.json` this lanyard writes (its own: the store's may change alone).
+const CONTAINERS_VERSION: u32 = 1;
 
 impl DhcpContainers {
     /// The note of `state_dir` (empty when there is none yet).
@@ -153,6 +156,7 @@ impl DhcpContainers {
         let mut note: DhcpContainers = load_file(
             &dir,
             CONTAINERS_FILE,
+            CONTAINERS_VERSION,
             "docker plugin's containers",
             "the leases of containers removed since then end on their own",
         )?;
@@ -162,23 +166,24 @@ impl DhcpContainers {
 
     /// Write the note as it is now (atomically).
     pub fn save(&mut self) -> Result<()> {
-        self.version = STORE_VERSION;
+        self.version = CONTAINERS_VERSION;
         save_file(&self.dir, CONTAINERS_FILE, self)
     }
 }
 
-/// Read `dir/file` (what it holds is `what`; `if_removed` says what removing a damaged one
-/// costs); a missing file is the empty default.
+/// Read `dir/file`, of a format up to `newest` (what it holds is `what`; `if_removed` says what
+/// removing a damaged one costs); a missing file is the empty default.
 fn load_file<T: DeserializeOwned + Default>(
     dir: &Path,
     file: &str,
+    newest: u32,
     what: &str,
     if_removed: &str,
 ) -> Result<T> {
     let path = dir.join(file);
     match std::fs::read(&path) {
         Ok(bytes) => {
-            crate::state::check_format(what, &path, &bytes, STORE_VERSION)?;
+            crate::state::check_format(what, &path, &bytes, newest)?;
             serde_json::from_slice::<T>(&bytes).map_err(|e| {
                 Error::with_source(
                     ErrorKind::Io,

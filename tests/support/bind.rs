@@ -7,6 +7,7 @@
 //! Debian 12 (BIND 9.18, Kea 2.2).
 
 use std::fs;
+use std::io::ErrorKind;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -231,7 +232,13 @@ impl Bind {
                 let left = deadline.saturating_duration_since(Instant::now());
                 assert!(!left.is_zero(), "no answer from named at {server} to {name} {rtype}");
                 socket.set_read_timeout(Some(left)).expect("set a read timeout");
-                let n = socket.recv(&mut buf).expect("receive the answer");
+                let n = match socket.recv(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                        panic!("no answer from named at {server} to {name} {rtype} within 2 s")
+                    }
+                    Err(e) => panic!("receive the answer to {name} {rtype} from {server}: {e}"),
+                };
                 match Message::from_vec(&buf[..n]) {
                     Ok(answer) if answer.metadata.id == id => return answer,
                     _ => continue,
