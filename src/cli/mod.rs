@@ -621,6 +621,11 @@ fn print_status(settings: &Settings, json: bool) -> Result<()> {
 
 /// The daemon's Docker network plugin: its socket, then each network.
 fn print_plugin_status(plugin: &serde_json::Value) {
+    // A daemon older than this CLI (upgraded, not yet restarted) reports no plugin section.
+    if plugin.is_null() {
+        println!("docker plugin: not reported by this daemon (restart it to see the plugin)");
+        return;
+    }
     let socket = plugin["Socket"].as_str().unwrap_or("-");
     match (plugin["Serving"].as_bool(), plugin["Why"].as_str()) {
         (Some(true), _) => println!("docker plugin: serving {socket}"),
