@@ -14,7 +14,7 @@ use support::bind::{Bind, BindZone, KeaDdns, TsigKeyFile};
 use support::cli;
 use support::daemon::DaemonGuard;
 use support::dhcp::{Kea, KeaConfig};
-use support::lab::{self, wait_until, Lan, TestDir};
+use support::lab::{self, wait_until, Lan, Server, TestDir};
 
 const ZONE: &str = "app.lan";
 
@@ -258,6 +258,51 @@ fn a_guest_removed_while_the_daemon_was_down_loses_its_name_at_the_next_start() 
     assert_eq!(world.a("stays"), ["198.18.64.51"], "a live guest's name must stay");
     assert!(log.contains("its attachment is gone"), "{log}");
     drop(stays);
+}
+
+#[test]
+fn a_static_guest_that_goes_while_the_daemon_runs_loses_its_name_then() {
+    let world = World::new(68, "dns-live-gone", BindZone::updatable(ZONE));
+    let config = world.config(&world.key.path);
+    let _daemon = DaemonGuard::new(&world.dir);
+    let deleted = world.lan.guest("dnsdeleted");
+    let process_home = world.lan.guest("dnsprocess");
+    let process = Server::start(&process_home, &["sleep", "600"]);
+    let stays = world.lan.guest("dnslivestays");
+    let attachments = [
+        (cli::token(&deleted), "198.18.68.50", "deleted"),
+        (format!("pid:{}", process.pid()), "198.18.68.51", "process"),
+        (cli::token(&stays), "198.18.68.52", "stays"),
+    ];
+    for (token, address, name) in &attachments {
+        let address = format!("{address}/24");
+        cli::ok(world.lanyard(&config, &["attach", "br0", token, &address, "--dns-name", name]));
+    }
+    let named = wait_until(Duration::from_secs(3), || {
+        attachments.iter().all(|(_, address, name)| world.a(name) == [address.to_string()])
+    });
+    assert!(named, "not all registered; status {}", world.status(&config));
+
+    // `ip netns del` while the daemon runs: nobody detaches, the name goes all the same.
+    drop(deleted);
+    let deleted_ptr = "198.18.68.50".parse().unwrap();
+    let removed = world.time_until(Duration::from_secs(3), || {
+        world.a("deleted").is_empty() && world.ptr(deleted_ptr).is_empty()
+    });
+    let removed = removed.unwrap_or_else(|| {
+        panic!("deleted.{ZONE} outlived its namespace; status {}", world.status(&config))
+    });
+    println!("a deleted namespace's name gone after {removed:?}");
+
+    // A pid guest's process exits.
+    process.signal(libc::SIGKILL);
+    let removed = world.time_until(Duration::from_secs(3), || world.a("process").is_empty());
+    let removed = removed.unwrap_or_else(|| {
+        panic!("process.{ZONE} outlived its process; status {}", world.status(&config))
+    });
+    println!("a dead process's name gone after {removed:?}");
+    assert_eq!(world.a("stays"), ["198.18.68.52"], "a live guest's name must stay");
+    drop(process_home);
 }
 
 /// A Kea serving `world`'s LAN as `config` says, with its DDNS daemon (D2) in front of the

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -22,9 +23,10 @@ use crate::config::{Config, DnsUpdate};
 use crate::dns::{NameVars, Registration, TsigKey, UpdateServer};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::host::Host;
+use crate::netns::{Netns, NetnsId};
 use crate::state::{GuestRef, Record};
 
-use super::log;
+use super::{log, watch_fd, Owner};
 
 /// The directory in the state directory with the registered names (not a record: records are
 /// the `*.json` files of the state directory itself).
@@ -93,6 +95,20 @@ pub(super) struct DnsUpdater {
     /// Seeds static attachments' DHCID client ids as attach seeds DHCP ones.
     host_id: String,
     host_name: String,
+    /// The records whose names the file listed when the thread started: the daemon watches
+    /// their guests (see [`super::Daemon::dns_watch_registered`]).
+    registered_at_start: Vec<String>,
+}
+
+/// The guest of a static attachment whose name is registered, watched so that the name goes
+/// with the guest (a lease's guest is watched by its slot, which removes the name itself).
+pub(super) struct WatchedGuest {
+    /// `netns:NAME` guests: the name and the namespace it named at registration (deleted, or
+    /// made again under the same name, it is not this guest any more).
+    netns: Option<(String, NetnsId)>,
+    /// `pid:N` guests: readable when the process exits (closed with this value, which takes it
+    /// out of the epoll set).
+    pidfd: Option<OwnedFd>,
 }
 
 impl DnsUpdater {
@@ -117,6 +133,7 @@ impl DnsUpdater {
         std::fs::create_dir_all(&dir)
             .with_context(ErrorKind::Io, || format!("create {}", dir.display()))?;
         let kept = load(&dir)?;
+        let registered_at_start = kept.keys().cloned().collect();
         let status = Arc::new(Mutex::new(Status::default()));
         let (jobs, queue) = std::sync::mpsc::channel();
         let worker = Worker {
@@ -142,6 +159,7 @@ impl DnsUpdater {
             settings: settings.clone(),
             host_id: host.host_id.clone(),
             host_name,
+            registered_at_start,
         })
     }
 
@@ -249,10 +267,84 @@ impl super::Daemon {
         }
     }
 
+    /// At start: watch the guests of the static attachments whose names the last daemon
+    /// registered. Those already gone are not watched; the updater removes their names itself.
+    pub(super) fn dns_watch_registered(&mut self) {
+        let keys = match self.dns.as_mut() {
+            Some(dns) => std::mem::take(&mut dns.registered_at_start),
+            None => return,
+        };
+        for key in keys {
+            if let Some(record) = self.load_record(&key).filter(|record| record.dhcp.is_none()) {
+                self.dns_watch_guest(&key, &record);
+            }
+        }
+    }
+
+    /// Watch the guest of static attachment `key` while its name is registered; false when
+    /// the guest is gone already. Containers are not watched: a stopped one keeps its name
+    /// (Docker may start it again), and the Docker watcher detaches a destroyed one, which
+    /// removes the name. Namespaces given by path (and CNI's) are left to their owner's detach.
+    fn dns_watch_guest(&mut self, key: &str, record: &Record) -> bool {
+        let watched = match &record.guest {
+            GuestRef::Netns { name } => match Netns::from_name(name) {
+                Ok(netns) if netns.id() == record.netns => {
+                    WatchedGuest { netns: Some((name.clone(), record.netns)), pidfd: None }
+                }
+                _ => return false,
+            },
+            GuestRef::Pid { pid } => {
+                // The pidfd first: a namespace that matches afterwards is that process's.
+                match (crate::sys::pidfd_open(*pid), Netns::from_pid(*pid)) {
+                    (Ok(pidfd), Ok(netns)) if netns.id() == record.netns => {
+                        WatchedGuest { netns: None, pidfd: Some(pidfd) }
+                    }
+                    _ => return false,
+                }
+            }
+            _ => return true,
+        };
+        if let Some(pidfd) = &watched.pidfd {
+            let owner = Owner::DnsGuestExit(key.to_string());
+            if let Err(e) = watch_fd(&self.epoll, &mut self.owners, pidfd.as_fd(), owner) {
+                log(format_args!("{key}: {e}; its name stays in DNS when its process exits"));
+            }
+        }
+        self.dns_guests.insert(key.to_string(), watched);
+        true
+    }
+
+    /// /run/netns changed: the static attachments whose namespace was deleted lose their names.
+    pub(super) fn dns_netns_changed(&mut self) {
+        let gone: Vec<String> = self
+            .dns_guests
+            .iter()
+            .filter(|(_, watched)| {
+                watched.netns.as_ref().is_some_and(|(name, id)| {
+                    Netns::from_name(name).map(|now| now.id() != *id).unwrap_or(true)
+                })
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in gone {
+            self.dns_guest_gone(&key, "its namespace was deleted");
+        }
+    }
+
+    /// The guest of static attachment `key` is gone: so is its name (its record stays until
+    /// a detach, as for a lease's guest).
+    pub(super) fn dns_guest_gone(&mut self, key: &str, why: &str) {
+        self.dns_guests.remove(key);
+        if let Some(dns) = &self.dns {
+            log(format_args!("{key}: {why}: removing its name from DNS"));
+            dns.unregister(key);
+        }
+    }
+
     /// A control request: register a static attachment's addresses (`register`) or remove
     /// them. Answered at once; the update itself is queued.
     pub(super) fn serve_dns(
-        &self,
+        &mut self,
         stream: std::os::unix::net::UnixStream,
         record_file: &str,
         register: bool,
@@ -264,7 +356,7 @@ impl super::Daemon {
         super::requests::reply(stream, &response);
     }
 
-    fn dns_request(&self, record_file: &str, register: bool) -> Result<serde_json::Value> {
+    fn dns_request(&mut self, record_file: &str, register: bool) -> Result<serde_json::Value> {
         let Some(dns) = &self.dns else {
             if !register {
                 return Ok(serde_json::Value::Null);
@@ -284,6 +376,7 @@ impl super::Daemon {
         };
         if !register {
             dns.unregister(record_file);
+            self.dns_guests.remove(record_file);
             return Ok(serde_json::Value::Null);
         }
         let record = self.load_record(record_file).ok_or_else(|| {
@@ -295,6 +388,9 @@ impl super::Daemon {
         }
         let addresses = record.addresses.iter().map(|a| a.address.addr()).collect();
         dns.register(record_file, &record, &self.config, addresses);
+        if !record.dns.off && !self.dns_watch_guest(record_file, &record) {
+            self.dns_guest_gone(record_file, "its guest went before its name was registered");
+        }
         Ok(json!({ "Queued": !record.dns.off }))
     }
 }
