@@ -305,6 +305,62 @@ fn a_static_guest_that_goes_while_the_daemon_runs_loses_its_name_then() {
     drop(process_home);
 }
 
+#[test]
+fn a_static_name_stays_ours_when_the_daemon_restarts_with_another_host_id() {
+    use lanyard::daemon::control::{try_request, Request};
+    let world = World::new(69, "dns-host-id", BindZone::updatable(ZONE));
+    let config = world.config(&world.key.path);
+    let daemon = DaemonGuard::new(&world.dir);
+    let guest = world.lan.guest("dnshostid");
+    let token = cli::token(&guest);
+    cli::ok(
+        world.lanyard(
+            &config,
+            &["attach", "br0", &token, "198.18.69.50/24", "--dns-name", "hostid"],
+        ),
+    );
+    assert!(wait_until(Duration::from_secs(3), || world.a("hostid") == ["198.18.69.50"]));
+    let fqdn = format!("hostid.{ZONE}");
+    let dhcid = world.bind.query_udp(&world.lan.host, &fqdn, RecordType::Unknown(49));
+    assert_eq!(dhcid.len(), 1, "one DHCID for {fqdn}: {dhcid:?}");
+    assert!(daemon.kill(libc::SIGTERM));
+
+    // The next daemon has another host id (as one started on demand by a CLI given
+    // `--host-id`, which it does not pass on), and no memory of what was registered, so that
+    // the registration handed over again below is sent, not found done already.
+    std::fs::remove_file(world.dir.join("state/dns/registered.json")).expect("the names kept");
+    let mut command = cli::command(
+        &world.lan.host,
+        &world.dir,
+        &["--config", config.to_str().unwrap(), "daemon"],
+    );
+    command.env("LANYARD_HOST_ID", "another-host");
+    let _again = Server::spawn(command, "lanyard-daemon");
+    assert!(wait_until(Duration::from_secs(5), || daemon.pid().is_some()), "no daemon answers");
+    // The registration handed over again (as an attach hands it over): still ours.
+    let record = cli::record_and_lease_files(&world.dir)
+        .into_iter()
+        .find_map(|file| file.strip_prefix("state/").map(str::to_string))
+        .expect("the record");
+    let request = Request::DnsRegister { record };
+    let answer = try_request(daemon.state_dir(), &request, Duration::from_secs(5));
+    assert!(answer.as_ref().is_ok_and(|a| a.as_ref().is_some_and(|a| a.ok)), "{answer:?}");
+    let mut status = serde_json::Value::Null;
+    let settled = wait_until(Duration::from_secs(3), || {
+        status = world.status(&config);
+        status["Daemon"]["Dns"]["Registered"] == 1
+            || status["Daemon"]["Dns"]["Failing"].as_object().is_some_and(|f| !f.is_empty())
+    });
+    assert!(settled, "the registration was never sent: {status}");
+    assert_eq!(status["Daemon"]["Dns"]["Failing"], serde_json::json!({}), "not ours: {status}");
+    assert_eq!(world.bind.query_udp(&world.lan.host, &fqdn, RecordType::Unknown(49)), dhcid);
+
+    // And its detach removes it.
+    cli::ok(world.lanyard(&config, &["detach", &token]));
+    let gone = wait_until(Duration::from_secs(3), || world.a("hostid").is_empty());
+    assert!(gone, "{fqdn} stays after the detach; status {}", world.status(&config));
+}
+
 /// A Kea serving `world`'s LAN as `config` says, with its DDNS daemon (D2) in front of the
 /// world's named when `ddns` is set.
 fn kea_for(world: &World, mut config: KeaConfig, ddns: bool) -> (Kea, Option<KeaDdns>) {

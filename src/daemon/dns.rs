@@ -92,7 +92,8 @@ pub(super) struct DnsUpdater {
     jobs: Sender<Job>,
     status: Arc<Mutex<Status>>,
     settings: DnsUpdate,
-    /// Seeds static attachments' DHCID client ids as attach seeds DHCP ones.
+    /// Seeds the DHCID client ids of static attachments whose records have none (from before
+    /// attach fixed them), as attach seeds DHCP ones.
     host_id: String,
     host_name: String,
     /// The records whose names the file listed when the thread started: the daemon watches
@@ -204,6 +205,10 @@ impl DnsUpdater {
         let client_id = match &record.dhcp {
             // The DHCP client's own option 61, as Kea and ISC derive the DHCID from it.
             Some(settings) => super::lease::client_id_bytes(&settings.client_id),
+            None if !record.dns.client_id.is_empty() => {
+                super::lease::client_id_bytes(&record.dns.client_id)
+            }
+            // A record from before the attach fixed it.
             None => super::lease::client_id_bytes(&crate::naming::client_id(
                 &self.host_id,
                 &record.guest.identity(),
