@@ -28,23 +28,32 @@ struct World {
 
 impl World {
     fn new(index: u8, tag: &str, forward: BindZone) -> World {
+        World::with_zones(index, tag, vec![forward])
+    }
+
+    /// named serves `forward` and the LAN's reverse zone.
+    fn with_zones(index: u8, tag: &str, mut zones: Vec<BindZone>) -> World {
         lab::require_root();
         let lan = Lan::bridge(index);
         let dir = TestDir::new(tag);
         let key = TsigKeyFile::generate(&dir, "ddns.key", "ddns");
-        let reverse_zone = format!("{index}.18.198.in-addr.arpa");
-        let zones = [forward, BindZone::updatable(&reverse_zone)];
+        zones.push(BindZone::updatable(&format!("{index}.18.198.in-addr.arpa")));
         let bind = Bind::start_zones(&lan.host, &dir, lan.gateway4, &zones, Some(&key));
         World { lan, dir, key, bind }
     }
 
     /// A config with `[dns_update]` for this world's named, signed with `key_file`.
     fn config(&self, key_file: &std::path::Path) -> PathBuf {
+        self.config_for_zone(key_file, ZONE)
+    }
+
+    /// [`World::config`] for another zone (the same file, written again).
+    fn config_for_zone(&self, key_file: &std::path::Path, zone: &str) -> PathBuf {
         let path = self.dir.join("lanyard.toml");
         std::fs::write(
             &path,
             format!(
-                "[dns_update]\nserver = \"{}:53\"\nzone = \"{ZONE}\"\ntsig_key_file = \"{}\"\n\
+                "[dns_update]\nserver = \"{}:53\"\nzone = \"{zone}\"\ntsig_key_file = \"{}\"\n\
                  reverse = true\nttl = 60\n",
                 self.lan.gateway4,
                 key_file.display()
@@ -359,6 +368,49 @@ fn a_static_name_stays_ours_when_the_daemon_restarts_with_another_host_id() {
     cli::ok(world.lanyard(&config, &["detach", &token]));
     let gone = wait_until(Duration::from_secs(3), || world.a("hostid").is_empty());
     assert!(gone, "{fqdn} stays after the detach; status {}", world.status(&config));
+}
+
+#[test]
+fn sighup_moves_the_registered_names_to_the_new_zone() {
+    const NEW_ZONE: &str = "new.lan";
+    let zones = vec![BindZone::updatable(ZONE), BindZone::updatable(NEW_ZONE)];
+    let world = World::with_zones(84, "dns-sighup", zones);
+    let config = world.config(&world.key.path);
+    let daemon = DaemonGuard::new(&world.dir);
+    let guest = world.lan.guest("dnssighup");
+    let token = cli::token(&guest);
+    let address: Ipv4Addr = "198.18.84.50".parse().unwrap();
+    cli::ok(
+        world.lanyard(&config, &["attach", "br0", &token, "198.18.84.50/24", "--dns-name", "web"]),
+    );
+    assert!(wait_until(Duration::from_secs(3), || world.a("web") == [address.to_string()]));
+    let new_a = || world.bind.query_udp(&world.lan.host, &format!("web.{NEW_ZONE}"), RecordType::A);
+
+    world.config_for_zone(&world.key.path, NEW_ZONE);
+    let pid = daemon.pid().expect("the daemon runs");
+    // SAFETY: kill(2) on the pid the daemon itself reported.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let moved = world.time_until(Duration::from_secs(3), || {
+        new_a() == [address.to_string()]
+            && world.a("web").is_empty()
+            && world.ptr(address) == [format!("web.{NEW_ZONE}.")]
+    });
+    let moved = moved.unwrap_or_else(|| {
+        panic!(
+            "not moved: web.{ZONE} {:?}, web.{NEW_ZONE} {:?}, PTR {:?}; status {}",
+            world.a("web"),
+            new_a(),
+            world.ptr(address),
+            world.status(&config)
+        )
+    });
+    println!("moved to {NEW_ZONE} {moved:?} after the SIGHUP");
+
+    // The detach removes it from where it is now.
+    cli::ok(world.lanyard(&config, &["detach", &token]));
+    let gone =
+        wait_until(Duration::from_secs(3), || new_a().is_empty() && world.ptr(address).is_empty());
+    assert!(gone, "web.{NEW_ZONE} stays after the detach: {:?}", new_a());
 }
 
 /// A Kea serving `world`'s LAN as `config` says, with its DDNS daemon (D2) in front of the

@@ -314,10 +314,8 @@ impl Daemon {
                 if let Some(docker) = &self.docker {
                     docker.reload(config.clone());
                 }
-                if config.dns_update != self.config.dns_update {
-                    log("SIGHUP: [dns_update] changed; it takes effect when the daemon restarts");
-                }
                 self.config = config;
+                self.dns_reconfigure();
             }
             Err(e) => {
                 log(format_args!("SIGHUP: configuration refused, the previous one kept: {e}"))
