@@ -69,6 +69,11 @@ impl World {
         cli::run(&self.lan.host, &self.dir, &all)
     }
 
+    /// `lanyard attach br0 TOKEN ADDRESS --dns-name NAME`, which must succeed.
+    fn attach_named(&self, config: &std::path::Path, token: &str, address: &str, name: &str) {
+        cli::ok(self.lanyard(config, &["attach", "br0", token, address, "--dns-name", name]));
+    }
+
     fn a(&self, name: &str) -> Vec<String> {
         self.bind.query_udp(&self.lan.host, &format!("{name}.{ZONE}"), RecordType::A)
     }
@@ -284,8 +289,7 @@ fn a_static_guest_that_goes_while_the_daemon_runs_loses_its_name_then() {
         (cli::token(&stays), "198.18.68.52", "stays"),
     ];
     for (token, address, name) in &attachments {
-        let address = format!("{address}/24");
-        cli::ok(world.lanyard(&config, &["attach", "br0", token, &address, "--dns-name", name]));
+        world.attach_named(&config, token, &format!("{address}/24"), name);
     }
     let named = wait_until(Duration::from_secs(3), || {
         attachments.iter().all(|(_, address, name)| world.a(name) == [address.to_string()])
@@ -322,12 +326,7 @@ fn a_static_name_stays_ours_when_the_daemon_restarts_with_another_host_id() {
     let daemon = DaemonGuard::new(&world.dir);
     let guest = world.lan.guest("dnshostid");
     let token = cli::token(&guest);
-    cli::ok(
-        world.lanyard(
-            &config,
-            &["attach", "br0", &token, "198.18.69.50/24", "--dns-name", "hostid"],
-        ),
-    );
+    world.attach_named(&config, &token, "198.18.69.50/24", "hostid");
     assert!(wait_until(Duration::from_secs(3), || world.a("hostid") == ["198.18.69.50"]));
     let fqdn = format!("hostid.{ZONE}");
     let dhcid = world.bind.query_udp(&world.lan.host, &fqdn, RecordType::Unknown(49));
@@ -380,9 +379,7 @@ fn sighup_moves_the_registered_names_to_the_new_zone() {
     let guest = world.lan.guest("dnssighup");
     let token = cli::token(&guest);
     let address: Ipv4Addr = "198.18.84.50".parse().unwrap();
-    cli::ok(
-        world.lanyard(&config, &["attach", "br0", &token, "198.18.84.50/24", "--dns-name", "web"]),
-    );
+    world.attach_named(&config, &token, "198.18.84.50/24", "web");
     assert!(wait_until(Duration::from_secs(3), || world.a("web") == [address.to_string()]));
     let new_a = || world.bind.query_udp(&world.lan.host, &format!("web.{NEW_ZONE}"), RecordType::A);
 
