@@ -319,6 +319,43 @@ fn a_static_guest_that_goes_while_the_daemon_runs_loses_its_name_then() {
 }
 
 #[test]
+fn a_labelled_containers_name_goes_when_docker_removes_it() {
+    let world = World::new(85, "dns-docker", BindZone::updatable(ZONE));
+    let config = world.config(&world.key.path);
+    let dns_update = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("allowed_host_interfaces = [\"br0\"]\n{dns_update}")).unwrap();
+    let docker = support::docker::DockerLab::start();
+    let _daemon =
+        support::watcher::WatchingDaemon::start(&world.lan.host, &world.dir, &docker, &config);
+    docker.run(
+        "dnsdocked",
+        &[
+            "--net",
+            "none",
+            "--label",
+            "lanyard.net=br0 198.18.85.10/24",
+            "--label",
+            "lanyard.dns=docked",
+        ],
+    );
+    let named = wait_until(Duration::from_secs(15), || world.a("docked") == ["198.18.85.10"]);
+    assert!(
+        named,
+        "docked.{ZONE} never registered; log:\n{}",
+        support::watcher::daemon_log(&world.dir)
+    );
+    docker.docker_ok(&["rm", "-f", "dnsdocked"]);
+    let gone = world.time_until(Duration::from_secs(5), || world.a("docked").is_empty());
+    let gone = gone.unwrap_or_else(|| {
+        panic!(
+            "docked.{ZONE} outlived its container; log:\n{}",
+            support::watcher::daemon_log(&world.dir)
+        )
+    });
+    println!("gone {gone:?} after docker rm returned");
+}
+
+#[test]
 fn a_static_name_stays_ours_when_the_daemon_restarts_with_another_host_id() {
     use lanyard::daemon::control::{try_request, Request};
     let world = World::new(69, "dns-host-id", BindZone::updatable(ZONE));
