@@ -407,44 +407,63 @@ fn a_static_name_stays_ours_when_the_daemon_restarts_with_another_host_id() {
 }
 
 #[test]
-fn sighup_moves_the_registered_names_to_the_new_zone() {
+fn sighup_moves_the_registered_names_to_a_new_zone_and_removes_them_with_dns_update() {
     const NEW_ZONE: &str = "new.lan";
     let zones = vec![BindZone::updatable(ZONE), BindZone::updatable(NEW_ZONE)];
     let world = World::with_zones(84, "dns-sighup", zones);
+    let _neighbour = world.neighbour();
+    let (_kea, _) = kea_for(&world, KeaConfig::timed(84, 60, 20, 40), false);
     let config = world.config(&world.key.path);
     let daemon = DaemonGuard::new(&world.dir);
-    let guest = world.lan.guest("dnssighup");
-    let token = cli::token(&guest);
-    let address: Ipv4Addr = "198.18.84.50".parse().unwrap();
-    world.attach_named(&config, &token, "198.18.84.50/24", "web");
-    assert!(wait_until(Duration::from_secs(3), || world.a("web") == [address.to_string()]));
-    let new_a = || world.bind.query_udp(&world.lan.host, &format!("web.{NEW_ZONE}"), RecordType::A);
+    let fixed = world.lan.guest("dnssighup");
+    let fixed_address: Ipv4Addr = "198.18.84.20".parse().unwrap();
+    world.attach_named(&config, &cli::token(&fixed), "198.18.84.20/24", "fixed");
+    let leased = world.lan.guest("dnssighupdhcp");
+    world.attach_named(&config, &cli::token(&leased), "dhcp", "leased");
+    let leased_address = leased.ipv4_on("eth1").expect("leased");
+    let names = [("fixed", fixed_address), ("leased", leased_address)];
+    let a_in = |zone: &str, name: &str| {
+        world.bind.query_udp(&world.lan.host, &format!("{name}.{zone}"), RecordType::A)
+    };
+    // Where every name is: (A in app.lan, A in new.lan, PTR).
+    let places = || {
+        names
+            .iter()
+            .map(|(name, address)| (a_in(ZONE, name), a_in(NEW_ZONE, name), world.ptr(*address)))
+            .collect::<Vec<_>>()
+    };
+    let all_in = |zone: &str| {
+        names.iter().all(|(name, address)| {
+            a_in(zone, name) == [address.to_string()]
+                && world.ptr(*address) == [format!("{name}.{zone}.")]
+        })
+    };
+    assert!(wait_until(Duration::from_secs(3), || all_in(ZONE)), "not registered: {:?}", places());
+    let sighup = || {
+        let pid = daemon.pid().expect("the daemon runs");
+        // SAFETY: kill(2) on the pid the daemon itself reported.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    };
 
     world.config_for_zone(&world.key.path, NEW_ZONE);
-    let pid = daemon.pid().expect("the daemon runs");
-    // SAFETY: kill(2) on the pid the daemon itself reported.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    sighup();
     let moved = world.time_until(Duration::from_secs(3), || {
-        new_a() == [address.to_string()]
-            && world.a("web").is_empty()
-            && world.ptr(address) == [format!("web.{NEW_ZONE}.")]
+        all_in(NEW_ZONE) && names.iter().all(|(name, _)| a_in(ZONE, name).is_empty())
     });
-    let moved = moved.unwrap_or_else(|| {
-        panic!(
-            "not moved: web.{ZONE} {:?}, web.{NEW_ZONE} {:?}, PTR {:?}; status {}",
-            world.a("web"),
-            new_a(),
-            world.ptr(address),
-            world.status(&config)
-        )
-    });
+    let moved = moved
+        .unwrap_or_else(|| panic!("not moved: {:?}; status {}", places(), world.status(&config)));
     println!("moved to {NEW_ZONE} {moved:?} after the SIGHUP");
 
-    // The detach removes it from where it is now.
-    cli::ok(world.lanyard(&config, &["detach", &token]));
-    let gone =
-        wait_until(Duration::from_secs(3), || new_a().is_empty() && world.ptr(address).is_empty());
-    assert!(gone, "web.{NEW_ZONE} stays after the detach: {:?}", new_a());
+    // No [dns_update] any more: the names go.
+    std::fs::write(&config, "").unwrap();
+    sighup();
+    let removed = world.time_until(Duration::from_secs(3), || {
+        names.iter().all(|(name, address)| {
+            a_in(NEW_ZONE, name).is_empty() && world.ptr(*address).is_empty()
+        })
+    });
+    let removed = removed.unwrap_or_else(|| panic!("not removed: {:?}", places()));
+    println!("removed {removed:?} after the SIGHUP");
 }
 
 /// A Kea serving `world`'s LAN as `config` says, with its DDNS daemon (D2) in front of the
