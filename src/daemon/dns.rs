@@ -6,7 +6,10 @@
 //!
 //! What was registered is kept in `dns/registered.json` in the state directory (written
 //! atomically before each update is sent), so a daemon started after a crash, or after
-//! containers went while no daemon ran, removes the names of attachments that are gone.
+//! containers went while no daemon ran, removes the names of attachments that are gone. While
+//! it runs, the daemon watches the guests of static attachments with names (leases' guests are
+//! watched by their slots) and removes a name when its guest goes. SIGHUP moves every name to
+//! new `[dns_update]` settings.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -323,7 +326,8 @@ impl super::Daemon {
                 _ => return false,
             },
             GuestRef::Pid { pid } => {
-                // The pidfd first: a namespace that matches afterwards is that process's.
+                // The pidfd first: a process that dies before its namespace is read is then
+                // reported by the pidfd at once, not missed.
                 match (crate::sys::pidfd_open(*pid), Netns::from_pid(*pid)) {
                     (Ok(pidfd), Ok(netns)) if netns.id() == record.netns => {
                         WatchedGuest { netns: None, pidfd: Some(pidfd) }
