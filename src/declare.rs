@@ -562,6 +562,7 @@ addressing = "dhcp"
         let choice = |name: Option<&str>, off| crate::state::DnsChoice {
             name: name.map(str::to_string),
             off,
+            ..Default::default()
         };
         assert_eq!(
             choices,

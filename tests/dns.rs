@@ -14,7 +14,7 @@ use support::bind::{Bind, BindZone, KeaDdns, TsigKeyFile};
 use support::cli;
 use support::daemon::DaemonGuard;
 use support::dhcp::{Kea, KeaConfig};
-use support::lab::{self, wait_until, Lan, TestDir};
+use support::lab::{self, wait_until, Lan, Server, TestDir};
 
 const ZONE: &str = "app.lan";
 
@@ -28,23 +28,32 @@ struct World {
 
 impl World {
     fn new(index: u8, tag: &str, forward: BindZone) -> World {
+        World::with_zones(index, tag, vec![forward])
+    }
+
+    /// named serves `forward` and the LAN's reverse zone.
+    fn with_zones(index: u8, tag: &str, mut zones: Vec<BindZone>) -> World {
         lab::require_root();
         let lan = Lan::bridge(index);
         let dir = TestDir::new(tag);
         let key = TsigKeyFile::generate(&dir, "ddns.key", "ddns");
-        let reverse_zone = format!("{index}.18.198.in-addr.arpa");
-        let zones = [forward, BindZone::updatable(&reverse_zone)];
+        zones.push(BindZone::updatable(&format!("{index}.18.198.in-addr.arpa")));
         let bind = Bind::start_zones(&lan.host, &dir, lan.gateway4, &zones, Some(&key));
         World { lan, dir, key, bind }
     }
 
     /// A config with `[dns_update]` for this world's named, signed with `key_file`.
     fn config(&self, key_file: &std::path::Path) -> PathBuf {
+        self.config_for_zone(key_file, ZONE)
+    }
+
+    /// [`World::config`] for another zone (the same file, written again).
+    fn config_for_zone(&self, key_file: &std::path::Path, zone: &str) -> PathBuf {
         let path = self.dir.join("lanyard.toml");
         std::fs::write(
             &path,
             format!(
-                "[dns_update]\nserver = \"{}:53\"\nzone = \"{ZONE}\"\ntsig_key_file = \"{}\"\n\
+                "[dns_update]\nserver = \"{}:53\"\nzone = \"{zone}\"\ntsig_key_file = \"{}\"\n\
                  reverse = true\nttl = 60\n",
                 self.lan.gateway4,
                 key_file.display()
@@ -58,6 +67,11 @@ impl World {
         let mut all = vec!["--config", config.to_str().unwrap()];
         all.extend_from_slice(args);
         cli::run(&self.lan.host, &self.dir, &all)
+    }
+
+    /// `lanyard attach br0 TOKEN ADDRESS --dns-name NAME`, which must succeed.
+    fn attach_named(&self, config: &std::path::Path, token: &str, address: &str, name: &str) {
+        cli::ok(self.lanyard(config, &["attach", "br0", token, address, "--dns-name", name]));
     }
 
     fn a(&self, name: &str) -> Vec<String> {
@@ -252,12 +266,210 @@ fn a_guest_removed_while_the_daemon_was_down_loses_its_name_at_the_next_start() 
     let removed = wait_until(Duration::from_secs(5), || {
         world.a("gone").is_empty() && world.ptr(gone_ptr).is_empty()
     });
+    let stayed = world.a("stays");
+    // The restarted daemon (answering: its start is done) watches the guest it found alive:
+    // its name goes with it.
+    assert!(wait_until(Duration::from_secs(5), || daemon.pid().is_some()), "no daemon answers");
+    drop(stays);
+    let went = wait_until(Duration::from_secs(3), || world.a("stays").is_empty());
     daemon.kill(libc::SIGTERM);
     let log = again.wait_with_output().map(|out| cli::text(&out)).unwrap_or_default();
     assert!(removed, "gone.{ZONE} (A or PTR) is still there after the restart; log:\n{log}");
-    assert_eq!(world.a("stays"), ["198.18.64.51"], "a live guest's name must stay");
+    assert_eq!(stayed, ["198.18.64.51"], "a live guest's name must stay");
     assert!(log.contains("its attachment is gone"), "{log}");
-    drop(stays);
+    assert!(went, "stays.{ZONE} outlived its namespace after the restart; log:\n{log}");
+}
+
+#[test]
+fn a_static_guest_that_goes_while_the_daemon_runs_loses_its_name_then() {
+    let world = World::new(68, "dns-live-gone", BindZone::updatable(ZONE));
+    let config = world.config(&world.key.path);
+    let _daemon = DaemonGuard::new(&world.dir);
+    let deleted = world.lan.guest("dnsdeleted");
+    let process_home = world.lan.guest("dnsprocess");
+    let process = Server::start(&process_home, &["sleep", "600"]);
+    let stays = world.lan.guest("dnslivestays");
+    let attachments = [
+        (cli::token(&deleted), "198.18.68.50", "deleted"),
+        (format!("pid:{}", process.pid()), "198.18.68.51", "process"),
+        (cli::token(&stays), "198.18.68.52", "stays"),
+    ];
+    for (token, address, name) in &attachments {
+        world.attach_named(&config, token, &format!("{address}/24"), name);
+    }
+    let named = wait_until(Duration::from_secs(3), || {
+        attachments.iter().all(|(_, address, name)| world.a(name) == [address.to_string()])
+    });
+    assert!(named, "not all registered; status {}", world.status(&config));
+
+    // `ip netns del` while the daemon runs: nobody detaches, the name goes all the same.
+    drop(deleted);
+    let deleted_ptr = "198.18.68.50".parse().unwrap();
+    let removed = world.time_until(Duration::from_secs(3), || {
+        world.a("deleted").is_empty() && world.ptr(deleted_ptr).is_empty()
+    });
+    let removed = removed.unwrap_or_else(|| {
+        panic!("deleted.{ZONE} outlived its namespace; status {}", world.status(&config))
+    });
+    println!("a deleted namespace's name gone after {removed:?}");
+
+    // A pid guest's process exits.
+    process.signal(libc::SIGKILL);
+    let removed = world.time_until(Duration::from_secs(3), || world.a("process").is_empty());
+    let removed = removed.unwrap_or_else(|| {
+        panic!("process.{ZONE} outlived its process; status {}", world.status(&config))
+    });
+    println!("a dead process's name gone after {removed:?}");
+    assert_eq!(world.a("stays"), ["198.18.68.52"], "a live guest's name must stay");
+    drop(process_home);
+}
+
+#[test]
+fn a_labelled_containers_name_goes_when_docker_removes_it() {
+    let world = World::new(85, "dns-docker", BindZone::updatable(ZONE));
+    let config = world.config(&world.key.path);
+    let dns_update = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("allowed_host_interfaces = [\"br0\"]\n{dns_update}")).unwrap();
+    let docker = support::docker::DockerLab::start();
+    let _daemon =
+        support::watcher::WatchingDaemon::start(&world.lan.host, &world.dir, &docker, &config);
+    docker.run(
+        "dnsdocked",
+        &[
+            "--net",
+            "none",
+            "--label",
+            "lanyard.net=br0 198.18.85.10/24",
+            "--label",
+            "lanyard.dns=docked",
+        ],
+    );
+    let named = wait_until(Duration::from_secs(15), || world.a("docked") == ["198.18.85.10"]);
+    assert!(
+        named,
+        "docked.{ZONE} never registered; log:\n{}",
+        support::watcher::daemon_log(&world.dir)
+    );
+    docker.docker_ok(&["rm", "-f", "dnsdocked"]);
+    let gone = world.time_until(Duration::from_secs(5), || world.a("docked").is_empty());
+    let gone = gone.unwrap_or_else(|| {
+        panic!(
+            "docked.{ZONE} outlived its container; log:\n{}",
+            support::watcher::daemon_log(&world.dir)
+        )
+    });
+    println!("gone {gone:?} after docker rm returned");
+}
+
+#[test]
+fn a_static_name_stays_ours_when_the_daemon_restarts_with_another_host_id() {
+    use lanyard::daemon::control::{try_request, Request};
+    let world = World::new(69, "dns-host-id", BindZone::updatable(ZONE));
+    let config = world.config(&world.key.path);
+    let daemon = DaemonGuard::new(&world.dir);
+    let guest = world.lan.guest("dnshostid");
+    let token = cli::token(&guest);
+    world.attach_named(&config, &token, "198.18.69.50/24", "hostid");
+    assert!(wait_until(Duration::from_secs(3), || world.a("hostid") == ["198.18.69.50"]));
+    let fqdn = format!("hostid.{ZONE}");
+    let dhcid = world.bind.query_udp(&world.lan.host, &fqdn, RecordType::Unknown(49));
+    assert_eq!(dhcid.len(), 1, "one DHCID for {fqdn}: {dhcid:?}");
+    assert!(daemon.kill(libc::SIGTERM));
+
+    // The next daemon has another host id (as one started on demand by a CLI given
+    // `--host-id`, which it does not pass on), and no memory of what was registered, so that
+    // the registration handed over again below is sent, not found done already.
+    std::fs::remove_file(world.dir.join("state/dns/registered.json")).expect("the names kept");
+    let mut command = cli::command(
+        &world.lan.host,
+        &world.dir,
+        &["--config", config.to_str().unwrap(), "daemon"],
+    );
+    command.env("LANYARD_HOST_ID", "another-host");
+    let _again = Server::spawn(command, "lanyard-daemon");
+    assert!(wait_until(Duration::from_secs(5), || daemon.pid().is_some()), "no daemon answers");
+    // The registration handed over again (as an attach hands it over): still ours.
+    let record = cli::record_and_lease_files(&world.dir)
+        .into_iter()
+        .find_map(|file| file.strip_prefix("state/").map(str::to_string))
+        .expect("the record");
+    let request = Request::DnsRegister { record };
+    let answer = try_request(daemon.state_dir(), &request, Duration::from_secs(5));
+    assert!(answer.as_ref().is_ok_and(|a| a.as_ref().is_some_and(|a| a.ok)), "{answer:?}");
+    let mut status = serde_json::Value::Null;
+    let settled = wait_until(Duration::from_secs(3), || {
+        status = world.status(&config);
+        status["Daemon"]["Dns"]["Registered"] == 1
+            || status["Daemon"]["Dns"]["Failing"].as_object().is_some_and(|f| !f.is_empty())
+    });
+    assert!(settled, "the registration was never sent: {status}");
+    assert_eq!(status["Daemon"]["Dns"]["Failing"], serde_json::json!({}), "not ours: {status}");
+    assert_eq!(world.bind.query_udp(&world.lan.host, &fqdn, RecordType::Unknown(49)), dhcid);
+
+    // And its detach removes it.
+    cli::ok(world.lanyard(&config, &["detach", &token]));
+    let gone = wait_until(Duration::from_secs(3), || world.a("hostid").is_empty());
+    assert!(gone, "{fqdn} stays after the detach; status {}", world.status(&config));
+}
+
+#[test]
+fn sighup_moves_the_registered_names_to_a_new_zone_and_removes_them_with_dns_update() {
+    const NEW_ZONE: &str = "new.lan";
+    let zones = vec![BindZone::updatable(ZONE), BindZone::updatable(NEW_ZONE)];
+    let world = World::with_zones(84, "dns-sighup", zones);
+    let _neighbour = world.neighbour();
+    let (_kea, _) = kea_for(&world, KeaConfig::timed(84, 60, 20, 40), false);
+    let config = world.config(&world.key.path);
+    let daemon = DaemonGuard::new(&world.dir);
+    let fixed = world.lan.guest("dnssighup");
+    let fixed_address: Ipv4Addr = "198.18.84.20".parse().unwrap();
+    world.attach_named(&config, &cli::token(&fixed), "198.18.84.20/24", "fixed");
+    let leased = world.lan.guest("dnssighupdhcp");
+    world.attach_named(&config, &cli::token(&leased), "dhcp", "leased");
+    let leased_address = leased.ipv4_on("eth1").expect("leased");
+    let names = [("fixed", fixed_address), ("leased", leased_address)];
+    let a_in = |zone: &str, name: &str| {
+        world.bind.query_udp(&world.lan.host, &format!("{name}.{zone}"), RecordType::A)
+    };
+    // Where every name is: (A in app.lan, A in new.lan, PTR).
+    let places = || {
+        names
+            .iter()
+            .map(|(name, address)| (a_in(ZONE, name), a_in(NEW_ZONE, name), world.ptr(*address)))
+            .collect::<Vec<_>>()
+    };
+    let all_in = |zone: &str| {
+        names.iter().all(|(name, address)| {
+            a_in(zone, name) == [address.to_string()]
+                && world.ptr(*address) == [format!("{name}.{zone}.")]
+        })
+    };
+    assert!(wait_until(Duration::from_secs(3), || all_in(ZONE)), "not registered: {:?}", places());
+    let sighup = || {
+        let pid = daemon.pid().expect("the daemon runs");
+        // SAFETY: kill(2) on the pid the daemon itself reported.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    };
+
+    world.config_for_zone(&world.key.path, NEW_ZONE);
+    sighup();
+    let moved = world.time_until(Duration::from_secs(3), || {
+        all_in(NEW_ZONE) && names.iter().all(|(name, _)| a_in(ZONE, name).is_empty())
+    });
+    let moved = moved
+        .unwrap_or_else(|| panic!("not moved: {:?}; status {}", places(), world.status(&config)));
+    println!("moved to {NEW_ZONE} {moved:?} after the SIGHUP");
+
+    // No [dns_update] any more: the names go.
+    std::fs::write(&config, "").unwrap();
+    sighup();
+    let removed = world.time_until(Duration::from_secs(3), || {
+        names.iter().all(|(name, address)| {
+            a_in(NEW_ZONE, name).is_empty() && world.ptr(*address).is_empty()
+        })
+    });
+    let removed = removed.unwrap_or_else(|| panic!("not removed: {:?}", places()));
+    println!("removed {removed:?} after the SIGHUP");
 }
 
 /// A Kea serving `world`'s LAN as `config` says, with its DDNS daemon (D2) in front of the

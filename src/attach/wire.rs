@@ -170,7 +170,17 @@ pub(super) fn wire(
         }),
         declared: request.declared.clone(),
         host_route: request.host_route,
-        dns: request.dns.clone(),
+        dns: crate::state::DnsChoice {
+            client_id: match &request.dhcp {
+                None if !request.dns.off && request.dns.client_id.is_empty() => naming::client_id(
+                    &host.host_id,
+                    &guest.reference.identity(),
+                    &request.guest_ifname,
+                ),
+                _ => request.dns.client_id.clone(),
+            },
+            ..request.dns.clone()
+        },
     };
     host.state.save(&record)?;
     rollback.steps.push(Undo::RemoveRecord(Box::new(record.clone())));

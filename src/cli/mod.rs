@@ -539,7 +539,11 @@ pub fn attach_request(args: &AttachArgs) -> Result<AttachRequest> {
         crate::config::check_dns_name_template(name)
             .map_err(|e| Error::usage(format!("--dns-name {name:?}: {}", e.message())))?;
     }
-    request.dns = crate::state::DnsChoice { name: args.dns_name.clone(), off: args.no_dns_update };
+    request.dns = crate::state::DnsChoice {
+        name: args.dns_name.clone(),
+        off: args.no_dns_update,
+        ..Default::default()
+    };
     request.validate()?;
     Ok(request)
 }

@@ -6,10 +6,14 @@
 //!
 //! What was registered is kept in `dns/registered.json` in the state directory (written
 //! atomically before each update is sent), so a daemon started after a crash, or after
-//! containers went while no daemon ran, removes the names of attachments that are gone.
+//! containers went while no daemon ran, removes the names of attachments that are gone. While
+//! it runs, the daemon watches the guests of static attachments with names (leases' guests are
+//! watched by their slots) and removes a name when its guest goes. SIGHUP moves every name to
+//! new `[dns_update]` settings.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -22,9 +26,10 @@ use crate::config::{Config, DnsUpdate};
 use crate::dns::{NameVars, Registration, TsigKey, UpdateServer};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::host::Host;
+use crate::netns::{Netns, NetnsId};
 use crate::state::{GuestRef, Record};
 
-use super::log;
+use super::{log, watch_fd, Owner};
 
 /// The directory in the state directory with the registered names (not a record: records are
 /// the `*.json` files of the state directory itself).
@@ -82,6 +87,23 @@ enum Job {
     Want { key: String, registration: Option<Registration> },
     /// A problem found before anything could be queued (a name that renders to nothing).
     Failed { key: String, error: String },
+    /// SIGHUP brought other settings: what is registered leaves the old server and the static
+    /// attachments' names are registered again under `namer` (the daemon hands the bound
+    /// leases over again itself, after this job).
+    Reconfigure { server: UpdateServer, namer: Box<Namer>, config: Box<Config> },
+    /// `[dns_update]` is gone: what is registered leaves the server (the thread ends after).
+    Retire,
+}
+
+/// How a record's name and DHCID are made: the settings in force, and what `{host}` and the
+/// client ids of records without one come from.
+#[derive(Clone)]
+struct Namer {
+    settings: DnsUpdate,
+    /// Seeds the DHCID client ids of static attachments whose records have none (from before
+    /// attach fixed them), as attach seeds DHCP ones.
+    host_id: String,
+    host_name: String,
 }
 
 /// The updater thread's handle: jobs in, status out. Dropping it stops the thread after the
@@ -89,91 +111,15 @@ enum Job {
 pub(super) struct DnsUpdater {
     jobs: Sender<Job>,
     status: Arc<Mutex<Status>>,
-    settings: DnsUpdate,
-    /// Seeds static attachments' DHCID client ids as attach seeds DHCP ones.
-    host_id: String,
-    host_name: String,
+    namer: Namer,
+    /// The key in force, to tell a new one in the same file at SIGHUP.
+    key: Option<TsigKey>,
+    /// The records whose names the file listed when the thread started: the daemon watches
+    /// their guests (see [`super::Daemon::dns_watch_registered`]).
+    registered_at_start: Vec<String>,
 }
 
-impl DnsUpdater {
-    /// Start the thread: first it removes what attachments that are gone had registered (and
-    /// sends again what was never confirmed), then it serves the queue.
-    pub(super) fn start(host: &Host, settings: &DnsUpdate, state_dir: &Path) -> Result<DnsUpdater> {
-        let key = match &settings.tsig_key_file {
-            Some(file) => Some(TsigKey::from_file(file).map_err(|e| {
-                e.context(format!("dns_update: read the TSIG key {}", file.display()))
-            })?),
-            None => None,
-        };
-        let server = UpdateServer {
-            server: settings.server,
-            zone: settings.zone.clone(),
-            key,
-            ttl: settings.ttl,
-            reverse: settings.reverse,
-            timeout: UPDATE_TIMEOUT,
-        };
-        let dir = state_dir.join(DIR);
-        std::fs::create_dir_all(&dir)
-            .with_context(ErrorKind::Io, || format!("create {}", dir.display()))?;
-        let kept = load(&dir)?;
-        let status = Arc::new(Mutex::new(Status::default()));
-        let (jobs, queue) = std::sync::mpsc::channel();
-        let worker = Worker {
-            server,
-            dir,
-            kept,
-            wanted: BTreeMap::new(),
-            retry: BTreeMap::new(),
-            status: status.clone(),
-            host: host.try_clone()?,
-        };
-        std::thread::Builder::new()
-            .name("lanyard-dns".into())
-            .spawn(move || worker.run(queue))
-            .with_context(ErrorKind::Io, || "start the DNS update thread")?;
-        // `{host}`: the short hostname (of the daemon's UTS namespace, the host's).
-        let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|name| name.trim().split('.').next().unwrap_or("").to_string())
-            .unwrap_or_default();
-        Ok(DnsUpdater {
-            jobs,
-            status,
-            settings: settings.clone(),
-            host_id: host.host_id.clone(),
-            host_name,
-        })
-    }
-
-    /// Register `record`'s name with `addresses` (the lease's and the static ones), replacing
-    /// what it had; nothing when the attachment opted out.
-    pub(super) fn register(
-        &self,
-        key: &str,
-        record: &Record,
-        config: &Config,
-        addresses: Vec<IpAddr>,
-    ) {
-        if record.dns.off {
-            return;
-        }
-        if addresses.is_empty() {
-            return self.unregister(key);
-        }
-        let job = match self.registration(record, config, addresses) {
-            Ok(registration) => {
-                Job::Want { key: key.to_string(), registration: Some(registration) }
-            }
-            Err(e) => Job::Failed { key: key.to_string(), error: e.to_string() },
-        };
-        let _ = self.jobs.send(job);
-    }
-
-    /// Remove what `key`'s attachment registered (nothing if it registered nothing).
-    pub(super) fn unregister(&self, key: &str) {
-        let _ = self.jobs.send(Job::Want { key: key.to_string(), registration: None });
-    }
-
+impl Namer {
     fn registration(
         &self,
         record: &Record,
@@ -186,6 +132,10 @@ impl DnsUpdater {
         let client_id = match &record.dhcp {
             // The DHCP client's own option 61, as Kea and ISC derive the DHCID from it.
             Some(settings) => super::lease::client_id_bytes(&settings.client_id),
+            None if !record.dns.client_id.is_empty() => {
+                super::lease::client_id_bytes(&record.dns.client_id)
+            }
+            // A record from before the attach fixed it.
             None => super::lease::client_id_bytes(&crate::naming::client_id(
                 &self.host_id,
                 &record.guest.identity(),
@@ -210,13 +160,113 @@ impl DnsUpdater {
             host: self.host_name.clone(),
         }
     }
+}
+
+/// The guest of a static attachment whose name is registered, watched so that the name goes
+/// with the guest (a lease's guest is watched by its slot, which removes the name itself).
+pub(super) struct WatchedGuest {
+    /// `netns:NAME` guests: the name and the namespace it named at registration (deleted, or
+    /// made again under the same name, it is not this guest any more).
+    netns: Option<(String, NetnsId)>,
+    /// `pid:N` guests: readable when the process exits (closed with this value, which takes it
+    /// out of the epoll set).
+    pidfd: Option<OwnedFd>,
+}
+
+impl DnsUpdater {
+    /// Start the thread: first it removes what attachments that are gone had registered (and
+    /// sends again what was never confirmed), then it serves the queue.
+    pub(super) fn start(host: &Host, settings: &DnsUpdate, state_dir: &Path) -> Result<DnsUpdater> {
+        let server = update_server(settings)?;
+        let key = server.key.clone();
+        let dir = state_dir.join(DIR);
+        std::fs::create_dir_all(&dir)
+            .with_context(ErrorKind::Io, || format!("create {}", dir.display()))?;
+        let kept = load(&dir)?;
+        let registered_at_start = kept.keys().cloned().collect();
+        let status = Arc::new(Mutex::new(Status::default()));
+        let (jobs, queue) = std::sync::mpsc::channel();
+        let worker = Worker {
+            server,
+            dir,
+            kept,
+            wanted: BTreeMap::new(),
+            retry: BTreeMap::new(),
+            status: status.clone(),
+            host: host.try_clone()?,
+        };
+        std::thread::Builder::new()
+            .name("lanyard-dns".into())
+            .spawn(move || worker.run(queue))
+            .with_context(ErrorKind::Io, || "start the DNS update thread")?;
+        // `{host}`: the short hostname (of the daemon's UTS namespace, the host's).
+        let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().split('.').next().unwrap_or("").to_string())
+            .unwrap_or_default();
+        Ok(DnsUpdater {
+            jobs,
+            status,
+            namer: Namer { settings: settings.clone(), host_id: host.host_id.clone(), host_name },
+            key,
+            registered_at_start,
+        })
+    }
+
+    /// SIGHUP: `settings` from now on, when they (or the key in their file) changed; true then.
+    /// A key file that cannot be read leaves everything as it was.
+    fn reconfigure(&mut self, settings: &DnsUpdate, config: &Config) -> Result<bool> {
+        let server = update_server(settings)?;
+        if *settings == self.namer.settings && server.key == self.key {
+            return Ok(false);
+        }
+        self.namer.settings = settings.clone();
+        self.key = server.key.clone();
+        let namer = Box::new(self.namer.clone());
+        let _ =
+            self.jobs.send(Job::Reconfigure { server, namer, config: Box::new(config.clone()) });
+        Ok(true)
+    }
+
+    /// `[dns_update]` is gone: the thread removes every name it registered, then ends.
+    fn retire(self) {
+        let _ = self.jobs.send(Job::Retire);
+    }
+
+    /// Register `record`'s name with `addresses` (the lease's and the static ones), replacing
+    /// what it had; nothing when the attachment opted out.
+    pub(super) fn register(
+        &self,
+        key: &str,
+        record: &Record,
+        config: &Config,
+        addresses: Vec<IpAddr>,
+    ) {
+        if record.dns.off {
+            return;
+        }
+        if addresses.is_empty() {
+            return self.unregister(key);
+        }
+        let job = match self.namer.registration(record, config, addresses) {
+            Ok(registration) => {
+                Job::Want { key: key.to_string(), registration: Some(registration) }
+            }
+            Err(e) => Job::Failed { key: key.to_string(), error: e.to_string() },
+        };
+        let _ = self.jobs.send(job);
+    }
+
+    /// Remove what `key`'s attachment registered (nothing if it registered nothing).
+    pub(super) fn unregister(&self, key: &str) {
+        let _ = self.jobs.send(Job::Want { key: key.to_string(), registration: None });
+    }
 
     /// For `lanyard status`.
     pub(super) fn status_json(&self) -> serde_json::Value {
         let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         json!({
-            "Server": self.settings.server.to_string(),
-            "Zone": self.settings.zone,
+            "Server": self.namer.settings.server.to_string(),
+            "Zone": self.namer.settings.zone,
             "Registered": status.registered,
             "Pending": status.pending,
             "Failing": status.failing,
@@ -249,10 +299,135 @@ impl super::Daemon {
         }
     }
 
+    /// At start: watch the guests of the static attachments whose names the last daemon
+    /// registered. Those already gone are not watched; the updater removes their names itself.
+    pub(super) fn dns_watch_registered(&mut self) {
+        let keys = match self.dns.as_mut() {
+            Some(dns) => std::mem::take(&mut dns.registered_at_start),
+            None => return,
+        };
+        for key in keys {
+            if let Some(record) = self.load_record(&key).filter(|record| record.dhcp.is_none()) {
+                self.dns_watch_guest(&key, &record);
+            }
+        }
+    }
+
+    /// Watch the guest of static attachment `key` while its name is registered; false when
+    /// the guest is gone already. Containers are not watched: a stopped one keeps its name
+    /// (Docker may start it again), and the Docker watcher detaches a destroyed one, which
+    /// removes the name. Namespaces given by path (and CNI's) are left to their owner's detach.
+    fn dns_watch_guest(&mut self, key: &str, record: &Record) -> bool {
+        let watched = match &record.guest {
+            GuestRef::Netns { name } => match Netns::from_name(name) {
+                Ok(netns) if netns.id() == record.netns => {
+                    WatchedGuest { netns: Some((name.clone(), record.netns)), pidfd: None }
+                }
+                _ => return false,
+            },
+            GuestRef::Pid { pid } => {
+                // The pidfd first: a process that dies before its namespace is read is then
+                // reported by the pidfd at once, not missed.
+                match (crate::sys::pidfd_open(*pid), Netns::from_pid(*pid)) {
+                    (Ok(pidfd), Ok(netns)) if netns.id() == record.netns => {
+                        WatchedGuest { netns: None, pidfd: Some(pidfd) }
+                    }
+                    _ => return false,
+                }
+            }
+            _ => return true,
+        };
+        if let Some(pidfd) = &watched.pidfd {
+            let owner = Owner::DnsGuestExit(key.to_string());
+            if let Err(e) = watch_fd(&self.epoll, &mut self.owners, pidfd.as_fd(), owner) {
+                log(format_args!("{key}: {e}; its name stays in DNS when its process exits"));
+            }
+        }
+        self.dns_guests.insert(key.to_string(), watched);
+        true
+    }
+
+    /// /run/netns changed: the static attachments whose namespace was deleted lose their names.
+    pub(super) fn dns_netns_changed(&mut self) {
+        let gone: Vec<String> = self
+            .dns_guests
+            .iter()
+            .filter(|(_, watched)| {
+                watched.netns.as_ref().is_some_and(|(name, id)| {
+                    Netns::from_name(name).map(|now| now.id() != *id).unwrap_or(true)
+                })
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in gone {
+            self.dns_guest_gone(&key, "its namespace was deleted");
+        }
+    }
+
+    /// The guest of static attachment `key` is gone: so is its name (its record stays until
+    /// a detach, as for a lease's guest).
+    pub(super) fn dns_guest_gone(&mut self, key: &str, why: &str) {
+        self.dns_guests.remove(key);
+        if let Some(dns) = &self.dns {
+            log(format_args!("{key}: {why}: removing its name from DNS"));
+            dns.unregister(key);
+        }
+    }
+
+    /// SIGHUP (the new config is in force): `[dns_update]` changed, or the key in its file did.
+    /// The names lanyard registered leave the old server and are registered under the new
+    /// settings, those of bound leases included; without `[dns_update]` they are removed and
+    /// updates stop; a new `[dns_update]` starts them.
+    pub(super) fn dns_reconfigure(&mut self) {
+        let Some(settings) = self.config.dns_update.clone() else {
+            if let Some(dns) = self.dns.take() {
+                log("SIGHUP: [dns_update] removed: removing the names lanyard registered");
+                dns.retire();
+                self.dns_guests.clear();
+            }
+            return;
+        };
+        match self.dns.as_mut() {
+            Some(dns) => match dns.reconfigure(&settings, &self.config) {
+                Ok(false) => return,
+                Ok(true) => log(format_args!(
+                    "SIGHUP: [dns_update] changed: the names lanyard registered move to zone {} \
+                     at {}",
+                    settings.zone, settings.server
+                )),
+                Err(e) => {
+                    return log(format_args!(
+                        "SIGHUP: [dns_update] not applied, the names stay where they are: {e}"
+                    ))
+                }
+            },
+            None => match DnsUpdater::start(&self.host, &settings, &self.state_dir) {
+                Ok(updater) => {
+                    log(format_args!(
+                        "SIGHUP: [dns_update] added: names go to zone {} at {}",
+                        settings.zone, settings.server
+                    ));
+                    self.dns = Some(updater);
+                    self.dns_watch_registered();
+                }
+                Err(e) => return log(format_args!("SIGHUP: no DNS updates: {e}")),
+            },
+        }
+        let bound: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.live.is_some() && slot.stored.lease.is_some())
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in bound {
+            self.dns_lease_bound(&key);
+        }
+    }
+
     /// A control request: register a static attachment's addresses (`register`) or remove
     /// them. Answered at once; the update itself is queued.
     pub(super) fn serve_dns(
-        &self,
+        &mut self,
         stream: std::os::unix::net::UnixStream,
         record_file: &str,
         register: bool,
@@ -264,7 +439,7 @@ impl super::Daemon {
         super::requests::reply(stream, &response);
     }
 
-    fn dns_request(&self, record_file: &str, register: bool) -> Result<serde_json::Value> {
+    fn dns_request(&mut self, record_file: &str, register: bool) -> Result<serde_json::Value> {
         let Some(dns) = &self.dns else {
             if !register {
                 return Ok(serde_json::Value::Null);
@@ -284,6 +459,7 @@ impl super::Daemon {
         };
         if !register {
             dns.unregister(record_file);
+            self.dns_guests.remove(record_file);
             return Ok(serde_json::Value::Null);
         }
         let record = self.load_record(record_file).ok_or_else(|| {
@@ -295,8 +471,30 @@ impl super::Daemon {
         }
         let addresses = record.addresses.iter().map(|a| a.address.addr()).collect();
         dns.register(record_file, &record, &self.config, addresses);
+        if !record.dns.off && !self.dns_watch_guest(record_file, &record) {
+            self.dns_guest_gone(record_file, "its guest went before its name was registered");
+        }
         Ok(json!({ "Queued": !record.dns.off }))
     }
+}
+
+/// Where `settings` send updates, with the key read from its file.
+fn update_server(settings: &DnsUpdate) -> Result<UpdateServer> {
+    let key =
+        match &settings.tsig_key_file {
+            Some(file) => Some(TsigKey::from_file(file).map_err(|e| {
+                e.context(format!("dns_update: read the TSIG key {}", file.display()))
+            })?),
+            None => None,
+        };
+    Ok(UpdateServer {
+        server: settings.server,
+        zone: settings.zone.clone(),
+        key,
+        ttl: settings.ttl,
+        reverse: settings.reverse,
+        timeout: UPDATE_TIMEOUT,
+    })
 }
 
 /// Hand a new static attachment's addresses to the daemon, which registers them (started on
@@ -416,12 +614,68 @@ impl Worker {
                 self.retry.remove(&key);
                 self.wanted.insert(key, registration);
             }
-            Job::Failed { key, error } => {
-                log(format_args!("{key}: DNS: {error}"));
-                let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-                status.failing.insert(key, error.clone());
-                status.last_error = Some(error);
+            Job::Failed { key, error } => self.failed(key, error),
+            Job::Reconfigure { server, namer, config } => self.reconfigure(server, &namer, &config),
+            Job::Retire => self.remove_all(),
+        }
+    }
+
+    fn failed(&self, key: String, error: String) {
+        log(format_args!("{key}: DNS: {error}"));
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.failing.insert(key, error.clone());
+        status.last_error = Some(error);
+    }
+
+    /// New settings: every registered name leaves the old server, then the static
+    /// attachments' names are registered at the new one under their new names. Leases' names
+    /// come as the daemon hands the bound leases over again.
+    fn reconfigure(&mut self, server: UpdateServer, namer: &Namer, config: &Config) {
+        // What should have a name: registered or about to be, and not on its way out.
+        let again: std::collections::BTreeSet<String> = self
+            .kept
+            .keys()
+            .chain(self.wanted.keys())
+            .filter(|key| !matches!(self.wanted.get(*key), Some(None)))
+            .cloned()
+            .collect();
+        self.remove_all();
+        self.server = server;
+        for key in again {
+            let Some(record) = self.host.state.load(&key).ok().flatten() else { continue };
+            if record.dhcp.is_some() || record.dns.off || record.addresses.is_empty() {
+                continue;
             }
+            let addresses = record.addresses.iter().map(|a| a.address.addr()).collect();
+            match namer.registration(&record, config, addresses) {
+                Ok(registration) => {
+                    self.wanted.insert(key, Some(registration));
+                }
+                Err(e) => self.failed(key, e.to_string()),
+            }
+        }
+    }
+
+    /// Remove every registered name from the server in force, one try each: what it does not
+    /// take back is left there (the log and status say so) and forgotten, since nothing here
+    /// will send to that server again.
+    fn remove_all(&mut self) {
+        self.wanted.clear();
+        self.retry.clear();
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).failing.clear();
+        let keys: Vec<String> = self.kept.keys().cloned().collect();
+        for key in keys {
+            if let Err(e) = self.unregister(&key) {
+                let fqdn = self.kept.remove(&key).map(|kept| kept.fqdn).unwrap_or_default();
+                let error =
+                    format!("{fqdn} left at {}: {e} (remove it there by hand)", self.server.server);
+                log(format_args!("{key}: DNS: {error}"));
+                self.status.lock().unwrap_or_else(|e| e.into_inner()).last_error =
+                    Some(format!("{key}: {error}"));
+            }
+        }
+        if let Err(e) = self.save() {
+            log(format_args!("DNS: {e}"));
         }
     }
 

@@ -141,6 +141,8 @@ pub struct Daemon {
     plugin_error: Option<String>,
     /// Sends lanyard's own DNS updates (config `[dns_update]`), off the loop.
     dns: Option<dns::DnsUpdater>,
+    /// The guests of static attachments with registered names, by record file name.
+    dns_guests: BTreeMap<String, dns::WatchedGuest>,
     /// Declared before the lock: everything queued is on disk before another daemon may start.
     writer: store::Writer,
     _lock: crate::state::StateLock,
@@ -231,6 +233,7 @@ impl Daemon {
             plugin: None,
             plugin_error: None,
             dns: None,
+            dns_guests: BTreeMap::new(),
             writer,
             _lock: lock,
         };
@@ -246,6 +249,7 @@ impl Daemon {
                 Ok(updater) => daemon.dns = Some(updater),
                 Err(e) => log(format_args!("no DNS updates: {e}")),
             }
+            daemon.dns_watch_registered();
         }
         daemon.resume_all();
         if let Some(name) = daemon.config.docker_plugin.clone() {
@@ -310,10 +314,8 @@ impl Daemon {
                 if let Some(docker) = &self.docker {
                     docker.reload(config.clone());
                 }
-                if config.dns_update != self.config.dns_update {
-                    log("SIGHUP: [dns_update] changed; it takes effect when the daemon restarts");
-                }
                 self.config = config;
+                self.dns_reconfigure();
             }
             Err(e) => {
                 log(format_args!("SIGHUP: configuration refused, the previous one kept: {e}"))
@@ -360,12 +362,18 @@ impl Daemon {
                             return Ok(());
                         }
                     }
-                    Owner::NetnsWatch => self.netns_removed(),
+                    Owner::NetnsWatch => {
+                        self.netns_removed();
+                        self.dns_netns_changed();
+                    }
                     Owner::Packets(key) => self.receive(&key),
                     Owner::LinkChange(key) => self.link_changed(&key),
                     Owner::GuestExit(key) => {
                         log(format_args!("{key}: the guest's process exited"));
                         self.guest_gone(&key);
+                    }
+                    Owner::DnsGuestExit(key) => {
+                        self.dns_guest_gone(&key, "the guest's process exited")
                     }
                 }
             }
@@ -521,6 +529,8 @@ enum Owner {
     Packets(String),
     GuestExit(String),
     LinkChange(String),
+    /// A static attachment's guest process exited (its name is registered in DNS).
+    DnsGuestExit(String),
 }
 
 /// Each lease holds four descriptors (packet and UDP sockets, a link watch, a pidfd): the usual

@@ -245,6 +245,12 @@ pub struct DnsChoice {
     /// `--no-dns-update`: never registered by lanyard (a DHCP server may still register it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub off: bool,
+    /// The client identifier of a static attachment's DHCID record (a DHCP one's is its
+    /// client's option 61), derived at attach from the attaching host id: a daemon that derived
+    /// it from its own host id would hold a name it registered under another one as someone
+    /// else's. Empty in records from before it existed: the daemon derives it then.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_id: String,
 }
 
 impl DnsChoice {
@@ -531,5 +537,14 @@ mod tests {
         assert_eq!(Record::legacy_file_name_for(&guest, "eth1"), "netns-kc_1.eth1.json");
         assert!(Record::legacy_file_name_for(&GuestRef::Path { path: "/x".into() }, "eth1")
             .starts_with("path-"));
+    }
+
+    #[test]
+    fn dns_choices_without_a_client_id_read_as_before() {
+        let old: DnsChoice = serde_json::from_str(r#"{"name":"web"}"#).unwrap();
+        assert_eq!(old, DnsChoice { name: Some("web".into()), ..Default::default() });
+        assert!(old.client_id.is_empty(), "the daemon derives one for such a record");
+        let text = serde_json::to_string(&old).unwrap();
+        assert_eq!(text, r#"{"name":"web"}"#, "an empty client id stays out of the file");
     }
 }
