@@ -815,12 +815,11 @@ fn join(plugin: &Plugin, request: Join) -> Result<Value> {
         false => None,
     };
     let sandbox_key = endpoint.dhcp.then(|| request.sandbox_key.clone());
-    // Written at once only when the container's namespace changes: the daemon's reaching
-    // threads read it from disk to renew a DHCP lease there. `joined` alone is read by nothing
-    // and goes to disk with the store's next write, which spares every static container's start
-    // a store write (two fsyncs: ~10 ms each on a busy disk, measured).
-    endpoint.joined = true;
-    if endpoint.sandbox_key != sandbox_key {
+    // Written at once: the daemon's reaching threads read the namespace from disk to renew a
+    // DHCP lease there, and `lanyard detach` (another process) reads `joined` to refuse taking
+    // an interface out of a running container.
+    if !endpoint.joined || endpoint.sandbox_key != sandbox_key {
+        endpoint.joined = true;
         endpoint.sandbox_key = sandbox_key;
         store.save()?;
     }

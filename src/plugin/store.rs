@@ -64,8 +64,8 @@ pub struct Endpoint {
     pub addresses: Vec<IpNet>,
     /// The lanyard record of this endpoint (`lanyard inspect --all` shows it).
     pub record: String,
-    /// Join happened: the link is in the container (or back, named `link_name`, after it). On
-    /// disk from the store's next write after Join (nothing reads it back).
+    /// Join happened: the link is in the container (or back, named `link_name`, after it).
+    /// Written at Join: `lanyard detach` reads it to refuse an interface in a running container.
     pub joined: bool,
     /// On a DHCP network: the link and record were made at RequestAddress (the record outlives
     /// the endpoint, for the next endpoint of the same MAC, until its lease ends).
