@@ -18,7 +18,9 @@ use support::cli;
 use support::cni::{cni_path_with_lanyard, Call};
 use support::daemon::DaemonGuard;
 use support::dhcp::Dnsmasq;
+use support::docker::DockerLab;
 use support::lab::{self, wait_until, Lan, TestDir};
+use support::plugin::{create_dhcp_network, docker_ok, plugin_name, PluginDaemon};
 
 const ZONE: &str = "app.lan";
 /// How long a name may take to appear or go (the daemon answers a hand-over at once and sends
@@ -31,6 +33,8 @@ struct DnsLan {
     dir: TestDir,
     bind: Bind,
     config: PathBuf,
+    /// The config's `[dns_update]` table.
+    dns_update: String,
 }
 
 impl DnsLan {
@@ -41,15 +45,15 @@ impl DnsLan {
         let key = TsigKeyFile::generate(&dir, "ddns.key", "ddns");
         let reverse_zone = format!("{index}.18.198.in-addr.arpa");
         let bind = Bind::start(&lan.host, &dir, lan.gateway4, &[ZONE, &reverse_zone], Some(&key));
-        let config = dir.join("lanyard.toml");
-        let text = format!(
+        let dns_update = format!(
             "[dns_update]\nserver = \"{}:53\"\nzone = \"{ZONE}\"\ntsig_key_file = \"{}\"\n\
              reverse = true\n",
             lan.gateway4,
             key.path.display()
         );
-        std::fs::write(&config, text).expect("write the config");
-        DnsLan { lan, dir, bind, config }
+        let config = dir.join("lanyard.toml");
+        std::fs::write(&config, &dns_update).expect("write the config");
+        DnsLan { lan, dir, bind, config, dns_update }
     }
 
     /// The daemon of the test's state directory with the config, as a node runs it as a
@@ -73,8 +77,13 @@ impl DnsLan {
         daemon
     }
 
+    /// What the daemon logged: `daemon.out` ([`DnsLan::start_daemon`]) or `daemon.log`
+    /// ([`PluginDaemon`]).
     fn daemon_output(&self) -> String {
-        std::fs::read_to_string(self.dir.join("daemon.out")).unwrap_or_default()
+        ["daemon.out", "daemon.log"]
+            .iter()
+            .filter_map(|file| std::fs::read_to_string(self.dir.join(file)).ok())
+            .collect()
     }
 
     fn a(&self, label: &str) -> Vec<String> {
@@ -234,4 +243,70 @@ fn lanyard_as_ipam_of_the_reference_bridge_plugin_registers_the_pod_name_and_del
     // (no RELEASE can go out), and its name with it.
     bridge(Call { command: "DEL", ..add }).silent();
     world.expect_gone("queue", ip);
+}
+
+#[test]
+fn docker_networks_register_containers_by_name_static_while_running_dhcp_while_leased() {
+    let world = DnsLan::new(233, "dns-docker");
+    let _dnsmasq =
+        Dnsmasq::start(&world.lan.host, "br0", ("198.18.233.100", "198.18.233.200"), "2m", &[]);
+    let name = plugin_name("dns");
+    let config = format!("docker_plugin = \"{name}\"\n{}", world.dns_update);
+    // Declared before the lab, so dropped after it: dockerd removes its containers (and their
+    // endpoints, through the plugin) when the lab goes.
+    let _daemon: PluginDaemon;
+    let lab = DockerLab::start_in_netns(&world.lan.host.path, "198.19.233.1/24");
+    _daemon = PluginDaemon::start_with(
+        &world.lan.host,
+        &world.dir,
+        &config,
+        lanyard::plugin::socket_path(&name),
+        Some(lab.env()),
+    );
+    let docker = |args: &[&str]| docker_ok(&lab, &world.dir, args);
+    let subnet = "--subnet=198.18.233.0/24";
+    docker(&["network", "create", "-d", &name, "-o", "parent=br0", subnet, "lan"]);
+    let (web, api) = (world.lan.addr4(50), world.lan.addr4(51));
+    // The template's `{container}`: the container's name, made a valid label.
+    lab.run("Web_1", &["--net", "lan", "--ip", &web.to_string()]);
+    world.expect_registered("web-1", web);
+    // The container's `lanyard.dns` label replaces the template.
+    let label = "lanyard.dns=svc-{container}";
+    lab.run("api", &["--net", "lan", "--ip", &api.to_string(), "--label", label]);
+    world.expect_registered("svc-api", api);
+
+    // Stopped: Docker deletes the endpoint, and the name goes; started again, it is back.
+    docker(&["stop", "-t", "1", "Web_1"]);
+    world.expect_gone("web-1", web);
+    docker(&["start", "Web_1"]);
+    world.expect_registered("web-1", web);
+    docker(&["rm", "-f", "Web_1"]);
+    world.expect_gone("web-1", web);
+    assert_eq!(world.a("svc-api"), [api.to_string()], "the other container's name stays");
+    docker(&["rm", "-f", "api"]);
+    world.expect_gone("svc-api", api);
+    docker(&["network", "rm", "lan"]);
+
+    // A DHCP network: the lease is taken before Docker says whose it is, and carries the
+    // container's name once the watcher saw it start; never a name made of the MAC.
+    create_dhcp_network(&lab, &world.dir, &name, "br0", "dhcpnet");
+    let mac = "02:00:c6:12:e9:07";
+    // Debian's CLI (API 1.41, as the lab's dockerd): a newer one sends the MAC per network.
+    let image = lab.import_busybox();
+    let run = ["run", "-d", "--stop-timeout", "1", "--name", "cache", "--net", "dhcpnet"];
+    docker(&[&run[..], &["--mac-address", mac, &image, "sleep", "3600"]].concat());
+    let format = "{{(index .NetworkSettings.Networks \"dhcpnet\").IPAddress}}";
+    let leased: Ipv4Addr = docker(&["inspect", "-f", format, "cache"]).parse().expect("leased");
+    world.expect_registered("cache", leased);
+    let log = world.daemon_output();
+    assert!(!log.contains(&format!("0200c612e907.{ZONE}")), "a name made of the MAC:\n{log}");
+    // Stopped and started again: the same lease (the same MAC), the same name.
+    docker(&["stop", "-t", "1", "cache"]);
+    docker(&["start", "cache"]);
+    assert_eq!(docker(&["inspect", "-f", format, "cache"]), leased.to_string());
+    world.expect_registered("cache", leased);
+    // Removed for good: the lease is released, and the name goes with it.
+    docker(&["rm", "-f", "cache"]);
+    world.expect_gone("cache", leased);
+    docker(&["network", "rm", "dhcpnet"]);
 }
