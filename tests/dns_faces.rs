@@ -254,15 +254,13 @@ fn docker_networks_register_containers_by_name_static_while_running_dhcp_while_l
     let config = format!("docker_plugin = \"{name}\"\n{}", world.dns_update);
     // Declared before the lab, so dropped after it: dockerd removes its containers (and their
     // endpoints, through the plugin) when the lab goes.
-    let _daemon: PluginDaemon;
+    let mut daemon: Option<PluginDaemon>;
     let lab = DockerLab::start_in_netns(&world.lan.host.path, "198.19.233.1/24");
-    _daemon = PluginDaemon::start_with(
-        &world.lan.host,
-        &world.dir,
-        &config,
-        lanyard::plugin::socket_path(&name),
-        Some(lab.env()),
-    );
+    let start_daemon = || {
+        let socket = lanyard::plugin::socket_path(&name);
+        PluginDaemon::start_with(&world.lan.host, &world.dir, &config, socket, Some(lab.env()))
+    };
+    daemon = Some(start_daemon());
     let docker = |args: &[&str]| docker_ok(&lab, &world.dir, args);
     let subnet = "--subnet=198.18.233.0/24";
     docker(&["network", "create", "-d", &name, "-o", "parent=br0", subnet, "lan"]);
@@ -273,6 +271,27 @@ fn docker_networks_register_containers_by_name_static_while_running_dhcp_while_l
     // The container's `lanyard.dns` label replaces the template.
     let label = "lanyard.dns=svc-{container}";
     lab.run("api", &["--net", "lan", "--ip", &api.to_string(), "--label", label]);
+    world.expect_registered("svc-api", api);
+
+    // The daemon SIGKILLed and started again: its DNS reconcile cannot tell a Docker endpoint
+    // alive and removes the names; the Docker watcher's reconcile registers them again.
+    let reconciles = || world.daemon_output().matches("reconcile: ").count();
+    let before = reconciles();
+    let mut crashed = daemon.take().expect("the daemon");
+    crashed.crash();
+    // Dropped before the next one starts: it removes the socket path they share.
+    drop(crashed);
+    daemon = Some(start_daemon());
+    let reconciled = wait_until(Duration::from_secs(10), || reconciles() > before);
+    assert!(reconciled, "no reconcile after the restart:\n{}", world.daemon_output());
+    let status_args = ["--config", world.config.to_str().unwrap(), "status", "--json"];
+    let settled = wait_until(DNS_WAIT, || {
+        let out = cli::run(&world.lan.host, &world.dir, &status_args);
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        status["Daemon"]["Dns"]["Pending"] == 0
+    });
+    assert!(settled, "DNS updates still pending:\n{}", world.daemon_output());
+    world.expect_registered("web-1", web);
     world.expect_registered("svc-api", api);
 
     // Stopped: Docker deletes the endpoint, and the name goes; started again, it is back.
@@ -309,4 +328,7 @@ fn docker_networks_register_containers_by_name_static_while_running_dhcp_while_l
     docker(&["rm", "-f", "cache"]);
     world.expect_gone("cache", leased);
     docker(&["network", "rm", "dhcpnet"]);
+    // The lab first: its dockerd still talks to the plugin while it stops.
+    drop(lab);
+    drop(daemon);
 }
