@@ -59,10 +59,14 @@ impl DnsLan {
     /// The daemon of the test's state directory with the config, as a node runs it as a
     /// service; its output goes to `daemon.out` in the test's directory.
     fn start_daemon(&self) -> Daemon {
+        self.start_daemon_with(&self.config)
+    }
+
+    fn start_daemon_with(&self, config: &std::path::Path) -> Daemon {
         let guard = DaemonGuard::new(&self.dir);
         let out = std::fs::File::create(self.dir.join("daemon.out")).expect("daemon.out");
         let err = out.try_clone().expect("daemon.out");
-        let config = self.config.to_str().expect("utf-8 path");
+        let config = config.to_str().expect("utf-8 path");
         let child = cli::command(&self.lan.host, &self.dir, &["--config", config, "daemon"])
             .stdout(out)
             .stderr(Stdio::from(err))
@@ -172,6 +176,15 @@ fn a_static_cni_add_registers_the_pod_or_container_name_with_the_daemon_and_del_
     assert_eq!(run.stderr.trim(), "", "{run}");
     assert!(DaemonGuard::new(&world.dir).pid().is_none(), "a static ADD started a daemon");
     Call { command: "DEL", ..early_add }.run(&world.lan.host, &world.dir, &conf(9)).silent();
+    // A daemon runs without [dns_update] (a node without names): the ADD says nothing either.
+    let plain_config = world.dir.join("plain.toml");
+    std::fs::write(&plain_config, "").expect("write the config");
+    let plain_daemon = world.start_daemon_with(&plain_config);
+    let run = early_add.run(&world.lan.host, &world.dir, &conf(9));
+    run.result();
+    assert_eq!(run.stderr.trim(), "", "{run}");
+    Call { command: "DEL", ..early_add }.run(&world.lan.host, &world.dir, &conf(9)).silent();
+    drop(plain_daemon);
 
     let _daemon = world.start_daemon();
     // A pod: its name, made a valid label (lower case, `_` to `-`).
