@@ -18,6 +18,9 @@ use crate::state::{DhcpSettings, GuestRef, Record};
 
 /// How long STATUS waits for the lease daemon to answer (starting it when none runs).
 const STATUS_DAEMON_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long ADD waits for the daemon to take a static attachment's DNS name (it answers once
+/// the update is queued, never after it is sent).
+const DNS_HAND_OVER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// LANYARD_STATE_DIR from the runtime's environment, else the conf's `stateDir`, else the CLI's
 /// default: the CLI, the daemon and the plugin see one state.
@@ -139,6 +142,10 @@ pub fn add(invocation: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<Valu
         // Static addresses are announced (gratuitous ARP, unsolicited NA) as the CLI does, from
         // a detached helper, so neighbours with a stale entry for the address learn the MAC.
         crate::cli::spawn_announcer(host.state.path(), &attached);
+        if let Some(warning) = offer_dns_name(&host, &attached.record) {
+            // Never an ADD failure: the runtime logs a plugin's stderr.
+            eprintln!("lanyard: warning: {warning}");
+        }
     }
     let lease = match attached.record.dhcp {
         Some(_) => crate::daemon::store::load(host.state.path(), &attached.record.file_name())
@@ -156,6 +163,27 @@ pub fn add(invocation: &Invocation, conf: &NetConf, stdin: &[u8]) -> Result<Valu
         })),
         conf.prev_result.as_ref(),
     ))
+}
+
+/// A static attachment's name goes to the running daemon, which registers it when its config
+/// has `[dns_update]` (a lease registers itself when bound). The plugin reads no config file, so
+/// the daemon's config decides: no daemon running, or one without `[dns_update]`, registers
+/// nothing, and no daemon is started for it (a node that wants names runs the daemon as a
+/// service). DEL's detach takes the name back. Returns what went wrong, never fails the ADD.
+fn offer_dns_name(host: &Host, record: &Record) -> Option<String> {
+    use crate::daemon::control::{try_request, Request};
+    if record.dns.off || record.addresses.is_empty() {
+        return None;
+    }
+    let request = Request::DnsRegister { record: record.file_name() };
+    match try_request(host.state.path(), &request, DNS_HAND_OVER_TIMEOUT) {
+        Ok(None) => None,
+        Ok(Some(answer)) if answer.ok => None,
+        // The daemon's config has no [dns_update]: names are not wanted here.
+        Ok(Some(answer)) if answer.kind == Some(crate::error::ErrorKind::Unsupported) => None,
+        Ok(Some(answer)) => Some(format!("not registered in DNS: {}", answer.into_error())),
+        Err(e) => Some(format!("not registered in DNS: {e}")),
+    }
 }
 
 /// A failed ADD after the chained IPAM plugin's ADD: its allocation is released (its DEL), or

@@ -286,6 +286,9 @@ impl super::Daemon {
     pub(super) fn dns_lease_bound(&self, key: &str) {
         let (Some(dns), Some(slot)) = (&self.dns, self.slots.get(key)) else { return };
         let Some(lease) = &slot.stored.lease else { return };
+        if awaits_its_container_name(&slot.record) {
+            return;
+        }
         let mut addresses = vec![IpAddr::V4(lease.address)];
         addresses.extend(slot.record.addresses.iter().map(|a| a.address.addr()));
         dns.register(key, &slot.record, &self.config, addresses);
@@ -466,7 +469,13 @@ impl super::Daemon {
             Error::not_found(format!("no record {record_file} in {}", self.state_dir.display()))
         })?;
         if record.dhcp.is_some() {
-            // Its lease registers it when bound.
+            // Its lease registers it when bound. A name given since (the Docker watcher names a
+            // Docker DHCP endpoint's record once its container runs) applies now and at every
+            // renewal.
+            if let Some(slot) = self.slots.get_mut(record_file) {
+                slot.record.dns = record.dns.clone();
+            }
+            self.dns_lease_bound(record_file);
             return Ok(serde_json::Value::Null);
         }
         let addresses = record.addresses.iter().map(|a| a.address.addr()).collect();
@@ -522,6 +531,13 @@ pub fn take_back(host: &Host, record: &Record) {
     }
     let request = super::control::Request::DnsUnregister { record: record.file_name() };
     let _ = super::control::try_request(host.state.path(), &request, Duration::from_secs(2));
+}
+
+/// A Docker DHCP network's lease is taken before Docker says whose it is (its record is named
+/// by the network and MAC): its name waits until the daemon's Docker watcher names the record
+/// after the container's start.
+fn awaits_its_container_name(record: &Record) -> bool {
+    matches!(record.guest, GuestRef::DockerEndpoint { .. }) && record.dns.name.is_none()
 }
 
 /// `{container}` and `{container_id}` of a guest: the container's name and id, a namespace's

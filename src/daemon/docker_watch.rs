@@ -108,6 +108,8 @@ pub struct InterfaceStatus {
 }
 
 const MAX_ERRORS: usize = 20;
+/// How long the daemon's loop may take to queue a DNS registration (it answers at once).
+const DNS_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_LATENCIES: usize = 1024;
 /// Reconnect backoff: the first retry is quick (dockerd restarting), then it slows down.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -516,6 +518,7 @@ impl Wirer {
             return Some(false);
         }
         self.note_dhcp_macs(id, &details);
+        self.name_plugin_endpoints(id, &details);
         let name = details.info.name.clone();
         let recorded = match recorded {
             Some(records) => Ok(records),
@@ -672,6 +675,37 @@ impl Wirer {
         }
     }
 
+    /// With `[dns_update]`: a running container's endpoints on lanyard's Docker networks are
+    /// registered under its name (the template, or its `lanyard.dns` label, with `{container}`
+    /// and `{container_id}` filled in), which only this inspection knows. A static endpoint's
+    /// name goes at its DeleteEndpoint (the container's stop); a DHCP network's lease carries
+    /// the name from now on, and it goes with the lease (README, "Docker network plugin").
+    fn name_plugin_endpoints(&mut self, id: &str, details: &ContainerDetails) {
+        let Some(settings) = &self.config.dns_update else { return };
+        if self.config.docker_plugin.is_none() || details.network_macs.is_empty() {
+            return;
+        }
+        let template = details
+            .labels
+            .get(crate::declare::DNS_LABEL)
+            .unwrap_or(&settings.name)
+            .replace("{container}", &details.info.name)
+            .replace("{container_id}", short(id));
+        for (network, mac) in &details.network_macs {
+            let Ok(mac) = mac.parse() else { continue };
+            let named = crate::plugin::network::name_endpoint(&self.host, network, mac, &template)
+                .and_then(|named| match named {
+                    Some(record) => register_name(&self.host, &record),
+                    None => Ok(()),
+                });
+            if let Err(e) = named {
+                let line = format!("container {}: its name in DNS: {e}", details.info.name);
+                log(format_args!("{line}"));
+                self.error(line);
+            }
+        }
+    }
+
     /// Container `id` is gone for good: the leases of its MACs on lanyard DHCP networks that no
     /// other container has are released.
     fn release_dhcp_leases(&mut self, id: &str) {
@@ -698,6 +732,17 @@ impl Wirer {
                 self.error(format!("{}: detach ({why}) failed: {e}", record.file_name()));
             }
         }
+    }
+}
+
+/// Ask the daemon (this process's own loop) to register `record`'s name: a static endpoint's
+/// addresses at once, a DHCP lease's with its address now and at every renewal.
+fn register_name(host: &Host, record: &Record) -> Result<()> {
+    use super::control::{try_request, Request};
+    let request = Request::DnsRegister { record: record.file_name() };
+    match try_request(host.state.path(), &request, DNS_REQUEST_TIMEOUT)? {
+        Some(answer) if !answer.ok => Err(answer.into_error()),
+        _ => Ok(()),
     }
 }
 

@@ -611,6 +611,35 @@ pub(super) fn take_lease(
     }
 }
 
+/// Name the record of a container's endpoint in DNS (`[dns_update]`): Docker names no
+/// container to the network driver, so the daemon's Docker watcher, which inspects each started
+/// container, writes `template` (the container's names already filled in) into the record of
+/// its endpoint on `network_id` with `mac` (a static network's endpoint, or a DHCP network's
+/// lease record, which the lease then registers under). Returns the record, for the caller to
+/// hand to the daemon's DNS updates (again after a daemon restart, whose DNS reconcile cannot
+/// tell a Docker endpoint alive); `None` when no such endpoint is lanyard's.
+pub fn name_endpoint(
+    host: &crate::host::Host,
+    network_id: &str,
+    mac: MacAddr,
+    template: &str,
+) -> Result<Option<Record>> {
+    let _lock = host.state.lock()?;
+    let store = super::store::Store::load(host.state.path())?;
+    // A DHCP network's endpoint names the record of its network and MAC, the lease's.
+    let Some(endpoint) = store.endpoints.values().find(|e| e.network == network_id && e.mac == mac)
+    else {
+        return Ok(None);
+    };
+    let record_file = &endpoint.record;
+    let Some(mut record) = host.state.load(record_file)? else { return Ok(None) };
+    if record.dns.name.as_deref() != Some(template) {
+        record.dns.name = Some(template.to_string());
+        host.state.save(&record)?;
+    }
+    Ok(Some(record))
+}
+
 /// A DHCP link's links in the host namespace, removed (the host end takes a veth's guest end
 /// along); a line per one left behind.
 pub(super) fn remove_links(netlink: &mut Netlink, record: &Record) -> Vec<String> {
@@ -744,7 +773,16 @@ fn remove_endpoint_parts(
         Some(record) => Ok(Some(record.clone())),
         None => host.state.load(&endpoint.record),
     };
-    match record.and_then(|r| r.map_or(Ok(()), |r| host.state.remove(&r))) {
+    let removed = record.and_then(|r| match r {
+        Some(r) => {
+            // Its name in DNS (`[dns_update]`) goes with it: the daemon, which serves this
+            // request, queues the removal.
+            crate::daemon::dns::take_back(host, &r);
+            host.state.remove(&r)
+        }
+        None => Ok(()),
+    });
+    match removed {
         Ok(()) => {}
         Err(e) => leftovers.push(format!(
             "record {}: {e} (delete it from {})",
