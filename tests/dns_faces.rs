@@ -286,8 +286,8 @@ fn docker_networks_register_containers_by_name_static_while_running_dhcp_while_l
     lab.run("api", &["--net", "lan", "--ip", &api.to_string(), "--label", label]);
     world.expect_registered("svc-api", api);
 
-    // The daemon SIGKILLed and started again: its DNS reconcile cannot tell a Docker endpoint
-    // alive and removes the names; the Docker watcher's reconcile registers them again.
+    // The daemon SIGKILLed and started again: the names stay (an endpoint's record is alive as
+    // long as it exists), and the Docker watcher's reconcile confirms them.
     let reconciles = || world.daemon_output().matches("reconcile: ").count();
     let before = reconciles();
     let mut crashed = daemon.take().expect("the daemon");
@@ -306,6 +306,11 @@ fn docker_networks_register_containers_by_name_static_while_running_dhcp_while_l
     assert!(settled, "DNS updates still pending:\n{}", world.daemon_output());
     world.expect_registered("web-1", web);
     world.expect_registered("svc-api", api);
+    let log = world.daemon_output();
+    assert!(
+        !log.contains("removing web-1."),
+        "a restart removed a running container's name:\n{log}"
+    );
 
     // Stopped: Docker deletes the endpoint, and the name goes; started again, it is back.
     docker(&["stop", "-t", "1", "Web_1"]);

@@ -700,8 +700,12 @@ impl Worker {
     fn reconcile(&mut self) {
         for (key, kept) in &self.kept {
             let record = self.host.state.load(key).ok().flatten();
+            // A Docker plugin endpoint's record lives exactly as long as the endpoint (its
+            // DeleteEndpoint, or the lease's end, removes it): its link moves between Docker's
+            // namespaces, so no namespace of its own tells whether it is alive.
             let alive = record.as_ref().is_some_and(|record| {
-                crate::detach::live_guest_netns(&self.host, record).is_some()
+                matches!(record.guest, crate::state::GuestRef::DockerEndpoint { .. })
+                    || crate::detach::live_guest_netns(&self.host, record).is_some()
             });
             if !alive {
                 log(format_args!("{key}: its attachment is gone: removing {} from DNS", kept.fqdn));
