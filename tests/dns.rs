@@ -613,3 +613,64 @@ fn a_lease_that_comes_back_with_another_address_moves_its_name_along() {
     let ptr = wait_until(Duration::from_secs(2), || world.ptr(new) == [format!("moved.{ZONE}.")]);
     assert!(ptr, "PTR of {new}: {:?}", world.ptr(new));
 }
+
+/// The `ip6.arpa` name of `address` (nibbles, lowest first).
+fn ptr_name6(address: std::net::Ipv6Addr) -> String {
+    let hex: String = address.octets().iter().map(|b| format!("{b:02x}")).collect();
+    let nibbles: Vec<String> = hex.chars().rev().map(String::from).collect();
+    format!("{}.ip6.arpa", nibbles.join("."))
+}
+
+#[test]
+fn a_slaac_address_is_registered_with_the_lease_and_goes_when_the_address_goes() {
+    // 2001:db8:87::/64 from radvd; the reverse zone is its /48.
+    let zones =
+        vec![BindZone::updatable(ZONE), BindZone::updatable("7.8.0.0.8.b.d.0.1.0.0.2.ip6.arpa")];
+    let world = World::with_zones(87, "dns-slaac", zones);
+    let radvd = support::dhcp::Radvd::start(&world.lan.host, "br0", world.lan.subnet6);
+    let _neighbour = world.neighbour();
+    let (_kea, _) = kea_for(&world, KeaConfig::timed(87, 60, 30, 45), false);
+    let config = world.config(&world.key.path);
+    let _daemon = DaemonGuard::new(&world.dir);
+    let guest = world.lan.guest("kslaac");
+    let token = cli::token(&guest);
+    cli::ok(
+        world.lanyard(&config, &["attach", "br0", &token, "dhcp", "--slaac", "--dns-name", "v6"]),
+    );
+    let ip = guest.ipv4_on("eth1").expect("leased");
+    let mut slaac = None;
+    let autoconfigured = wait_until(Duration::from_secs(10), || {
+        slaac = guest.addresses().iter().find_map(|line| {
+            let address = line.strip_prefix("eth1 2001:db8:87:")?.strip_suffix("/64")?;
+            format!("2001:db8:87:{address}").parse::<std::net::Ipv6Addr>().ok()
+        });
+        slaac.is_some()
+    });
+    assert!(autoconfigured, "no SLAAC address: {:?}\n{}", guest.addresses(), radvd.log_text());
+    let slaac = slaac.expect("found");
+    let aaaa = || world.bind.query_udp(&world.lan.host, &format!("v6.{ZONE}"), RecordType::AAAA);
+    let ptr6 = || world.bind.query_udp(&world.lan.host, &ptr_name6(slaac), RecordType::PTR);
+    let registered = wait_until(Duration::from_secs(3), || {
+        aaaa() == [slaac.to_string()]
+            && ptr6() == [format!("v6.{ZONE}.")]
+            && world.a("v6") == [ip.to_string()]
+            && world.ptr(ip) == [format!("v6.{ZONE}.")]
+    });
+    assert!(
+        registered,
+        "v6.{ZONE}: A {:?} AAAA {:?} PTR6 {:?}; status {}",
+        world.a("v6"),
+        aaaa(),
+        ptr6(),
+        world.status(&config)
+    );
+    // No more advertisements, and the address goes (as at the end of its valid lifetime): the
+    // AAAA and its PTR go, the A stays with the lease.
+    radvd.stop();
+    guest.ip(&["-6", "addr", "del", &format!("{slaac}/64"), "dev", "eth1"]);
+    let gone = wait_until(Duration::from_secs(3), || aaaa().is_empty() && ptr6().is_empty());
+    assert!(gone, "the AAAA outlived its address: {:?} PTR {:?}", aaaa(), ptr6());
+    assert_eq!(world.a("v6"), [ip.to_string()], "the A stays with the lease");
+    cli::ok(world.lanyard(&config, &["detach", &token]));
+    assert!(wait_until(Duration::from_secs(3), || world.a("v6").is_empty()), "A after detach");
+}
