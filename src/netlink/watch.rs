@@ -252,14 +252,14 @@ impl LinkWatch {
             let mut overflowed = false;
             if links {
                 let dump = RouteNetlinkMessage::GetLink(LinkMessage::default());
-                overflowed |= self.dump(buffer, changes, dump)?;
+                overflowed |= self.dump(buffer, changes, dump, "the links")?;
             }
             if self.ipv6_addresses {
                 changes.ipv6_reread_from = Some(changes.ipv6_addresses.len());
                 let mut message = AddressMessage::default();
                 message.header.family = AddressFamily::Inet6;
-                overflowed |=
-                    self.dump(buffer, changes, RouteNetlinkMessage::GetAddress(message))?;
+                let dump = RouteNetlinkMessage::GetAddress(message);
+                overflowed |= self.dump(buffer, changes, dump, "the IPv6 addresses")?;
             }
             if !overflowed {
                 return Ok(());
@@ -268,8 +268,8 @@ impl LinkWatch {
         Err(Error::new(
             ErrorKind::Kernel,
             format!(
-                "re-read the links after lost notifications: notifications overflowed again \
-                 {RESYNC_ATTEMPTS} times; links change faster than they can be read"
+                "re-read the links and addresses: notifications overflowed again \
+                 {RESYNC_ATTEMPTS} times; they change faster than they can be read"
             ),
         ))
     }
@@ -281,13 +281,14 @@ impl LinkWatch {
         buffer: &mut [u8],
         changes: &mut LinkChanges,
         request: RouteNetlinkMessage,
+        what: &str,
     ) -> Result<bool> {
         self.sequence = self.sequence.wrapping_add(1);
         let sequence = self.sequence;
         let request = encode(request, NLM_F_DUMP, sequence);
         self.socket
             .send_to(&request, &SocketAddr::new(0, 0), 0)
-            .with_context(ErrorKind::Kernel, || "re-read the links after lost notifications")?;
+            .with_context(ErrorKind::Kernel, || format!("re-read {what}"))?;
         let mut overflowed = false;
         let deadline = Instant::now() + ANSWER_TIMEOUT;
         loop {
@@ -301,8 +302,7 @@ impl LinkWatch {
                         return Err(Error::new(
                             ErrorKind::Timeout,
                             format!(
-                                "re-read the links after lost notifications: the kernel did \
-                                     not answer within {} s",
+                                "re-read {what}: the kernel did not answer within {} s",
                                 ANSWER_TIMEOUT.as_secs()
                             ),
                         ));
@@ -375,7 +375,7 @@ impl LinkWatch {
                     Some(code) => {
                         return Err(Error::with_source(
                             ErrorKind::Kernel,
-                            "re-read the links after lost notifications",
+                            "re-read the links or addresses",
                             io::Error::from_raw_os_error(-code.get()),
                         ))
                     }
@@ -403,5 +403,44 @@ impl LinkWatch {
 impl std::os::fd::AsFd for LinkWatch {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.socket.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(scope: AddressScope, flags: AddressFlags) -> AddressMessage {
+        let mut message = AddressMessage::default();
+        message.header.family = AddressFamily::Inet6;
+        message.header.index = 3;
+        message.header.scope = scope;
+        message.attributes.push(AddressAttribute::Address("2001:db8::1".parse().unwrap()));
+        message.attributes.push(AddressAttribute::Flags(flags));
+        message
+    }
+
+    fn autoconfigured(scope: AddressScope, flags: AddressFlags, removed: bool) -> bool {
+        let seen = Ipv6AddressSeen::from_message(&message(scope, flags), removed).unwrap();
+        assert_eq!((seen.index, seen.address), (3, "2001:db8::1".parse().unwrap()));
+        seen.autoconfigured
+    }
+
+    #[test]
+    fn only_global_slaac_addresses_through_dad_count() {
+        let universe = AddressScope::Universe;
+        assert!(autoconfigured(universe, AddressFlags::empty(), false));
+        // Deprecated (preferred lifetime over) is still valid: it stays registered.
+        assert!(autoconfigured(universe, AddressFlags::Deprecated, false));
+        assert!(!autoconfigured(universe, AddressFlags::empty(), true), "removed");
+        assert!(!autoconfigured(universe, AddressFlags::Permanent, false), "added by hand");
+        assert!(!autoconfigured(universe, AddressFlags::Secondary, false), "temporary");
+        assert!(!autoconfigured(universe, AddressFlags::Tentative, false), "in DAD");
+        assert!(!autoconfigured(universe, AddressFlags::Dadfailed, false), "duplicate");
+        assert!(!autoconfigured(AddressScope::Link, AddressFlags::empty(), false), "link-local");
+        // IPv4 is not followed.
+        let mut v4 = message(universe, AddressFlags::empty());
+        v4.header.family = AddressFamily::Inet;
+        assert!(Ipv6AddressSeen::from_message(&v4, false).is_none());
     }
 }
