@@ -335,9 +335,9 @@ fn open_in(host: &Host, record: &Record, netns: Netns, pid: Option<u32>) -> Resu
     let (ifindex, socket, link_watch, link_known, slaac) = netns.run(|| {
         let (link_watch, addresses) = if slaac {
             let mut watch = crate::netlink::LinkWatch::open_here_with_ipv6_addresses()?;
-            // Before the link is read: this drops the link notifications queued so far. Not
-            // read, the addresses there now reach DNS at their next change (a renewed
-            // lifetime counts): the lease itself must not fail for that.
+            // Before the link is read: this drops the link notifications queued so far. If it
+            // fails, the addresses there now reach DNS only once a notification reports them:
+            // the lease itself must not fail for that.
             let addresses = watch.reread_ipv6_addresses().unwrap_or_else(|e| {
                 super::log(format_args!("{}: {e}", record.file_name()));
                 Vec::new()
