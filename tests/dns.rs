@@ -13,7 +13,7 @@ use hickory_proto::rr::RecordType;
 use support::bind::{Bind, BindZone, KeaDdns, TsigKeyFile};
 use support::cli;
 use support::daemon::DaemonGuard;
-use support::dhcp::{Kea, KeaConfig};
+use support::dhcp::{Kea, KeaConfig, Radvd};
 use support::lab::{self, wait_until, Lan, Server, TestDir};
 
 const ZONE: &str = "app.lan";
@@ -612,4 +612,93 @@ fn a_lease_that_comes_back_with_another_address_moves_its_name_along() {
     assert!(wait_until(Duration::from_secs(2), || world.ptr(old).is_empty()), "old PTR stays");
     let ptr = wait_until(Duration::from_secs(2), || world.ptr(new) == [format!("moved.{ZONE}.")]);
     assert!(ptr, "PTR of {new}: {:?}", world.ptr(new));
+}
+
+/// The `ip6.arpa` name of `address` (nibbles, lowest first).
+fn ptr_name6(address: std::net::Ipv6Addr) -> String {
+    let hex: String = address.octets().iter().map(|b| format!("{b:02x}")).collect();
+    let nibbles: Vec<String> = hex.chars().rev().map(String::from).collect();
+    format!("{}.ip6.arpa", nibbles.join("."))
+}
+
+/// The guest's global addresses on eth1 in 2001:db8:87::/48 (from radvd).
+fn slaac_on(guest: &support::lab::Netns) -> Vec<std::net::Ipv6Addr> {
+    let lines = guest.addresses();
+    let found = lines.iter().filter_map(|line| {
+        let address = line.strip_prefix("eth1 2001:db8:87:")?.strip_suffix("/64")?;
+        format!("2001:db8:87:{address}").parse().ok()
+    });
+    found.collect()
+}
+
+#[test]
+fn a_slaac_address_is_registered_with_the_lease_and_replaced_or_removed_as_prefixes_go() {
+    // Prefixes 2001:db8:87::/64, then 2001:db8:87:1::/64; the reverse zone is their /48. Valid
+    // for 8 s: an address lives at most that long after the last advertisement of its prefix.
+    let zones =
+        vec![BindZone::updatable(ZONE), BindZone::updatable("7.8.0.0.8.b.d.0.1.0.0.2.ip6.arpa")];
+    let world = World::with_zones(87, "dns-slaac", zones);
+    let short = Some((8, 4));
+    let radvd = Radvd::start_with_lifetimes(&world.lan.host, "br0", "2001:db8:87::/64", short);
+    let _neighbour = world.neighbour();
+    let (_kea, _) = kea_for(&world, KeaConfig::timed(87, 60, 30, 45), false);
+    let config = world.config(&world.key.path);
+    let _daemon = DaemonGuard::new(&world.dir);
+    let guest = world.lan.guest("kslaac");
+    let token = cli::token(&guest);
+    let attach = ["attach", "br0", &token, "dhcp", "--slaac", "--dns-name", "v6"];
+    cli::ok(world.lanyard(&config, &attach));
+    let ip = guest.ipv4_on("eth1").expect("leased");
+    let autoconfigured = wait_until(Duration::from_secs(10), || slaac_on(&guest).len() == 1);
+    assert!(autoconfigured, "no SLAAC address: {:?}\n{}", guest.addresses(), radvd.log_text());
+    let first = slaac_on(&guest)[0];
+    let aaaa = || world.bind.query_udp(&world.lan.host, &format!("v6.{ZONE}"), RecordType::AAAA);
+    let ptr6 =
+        |address| world.bind.query_udp(&world.lan.host, &ptr_name6(address), RecordType::PTR);
+    let name = format!("v6.{ZONE}.");
+    let registered = wait_until(Duration::from_secs(3), || {
+        aaaa() == [first.to_string()]
+            && ptr6(first) == [name.clone()]
+            && world.a("v6") == [ip.to_string()]
+            && world.ptr(ip) == [name.clone()]
+    });
+    assert!(
+        registered,
+        "v6.{ZONE}: A {:?} AAAA {:?} PTR6 {:?}; status {}",
+        world.a("v6"),
+        aaaa(),
+        ptr6(first),
+        world.status(&config)
+    );
+    // The prefix changes: the new address is registered, the old one's AAAA and PTR go when it
+    // expires.
+    radvd.stop();
+    let radvd = Radvd::start_with_lifetimes(&world.lan.host, "br0", "2001:db8:87:1::/64", short);
+    let changed = Instant::now();
+    let mut second = None;
+    let replaced = wait_until(Duration::from_secs(20), || {
+        second = slaac_on(&guest).into_iter().find(|address| address.segments()[3] == 1);
+        second.is_some_and(|second| aaaa() == [second.to_string()] && ptr6(first).is_empty())
+    });
+    assert!(
+        replaced,
+        "AAAA {:?} with addresses {:?}; old PTR {:?}\n{}",
+        aaaa(),
+        slaac_on(&guest),
+        ptr6(first),
+        radvd.log_text()
+    );
+    println!("AAAA replaced {:?} after the prefix changed", changed.elapsed());
+    let second = second.expect("found");
+    assert_eq!(ptr6(second), [name]);
+    // No more advertisements: the address expires and its AAAA and PTR go; the A stays.
+    radvd.stop();
+    let stopped = Instant::now();
+    let gone = wait_until(Duration::from_secs(12), || aaaa().is_empty() && ptr6(second).is_empty());
+    assert!(gone, "AAAA {:?} PTR {:?}; addresses {:?}", aaaa(), ptr6(second), slaac_on(&guest));
+    println!("AAAA removed {:?} after radvd stopped", stopped.elapsed());
+    assert!(slaac_on(&guest).is_empty(), "the address expired");
+    assert_eq!(world.a("v6"), [ip.to_string()], "the A stays with the lease");
+    cli::ok(world.lanyard(&config, &["detach", &token]));
+    assert!(wait_until(Duration::from_secs(3), || world.a("v6").is_empty()), "A after detach");
 }

@@ -281,8 +281,9 @@ impl super::Daemon {
         self.dns.is_some() && !record.dns.off
     }
 
-    /// The lease of slot `key` is bound (or renewed): its name carries the lease's address and
-    /// the attachment's static ones (IPv6 beside DHCPv4).
+    /// The lease of slot `key` is bound (or renewed), or its SLAAC addresses changed: its name
+    /// carries the lease's address, the attachment's static ones (IPv6 beside DHCPv4) and, with
+    /// `--slaac`, the addresses the link made from router advertisements.
     pub(super) fn dns_lease_bound(&self, key: &str) {
         let (Some(dns), Some(slot)) = (&self.dns, self.slots.get(key)) else { return };
         let Some(lease) = &slot.stored.lease else { return };
@@ -291,6 +292,8 @@ impl super::Daemon {
         }
         let mut addresses = vec![IpAddr::V4(lease.address)];
         addresses.extend(slot.record.addresses.iter().map(|a| a.address.addr()));
+        let slaac = slot.live.iter().flat_map(|live| live.slaac.iter());
+        addresses.extend(slaac.map(|address| IpAddr::V6(*address)));
         dns.register(key, &slot.record, &self.config, addresses);
     }
 

@@ -4,12 +4,13 @@
 //! Nothing here waits: guests are reached and addresses probed by [`super::reach`], lease files
 //! written by [`store::Writer`]; their results come back as events.
 
-use std::net::Ipv4Addr;
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::dhcp::{Action, Client, ClientConfig, Destination, Event};
 use crate::error::{Error, ErrorKind, Result};
-use crate::netlink::LinkChanges;
+use crate::netlink::{Ipv6AddressSeen, LinkChanges};
 use crate::netns::Netns;
 use crate::state::{GuestRef, Record};
 
@@ -113,6 +114,35 @@ pub(super) fn link_transitions(
         transitions.extend([false, true]);
     }
     transitions
+}
+
+/// Bring `known`, the SLAAC addresses of link `ifindex`, up to date with the IPv6 address
+/// states `seen` (oldest first); from `reread_from` on, `seen` is a fresh read of every address
+/// (what it does not show is gone). True when `known` changed.
+pub(super) fn slaac_changes(
+    known: &mut BTreeSet<Ipv6Addr>,
+    ifindex: u32,
+    seen: &[Ipv6AddressSeen],
+    reread_from: Option<usize>,
+) -> bool {
+    let before = known.clone();
+    for (position, seen) in seen.iter().enumerate() {
+        if reread_from == Some(position) {
+            known.clear();
+        }
+        if seen.index != ifindex {
+            continue;
+        }
+        if seen.autoconfigured {
+            known.insert(seen.address);
+        } else {
+            known.remove(&seen.address);
+        }
+    }
+    if reread_from.is_some_and(|from| from >= seen.len()) {
+        known.clear();
+    }
+    *known != before
 }
 
 impl Daemon {
@@ -381,6 +411,18 @@ impl Daemon {
         live.carrier_downs = link.carrier_down_count;
         if changes.overflowed {
             log(format_args!("{key}: link notifications were lost; re-read the link"));
+        }
+        let slaac = slaac_changes(
+            &mut live.slaac,
+            live.ifindex,
+            &changes.ipv6_addresses,
+            changes.ipv6_reread_from,
+        );
+        if slaac {
+            let addresses: Vec<String> = live.slaac.iter().map(|a| a.to_string()).collect();
+            log(format_args!("{key}: SLAAC addresses now [{}]", addresses.join(" ")));
+            // The name carries them with the lease's address (nothing while no lease is held).
+            self.dns_lease_bound(key);
         }
         for up in transitions {
             log(format_args!("{key}: link {}", if up { "up" } else { "down" }));
@@ -737,7 +779,7 @@ mod link_tests {
     }
 
     fn changes(seen: &[LinkSeen], overflowed: bool) -> LinkChanges {
-        LinkChanges { seen: seen.to_vec(), overflowed }
+        LinkChanges { seen: seen.to_vec(), overflowed, ..LinkChanges::default() }
     }
 
     fn up_with(downs: u32) -> LinkKnown {
@@ -792,6 +834,45 @@ mod link_tests {
         let mut known = up_with(0);
         assert_eq!(link_transitions(&mut known, IF, &changes(&[seen(false, 1)], true)), [false]);
         assert!(link_transitions(&mut known, IF, &changes(&[seen(false, 1)], true)).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod slaac_tests {
+    use super::*;
+
+    const IF: u32 = 7;
+
+    fn seen(address: &str, autoconfigured: bool) -> Ipv6AddressSeen {
+        Ipv6AddressSeen { index: IF, address: address.parse().unwrap(), autoconfigured }
+    }
+
+    #[test]
+    fn addresses_come_and_go_in_order_and_other_links_do_not_count() {
+        let mut known = BTreeSet::new();
+        let other = Ipv6AddressSeen { index: IF + 1, ..seen("2001:db8::9", true) };
+        assert!(!slaac_changes(&mut known, IF, &[other], None));
+        // Tentative first, then through DAD: one address.
+        let appear = [seen("2001:db8::1", false), seen("2001:db8::1", true)];
+        assert!(slaac_changes(&mut known, IF, &appear, None));
+        assert_eq!(known, BTreeSet::from(["2001:db8::1".parse().unwrap()]));
+        // A renewed lifetime changes nothing; a new prefix adds one; the old one goes.
+        assert!(!slaac_changes(&mut known, IF, &[seen("2001:db8::1", true)], None));
+        let moved = [seen("2001:db8:1::1", true), seen("2001:db8::1", false)];
+        assert!(slaac_changes(&mut known, IF, &moved, None));
+        assert_eq!(known, BTreeSet::from(["2001:db8:1::1".parse().unwrap()]));
+    }
+
+    #[test]
+    fn a_reread_after_lost_notifications_forgets_what_it_does_not_show() {
+        let mut known = BTreeSet::from(["2001:db8::1".parse().unwrap()]);
+        // Read before the loss: one added; the re-read shows only that one.
+        let seen_now = [seen("2001:db8::2", true), seen("2001:db8::2", true)];
+        assert!(slaac_changes(&mut known, IF, &seen_now, Some(1)));
+        assert_eq!(known, BTreeSet::from(["2001:db8::2".parse().unwrap()]));
+        // A re-read that shows none.
+        assert!(slaac_changes(&mut known, IF, &[], Some(0)));
+        assert!(known.is_empty());
     }
 }
 

@@ -62,6 +62,9 @@ struct Live {
     /// The link's carrier-loss counter when last seen: a flap the kernel reported as one
     /// notification shows as a change here.
     carrier_downs: Option<u32>,
+    /// With `--slaac`: the link's global IPv6 addresses made from router advertisements (the
+    /// watch follows IPv6 addresses too), registered in DNS with the lease's address.
+    slaac: std::collections::BTreeSet<std::net::Ipv6Addr>,
 }
 
 struct Waiter {

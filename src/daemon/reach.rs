@@ -24,7 +24,7 @@ use crate::netns::Netns;
 use crate::state::{GuestRef, Record};
 
 use super::guest_config::ResolvWrite;
-use super::lease::LinkKnown;
+use super::lease::{slaac_changes, LinkKnown};
 use super::socket::LeaseSocket;
 use super::Live;
 
@@ -331,8 +331,21 @@ fn open_in(host: &Host, record: &Record, netns: Netns, pid: Option<u32>) -> Resu
         _ => None,
     };
     let ifname = record.guest_ifname.clone();
-    let (ifindex, socket, link_watch, link_known) = netns.run(|| {
-        let link_watch = crate::netlink::LinkWatch::open_here()?;
+    let slaac = record.dhcp.as_ref().is_some_and(|dhcp| dhcp.slaac);
+    let (ifindex, socket, link_watch, link_known, slaac) = netns.run(|| {
+        let (link_watch, addresses) = if slaac {
+            let mut watch = crate::netlink::LinkWatch::open_here_with_ipv6_addresses()?;
+            // Before the link is read: this drops the link notifications queued so far. If it
+            // fails, the addresses there now reach DNS only once a notification reports them:
+            // the lease itself must not fail for that.
+            let addresses = watch.reread_ipv6_addresses().unwrap_or_else(|e| {
+                super::log(format_args!("{}: {e}", record.file_name()));
+                Vec::new()
+            });
+            (watch, addresses)
+        } else {
+            (crate::netlink::LinkWatch::open_here()?, Vec::new())
+        };
         let mut netlink = Netlink::open_here("the guest")?;
         let link = match record.guest {
             // Docker renames the link when it moves it into the container: found by its MAC.
@@ -345,7 +358,9 @@ fn open_in(host: &Host, record: &Record, netns: Netns, pid: Option<u32>) -> Resu
         // By the name it has here (a Docker endpoint's is not the recorded one).
         let socket = LeaseSocket::open_here(link.index, &link.name)?;
         let link_known = LinkKnown::new(link.up && link.lower_up, link.carrier_down_count);
-        Ok((link.index, socket, link_watch, link_known))
+        let mut autoconfigured = std::collections::BTreeSet::new();
+        slaac_changes(&mut autoconfigured, link.index, &addresses, None);
+        Ok((link.index, socket, link_watch, link_known, autoconfigured))
     })?;
     // Without a pidfd (a kernel before 5.3) the guest's exit is noticed by its namespace only.
     let pidfd = pid.and_then(|pid| crate::sys::pidfd_open(pid).ok());
@@ -369,5 +384,6 @@ fn open_in(host: &Host, record: &Record, netns: Netns, pid: Option<u32>) -> Resu
         link_watch,
         link_up: link_known.running,
         carrier_downs: link_known.carrier_down_count,
+        slaac,
     })
 }

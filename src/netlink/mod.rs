@@ -13,7 +13,7 @@ mod watch;
 pub use address::AddressDetails;
 pub use link::{LinkDetails, LinkKind, NewLink};
 pub use route::{DefaultRoute, DeviceRoute, NewRoute, RouteEntry};
-pub use watch::{LinkChanges, LinkSeen, LinkWatch};
+pub use watch::{Ipv6AddressSeen, LinkChanges, LinkSeen, LinkWatch};
 
 use std::io;
 use std::time::Duration;

@@ -6,12 +6,14 @@
 //! unseen" and reads the state afresh, so no one waits for a state that already came.
 
 use std::io;
+use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::LinkMessage;
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
@@ -21,6 +23,8 @@ use crate::netns::Netns;
 
 /// RTMGRP_LINK: link state changes, including a bridge port's STP state.
 const LINK_GROUP: u32 = 1;
+/// RTMGRP_IPV6_IFADDR: IPv6 addresses added, changed (DAD done, deprecated) and removed.
+const IPV6_ADDRESS_GROUP: u32 = 0x100;
 
 /// How often a re-read is started again when notifications overflow during it, before giving up.
 const RESYNC_ATTEMPTS: usize = 3;
@@ -30,6 +34,8 @@ pub struct LinkWatch {
     socket: Socket,
     /// Sequence number of the last re-read (dump) sent through this socket.
     sequence: u32,
+    /// Subscribed to IPv6 address notifications too (see [`LinkChanges::ipv6_addresses`]).
+    ipv6_addresses: bool,
 }
 
 /// Room for one notification; allocated per read, not kept, because the daemon holds one watch
@@ -46,6 +52,43 @@ pub struct LinkSeen {
     pub carrier_down_count: Option<u32>,
 }
 
+/// One state an IPv6 address was seen in, from a notification or a re-read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6AddressSeen {
+    pub index: u32,
+    pub address: Ipv6Addr,
+    /// Global, made by the kernel from a router advertisement (SLAAC: not permanent, which
+    /// addresses added by hand or by lanyard are), not a temporary (privacy) one, and through
+    /// duplicate address detection. False for a removed address and any other kind.
+    pub autoconfigured: bool,
+}
+
+impl Ipv6AddressSeen {
+    fn from_message(message: &AddressMessage, removed: bool) -> Option<Ipv6AddressSeen> {
+        if message.header.family != AddressFamily::Inet6 {
+            return None;
+        }
+        let mut address = None;
+        // IFA_FLAGS carries every flag; the header's byte only the low eight.
+        let mut flags = AddressFlags::from_bits_retain(u32::from(message.header.flags.bits()));
+        for attribute in &message.attributes {
+            match attribute {
+                AddressAttribute::Address(IpAddr::V6(ip)) => address = Some(*ip),
+                AddressAttribute::Flags(all) => flags = *all,
+                _ => {}
+            }
+        }
+        let unusable = AddressFlags::Secondary // IFA_F_TEMPORARY for IPv6
+            | AddressFlags::Permanent
+            | AddressFlags::Tentative
+            | AddressFlags::Dadfailed;
+        let autoconfigured = !removed
+            && message.header.scope == AddressScope::Universe
+            && !flags.intersects(unusable);
+        Some(Ipv6AddressSeen { index: message.header.index, address: address?, autoconfigured })
+    }
+}
+
 /// What the link notifications read since the last call say.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LinkChanges {
@@ -57,6 +100,12 @@ pub struct LinkChanges {
     /// read of every link in the namespace, so each link's last entry is its state now; what
     /// happened in between is unknown (a flap may be among what was lost).
     pub overflowed: bool,
+    /// With a watch that asked for them: every state an IPv6 address was seen in, oldest first.
+    pub ipv6_addresses: Vec<Ipv6AddressSeen>,
+    /// After lost notifications: `ipv6_addresses` from this position on come from a fresh read
+    /// of every IPv6 address (with the notifications that came during it, in order), so an
+    /// address not seen from here on is gone.
+    pub ipv6_reread_from: Option<usize>,
 }
 
 /// What one non-blocking read of the watch socket gave.
@@ -70,11 +119,11 @@ enum Read {
 }
 
 impl LinkWatch {
-    fn subscribe() -> Result<Socket> {
+    fn subscribe(groups: u32) -> Result<Socket> {
         let mut socket = Socket::new(NETLINK_ROUTE)
             .with_context(ErrorKind::Kernel, || "open a netlink watch socket")?;
         socket
-            .bind(&SocketAddr::new(0, LINK_GROUP))
+            .bind(&SocketAddr::new(0, groups))
             .with_context(ErrorKind::Kernel, || "subscribe to link notifications")?;
         socket
             .set_non_blocking(true)
@@ -83,12 +132,30 @@ impl LinkWatch {
     }
 
     pub fn open(netns: &Netns) -> Result<LinkWatch> {
-        let socket = netns.run(Self::subscribe)?;
-        Ok(LinkWatch { socket, sequence: 0 })
+        let socket = netns.run(|| Self::subscribe(LINK_GROUP))?;
+        Ok(LinkWatch { socket, sequence: 0, ipv6_addresses: false })
     }
 
     pub fn open_here() -> Result<LinkWatch> {
-        Ok(LinkWatch { socket: Self::subscribe()?, sequence: 0 })
+        Ok(LinkWatch { socket: Self::subscribe(LINK_GROUP)?, sequence: 0, ipv6_addresses: false })
+    }
+
+    /// A watch of links and IPv6 addresses; [`LinkWatch::reread_ipv6_addresses`] says which
+    /// addresses are there when it starts.
+    pub fn open_here_with_ipv6_addresses() -> Result<LinkWatch> {
+        let socket = Self::subscribe(LINK_GROUP | IPV6_ADDRESS_GROUP)?;
+        Ok(LinkWatch { socket, sequence: 0, ipv6_addresses: true })
+    }
+
+    /// Every IPv6 address of the namespace now, read through this socket after the
+    /// subscription: applied in order, the entries (and the notifications after them) give
+    /// each address's state. Link notifications queued meanwhile are dropped: call this before
+    /// reading the links. Waits for the kernel (at most [`ANSWER_TIMEOUT`] per answer).
+    pub fn reread_ipv6_addresses(&mut self) -> Result<Vec<Ipv6AddressSeen>> {
+        let mut changes = LinkChanges::default();
+        let mut buffer = vec![0u8; NOTIFICATION_BUFFER];
+        self.resync_with(&mut buffer, &mut changes, false)?;
+        Ok(changes.ipv6_addresses)
     }
 
     /// Wait until `ready` holds for link `index`, re-checking after every link notification. The
@@ -158,52 +225,41 @@ impl LinkWatch {
         // Bounded: a namespace changing links faster than this loop reads overflows the buffer,
         // which the re-read below covers.
         for _ in 0..1024 {
-            match self.read(&mut buffer, &mut changes.seen, None)? {
+            match self.read(&mut buffer, &mut changes, None)? {
                 Read::Messages { .. } => {}
                 Read::Empty => break,
                 Read::Overflow => changes.overflowed = true,
             }
         }
         if changes.overflowed {
-            self.resync(&mut buffer, &mut changes.seen)?;
+            self.resync_with(&mut buffer, &mut changes, true)?;
         }
         Ok(changes)
     }
 
-    /// Dump every link through the watch socket and add each one's state to `seen`, in the order
-    /// the answers and any notifications arrive: the socket queues them in the order the kernel
-    /// observed them, so the last entry per link is its state now. An overflow during the dump
+    /// Dump every link (with `links`) and, on a watch of IPv6 addresses, every IPv6 address
+    /// through the watch socket and add each one's state to `changes`, in the order the answers
+    /// and any notifications arrive: the socket queues them in the order the kernel observed
+    /// them, so the last entry per link or address is its state now. An overflow during a dump
     /// starts it again (bounded).
-    fn resync(&mut self, buffer: &mut [u8], seen: &mut Vec<LinkSeen>) -> Result<()> {
+    fn resync_with(
+        &mut self,
+        buffer: &mut [u8],
+        changes: &mut LinkChanges,
+        links: bool,
+    ) -> Result<()> {
         for _ in 0..RESYNC_ATTEMPTS {
-            self.sequence = self.sequence.wrapping_add(1);
-            let sequence = self.sequence;
-            let request =
-                encode(RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP, sequence);
-            self.socket
-                .send_to(&request, &SocketAddr::new(0, 0), 0)
-                .with_context(ErrorKind::Kernel, || "re-read the links after lost notifications")?;
             let mut overflowed = false;
-            let deadline = Instant::now() + ANSWER_TIMEOUT;
-            loop {
-                match self.read(buffer, seen, Some(sequence))? {
-                    Read::Messages { dump_done: false } => {}
-                    Read::Messages { dump_done: true } => break,
-                    Read::Overflow => overflowed = true,
-                    Read::Empty => {
-                        let now = Instant::now();
-                        if now >= deadline || !self.poll(deadline - now)? {
-                            return Err(Error::new(
-                                ErrorKind::Timeout,
-                                format!(
-                                    "re-read the links after lost notifications: the kernel did \
-                                     not answer within {} s",
-                                    ANSWER_TIMEOUT.as_secs()
-                                ),
-                            ));
-                        }
-                    }
-                }
+            if links {
+                let dump = RouteNetlinkMessage::GetLink(LinkMessage::default());
+                overflowed |= self.dump(buffer, changes, dump, "the links")?;
+            }
+            if self.ipv6_addresses {
+                changes.ipv6_reread_from = Some(changes.ipv6_addresses.len());
+                let mut message = AddressMessage::default();
+                message.header.family = AddressFamily::Inet6;
+                let dump = RouteNetlinkMessage::GetAddress(message);
+                overflowed |= self.dump(buffer, changes, dump, "the IPv6 addresses")?;
             }
             if !overflowed {
                 return Ok(());
@@ -212,18 +268,57 @@ impl LinkWatch {
         Err(Error::new(
             ErrorKind::Kernel,
             format!(
-                "re-read the links after lost notifications: notifications overflowed again \
-                 {RESYNC_ATTEMPTS} times; links change faster than they can be read"
+                "re-read the links and addresses: notifications overflowed again \
+                 {RESYNC_ATTEMPTS} times; they change faster than they can be read"
             ),
         ))
     }
 
-    /// One non-blocking read: link states go to `seen`. With `done_of`, the sequence number of a
-    /// dump being awaited, reports when that dump's end was read.
+    /// Send one dump request through the watch socket and read until its end; true when
+    /// notifications overflowed meanwhile.
+    fn dump(
+        &mut self,
+        buffer: &mut [u8],
+        changes: &mut LinkChanges,
+        request: RouteNetlinkMessage,
+        what: &str,
+    ) -> Result<bool> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let sequence = self.sequence;
+        let request = encode(request, NLM_F_DUMP, sequence);
+        self.socket
+            .send_to(&request, &SocketAddr::new(0, 0), 0)
+            .with_context(ErrorKind::Kernel, || format!("re-read {what}"))?;
+        let mut overflowed = false;
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            match self.read(buffer, changes, Some(sequence))? {
+                Read::Messages { dump_done: false } => {}
+                Read::Messages { dump_done: true } => break,
+                Read::Overflow => overflowed = true,
+                Read::Empty => {
+                    let now = Instant::now();
+                    if now >= deadline || !self.poll(deadline - now)? {
+                        return Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "re-read {what}: the kernel did not answer within {} s",
+                                ANSWER_TIMEOUT.as_secs()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(overflowed)
+    }
+
+    /// One non-blocking read: link and address states go to `changes`. With `done_of`, the
+    /// sequence number of a dump being awaited, reports when that dump's end was read.
     fn read(
         &mut self,
         buffer: &mut [u8],
-        seen: &mut Vec<LinkSeen>,
+        changes: &mut LinkChanges,
         done_of: Option<u32>,
     ) -> Result<Read> {
         let received = match self.socket.recv(&mut &mut buffer[..], 0) {
@@ -255,18 +350,24 @@ impl LinkWatch {
             match message.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
                     let details = LinkDetails::from_message(&link);
-                    seen.push(LinkSeen {
+                    changes.seen.push(LinkSeen {
                         index: details.index,
                         running: details.up && details.lower_up,
                         carrier_down_count: details.carrier_down_count,
                     });
                 }
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
-                    seen.push(LinkSeen {
+                    changes.seen.push(LinkSeen {
                         index: link.header.index,
                         running: false,
                         carrier_down_count: None,
                     });
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address)) => {
+                    changes.ipv6_addresses.extend(Ipv6AddressSeen::from_message(&address, false));
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(address)) => {
+                    changes.ipv6_addresses.extend(Ipv6AddressSeen::from_message(&address, true));
                 }
                 NetlinkPayload::Done(_) if ours => done = true,
                 NetlinkPayload::Error(error) if ours => match error.code {
@@ -274,7 +375,7 @@ impl LinkWatch {
                     Some(code) => {
                         return Err(Error::with_source(
                             ErrorKind::Kernel,
-                            "re-read the links after lost notifications",
+                            "re-read the links or addresses",
                             io::Error::from_raw_os_error(-code.get()),
                         ))
                     }
@@ -302,5 +403,44 @@ impl LinkWatch {
 impl std::os::fd::AsFd for LinkWatch {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.socket.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(scope: AddressScope, flags: AddressFlags) -> AddressMessage {
+        let mut message = AddressMessage::default();
+        message.header.family = AddressFamily::Inet6;
+        message.header.index = 3;
+        message.header.scope = scope;
+        message.attributes.push(AddressAttribute::Address("2001:db8::1".parse().unwrap()));
+        message.attributes.push(AddressAttribute::Flags(flags));
+        message
+    }
+
+    fn autoconfigured(scope: AddressScope, flags: AddressFlags, removed: bool) -> bool {
+        let seen = Ipv6AddressSeen::from_message(&message(scope, flags), removed).unwrap();
+        assert_eq!((seen.index, seen.address), (3, "2001:db8::1".parse().unwrap()));
+        seen.autoconfigured
+    }
+
+    #[test]
+    fn only_global_slaac_addresses_through_dad_count() {
+        let universe = AddressScope::Universe;
+        assert!(autoconfigured(universe, AddressFlags::empty(), false));
+        // Deprecated (preferred lifetime over) is still valid: it stays registered.
+        assert!(autoconfigured(universe, AddressFlags::Deprecated, false));
+        assert!(!autoconfigured(universe, AddressFlags::empty(), true), "removed");
+        assert!(!autoconfigured(universe, AddressFlags::Permanent, false), "added by hand");
+        assert!(!autoconfigured(universe, AddressFlags::Secondary, false), "temporary");
+        assert!(!autoconfigured(universe, AddressFlags::Tentative, false), "in DAD");
+        assert!(!autoconfigured(universe, AddressFlags::Dadfailed, false), "duplicate");
+        assert!(!autoconfigured(AddressScope::Link, AddressFlags::empty(), false), "link-local");
+        // IPv4 is not followed.
+        let mut v4 = message(universe, AddressFlags::empty());
+        v4.header.family = AddressFamily::Inet;
+        assert!(Ipv6AddressSeen::from_message(&v4, false).is_none());
     }
 }

@@ -577,6 +577,21 @@ impl Radvd {
     /// ports (no carrier) it starts advertising once the first port comes up, and it answers
     /// router solicitations at once (at most one RA per 3 s, radvd's MinDelayBetweenRAs).
     pub fn start(ns: &Netns, iface: &str, prefix: &str) -> Radvd {
+        Radvd::start_with_lifetimes(ns, iface, prefix, None)
+    }
+
+    /// [`Radvd::start`] advertising the prefix with `(valid, preferred)` lifetimes in seconds
+    /// (radvd's defaults otherwise): a guest's address from it expires that long after radvd
+    /// stops.
+    pub fn start_with_lifetimes(
+        ns: &Netns,
+        iface: &str,
+        prefix: &str,
+        lifetimes: Option<(u32, u32)>,
+    ) -> Radvd {
+        let lifetimes = lifetimes.map_or_else(String::new, |(valid, preferred)| {
+            format!("\t\tAdvValidLifetime {valid};\n\t\tAdvPreferredLifetime {preferred};\n")
+        });
         ns.sysctl("net/ipv6/conf/all/forwarding", "1");
         // No DAD on the advertising interface (the lab's global addresses are `nodad` too):
         // while its link-local address is tentative radvd cannot send (sendmsg EINVAL), so an
@@ -598,6 +613,7 @@ impl Radvd {
                  \tprefix {prefix} {{\n\
                  \t\tAdvOnLink on;\n\
                  \t\tAdvAutonomous on;\n\
+                 {lifetimes}\
                  \t}};\n\
                  }};\n"
             ),
