@@ -542,6 +542,74 @@ fn detach_removes_a_plugin_macvlan_endpoint_and_refuses_one_in_a_container() {
     assert_eq!(plugin_store(&dir)["endpoints"], serde_json::json!({}));
 }
 
+#[test]
+fn a_static_endpoints_links_go_after_delete_endpoint_answered_and_before_delete_network_or_exit() {
+    lab::require_root();
+    let lan = Lan::bridge(173);
+    let dir = TestDir::new("plugin-reaper");
+    let name = plugin_name("reaper");
+    let socket = lanyard::plugin::socket_path(&name);
+    lan.host.ip_batch("link add up0 type veth peer name up1\nlink set up0 up\nlink set up1 up\n");
+    let links_before = lan.host.links();
+    let mut daemon = Some(PluginDaemon::for_plugin(&lan.host, &dir, &name));
+    let network = "ab".repeat(32);
+    let create = format!(
+        r#"{{"NetworkID":"{network}","Options":{{"com.docker.network.generic":{{"parent":"up0"}}}},
+            "IPv4Data":[{{"AddressSpace":"x","Pool":"198.18.173.0/24","Gateway":"198.18.173.1/24"}}],"IPv6Data":[]}}"#
+    );
+    assert_eq!(post(&socket, "NetworkDriver.CreateNetwork", &create).0, 200);
+    // Docker's calls for one container on a macvlan parent: its link made, joined, left (Docker
+    // moves it in and back), deleted.
+    let container = |id: &str, mac: &str| {
+        let endpoint = format!(
+            r#"{{"NetworkID":"{network}","EndpointID":"{id}",
+                "Interface":{{"Address":"198.18.173.50/24","MacAddress":"{mac}"}}}}"#
+        );
+        assert_eq!(post(&socket, "NetworkDriver.CreateEndpoint", &endpoint).0, 200);
+        let join = format!(
+            r#"{{"NetworkID":"{network}","EndpointID":"{id}","SandboxKey":"/run/netns/none","Options":{{}}}}"#
+        );
+        assert_eq!(post(&socket, "NetworkDriver.Join", &join).0, 200);
+        let only = format!(r#"{{"NetworkID":"{network}","EndpointID":"{id}"}}"#);
+        assert_eq!(post(&socket, "NetworkDriver.Leave", &only).0, 200);
+        assert_eq!(post(&socket, "NetworkDriver.DeleteEndpoint", &only).0, 200);
+        // Docker may send it again: still answered, nothing queued twice.
+        assert_eq!(post(&socket, "NetworkDriver.DeleteEndpoint", &only).0, 200);
+    };
+
+    // Answered, then removed off the request: link, record and store entry all go.
+    container(&"c1".repeat(32), "02:00:c6:12:ad:01");
+    let gone = wait_until(Duration::from_secs(5), || {
+        lan.host.links() == links_before
+            && support::cli::record_and_lease_files(&dir).is_empty()
+            && plugin_store(&dir)["endpoints"] == serde_json::json!({})
+    });
+    assert!(
+        gone,
+        "links {:?}, files {:?}",
+        lan.host.links(),
+        support::cli::record_and_lease_files(&dir)
+    );
+
+    // The same address (Docker derives the MAC from it) at once: the new link waits for none.
+    container(&"c2".repeat(32), "02:00:c6:12:ad:02");
+    container(&"c3".repeat(32), "02:00:c6:12:ad:02");
+    // DeleteNetwork right after: every deletion answered before it is done when it answers.
+    let only = format!(r#"{{"NetworkID":"{network}"}}"#);
+    assert_eq!(post(&socket, "NetworkDriver.DeleteNetwork", &only).0, 200);
+    assert_eq!(lan.host.links(), links_before, "links left after DeleteNetwork");
+    assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
+    assert_eq!(plugin_store(&dir)["endpoints"], serde_json::json!({}));
+
+    // The daemon stopped (SIGTERM) right after a DeleteEndpoint: done before it exits.
+    assert_eq!(post(&socket, "NetworkDriver.CreateNetwork", &create).0, 200);
+    container(&"c4".repeat(32), "02:00:c6:12:ad:04");
+    drop(daemon.take());
+    assert_eq!(lan.host.links(), links_before, "links left by a daemon that stopped");
+    assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
+    assert_eq!(plugin_store(&dir)["endpoints"], serde_json::json!({}));
+}
+
 /// The IPv4 address (CIDR) on eth0 of a running container, `None` when it is not running.
 fn eth0_of(lab: &DockerLab, name: &str) -> Option<String> {
     let out = docker(lab, &["exec", name, "ip", "-4", "-o", "addr", "show", "eth0"]);

@@ -13,6 +13,7 @@
 
 pub mod ipam;
 pub mod network;
+pub(crate) mod reaper;
 pub mod removed;
 pub mod store;
 
@@ -56,6 +57,8 @@ pub struct Plugin {
     pub store: Mutex<store::Store>,
     /// Markers of DHCP pools handed to Docker and not yet a stored network's (see [`ipam`]).
     pub dhcp_pools: Mutex<std::collections::BTreeSet<std::net::Ipv4Addr>>,
+    /// Deletes static endpoints' links after DeleteEndpoint answered (see [`reaper`]).
+    reaper: reaper::Reaper,
 }
 
 /// A served plugin socket; dropping it unlinks the socket if it is still this one (a newer
@@ -73,6 +76,8 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
+        // Deletions Docker was told are done are finished before the daemon goes.
+        reaper::drain(reaper::DRAIN_WAIT);
         if std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.identity)
         {
             let _ = std::fs::remove_file(&self.path);
@@ -98,12 +103,21 @@ pub fn start(host: Host, name: &str) -> Result<Served> {
         .with_context(ErrorKind::Io, || format!("chmod {}", path.display()))?;
     let meta = std::fs::symlink_metadata(&path)
         .with_context(ErrorKind::Io, || format!("stat {}", path.display()))?;
-    let served = Served { path: path.clone(), identity: (meta.dev(), meta.ino()) };
+    let (reaper, jobs) = reaper::Reaper::new();
     let plugin = Arc::new(Plugin {
         host,
         store: Mutex::new(store),
         dhcp_pools: Mutex::new(Default::default()),
+        reaper,
     });
+    std::thread::Builder::new()
+        .name("docker-plugin-reaper".into())
+        .spawn({
+            let plugin = plugin.clone();
+            move || reaper::run(plugin, jobs)
+        })
+        .with_context(ErrorKind::Io, || "start the docker plugin's reaper thread")?;
+    let served = Served { path: path.clone(), identity: (meta.dev(), meta.ino()) };
     let slots: Slots = Arc::new((Mutex::new(0), Condvar::new()));
     std::thread::Builder::new()
         .name("docker-plugin".into())

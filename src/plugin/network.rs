@@ -278,6 +278,9 @@ fn create_network(plugin: &Plugin, request: CreateNetwork) -> Result<Value> {
 
 fn delete_network(plugin: &Plugin, request: NetworkOnly) -> Result<Value> {
     check_id("network", &request.network_id)?;
+    // Endpoints whose DeleteEndpoint was answered are gone before their network (an endpoint
+    // the reaper could not finish stays stored, and is removed below as one Docker forgot).
+    super::reaper::drain(super::reaper::DRAIN_WAIT);
     let host = &plugin.host;
     let mut store = plugin.store.lock().unwrap_or_else(|e| e.into_inner());
     // Docker deletes a network only once it has no endpoints left, and forgets an endpoint
@@ -346,6 +349,9 @@ fn parse_net(text: &str, what: &str) -> Result<Option<IpNet>> {
 fn create_endpoint(plugin: &Plugin, request: CreateEndpoint) -> Result<Value> {
     check_id("network", &request.network_id)?;
     check_id("endpoint", &request.endpoint_id)?;
+    // A new link never meets one still being deleted (the same MAC on the same parent, when
+    // Docker derives the MAC from a reused address). Usually nothing is pending.
+    super::reaper::drain(super::reaper::DRAIN_WAIT);
     let host = &plugin.host;
     let mut store = plugin.store.lock().unwrap_or_else(|e| e.into_inner());
     let network = store.networks.get(&request.network_id).cloned().ok_or_else(|| {
@@ -524,6 +530,7 @@ pub(super) fn take_lease(
     mac: MacAddr,
     endpoint_name: Option<&str>,
 ) -> Result<IpNet> {
+    super::reaper::drain(super::reaper::DRAIN_WAIT);
     let host = &plugin.host;
     let network = {
         let store = plugin.store.lock().unwrap_or_else(|e| e.into_inner());
@@ -737,7 +744,7 @@ fn release_dhcp_records(host: &crate::host::Host, network_id: &str) -> Vec<Strin
 /// Remove an endpoint's links and record, each step even when one before failed; returns a
 /// line per thing left behind. A link is taken only when it is still the endpoint's (its name
 /// and, for the guest end, its MAC), and removed by the index found for it.
-fn remove_endpoint_parts(
+pub(super) fn remove_endpoint_parts(
     host: &crate::host::Host,
     netlink: &mut Netlink,
     endpoint: &Endpoint,
@@ -796,26 +803,15 @@ fn remove_endpoint_parts(
 fn delete_endpoint(plugin: &Plugin, request: EndpointOnly) -> Result<Value> {
     check_id("network", &request.network_id)?;
     check_id("endpoint", &request.endpoint_id)?;
-    let host = &plugin.host;
-    let mut store = plugin.store.lock().unwrap_or_else(|e| e.into_inner());
+    let store = plugin.store.lock().unwrap_or_else(|e| e.into_inner());
     // Unknown: already deleted (idempotent).
     let Some(endpoint) = store.endpoints.get(&request.endpoint_id).cloned() else {
         return Ok(json!({}));
     };
-    let lock = host.state.lock()?;
-    let mut netlink = Netlink::open(&host.netns, "the host namespace")?;
-    let leftovers = remove_endpoint_parts(host, &mut netlink, &endpoint, None);
-    drop(lock);
-    if !leftovers.is_empty() {
-        // Kept in the store: Docker's retry (or the admin) finds it again.
-        return Err(Error::new(
-            crate::error::ErrorKind::Kernel,
-            format!("remove endpoint {}", endpoint.id),
-        )
-        .with_leftovers(&leftovers));
-    }
-    store.endpoints.remove(&endpoint.id);
-    store.save()?;
+    // Answered now; the links go on the reaper's thread (Docker is waiting on this answer to
+    // finish a container's stop, and nothing it does next needs them gone).
+    drop(store);
+    plugin.reaper.queue(endpoint);
     Ok(json!({}))
 }
 

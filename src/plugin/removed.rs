@@ -98,6 +98,9 @@ pub fn container_removed(
 fn release_unused(host: &Host, membership: &Membership) -> Result<Option<String>> {
     let (guest, link_name) = super::network::dhcp_guest(&membership.network, membership.mac);
     let file = Record::file_name_for(&guest, &link_name);
+    // The container's DeleteEndpoint was answered before its links went (see reaper): its
+    // endpoint is not "in use" once they are gone. Before the lock, which the reaper takes.
+    super::reaper::drain(super::reaper::DRAIN_WAIT);
     let _lock = host.state.lock()?;
     let Some(record) = host.state.load(&file)? else { return Ok(None) };
     let store = Store::load(host.state.path())?;
