@@ -473,23 +473,45 @@ fn deleting_a_network_removes_the_endpoints_docker_forgot_and_detach_removes_one
     assert_eq!(post(&socket, "NetworkDriver.DeleteNetwork", &again).0, 200);
 }
 
+/// A lab LAN `index` with a veth `up0` in its host namespace as a macvlan parent, a daemon
+/// serving the plugin there, and the body of Docker's CreateNetwork for a static network on up0
+/// (network id `ab...`): what the tests that call the plugin by hand start from.
+struct ByHand {
+    lan: Lan,
+    dir: TestDir,
+    socket: PathBuf,
+    links_before: Vec<String>,
+    network: String,
+    create: String,
+    daemon: Option<PluginDaemon>,
+}
+
+impl ByHand {
+    fn new(index: u8, tag: &str) -> ByHand {
+        let lan = Lan::bridge(index);
+        let dir = TestDir::new(&format!("plugin-{tag}"));
+        let name = plugin_name(tag);
+        let socket = lanyard::plugin::socket_path(&name);
+        // A parent that is not a bridge: the endpoints are macvlan children.
+        lan.host
+            .ip_batch("link add up0 type veth peer name up1\nlink set up0 up\nlink set up1 up\n");
+        let links_before = lan.host.links();
+        let daemon = Some(PluginDaemon::for_plugin(&lan.host, &dir, &name));
+        let network = "ab".repeat(32);
+        let create = format!(
+            r#"{{"NetworkID":"{network}","Options":{{"com.docker.network.generic":{{"parent":"up0"}}}},
+                "IPv4Data":[{{"AddressSpace":"x","Pool":"198.18.{index}.0/24","Gateway":"198.18.{index}.1/24"}}],"IPv6Data":[]}}"#
+        );
+        assert_eq!(post(&socket, "NetworkDriver.CreateNetwork", &create).0, 200);
+        ByHand { lan, dir, socket, links_before, network, create, daemon }
+    }
+}
+
 #[test]
 fn detach_removes_a_plugin_macvlan_endpoint_and_refuses_one_in_a_container() {
     lab::require_root();
-    let lan = Lan::bridge(172);
-    let dir = TestDir::new("plugin-detach");
-    let name = plugin_name("detach");
-    let socket = lanyard::plugin::socket_path(&name);
-    // A parent that is not a bridge: the endpoints are macvlan children.
-    lan.host.ip_batch("link add up0 type veth peer name up1\nlink set up0 up\nlink set up1 up\n");
-    let links_before = lan.host.links();
-    let _daemon = PluginDaemon::for_plugin(&lan.host, &dir, &name);
-    let network = "ab".repeat(32);
-    let create = format!(
-        r#"{{"NetworkID":"{network}","Options":{{"com.docker.network.generic":{{"parent":"up0"}}}},
-            "IPv4Data":[{{"AddressSpace":"x","Pool":"198.18.172.0/24","Gateway":"198.18.172.1/24"}}],"IPv6Data":[]}}"#
-    );
-    assert_eq!(post(&socket, "NetworkDriver.CreateNetwork", &create).0, 200);
+    let ByHand { lan, dir, socket, links_before, network, daemon: _daemon, .. } =
+        ByHand::new(172, "detach");
     let endpoint = |id: &str, mac: &str| {
         let body = format!(
             r#"{{"NetworkID":"{network}","EndpointID":"{id}",
@@ -545,19 +567,8 @@ fn detach_removes_a_plugin_macvlan_endpoint_and_refuses_one_in_a_container() {
 #[test]
 fn a_static_endpoints_links_go_after_delete_endpoint_answered_and_before_delete_network_or_exit() {
     lab::require_root();
-    let lan = Lan::bridge(173);
-    let dir = TestDir::new("plugin-reaper");
-    let name = plugin_name("reaper");
-    let socket = lanyard::plugin::socket_path(&name);
-    lan.host.ip_batch("link add up0 type veth peer name up1\nlink set up0 up\nlink set up1 up\n");
-    let links_before = lan.host.links();
-    let mut daemon = Some(PluginDaemon::for_plugin(&lan.host, &dir, &name));
-    let network = "ab".repeat(32);
-    let create = format!(
-        r#"{{"NetworkID":"{network}","Options":{{"com.docker.network.generic":{{"parent":"up0"}}}},
-            "IPv4Data":[{{"AddressSpace":"x","Pool":"198.18.173.0/24","Gateway":"198.18.173.1/24"}}],"IPv6Data":[]}}"#
-    );
-    assert_eq!(post(&socket, "NetworkDriver.CreateNetwork", &create).0, 200);
+    let ByHand { lan, dir, socket, links_before, network, create, mut daemon } =
+        ByHand::new(173, "reaper");
     // Docker's calls for one container on a macvlan parent: its link made, joined, left (Docker
     // moves it in and back), deleted.
     let container = |id: &str, mac: &str| {
