@@ -479,6 +479,7 @@ fn deleting_a_network_removes_the_endpoints_docker_forgot_and_detach_removes_one
 struct ByHand {
     lan: Lan,
     dir: TestDir,
+    name: String,
     socket: PathBuf,
     links_before: Vec<String>,
     network: String,
@@ -503,7 +504,7 @@ impl ByHand {
                 "IPv4Data":[{{"AddressSpace":"x","Pool":"198.18.{index}.0/24","Gateway":"198.18.{index}.1/24"}}],"IPv6Data":[]}}"#
         );
         assert_eq!(post(&socket, "NetworkDriver.CreateNetwork", &create).0, 200);
-        ByHand { lan, dir, socket, links_before, network, create, daemon }
+        ByHand { lan, dir, name, socket, links_before, network, create, daemon }
     }
 }
 
@@ -567,7 +568,7 @@ fn detach_removes_a_plugin_macvlan_endpoint_and_refuses_one_in_a_container() {
 #[test]
 fn a_static_endpoints_links_go_after_delete_endpoint_answered_and_before_delete_network_or_exit() {
     lab::require_root();
-    let ByHand { lan, dir, socket, links_before, network, create, mut daemon } =
+    let ByHand { lan, dir, name, socket, links_before, network, create, mut daemon } =
         ByHand::new(173, "reaper");
     // Docker's calls for one container on a macvlan parent: its link made, joined, left (Docker
     // moves it in and back), deleted.
@@ -619,6 +620,19 @@ fn a_static_endpoints_links_go_after_delete_endpoint_answered_and_before_delete_
     assert_eq!(lan.host.links(), links_before, "links left by a daemon that stopped");
     assert_eq!(support::cli::record_and_lease_files(&dir), Vec::<String>::new());
     assert_eq!(plugin_store(&dir)["endpoints"], serde_json::json!({}));
+
+    // SIGKILLed right after a DeleteEndpoint: the next daemon finishes the removal at its start.
+    let mut crashing = PluginDaemon::for_plugin(&lan.host, &dir, &name);
+    container(&"c5".repeat(32), "02:00:c6:12:ad:05");
+    crashing.crash();
+    drop(crashing);
+    let _restarted = PluginDaemon::for_plugin(&lan.host, &dir, &name);
+    let finished = wait_until(Duration::from_secs(5), || {
+        lan.host.links() == links_before
+            && support::cli::record_and_lease_files(&dir).is_empty()
+            && plugin_store(&dir)["endpoints"] == serde_json::json!({})
+    });
+    assert!(finished, "links {:?}, store {}", lan.host.links(), plugin_store(&dir)["endpoints"]);
 }
 
 /// The IPv4 address (CIDR) on eth0 of a running container, `None` when it is not running.

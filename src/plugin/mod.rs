@@ -117,6 +117,14 @@ pub fn start(host: Host, name: &str) -> Result<Served> {
             move || reaper::run(plugin, jobs)
         })
         .with_context(ErrorKind::Io, || "start the docker plugin's reaper thread")?;
+    // Endpoints whose DeleteEndpoint a previous daemon answered but did not finish.
+    let unfinished: Vec<store::Endpoint> = {
+        let store = plugin.store.lock().unwrap_or_else(|e| e.into_inner());
+        store.endpoints.values().filter(|e| e.deleting).cloned().collect()
+    };
+    for endpoint in unfinished {
+        plugin.reaper.queue(endpoint);
+    }
     let served = Served { path: path.clone(), identity: (meta.dev(), meta.ino()) };
     let slots: Slots = Arc::new((Mutex::new(0), Condvar::new()));
     std::thread::Builder::new()
@@ -480,6 +488,7 @@ mod tests {
             joined: true,
             dhcp: false,
             sandbox_key: None,
+            deleting: false,
         };
         let (static_id, dhcp_id) = ("a".repeat(64), "b".repeat(64));
         let mut store = store::Store::default();

@@ -400,6 +400,7 @@ fn create_endpoint(plugin: &Plugin, request: CreateEndpoint) -> Result<Value> {
         joined: false,
         dhcp: false,
         sandbox_key: None,
+        deleting: false,
     };
     let saved = host.state.save(&record).and_then(|_| {
         store.endpoints.insert(endpoint.id.clone(), endpoint.clone());
@@ -703,6 +704,7 @@ fn adopt_dhcp_link(
         joined: false,
         dhcp: true,
         sandbox_key: None,
+        deleting: false,
     };
     store.endpoints.insert(endpoint.id.clone(), endpoint);
     if let Err(e) = store.save() {
@@ -803,13 +805,24 @@ pub(super) fn remove_endpoint_parts(
 fn delete_endpoint(plugin: &Plugin, request: EndpointOnly) -> Result<Value> {
     check_id("network", &request.network_id)?;
     check_id("endpoint", &request.endpoint_id)?;
-    let store = plugin.store.lock().unwrap_or_else(|e| e.into_inner());
+    let mut store = plugin.store.lock().unwrap_or_else(|e| e.into_inner());
     // Unknown: already deleted (idempotent).
-    let Some(endpoint) = store.endpoints.get(&request.endpoint_id).cloned() else {
+    let Some(endpoint) = store.endpoints.get_mut(&request.endpoint_id) else {
         return Ok(json!({}));
     };
     // Answered now; the links go on the reaper's thread (Docker is waiting on this answer to
-    // finish a container's stop, and nothing it does next needs them gone).
+    // finish a container's stop, and nothing it does next needs them gone). Marked on disk
+    // first, so that a daemon that dies before the reaper is done finishes it at its start.
+    if !endpoint.deleting {
+        endpoint.deleting = true;
+        if let Err(e) = store.save() {
+            if let Some(endpoint) = store.endpoints.get_mut(&request.endpoint_id) {
+                endpoint.deleting = false;
+            }
+            return Err(e);
+        }
+    }
+    let endpoint = store.endpoints[&request.endpoint_id].clone();
     drop(store);
     plugin.reaper.queue(endpoint);
     Ok(json!({}))

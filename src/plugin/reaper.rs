@@ -3,8 +3,8 @@
 //! before a stopped container counts as removed (`docker run --rm`, `docker rm`); nothing
 //! Docker does next needs those links gone (a new endpoint's links are named by its own id, or
 //! by its MAC on a DHCP network, whose RequestAddress waits for this). Until its links (and, on
-//! a static network, its record) are removed the endpoint stays in the store, so a daemon that
-//! dies meanwhile leaves an endpoint Docker forgot, which DeleteNetwork removes. Whatever makes
+//! a static network, its record) are removed the endpoint stays in the store, marked
+//! `deleting` before the answer, so a daemon that dies meanwhile finishes it at its start. Whatever makes
 //! links (CreateEndpoint, RequestAddress), DeleteNetwork, the release of a removed container's
 //! lease and the plugin's stop wait for the deletions queued before them.
 

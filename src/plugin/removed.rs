@@ -104,7 +104,7 @@ fn release_unused(host: &Host, membership: &Membership) -> Result<Option<String>
     let _lock = host.state.lock()?;
     let Some(record) = host.state.load(&file)? else { return Ok(None) };
     let store = Store::load(host.state.path())?;
-    if store.endpoints.values().any(|endpoint| endpoint.record == file) {
+    if store.endpoints.values().any(|endpoint| endpoint.record == file && !endpoint.deleting) {
         return Ok(None);
     }
     let mut netlink = Netlink::open(&host.netns, "the host namespace")?;

@@ -75,6 +75,10 @@ pub struct Endpoint {
     /// moved the link there.
     #[serde(default)]
     pub sandbox_key: Option<String>,
+    /// DeleteEndpoint was answered: the reaper removes it (again at the next start, should the
+    /// daemon die first). Nothing uses its MAC's lease any more.
+    #[serde(default)]
+    pub deleting: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
