@@ -20,7 +20,7 @@ use support::daemon::DaemonGuard;
 use support::dhcp::Dnsmasq;
 use support::docker::DockerLab;
 use support::lab::{self, wait_until, Lan, TestDir};
-use support::plugin::{create_dhcp_network, docker_ok, plugin_name, PluginDaemon};
+use support::plugin::{create_dhcp_network, create_network, docker_ok, plugin_name, PluginDaemon};
 
 const ZONE: &str = "app.lan";
 /// How long a name may take to appear or go (the daemon answers a hand-over at once and sends
@@ -276,7 +276,7 @@ fn docker_networks_register_containers_by_name_static_while_running_dhcp_while_l
     daemon = Some(start_daemon());
     let docker = |args: &[&str]| docker_ok(&lab, &world.dir, args);
     let subnet = "--subnet=198.18.233.0/24";
-    docker(&["network", "create", "-d", &name, "-o", "parent=br0", subnet, "lan"]);
+    create_network(&lab, &world.dir, &name, "br0", &[subnet], "lan");
     let (web, api) = (world.lan.addr4(50), world.lan.addr4(51));
     // The template's `{container}`: the container's name, made a valid label.
     lab.run("Web_1", &["--net", "lan", "--ip", &web.to_string()]);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use support::docker::DockerLab;
 use support::lab::{self, wait_until, Lan, Netns, TestDir};
-use support::plugin::{docker, docker_ok, plugin_name, plugin_store, PluginDaemon};
+use support::plugin::{create_network, docker, docker_ok, plugin_name, plugin_store, PluginDaemon};
 
 /// One HTTP POST on the plugin socket: (status, JSON body).
 fn post(socket: &Path, call: &str, body: &str) -> (u16, serde_json::Value) {
@@ -142,28 +142,18 @@ fn a_static_network_on_a_bridge_wires_containers_and_leaves_nothing_behind() {
     let networks = docker_ok(&lab, &dir, &["network", "ls", "--format", "{{.Name}}"]);
     assert!(!networks.lines().any(|n| n == "nd"), "{networks}");
 
-    docker_ok(
-        &lab,
-        &dir,
-        &[
-            "network",
-            "create",
-            "-d",
-            &name,
-            "-o",
-            "parent=br0",
-            "--ipv6",
-            "--subnet",
-            "198.18.160.0/24",
-            "--gateway",
-            "198.18.160.1",
-            "--subnet",
-            "2001:db8:160::/64",
-            "--gateway",
-            "2001:db8:160::1",
-            "n1",
-        ],
-    );
+    let dual_stack = [
+        "--ipv6",
+        "--subnet",
+        "198.18.160.0/24",
+        "--gateway",
+        "198.18.160.1",
+        "--subnet",
+        "2001:db8:160::/64",
+        "--gateway",
+        "2001:db8:160::1",
+    ];
+    create_network(&lab, &dir, &name, "br0", &dual_stack, "n1");
     docker_ok(
         &lab,
         &dir,
@@ -263,27 +253,9 @@ fn a_static_network_on_a_macvlan_parent_wires_containers_and_leaves_nothing_behi
     let config = format!("docker_plugin = \"{name}\"\n");
     let mut daemon = PluginDaemon::start(&lan.host, &dir, &config, socket.clone());
     assert!(lan.wait_forwarding(Duration::from_secs(5)), "the uplink's port forwards");
-    docker_ok(
-        &lab,
-        &dir,
-        &[
-            "network",
-            "create",
-            "-d",
-            &name,
-            "-o",
-            "parent=uplink0",
-            "-o",
-            "macvlan_mode=bridge",
-            "-o",
-            "mtu=1400",
-            "--subnet",
-            "198.18.161.0/24",
-            "--gateway",
-            "198.18.161.1",
-            "m1",
-        ],
-    );
+    let options = ["-o", "macvlan_mode=bridge", "-o", "mtu=1400"];
+    let subnet = ["--subnet", "198.18.161.0/24", "--gateway", "198.18.161.1"];
+    create_network(&lab, &dir, &name, "uplink0", &[&options[..], &subnet].concat(), "m1");
     // The networks outlive the daemon: a restarted one serves what Docker already has.
     drop(daemon);
     daemon = PluginDaemon::start(&lan.host, &dir, &config, socket.clone());
@@ -662,23 +634,8 @@ fn restart_policy_containers_run_again_whichever_of_dockerd_and_lanyard_comes_fi
     let config = format!("docker_plugin = \"{name}\"\n");
     let daemon =
         PluginDaemon::start_with(&lan.host, &dir, &config, socket.clone(), Some(lab.env()));
-    docker_ok(
-        &lab,
-        &dir,
-        &[
-            "network",
-            "create",
-            "-d",
-            &name,
-            "-o",
-            "parent=br0",
-            "--subnet",
-            "198.18.170.0/24",
-            "--gateway",
-            "198.18.170.1",
-            "boot",
-        ],
-    );
+    let subnet = ["--subnet", "198.18.170.0/24", "--gateway", "198.18.170.1"];
+    create_network(&lab, &dir, &name, "br0", &subnet, "boot");
     let names: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
     for (i, container) in names.iter().enumerate() {
         let ip = format!("198.18.170.{}", 10 + i);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use support::dhcp::{Dnsmasq, Radvd};
 use support::docker::DockerLab;
 use support::lab::{self, wait_until, Lan, TestDir};
-use support::plugin::{docker_ok, plugin_name, PluginDaemon};
+use support::plugin::{create_network, docker_ok, plugin_name, PluginDaemon};
 
 /// The EUI-64 address of `mac` in the /64 `prefix` ("2001:db8:N::"), as the kernel forms it
 /// (addr_gen_mode 0), written as `ip` shows it.
@@ -79,10 +79,8 @@ impl SlaacLab {
 
     /// `docker network create -d PLUGIN ARGS -o parent=br0 -o slaac=true n`
     fn create_network(&self, args: &[&str]) {
-        let mut create = vec!["network", "create", "-d", &self.plugin];
-        create.extend_from_slice(args);
-        create.extend_from_slice(&["-o", "parent=br0", "-o", "slaac=true", "n"]);
-        docker_ok(&self.lab, &self.dir, &create);
+        let args = [args, &["-o", "slaac=true"]].concat();
+        create_network(&self.lab, &self.dir, &self.plugin, "br0", &args, "n");
     }
 
     /// `docker run -d --net n ARGS --name c1 IMAGE sleep 3600`

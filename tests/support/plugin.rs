@@ -121,9 +121,24 @@ pub fn plugin_store(dir: &TestDir) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|_| "{}".into())).unwrap()
 }
 
+/// `docker network create -d PLUGIN -o parent=PARENT ARGS NET` (ARGS: more options, subnets
+/// and gateways), which must succeed.
+pub fn create_network(
+    lab: &DockerLab,
+    dir: &TestDir,
+    plugin: &str,
+    parent: &str,
+    args: &[&str],
+    net: &str,
+) {
+    let parent = format!("parent={parent}");
+    let mut create = vec!["network", "create", "-d", plugin, "-o", &parent];
+    create.extend_from_slice(args);
+    create.push(net);
+    docker_ok(lab, dir, &create);
+}
+
 /// `docker network create -d PLUGIN --ipam-driver PLUGIN -o parent=PARENT NET`: a DHCP network.
 pub fn create_dhcp_network(lab: &DockerLab, dir: &TestDir, plugin: &str, parent: &str, net: &str) {
-    let parent = format!("parent={parent}");
-    let args = ["network", "create", "-d", plugin, "--ipam-driver", plugin, "-o", &parent, net];
-    docker_ok(lab, dir, &args);
+    create_network(lab, dir, plugin, parent, &["--ipam-driver", plugin], net);
 }
