@@ -322,44 +322,26 @@ fn part_a(config: &Config, docker: &DockerLab, image: &str, lan: &Lan, dir: &Tes
     }
     docker.docker_ok(&["network", "rm", "mv"]);
 
-    let reference = &times[0];
-    let added = |w: usize| median(&times[w]).as_secs_f64() - median(reference).as_secs_f64();
-    let per_round = |w: usize| per_round_difference(&times[w], reference);
-    let macvlan_added = added(3);
+    let table = AddedCosts { times: &times, label_width: 55 };
+    let macvlan_added = table.added(3);
     println!();
     println!(
         "a. event -> wired: `docker run --rm IMAGE sh -c 'until <IPv4 on the interface>; do sleep \
          0.01; done'`, {} rounds, interleaved",
         config.rounds
     );
-    let header = format!(
-        "{:<55} {:>8} {:>8} {:>10} {:>10} {:>10}  target",
-        "way (times in ms)", "median", "p90", "med - REF", "per-round", "/macvlan"
-    );
-    println!("{header}");
-    println!("{}", "-".repeat(header.len() + 12));
+    table.print_header(12);
     for (w, way) in WAYS.iter().enumerate() {
-        let ratio = added(w) / macvlan_added;
+        let ratio = table.added(w) / macvlan_added;
         let (ratio_text, target) = match way {
             Way::Baseline => ("-".to_string(), String::new()),
             Way::Macvlan => ("1.00x".to_string(), String::new()),
             _ => (
                 format!("{ratio:.2}x"),
-                format!(
-                    "<= {TARGET_RATIO:.1}x {}",
-                    if ratio <= TARGET_RATIO { "met" } else { "missed" }
-                ),
+                format!("<= {TARGET_RATIO:.1}x {}", verdict(ratio <= TARGET_RATIO)),
             ),
         };
-        println!(
-            "{:<55} {:>8} {:>8} {:>+10.2} {:>+10.2} {:>10}  {target}",
-            way.label(),
-            ms(median(&times[w])),
-            ms(percentile(&times[w], 0.9)),
-            added(w) * 1e3,
-            per_round(w) * 1e3,
-            ratio_text,
-        );
+        table.print_row(w, way.label(), &ratio_text, &target);
     }
     println!(
         "med - REF = the way's added cost (difference of the medians), per-round = median of the \
@@ -367,8 +349,8 @@ fn part_a(config: &Config, docker: &DockerLab, image: &str, lan: &Lan, dir: &Tes
     );
     println!(
         "the same ratios from the per-round differences: static {:.2}x, DHCP {:.2}x",
-        per_round(1) / per_round(3),
-        per_round(2) / per_round(3)
+        table.per_round(1) / table.per_round(3),
+        table.per_round(2) / table.per_round(3)
     );
     println!();
     println!(
@@ -382,7 +364,7 @@ fn part_a(config: &Config, docker: &DockerLab, image: &str, lan: &Lan, dir: &Tes
         format!(
             "< {} ms {}",
             TARGET_DAEMON_MEDIAN.as_millis(),
-            if median(samples) < TARGET_DAEMON_MEDIAN { "met" } else { "missed" }
+            verdict(median(samples) < TARGET_DAEMON_MEDIAN)
         )
     };
     println!(
@@ -413,6 +395,65 @@ fn per_round_difference(times: &[Duration], reference: &[Duration]) -> f64 {
         times.iter().zip(reference).map(|(x, r)| x.as_secs_f64() - r.as_secs_f64()).collect();
     diffs.sort_by(f64::total_cmp);
     diffs[diffs.len() / 2]
+}
+
+/// The `docker run` tables of parts a and e: way 0 is the reference (`--net none`), and each
+/// way's added cost is over it, as the difference of the medians and as the median of the
+/// same-round differences.
+struct AddedCosts<'a> {
+    times: &'a [Vec<Duration>],
+    /// Width of the way column.
+    label_width: usize,
+}
+
+impl AddedCosts<'_> {
+    /// Way `w`'s added cost (difference of the medians), in seconds.
+    fn added(&self, w: usize) -> f64 {
+        median(&self.times[w]).as_secs_f64() - median(&self.times[0]).as_secs_f64()
+    }
+
+    /// Way `w`'s added cost (median of the same-round differences), in seconds.
+    fn per_round(&self, w: usize) -> f64 {
+        per_round_difference(&self.times[w], &self.times[0])
+    }
+
+    /// The header line and its rule (`rule_extra` dashes past the header's own width).
+    fn print_header(&self, rule_extra: usize) {
+        let header = format!(
+            "{:<width$} {:>8} {:>8} {:>10} {:>10} {:>10}  target",
+            "way (times in ms)",
+            "median",
+            "p90",
+            "med - REF",
+            "per-round",
+            "/macvlan",
+            width = self.label_width
+        );
+        println!("{header}");
+        println!("{}", "-".repeat(header.len() + rule_extra));
+    }
+
+    fn print_row(&self, w: usize, label: &str, ratio_text: &str, target: &str) {
+        println!(
+            "{:<width$} {:>8} {:>8} {:>+10.2} {:>+10.2} {:>10}  {target}",
+            label,
+            ms(median(&self.times[w])),
+            ms(percentile(&self.times[w], 0.9)),
+            self.added(w) * 1e3,
+            self.per_round(w) * 1e3,
+            ratio_text,
+            width = self.label_width
+        );
+    }
+}
+
+/// A target's verdict in the tables.
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "missed"
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -483,55 +524,34 @@ fn part_e(config: &Config, docker: &DockerLab, image: &str, plugin: &str) {
         }
     }
     docker.docker_ok(&["network", "rm", "mv", "lynet", "lydhcp"]);
-    let added = |w: usize| median(&times[w]).as_secs_f64() - median(&times[0]).as_secs_f64();
-    let per_round = |w: usize| per_round_difference(&times[w], &times[0]);
+    let table = AddedCosts { times: &times, label_width: 57 };
     println!();
     println!(
         "e. Docker network plugin: `docker run --rm --net X IMAGE sh -c true`, {} rounds, \
          interleaved",
         config.rounds
     );
-    let header = format!(
-        "{:<57} {:>8} {:>8} {:>10} {:>10} {:>10}  target",
-        "way (times in ms)", "median", "p90", "med - REF", "per-round", "/macvlan"
-    );
-    println!("{header}");
-    println!("{}", "-".repeat(header.len() + 22));
-    let over_static_ms = (added(3) - added(2)) * 1e3;
+    table.print_header(22);
+    let over_static_ms = (table.added(3) - table.added(2)) * 1e3;
     for (w, (_, _, label)) in ways.iter().enumerate() {
-        let ratio = added(w) / added(1);
+        let ratio = table.added(w) / table.added(1);
         let (ratio_text, target) = match w {
             0 => ("-".to_string(), String::new()),
             1 => ("1.00x".to_string(), String::new()),
             2 => (
                 format!("{ratio:.2}x"),
-                format!(
-                    "<= {TARGET_PLUGIN_RATIO:.1}x {}",
-                    if ratio <= TARGET_PLUGIN_RATIO { "met" } else { "missed" }
-                ),
+                format!("<= {TARGET_PLUGIN_RATIO:.1}x {}", verdict(ratio <= TARGET_PLUGIN_RATIO)),
             ),
             _ => (
                 format!("{ratio:.2}x"),
                 format!(
                     "static {over_static_ms:+.1} ms, <= +{TARGET_PLUGIN_DHCP_OVER_STATIC_MS:.0} \
                      ms {}",
-                    if over_static_ms <= TARGET_PLUGIN_DHCP_OVER_STATIC_MS {
-                        "met"
-                    } else {
-                        "missed"
-                    }
+                    verdict(over_static_ms <= TARGET_PLUGIN_DHCP_OVER_STATIC_MS)
                 ),
             ),
         };
-        println!(
-            "{:<57} {:>8} {:>8} {:>+10.2} {:>+10.2} {:>10}  {target}",
-            label,
-            ms(median(&times[w])),
-            ms(percentile(&times[w], 0.9)),
-            added(w) * 1e3,
-            per_round(w) * 1e3,
-            ratio_text,
-        );
+        table.print_row(w, label, &ratio_text, &target);
     }
     println!(
         "med - REF = the way's added cost (difference of the medians), per-round = median of the \
@@ -540,8 +560,8 @@ fn part_e(config: &Config, docker: &DockerLab, image: &str, plugin: &str) {
     println!(
         "the same from the per-round differences: static {:.2}x of macvlan, DHCP {:+.1} ms over \
          static",
-        per_round(2) / per_round(1),
-        (per_round(3) - per_round(2)) * 1e3
+        table.per_round(2) / table.per_round(1),
+        (table.per_round(3) - table.per_round(2)) * 1e3
     );
 }
 
@@ -657,7 +677,7 @@ fn part_b(config: &Config, docker: &DockerLab, lan: &Lan, dir: &TestDir) {
         last_start.duration_since(first_start).as_secs_f64(),
         wired_after_last.as_secs_f64(),
         TARGET_BURST.as_secs(),
-        if wired_after_last < TARGET_BURST { "met" } else { "missed" }
+        verdict(wired_after_last < TARGET_BURST)
     );
     println!(
         "   the daemon's own figure for these {}: start event -> wired median {} ms, p90 {} ms, \
@@ -717,7 +737,7 @@ fn part_c(
         config.reconcile,
         all_wired.as_secs_f64(),
         TARGET_RECONCILE.as_secs(),
-        if all_wired < TARGET_RECONCILE { "met" } else { "missed" }
+        verdict(all_wired < TARGET_RECONCILE)
     );
     println!(
         "   the daemon's last_reconcile_ms {reconcile_ms} ({} containers looked at, {} reconcile(s))",
@@ -786,10 +806,7 @@ fn part_d(
         let target = if is_ref {
             String::new()
         } else {
-            format!(
-                "< {TARGET_CPU_PERCENT:.0}% {}",
-                if window.percent < TARGET_CPU_PERCENT { "met" } else { "missed" }
-            )
+            format!("< {TARGET_CPU_PERCENT:.0}% {}", verdict(window.percent < TARGET_CPU_PERCENT))
         };
         println!(
             "   {:<48} {:>8.3}% {:>12} {:>9} {:>7.2}x  {target}",
