@@ -22,7 +22,7 @@ use crate::netlink::Netlink;
 pub const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Reaper {
-    jobs: Mutex<Sender<Endpoint>>,
+    jobs: Sender<Endpoint>,
 }
 
 /// Endpoint ids queued and not yet done, process-wide (a daemon serves one plugin), so that the
@@ -47,7 +47,7 @@ pub fn drain(timeout: Duration) -> bool {
 impl Reaper {
     pub fn new() -> (Reaper, Receiver<Endpoint>) {
         let (jobs, receiver) = channel();
-        (Reaper { jobs: Mutex::new(jobs) }, receiver)
+        (Reaper { jobs }, receiver)
     }
 
     /// Queue `endpoint`'s removal; false if it is already queued (Docker retries a call).
@@ -57,7 +57,7 @@ impl Reaper {
             return false;
         }
         let id = endpoint.id.clone();
-        if self.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(endpoint).is_err() {
+        if self.jobs.send(endpoint).is_err() {
             // The reaper's thread is gone (it never panics on its own): nothing would finish it.
             pending.remove(&id);
             return false;
